@@ -27,8 +27,16 @@ REQUIRED_KEYS = (
     "thresholds",
     "metrics",
     "golden",
+    "explain",
     "published_at",
 )
+# model.json, as promote writes it:
+#   version, mlflow_run_id, registered_version, data_hash, git_commit, created_at,
+#   published_at, feature_names (== fraudops.features.FEATURE_NAMES), input
+#   {"dtype": "float32", "shape": [-1, F]}, thresholds {"challenge", "block"},
+#   metrics {...}, golden {"inputs": [[F floats], ...], "outputs": [p, ...], "tolerance"},
+#   explain {"mean": [F], "std": [F], "weight": [F]} (see fraudops.bands.Explainer),
+#   labels {"count", "window_start", "window_end"}, validation {"success", "report"}
 
 
 class ModelSpecError(ValueError):

@@ -1,0 +1,51 @@
+"""Risk bands and human-readable reasons, from the thresholds and the `explain` block of a
+model's model.json. Shared by evaluate (per-band metrics) and the scorer (responses)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fraudops.features import FEATURES
+
+ALLOW, CHALLENGE, BLOCK = "ALLOW", "CHALLENGE", "BLOCK"
+BANDS = (ALLOW, CHALLENGE, BLOCK)
+
+
+def bands_for(scores: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """Band index per score: 0 ALLOW, 1 CHALLENGE (>= challenge), 2 BLOCK (>= block)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return (scores >= thresholds["challenge"]).astype(np.int8) + (
+        scores >= thresholds["block"]
+    ).astype(np.int8)
+
+
+def band_name(score: float, thresholds: dict[str, float]) -> str:
+    if score >= thresholds["block"]:
+        return BLOCK
+    if score >= thresholds["challenge"]:
+        return CHALLENGE
+    return ALLOW
+
+
+class Explainer:
+    """Top signals of a score: each feature's standardised value times its weight in a
+    linear surrogate fitted at training time (model.json `explain`: mean, std, weight).
+    Cheap enough for the request path, and stable: the same input gives the same reasons."""
+
+    def __init__(self, explain: dict[str, Any], top_k: int = 3):
+        self.mean = np.asarray(explain["mean"], dtype=np.float32)
+        self.scale = np.asarray(explain["weight"], dtype=np.float32) / np.maximum(
+            np.asarray(explain["std"], dtype=np.float32), 1e-6
+        )
+        self.top_k = top_k
+
+    def reasons(self, features: np.ndarray) -> list[list[str]]:
+        """For each row of a (N, F) array, up to top_k reasons that raised the score."""
+        contrib = (np.atleast_2d(features) - self.mean) * self.scale
+        top = np.argsort(-contrib, axis=1)[:, : self.top_k]
+        out = []
+        for row, idx in zip(contrib, top, strict=True):
+            out.append([f"{FEATURES[i].label} (+{row[i]:.1f})" for i in idx if row[i] > 0.5])
+        return out
