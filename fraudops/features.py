@@ -8,11 +8,10 @@ order an online scorer sees them when events arrive in time order."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import math
 
 import numpy as np
 
