@@ -1,0 +1,139 @@
+"""Analysts' and chargeback feeds' verdicts on scored transactions.
+
+One entry point, `record_label`, used by both doors a label comes in through: the gRPC
+`Feedback.SubmitLabel` servicer and the Kafka `transaction_labels` consumer. It validates
+the label, upserts `feedback_labels` (a later verdict supersedes the earlier one) and
+appends the change to `audit_log`, all in one database transaction, so the label the next
+training run reads and the history an auditor reads can never disagree."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fraudops.pii import mask_pii
+from fraudops.schema import MAX_ID_LENGTH
+
+LABELS: tuple[str, ...] = ("FRAUD", "LEGIT")
+MAX_SOURCE_LENGTH = 64
+MAX_NOTE_LENGTH = 512
+AUDIT_KIND = "label"
+
+
+class LabelError(ValueError):
+    """A label broke a rule. `field` names the offending field (as in the LabelRequest)."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class UnknownTransaction(LabelError):
+    """The label names a transaction that was never scored, so there is nothing to learn from."""
+
+    def __init__(self, transaction_id: str):
+        super().__init__(
+            "transaction_id", f"unknown transaction {transaction_id[:MAX_ID_LENGTH]!r}"
+        )
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """What `record_label` did. `previous` is the label this one replaced, if any;
+    `changed` is False when the same verdict from the same source was already stored."""
+
+    transaction_id: str
+    label: str
+    superseded: bool
+    previous: str | None
+    changed: bool = True
+
+
+def label_name(value: int | str) -> str:
+    """The label as text, from the proto enum number (LabelRequest.label) or from text."""
+    if isinstance(value, str):
+        return value.strip().upper()
+    names = {1: "FRAUD", 2: "LEGIT"}
+    return names.get(int(value), "")
+
+
+def validate_label(transaction_id: Any, label: Any, source: Any, note: Any) -> str:
+    """Check every field before touching the database; returns the normalised label."""
+    if not isinstance(transaction_id, str) or not transaction_id.strip():
+        raise LabelError("transaction_id", "must be a non-empty string")
+    if len(transaction_id) > MAX_ID_LENGTH:
+        raise LabelError("transaction_id", f"longer than {MAX_ID_LENGTH} characters")
+    name = label_name(label) if isinstance(label, int | str) else ""
+    if name not in LABELS:
+        shown = str(label)[:MAX_SOURCE_LENGTH]
+        raise LabelError("label", f"must be one of {', '.join(LABELS)}, got {shown!r}")
+    if not isinstance(source, str) or not source.strip():
+        raise LabelError("source", "must name who labelled (e.g. 'analyst:alice')")
+    if len(source) > MAX_SOURCE_LENGTH:
+        raise LabelError("source", f"longer than {MAX_SOURCE_LENGTH} characters")
+    if not isinstance(note, str):
+        raise LabelError("note", "must be text")
+    if len(note) > MAX_NOTE_LENGTH:
+        raise LabelError("note", f"longer than {MAX_NOTE_LENGTH} characters")
+    return name
+
+
+@contextmanager
+def _one_transaction(conn) -> Iterator[Any]:
+    """Commit everything inside at once, or nothing, even on an autocommit connection."""
+    autocommit = conn.autocommit
+    if autocommit:
+        conn.autocommit = False
+    try:
+        with conn, conn.cursor() as cur:
+            yield cur
+    finally:
+        if autocommit:
+            conn.autocommit = True
+
+
+_CURRENT = "SELECT label, source, note FROM feedback_labels WHERE transaction_id = %s FOR UPDATE"
+_UPSERT = """
+INSERT INTO feedback_labels (transaction_id, label, source, note, labelled_at, supersedes)
+VALUES (%s, %s, %s, %s, now(), NULL)
+ON CONFLICT (transaction_id) DO UPDATE
+   SET label = EXCLUDED.label, source = EXCLUDED.source, note = EXCLUDED.note,
+       labelled_at = EXCLUDED.labelled_at, supersedes = feedback_labels.label
+RETURNING supersedes, labelled_at
+"""
+_AUDIT = "INSERT INTO audit_log (kind, subject, detail) VALUES (%s, %s, %s::jsonb)"
+
+
+def record_label(conn, transaction_id: str, label: str, source: str, note: str = "") -> LabelResult:
+    """Validate and store one verdict; raise LabelError (UnknownTransaction) naming the field.
+
+    The row lock taken on the current label serialises two verdicts racing on one
+    transaction, so each audit row names the label it really replaced. Re-sending the
+    verdict already stored (same label, source and note: a Kafka redelivery after a crash
+    between the database commit and the offset commit) changes nothing and audits nothing."""
+    name = validate_label(transaction_id, label, source, note)
+    with _one_transaction(conn) as cur:
+        cur.execute(
+            "SELECT 1 FROM scored_transactions WHERE transaction_id = %s", (transaction_id,)
+        )
+        if cur.fetchone() is None:
+            raise UnknownTransaction(transaction_id)
+        cur.execute(_CURRENT, (transaction_id,))
+        current = cur.fetchone()
+        if current is not None and tuple(current) == (name, source, note):
+            return LabelResult(transaction_id, name, False, None, changed=False)
+        cur.execute(_UPSERT, (transaction_id, name, source, note))
+        previous, labelled_at = cur.fetchone()
+        detail = {
+            "source": source,
+            "old": previous,
+            "new": name,
+            "labelled_at": labelled_at.isoformat(),
+            "note": mask_pii(note),
+        }
+        cur.execute(_AUDIT, (AUDIT_KIND, transaction_id, json.dumps(detail)))
+    return LabelResult(transaction_id, name, previous is not None, previous)
