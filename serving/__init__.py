@@ -1,0 +1,1 @@
+"""Scoring service: gRPC server, Kafka scorer, model store with hot reload, persistence."""
