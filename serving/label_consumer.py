@@ -1,0 +1,222 @@
+"""Kafka consumer for the `transaction_labels` topic (chargeback feeds and bulk imports).
+
+Each message is a LabelRequest; it is stored with `serving.labels.record_label`, the same
+function the gRPC Feedback servicer uses. A message that cannot be decoded, or holds an
+invalid label (unknown transaction included), goes to `transaction_labels.dlq` with its
+original bytes and the reason in the `error` header. Offsets are committed only after the
+database commit or the DLQ delivery of every message before them, so a crash redelivers
+and never loses a label (and `record_label` makes a redelivery a no-op).
+
+    python -m serving.label_consumer [--group fraudops-labels]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+
+import psycopg2
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from google.protobuf.message import DecodeError
+
+from fraudops.pii import configure_logging, mask_pii
+from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from fraudops.settings import Settings, load_settings
+from serving import db
+from serving.labels import LabelError, label_name, record_label
+
+log = logging.getLogger("fraudops.label_consumer")
+
+DEFAULT_GROUP = "fraudops-labels"
+BATCH_SIZE = 200
+POLL_SECONDS = 1.0  # also the longest a SIGTERM waits before the consumer stops
+DB_RETRY_FIRST_SECONDS = 0.5
+DB_RETRY_MAX_SECONDS = 10.0
+
+
+class Interrupted(Exception):
+    """Stopped in the middle of a batch: its offsets stay uncommitted and Kafka redelivers."""
+
+
+@dataclass
+class Counts:
+    """What the consumer has done since it started (logged on exit; read by tests)."""
+
+    stored: int = 0
+    unchanged: int = 0
+    dead_lettered: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def decode(value: bytes | None) -> fraud_pb2.LabelRequest:
+    """Parse a LabelRequest; raise LabelError('message', ...) for bytes that are not one."""
+    if not value:
+        raise LabelError("message", "empty message")
+    try:
+        return fraud_pb2.LabelRequest.FromString(value)
+    except DecodeError as err:
+        raise LabelError("message", f"not a LabelRequest ({err})") from err
+
+
+class LabelConsumer:
+    """One member of the label consumer group: poll, store or dead-letter, then commit."""
+
+    def __init__(self, settings: Settings, group: str = DEFAULT_GROUP):
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.counts = Counts()
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # a new group reads the labels already on the topic: none may be skipped
+                "auto.offset.reset": "earliest",
+            }
+        )
+        self.producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "enable.idempotence": True,
+                "acks": "all",
+            }
+        )
+        self.conn = None
+        self._delivery_errors: list[str] = []
+
+    def _connect(self):
+        if self.conn is None or self.conn.closed:
+            self.conn = db.connect(self.settings.database_url)
+        return self.conn
+
+    def _disconnect(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+
+    def _on_delivery(self, err, _msg) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
+
+    def _dead_letter(self, msg: Message, reason: str) -> None:
+        reason = mask_pii(reason)
+        self.counts.dead_lettered += 1
+        key = reason.split(":", 1)[0]
+        self.counts.reasons[key] = self.counts.reasons.get(key, 0) + 1
+        log.warning(
+            "label at %s[%d]@%d to DLQ: %s", msg.topic(), msg.partition(), msg.offset(), reason
+        )
+        self.producer.produce(
+            self.settings.topic_labels_dlq,
+            value=msg.value(),
+            key=msg.key(),
+            headers=[("error", reason.encode())],
+            on_delivery=self._on_delivery,
+        )
+
+    def _store(self, request: fraud_pb2.LabelRequest) -> None:
+        """record_label, retried until the database answers: an outage stalls the consumer
+        (offsets stay uncommitted) instead of losing labels or crash-looping."""
+        pause = DB_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                result = record_label(
+                    self._connect(),
+                    request.transaction_id,
+                    label_name(request.label),
+                    request.source,
+                    request.note,
+                )
+                break
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as err:
+                log.warning("database unavailable, retrying in %.1f s: %s", pause, err)
+                self._disconnect()
+                if self.stop_event.wait(pause):
+                    raise Interrupted("stopped while the database was unavailable") from err
+                pause = min(pause * 2, DB_RETRY_MAX_SECONDS)
+        if result.changed:
+            self.counts.stored += 1
+        else:
+            self.counts.unchanged += 1
+
+    def handle(self, msg: Message) -> None:
+        """Store one message or dead-letter it; only database outages propagate."""
+        try:
+            self._store(decode(msg.value()))
+        except LabelError as err:
+            self._dead_letter(msg, str(err))
+
+    def _commit(self, batch: list[Message]) -> None:
+        """Commit after every DLQ message of the batch is acknowledged by the broker."""
+        if self.producer.flush(30) > 0 or self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            raise KafkaException(
+                f"DLQ delivery failed, offsets not committed: {errors or 'timeout'}"
+            )
+        last: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            last[(msg.topic(), msg.partition())] = msg.offset() + 1
+        offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
+        self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    def poll_once(self, timeout: float = 1.0) -> int:
+        """Process one batch; returns how many messages it handled."""
+        batch = []
+        for msg in self.consumer.consume(BATCH_SIZE, timeout):
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.error("consumer error: %s", msg.error())
+                continue
+            self.handle(msg)
+            batch.append(msg)
+        if batch:
+            self._commit(batch)
+        return len(batch)
+
+    def run(self) -> Counts:
+        """Consume until stop() (SIGTERM/SIGINT); the batch in hand is finished first."""
+        self.consumer.subscribe([self.settings.topic_labels])
+        log.info(
+            "consuming %s (DLQ %s)", self.settings.topic_labels, self.settings.topic_labels_dlq
+        )
+        try:
+            while not self.stop_event.is_set():
+                self.poll_once(POLL_SECONDS)
+        except Interrupted as err:
+            log.warning("%s; the batch in hand will be redelivered", err)
+        finally:
+            self.close()
+        log.info("stopped: %s", self.counts)
+        return self.counts
+
+    def stop(self, *_args) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.flush(10)
+        self._disconnect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--group", default=DEFAULT_GROUP, help="Kafka consumer group id")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if not settings.database_url:
+        log.error("DATABASE_URL is not set: labels have nowhere to go")
+        return 2
+    consumer = LabelConsumer(settings, group=args.group)
+    signal.signal(signal.SIGTERM, consumer.stop)
+    signal.signal(signal.SIGINT, consumer.stop)
+    consumer.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
