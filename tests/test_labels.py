@@ -21,17 +21,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def database_url():
-    """A fresh, migrated database (local stand-in until tests/conftest.py provides one)."""
-    server = "postgresql://fraudops@127.0.0.1:55432/fraudops"
-    name = f"test_labels_{uuid.uuid4().hex[:8]}"
-    url = db.create_database(server, name)
-    db.migrate(url)
-    yield url
-    db.drop_database(server, name)
-
-
-@pytest.fixture(scope="module")
 def conn(database_url):
     connection = db.connect(database_url)
     yield connection
@@ -179,41 +168,6 @@ def test_label_names_from_the_proto_enum_and_text():
 # --- the Kafka consumer -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kafka_bootstrap():
-    """The running broker (local stand-in until tests/conftest.py provides it)."""
-    return "127.0.0.1:9092"
-
-
-@pytest.fixture
-def kafka_topics(kafka_bootstrap):
-    """Factory of unique topic names created on the broker (local stand-in)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    created: list[str] = []
-
-    def make(n_partitions: int = 3) -> dict[str, str]:
-        suffix = uuid.uuid4().hex[:8]
-        names = {
-            "topic_raw": f"raw_transactions-{suffix}",
-            "topic_scores": f"transaction_scores-{suffix}",
-            "topic_labels": f"transaction_labels-{suffix}",
-            "topic_dlq": f"raw_transactions.dlq-{suffix}",
-            "topic_labels_dlq": f"transaction_labels.dlq-{suffix}",
-        }
-        futures = admin.create_topics([NewTopic(t, n_partitions, 1) for t in names.values()])
-        for future in futures.values():
-            future.result(timeout=30)
-        created.extend(names.values())
-        return names
-
-    yield make
-    if created:
-        for future in admin.delete_topics(created).values():
-            future.exception(timeout=30)
-
-
 def label_bytes(tx_id: str, label: int, source: str = "chargeback:visa", note: str = "") -> bytes:
     request = fraud_pb2.LabelRequest(transaction_id=tx_id, label=label, source=source, note=note)
     return request.SerializeToString()
@@ -328,10 +282,12 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
 
 
 @pytest.mark.slow
-def test_a_database_outage_stalls_the_consumer_and_loses_nothing(kafka_bootstrap, kafka_topics):
+def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
+    database_url, kafka_bootstrap, kafka_topics
+):
     """Labels that arrive while the database is down are stored once it is back."""
     topics = kafka_topics()
-    server = "postgresql://fraudops@127.0.0.1:55432/fraudops"
+    server = database_url
     name = f"test_outage_{uuid.uuid4().hex[:8]}"
     url = db.with_database(server, name)  # not created yet: every connect fails
     tx_ids = [f"tx-outage-{i}" for i in range(3)]
