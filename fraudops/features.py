@@ -154,7 +154,8 @@ class OnlineFeatures:
             recent = [a for t, a in history if t > ts - window]
             values += [float(len(recent)), math.log1p(sum(recent))]
         last = self._last_seen.get(user)
-        gap = MAX_GAP_SECONDS if last is None else min(ts - last, MAX_GAP_SECONDS)
+        # max(.., 0): an event older than the last one seen (out of order) counts as no gap
+        gap = MAX_GAP_SECONDS if last is None else min(max(ts - last, 0), MAX_GAP_SECONDS)
         values.append(math.log1p(gap))
         history.append((ts, amount))
         self._last_seen[user] = ts

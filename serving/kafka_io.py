@@ -1,0 +1,123 @@
+"""Kafka clients of the scoring service, configured in one place.
+
+Producers are idempotent with acks=all, so a retried send never duplicates or reorders a
+message within a partition. The scorer's consumer never auto-commits: offsets are
+committed by hand once the batch's scores are durable in Kafka and Postgres."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+
+from fraudops.settings import Settings
+from serving import metrics
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 512 * 1024,
+        "batch.num.messages": 10_000,
+        "error_cb": _log_error,
+    }
+    config.update(overrides)
+    return config
+
+
+def make_producer(settings: Settings, **overrides: Any) -> Producer:
+    return Producer(producer_config(settings, **overrides))
+
+
+def make_consumer(settings: Settings, group: str | None = None, **overrides: Any) -> Consumer:
+    """A manual-commit consumer of the scorer's group; lag is reported via statistics."""
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": group or settings.consumer_group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 50,
+        "queued.max.messages.kbytes": 256 * 1024,
+        "statistics.interval.ms": 5000,
+        "stats_cb": record_lag,
+        "error_cb": _log_error,
+    }
+    config.update(overrides)
+    return Consumer(config)
+
+
+def _log_error(err: KafkaError) -> None:
+    if err.fatal():
+        log.error("fatal Kafka error: %s", err)
+    else:
+        log.warning("Kafka: %s", err)
+
+
+def record_lag(stats_json: str) -> None:
+    """librdkafka statistics -> the consumer-lag gauge, per assigned partition."""
+    stats = json.loads(stats_json)
+    for topic in stats.get("topics", {}).values():
+        for pid, part in topic.get("partitions", {}).items():
+            lag = part.get("consumer_lag", -1)
+            if pid != "-1" and lag >= 0:
+                metrics.CONSUMER_LAG.labels(partition=pid).set(lag)
+
+
+class AckingProducer:
+    """Produces and waits for each message's delivery report before acknowledging.
+
+    A background thread serves delivery callbacks, so many request threads can wait on
+    their own messages at once while librdkafka batches them together."""
+
+    def __init__(self, producer: Producer):
+        self._producer = producer
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(0.1)
+
+    def send(self, topic: str, key: str, value: bytes, timeout: float = 10.0) -> tuple[int, int]:
+        """Produce and block until the broker has it; returns (partition, offset)."""
+        done = threading.Event()
+        outcome: list[Any] = []
+
+        def on_delivery(err: KafkaError | None, msg: Any) -> None:
+            outcome.append(err if err is not None else (msg.partition(), msg.offset()))
+            done.set()
+
+        self._produce(topic, key, value, on_delivery)
+        if not done.wait(timeout):
+            raise TimeoutError(f"no delivery report from Kafka within {timeout:g}s")
+        if isinstance(outcome[0], KafkaError):
+            raise KafkaException(outcome[0])
+        return outcome[0]
+
+    def _produce(self, topic: str, key: str, value: bytes, on_delivery) -> None:
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        except BufferError:  # local queue full: let deliveries drain once, then retry
+            self._producer.poll(0.5)
+            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=timeout)
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            log.error("%d messages still undelivered at shutdown", remaining)

@@ -1,0 +1,276 @@
+"""The stream scorer (`fraudops-scorer`): raw_transactions -> scores on Kafka and Postgres.
+
+One consumer of the group polls micro-batches. Each batch is decoded and validated
+(failures go to the dead-letter topic with the reason in an `error` header, original bytes
+and key kept), scored with this process's per-user feature state, and its ScoreResponses
+produced to transaction_scores. A writer thread then stores the rows in Postgres
+(idempotently), waits until Kafka has acknowledged every message of the batch, and only
+then are the batch's offsets committed. At-least-once delivery plus the primary key on
+scored_transactions: no transaction is lost and none is written twice, even if the process
+dies anywhere in between. The writer overlaps the database round trip with scoring the
+next batch; batches are committed in order."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from google.protobuf.message import DecodeError
+
+from fraudops.bands import BANDS
+from fraudops.pii import configure_logging
+from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from fraudops.schema import InvalidTransaction
+from fraudops.settings import Settings, load_settings
+from serving import metrics
+from serving.kafka_io import make_consumer, make_producer
+from serving.model_store import ModelStore
+from serving.persistence import DeploymentRecorder, ScoreWriter
+from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode
+
+log = logging.getLogger(__name__)
+
+_BAND_COUNTERS = [metrics.SCORES.labels(band=b, source="stream") for b in BANDS]
+
+
+class ScorerFailed(RuntimeError):
+    """A batch could not be made durable; its offsets stay uncommitted."""
+
+
+@dataclass
+class _Batch:
+    """One micro-batch on its way to being durable."""
+
+    offsets: list[TopicPartition]
+    produced: int
+    scored: ScoredBatch | None = None
+    acks: list[Any] = field(default_factory=list)  # list.append is atomic: no lock needed
+
+    def on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        self.acks.append(err)
+
+
+def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
+    """The offsets to commit once every message of `msgs` is handled."""
+    last: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        key = (m.topic(), m.partition())
+        last[key] = max(last.get(key, -1), m.offset())
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+class StreamScorer:
+    def __init__(
+        self,
+        settings: Settings,
+        core: ScoringCore,
+        consumer: Consumer,
+        producer: Producer,
+        writer: ScoreWriter | None,
+    ):
+        self.settings = settings
+        self.core = core
+        self._consumer = consumer
+        self._producer = producer
+        self._writer = writer
+        self._handoff: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+        self._durable: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
+        self._failure: Exception | None = None
+        self._inflight = 0
+        self._idle = threading.Condition()
+        self._thread = threading.Thread(target=self._write_loop, name="scorer-writer", daemon=True)
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until `stop` is set or a batch fails; then make everything durable."""
+        s = self.settings
+        self._consumer.subscribe([s.topic_raw], on_revoke=self._on_revoke)
+        self._thread.start()
+        try:
+            while not stop.is_set() and self._failure is None:
+                msgs = self._consumer.consume(s.scorer_batch_size, s.scorer_poll_seconds)
+                self._commit_durable()
+                msgs = [m for m in msgs if self._usable(m)]
+                if msgs:
+                    self._process(msgs)
+        finally:
+            self._handoff.put(None)
+            self._thread.join()
+            self._commit_durable(asynchronous=False)
+        if self._failure is not None:
+            raise ScorerFailed(str(self._failure)) from self._failure
+
+    def close(self) -> None:
+        """Leave the group (partitions go to the other scorers) and release the clients."""
+        self._producer.flush(30)
+        self._consumer.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    @staticmethod
+    def _usable(msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return True
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error: %s", err)
+        return False
+
+    def _process(self, msgs: list[Message]) -> None:
+        """Decode, score and produce one micro-batch, then hand it to the writer."""
+        started = time.perf_counter()
+        batch = _Batch(next_offsets(msgs), produced=0)
+        txs, keys = [], []
+        for msg in msgs:
+            tx = self._decode_or_dlq(msg, batch)
+            if tx is not None:
+                txs.append(tx)
+                keys.append(msg.key())
+        if txs:
+            batch.scored = self._score(txs, started)
+            self._produce_scores(batch, keys)
+        with self._idle:
+            self._inflight += 1
+        self._handoff.put(batch)
+        metrics.BATCH_LATENCY.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(msgs))
+
+    def _score(self, txs: list[dict], started: float) -> ScoredBatch:
+        """Score with the current model; without one yet, wait for it (nothing is lost)."""
+        while True:
+            try:
+                return self.core.score(txs, int(started * 1e9))
+            except NoModel:
+                log.warning("no model loaded yet; holding %d transactions", len(txs))
+                time.sleep(1.0)
+
+    def _decode_or_dlq(self, msg: Message, batch: _Batch) -> dict | None:
+        try:
+            return decode(fraud_pb2.TransactionRequest.FromString(msg.value()))
+        except DecodeError as err:
+            reason, field_name = f"undecodable TransactionRequest: {err}", "decode"
+        except InvalidTransaction as err:
+            reason, field_name = str(err), err.field
+        metrics.DLQ.labels(reason=field_name).inc()
+        self._produce(self.settings.topic_dlq, msg.key(), msg.value(), batch,
+                      headers=[("error", reason.encode())])  # fmt: skip
+        log.warning("dead-lettered message at %s[%d]@%d: %s",
+                    msg.topic(), msg.partition(), msg.offset(), reason)  # fmt: skip
+        return None
+
+    def _produce_scores(self, batch: _Batch, keys: list[bytes | None]) -> None:
+        scored = batch.scored
+        topic = self.settings.topic_scores
+        for key, response in zip(keys, scored.responses(), strict=True):
+            self._produce(topic, key, response.SerializeToString(), batch)
+        for band, count in enumerate(np.bincount(scored.bands, minlength=len(BANDS)).tolist()):
+            if count:
+                _BAND_COUNTERS[band].inc(count)
+
+    def _produce(self, topic: str, key, value, batch: _Batch, headers=None) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=batch.on_delivery
+                )
+                break
+            except BufferError:  # the local queue is full: let deliveries drain
+                self._producer.poll(0.05)
+        batch.produced += 1
+
+    def _write_loop(self) -> None:
+        """Writer thread: Postgres rows, then Kafka acknowledgements, then mark durable."""
+        while True:
+            batch = self._handoff.get()
+            if batch is None:
+                return
+            try:
+                if self._failure is None:
+                    self._make_durable(batch)
+                    self._durable.put(batch)
+            except Exception as err:  # keep the offsets uncommitted and stop consuming
+                log.exception("batch could not be made durable; stopping")
+                self._failure = err
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    def _make_durable(self, batch: _Batch) -> None:
+        if batch.scored is not None and self._writer is not None:
+            self._writer.write([(batch.scored, "stream")])
+        while len(batch.acks) < batch.produced:
+            self._producer.poll(0.05)
+        errors = [e for e in batch.acks if e is not None]
+        if errors:
+            raise ScorerFailed(f"{len(errors)} messages not delivered, first: {errors[0]}")
+
+    def _commit_durable(self, asynchronous: bool = True) -> None:
+        """Commit the offsets of every batch the writer finished, in order."""
+        offsets: dict[tuple[str, int], TopicPartition] = {}
+        while True:
+            try:
+                batch = self._durable.get_nowait()
+            except queue.Empty:
+                break
+            for tp in batch.offsets:
+                offsets[(tp.topic, tp.partition)] = tp
+        if offsets:
+            self._consumer.commit(offsets=list(offsets.values()), asynchronous=asynchronous)
+
+    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        """Before partitions move to another scorer, finish and commit what we hold."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0 or self._failure is not None, 60)
+        self._commit_durable(asynchronous=False)
+
+
+def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamScorer, ModelStore]:
+    """Wire a scorer from settings: model store (watching), Kafka clients, Postgres writer."""
+    url = settings.database_url
+    recorder = DeploymentRecorder(url, "scorer") if url else None
+    store = ModelStore(settings.model_dir, recorder, prewarm=1)
+    store.load_latest()
+    store.start_watching()
+    writer = ScoreWriter(url) if url else None
+    consumer = make_consumer(settings, group)
+    scorer = StreamScorer(settings, ScoringCore(store), consumer, make_producer(settings), writer)
+    return scorer, store
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="fraudops Kafka stream scorer")
+    parser.add_argument("--group", help="consumer group (default FRAUDOPS_CONSUMER_GROUP)")
+    parser.add_argument(
+        "--metrics-port", type=int, help="default FRAUDOPS_METRICS_PORT + 1; 0 turns it off"
+    )
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    metrics.serve(settings.metrics_port + 1 if args.metrics_port is None else args.metrics_port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    scorer, store = build_scorer(settings, args.group)
+    log.info("scoring %s -> %s as group %s", settings.topic_raw, settings.topic_scores,
+             args.group or settings.consumer_group)  # fmt: skip
+    try:
+        scorer.run(stop)
+    except ScorerFailed as err:
+        log.error("scorer stopped: %s", err)
+        return 1
+    finally:
+        scorer.close()
+        store.stop()
+    log.info("scorer stopped cleanly")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

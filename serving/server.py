@@ -1,0 +1,293 @@
+"""The gRPC front door (`fraudops-serve`): ingestion to Kafka, inline scoring, analysts'
+labels, the standard health service and server reflection (so grpcurl works).
+
+Every handler validates first and answers a bad request with INVALID_ARGUMENT naming the
+field; anything unexpected becomes INTERNAL for that call only, and the server stays up.
+Inline scores are persisted by a background sink, never on the request path."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import replace
+from functools import wraps
+
+import grpc
+import numpy as np
+import psycopg2
+from confluent_kafka import KafkaException
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from psycopg2.pool import ThreadedConnectionPool
+
+from fraudops.bands import BANDS
+from fraudops.pii import configure_logging
+from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
+from fraudops.schema import InvalidTransaction
+from fraudops.settings import Settings, load_settings
+from serving import labels, metrics
+from serving.kafka_io import AckingProducer, make_producer
+from serving.model_store import LoadedModel, ModelStore
+from serving.persistence import DeploymentRecorder, InlineScoreSink, ScoreWriter
+from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode, decode_batch
+from serving.tls import server_credentials
+
+log = logging.getLogger(__name__)
+
+FRAUD_SERVICES = tuple(
+    fraud_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("FraudIngestion", "FraudScoring", "Feedback")
+)
+MAX_BATCH = 10_000
+_BAND_COUNTERS = [metrics.SCORES.labels(band=b, source="inline") for b in BANDS]
+
+
+class RpcFailure(Exception):
+    """Raised by a handler to answer with a given status."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _status_for(err: Exception) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status a handler's exception maps to; the message is safe to return."""
+    if isinstance(err, RpcFailure):
+        return err.code, str(err)
+    if isinstance(err, labels.UnknownTransaction):
+        return grpc.StatusCode.NOT_FOUND, str(err)
+    if isinstance(err, InvalidTransaction | labels.LabelError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(err)
+    if isinstance(err, NoModel):
+        return grpc.StatusCode.UNAVAILABLE, "no model loaded yet; retry shortly"
+    if isinstance(err, KafkaException | TimeoutError):
+        return grpc.StatusCode.UNAVAILABLE, f"Kafka did not take the message: {err}"
+    if isinstance(err, psycopg2.Error):
+        return grpc.StatusCode.UNAVAILABLE, "database unavailable; retry shortly"
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def rpc(name: str) -> Callable:
+    """Time a handler and turn its exceptions into a status, never a crash."""
+    histogram = metrics.RPC_LATENCY.labels(rpc=name)
+
+    def decorate(handler: Callable) -> Callable:
+        @wraps(handler)
+        def wrapper(self, request, context):
+            started = time.perf_counter()
+            try:
+                return handler(self, request, context)
+            except Exception as err:  # noqa: BLE001 - mapped to a status below
+                code, message = _status_for(err)
+                if code == grpc.StatusCode.INTERNAL:
+                    log.exception("%s failed", name)
+                metrics.RPC_ERRORS.labels(rpc=name, code=code.name).inc()
+                context.abort(code, message)
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        return wrapper
+
+    return decorate
+
+
+class Ingestion(fraud_pb2_grpc.FraudIngestionServicer):
+    def __init__(self, producer: AckingProducer, topic: str):
+        self._producer = producer
+        self._topic = topic
+
+    @rpc("SendTransaction")
+    def SendTransaction(self, request, context):
+        decode(request)
+        partition, offset = self._producer.send(
+            self._topic, str(request.user_id), request.SerializeToString()
+        )
+        return fraud_pb2.SendAck(
+            transaction_id=request.transaction_id, partition=partition, offset=offset
+        )
+
+
+class Scoring(fraud_pb2_grpc.FraudScoringServicer):
+    def __init__(self, core: ScoringCore, sink: InlineScoreSink | None):
+        self._core = core
+        self._sink = sink
+
+    def _record(self, batch: ScoredBatch) -> None:
+        for band, count in enumerate(np.bincount(batch.bands, minlength=len(BANDS)).tolist()):
+            if count:
+                _BAND_COUNTERS[band].inc(count)
+        if self._sink is not None:
+            self._sink.submit(batch)
+
+    @rpc("Score")
+    def Score(self, request, context):
+        started = time.perf_counter_ns()
+        batch = self._core.score([decode(request)], started)
+        self._record(batch)
+        return batch.responses()[0]
+
+    @rpc("ScoreBatch")
+    def ScoreBatch(self, request, context):
+        started = time.perf_counter_ns()
+        if len(request.transactions) > MAX_BATCH:
+            raise InvalidTransaction("transactions", f"more than {MAX_BATCH} in one batch")
+        batch = self._core.score(decode_batch(request.transactions), started)
+        self._record(batch)
+        return fraud_pb2.ScoreBatchResponse(scores=batch.responses())
+
+
+class FeedbackService(fraud_pb2_grpc.FeedbackServicer):
+    """Labels go through serving.labels.record_label, like those arriving over Kafka."""
+
+    def __init__(self, pool: ThreadedConnectionPool | None, sink: InlineScoreSink | None):
+        self._pool = pool
+        self._sink = sink
+
+    def _record(self, request) -> labels.LabelResult:
+        conn = self._pool.getconn()
+        broken = False
+        try:
+            return labels.record_label(
+                conn, request.transaction_id, request.label, request.source, request.note
+            )
+        except psycopg2.Error:
+            broken = True
+            raise
+        finally:
+            self._pool.putconn(conn, close=broken)
+
+    @rpc("SubmitLabel")
+    def SubmitLabel(self, request, context):
+        if self._pool is None:
+            raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, "no database configured")
+        try:
+            result = self._record(request)
+        except labels.UnknownTransaction:
+            # An inline score may still be on its way to the table: wait for it once.
+            if self._sink is None or not self._sink.flush(timeout=5.0):
+                raise
+            result = self._record(request)
+        return fraud_pb2.LabelAck(
+            transaction_id=result.transaction_id,
+            label=fraud_pb2.Label.Value(result.label),
+            superseded_previous=result.superseded,
+        )
+
+
+class ServingApp:
+    """The server's parts wired together, with an orderly start and stop."""
+
+    def __init__(self, settings: Settings, max_workers: int = 16):
+        self.settings = settings
+        self.port: int | None = None
+        self._recorder = (
+            DeploymentRecorder(settings.database_url, "server") if settings.database_url else None
+        )
+        self.store = ModelStore(settings.model_dir, self._recorder, prewarm=min(max_workers, 8))
+        self.core = ScoringCore(self.store)
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self._max_workers = max_workers
+        self._server: grpc.Server | None = None
+        self._sink: InlineScoreSink | None = None
+        self._pool: ThreadedConnectionPool | None = None
+        self._producer: AckingProducer | None = None
+
+    def _set_health(self, model: LoadedModel | None) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if model
+            else (health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+        for service in ("", *FRAUD_SERVICES):
+            self.health.set(service, status)
+
+    def _build(self) -> grpc.Server:
+        s = self.settings
+        server = grpc.server(
+            futures.ThreadPoolExecutor(self._max_workers, thread_name_prefix="grpc"),
+            options=[("grpc.so_reuseport", 0)],
+        )
+        fraud_pb2_grpc.add_FraudIngestionServicer_to_server(
+            Ingestion(self._producer, s.topic_raw), server
+        )
+        fraud_pb2_grpc.add_FraudScoringServicer_to_server(Scoring(self.core, self._sink), server)
+        feedback = FeedbackService(self._pool, self._sink)
+        fraud_pb2_grpc.add_FeedbackServicer_to_server(feedback, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*FRAUD_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{s.grpc_host}:{s.grpc_port}"
+        credentials = server_credentials(s)
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
+        return server
+
+    def start(self) -> int:
+        """Load the model, start watching, connect Kafka and Postgres, serve; returns the port."""
+        s = self.settings
+        self._set_health(None)
+        self.store.on_swap(self._set_health)
+        self.store.load_latest()
+        self.store.start_watching()
+        self._producer = AckingProducer(make_producer(s))
+        if s.database_url:
+            self._sink = InlineScoreSink(ScoreWriter(s.database_url))
+            self._pool = ThreadedConnectionPool(1, self._max_workers, s.database_url)
+        self._server = self._build()
+        self._server.start()
+        log.info("serving gRPC on %s:%d (%s)", s.grpc_host, self.port,
+                 "TLS" if s.tls_cert else "plain text, loopback only")  # fmt: skip
+        return self.port
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Finish in-flight calls, then drain the inline sink and the producer."""
+        self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            self._server.stop(grace).wait()
+        self.store.stop()
+        if self._sink is not None:
+            self._sink.close()
+        if self._producer is not None:
+            self._producer.close()
+        if self._pool is not None:
+            self._pool.closeall()
+        if self._recorder is not None:
+            self._recorder.stopped()
+        log.info("server stopped")
+
+
+def wait_for_signal() -> None:
+    """Block until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="fraudops gRPC scoring server")
+    parser.add_argument("--port", type=int, help="overrides FRAUDOPS_GRPC_PORT")
+    parser.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.port is not None:
+        settings = replace(settings, grpc_port=args.port)
+    configure_logging(settings.log_level)
+    metrics.serve(settings.metrics_port)
+    app = ServingApp(settings, max_workers=args.workers)
+    app.start()
+    wait_for_signal()
+    app.stop()
+
+
+if __name__ == "__main__":
+    main()
