@@ -312,20 +312,33 @@ mlflow_status() {
 }
 
 # --- Airflow -----------------------------------------------------------------------------
+# The components `airflow standalone` runs, started here instead because standalone starts
+# the scheduler's and triggerer's log servers on every interface (0.0.0.0:8793/8794); with
+# the LocalExecutor on one machine the API server reads task logs from disk, so they are
+# skipped. SQLite metadata in run/airflow (the embedded default, see DESIGN.md).
 
 airflow_env() { # the configuration of the local Airflow, as environment variables
   export AIRFLOW_HOME="$AIRFLOW_HOME_DIR"
   export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
   export AIRFLOW__CORE__LOAD_EXAMPLES=False
+  export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+  # Two cores: a few tasks at once, two per DAG run.
   export AIRFLOW__CORE__PARALLELISM=4
   export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG=2
   # Airflow 3's API server binds every interface unless told otherwise.
   export AIRFLOW__API__HOST=127.0.0.1
   export AIRFLOW__API__PORT=$AIRFLOW_PORT
+  export AIRFLOW__API__WORKERS=1
   export AIRFLOW__API__BASE_URL="http://127.0.0.1:$AIRFLOW_PORT"
-  # Local demo only: SimpleAuthManager with every user an admin and no login page.
+  # Local demo only: SimpleAuthManager with every user an admin and no login page, on a
+  # loopback-only server. A shared deployment configures real users (see docker-compose).
   export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
   export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True
+  # Signing keys generated once per run/ (Airflow's own default is too short for HS512).
+  export AIRFLOW__API_AUTH__JWT_SECRET
+  AIRFLOW__API_AUTH__JWT_SECRET=$(airflow_secret jwt_secret)
+  export AIRFLOW__API__SECRET_KEY
+  AIRFLOW__API__SECRET_KEY=$(airflow_secret secret_key)
   export FRAUDOPS_PROJECT_DIR="$ROOT"
   export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-$MLFLOW_URI}"
   export DATABASE_URL="${DATABASE_URL:-$DATABASE_URL_DEFAULT}"
@@ -333,25 +346,53 @@ airflow_env() { # the configuration of the local Airflow, as environment variabl
   export PATH="$ROOT/.venv/bin:$PATH"
 }
 
+airflow_secret() { # name -> a random secret kept in run/airflow (mode 600)
+  local file="$AIRFLOW_HOME_DIR/.$1"
+  if [[ ! -s "$file" ]]; then
+    (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(64))' >"$file")
+  fi
+  cat "$file"
+}
+
+airflow_supervise() { # runs detached: the four components; any one exiting stops them all
+  airflow_env
+  cd "$ROOT"
+  airflow db migrate
+  airflow scheduler --skip-serve-logs &
+  airflow dag-processor &
+  airflow triggerer --skip-serve-logs &
+  airflow api-server &
+  trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT
+  wait -n
+  echo "[services] airflow: a component exited ($?); stopping the others" >&2
+}
+
+airflow_healthy() { # the API answers and reports a live scheduler and DAG processor
+  "$PY" - "http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health" <<'PYEOF'
+import json, sys, urllib.request
+health = json.load(urllib.request.urlopen(sys.argv[1], timeout=2))
+sys.exit(any(health[c]["status"] != "healthy" for c in ("scheduler", "dag_processor")))
+PYEOF
+}
+
 airflow_up() {
   require_venv
-  local pidfile="$AIRFLOW_HOME_DIR/standalone.pid"
+  local pidfile="$AIRFLOW_HOME_DIR/airflow.pid"
   mkdir -p "$AIRFLOW_HOME_DIR" "$ROOT/dags" "$LOGS"
   if pid_alive "$pidfile"; then
     log "airflow: already running (pid $(cat "$pidfile"))"
   elif rm -f "$pidfile" && port_open "$AIRFLOW_PORT"; then
     log "airflow: port $AIRFLOW_PORT already in use by a process not started here; using it"
   else
-    log "airflow: starting standalone on 127.0.0.1:$AIRFLOW_PORT (log: $LOGS/airflow.log)"
-    (airflow_env && cd "$ROOT" &&
-      start_background "$pidfile" "$LOGS/airflow.log" "$ROOT/.venv/bin/airflow" standalone)
+    log "airflow: starting on 127.0.0.1:$AIRFLOW_PORT (log: $LOGS/airflow.log)"
+    start_background "$pidfile" "$LOGS/airflow.log" bash "$ROOT/scripts/services.sh" \
+      _airflow-supervise
   fi
-  wait_until airflow 300 "$pidfile" "$LOGS/airflow.log" \
-    http_ok "http://127.0.0.1:$AIRFLOW_PORT/api/v2/monitor/health"
+  wait_until airflow 300 "$pidfile" "$LOGS/airflow.log" airflow_healthy
   log "airflow: ready on http://127.0.0.1:$AIRFLOW_PORT"
 }
 
-airflow_down() { stop_pidfile airflow "$AIRFLOW_HOME_DIR/standalone.pid"; }
+airflow_down() { stop_pidfile airflow "$AIRFLOW_HOME_DIR/airflow.pid"; }
 
 airflow_status() {
   if port_open "$AIRFLOW_PORT"; then
@@ -396,6 +437,7 @@ main() {
     down) run_each down $(printf '%s\n' "${services[@]}" | tac) ;;
     status) run_each status "${services[@]}" ;;
     env) print_env ;;
+    _airflow-supervise) airflow_supervise ;;
     *) die "usage: $0 up|down|status [kafka] [postgres] [mlflow] [airflow] | env" ;;
   esac
 }

@@ -119,3 +119,16 @@ def test_scored_transaction_redelivery_is_written_once(database_url):
         rows = cur.fetchall()
     assert (first, second) == (1, 0)
     assert rows == [(0.01,)]
+
+
+@pytest.mark.pipeline
+def test_mlflow_fixture_serves_a_real_tracking_server(mlflow_tracking_uri):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_tracking_uri)
+    experiment_id = client.create_experiment(f"test-{uuid.uuid4().hex}")
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "pr_auc", 0.5)
+    client.log_text(run.info.run_id, "hello", "notes/hello.txt")
+    assert client.get_run(run.info.run_id).data.metrics == {"pr_auc": 0.5}
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "notes")] == ["notes/hello.txt"]
