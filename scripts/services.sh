@@ -248,6 +248,8 @@ pg_up() {
   pg_init "$bin"
   if as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
     log "postgres: already running"
+  elif port_open "$PG_PORT"; then
+    log "postgres: port $PG_PORT already in use by a cluster not started here; using it"
   else
     log "postgres: starting on 127.0.0.1:$PG_PORT (log: $LOGS/postgres.log)"
     as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -l "$LOGS/postgres.log" -w -t 60 start >/dev/null ||

@@ -1,0 +1,80 @@
+# fraudops developer targets; CI (.ci/run) runs `make lint` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON_VERSION ?= 3.11
+VENV := .venv
+VENV_SERVING := .venv-serving
+PY := $(VENV)/bin/python
+# The stamps are keyed on pyproject.toml: a changed dependency list reinstalls.
+STAMP := $(VENV)/.installed
+STAMP_SERVING := $(VENV_SERVING)/.installed
+UV = $(shell command -v uv || echo "$$HOME/.local/bin/uv")
+
+.PHONY: help install install-serving proto lint test services-up services-down \
+	services-status demo bench clean
+
+help:
+	@echo "make install          .venv with the serving, pipeline and dev groups"
+	@echo "make install-serving  .venv-serving with the light scoring install only"
+	@echo "make test             install, start Kafka + Postgres, run pytest (what CI runs)"
+	@echo "make lint             ruff check + ruff format --check"
+	@echo "make demo             install, start every service, run the pipeline and the demo"
+	@echo "make bench            the benchmark (bench/run.py)"
+	@echo "make services-up|services-down|services-status"
+	@echo "make proto            regenerate the gRPC stubs from proto/"
+	@echo "make clean            remove caches and run/ (stops the services first)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v uv >/dev/null || [ -x "$$HOME/.local/bin/uv" ] || \
+		python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@[ -x $(PY) ] || $(UV) venv --python $(PYTHON_VERSION) $(VENV)
+	$(UV) pip install --python $(PY) -e '.[serving,pipeline,dev]'
+	@touch $@
+
+install-serving: $(STAMP_SERVING)
+
+$(STAMP_SERVING): pyproject.toml
+	@command -v uv >/dev/null || [ -x "$$HOME/.local/bin/uv" ] || \
+		python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@[ -x $(VENV_SERVING)/bin/python ] || $(UV) venv --python $(PYTHON_VERSION) $(VENV_SERVING)
+	$(UV) pip install --python $(VENV_SERVING)/bin/python -e '.[serving]'
+	@touch $@
+
+proto: install
+	$(PY) -m grpc_tools.protoc -Ifraudops/proto_gen=proto --python_out=. --pyi_out=. \
+		--grpc_python_out=. proto/fraud/v1/fraud.proto
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# pytest exits 5 when it collected no tests: that is a failure, said out loud.
+test: install
+	scripts/services.sh up kafka postgres
+	$(VENV)/bin/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "FAILED: pytest ran no tests" >&2; exit $$rc; }
+
+services-up: install
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
+
+services-status:
+	scripts/services.sh status
+
+demo: install
+	scripts/services.sh up
+	scripts/demo.sh
+
+bench: install
+	scripts/services.sh up kafka postgres
+	$(PY) bench/run.py
+
+clean:
+	scripts/services.sh down || true
+	rm -rf run .pytest_cache .ruff_cache build
+	find . -name __pycache__ -type d -prune -not -path './.venv*' -exec rm -rf {} +
