@@ -1,0 +1,35 @@
+# One image per install group:
+#   docker build --build-arg INSTALL_GROUP=serving  -t fraudops-serving .   (gRPC server, scorer)
+#   docker build --build-arg INSTALL_GROUP=pipeline -t fraudops-pipeline .  (Airflow, MLflow, training)
+# The serving image stays light: no TensorFlow, no Airflow (see pyproject.toml).
+FROM python:3.11-slim
+
+ARG INSTALL_GROUP=serving
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# git: DVC in the pipeline image; nothing extra for serving (psycopg2-binary bundles libpq).
+RUN if [ "$INSTALL_GROUP" = "pipeline" ]; then \
+        apt-get update && apt-get install -y --no-install-recommends git \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY fraudops ./fraudops
+COPY serving ./serving
+COPY training ./training
+COPY feature_checks ./feature_checks
+COPY proto ./proto
+COPY dags ./dags
+RUN pip install ".[${INSTALL_GROUP}]"
+
+RUN useradd --create-home --uid 10001 fraudops \
+    && mkdir -p /app/models/serving /airflow /mlflow \
+    && chown -R fraudops: /app /airflow /mlflow
+USER fraudops
+
+# The scorer and server read everything else from the environment (fraudops/settings.py).
+CMD ["fraudops-serve"]
