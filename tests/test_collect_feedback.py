@@ -1,22 +1,29 @@
-"""collect_feedback: the labels joined with the transactions as scored, deterministically."""
+"""collect_feedback (labels joined with the transactions as scored, deterministically) and
+the label watch that decides when enough new labels call for retraining."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import uuid
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from fraudops.features import FEATURE_NAMES
 from fraudops.schema import TRANSACTION_COLUMNS
 from serving import db
 from serving.labels import record_label
 from training.collect_feedback import FEEDBACK_COLUMNS, SCHEMA, collect_feedback, window_bounds
+from training.label_watch import FEEDBACK_ASSET_URI, check_new_labels, watermark
 
 # (id, event_ts, type, amount, dest_id, score, band, model_version, label, label source)
 ROWS = [
@@ -137,3 +144,120 @@ def test_without_a_database_the_cli_writes_an_empty_file_with_the_schema(tmp_pat
         "window_end": None,
         "window_start": None,
     }
+
+
+# --- label watch: when have enough new labels arrived to retrain? --------------------------
+
+
+def publish_spec(serving_root, version: str, published_at: str, window_end: str | None) -> None:
+    """A published model directory as far as the watch reads it: its model.json."""
+    spec = {
+        "version": version,
+        "mlflow_run_id": "r",
+        "data_hash": "h",
+        "feature_names": list(FEATURE_NAMES),
+        "thresholds": {"challenge": 0.5, "block": 0.9},
+        "metrics": {},
+        "golden": {"inputs": [[0.0] * len(FEATURE_NAMES)], "outputs": [0.1]},
+        "explain": {},
+        "published_at": published_at,
+        "labels": {"count": 3, "window_start": None, "window_end": window_end},
+    }
+    (serving_root / version).mkdir(parents=True)
+    (serving_root / version / "model.json").write_text(json.dumps(spec))
+
+
+def test_the_watermark_is_the_later_of_the_served_model_and_the_last_event(tmp_path):
+    assert watermark(tmp_path / "none", None) is None
+    publish_spec(tmp_path, "v1", "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00+00:00")
+    publish_spec(tmp_path, "v2", "2026-02-01T00:00:00+00:00", "2026-01-31T10:00:00+00:00")
+    assert watermark(tmp_path, None) == datetime(2026, 1, 31, 10, tzinfo=UTC)
+    older = {"window_end": "2026-01-20T00:00:00+00:00"}
+    newer = {"window_end": "2026-02-02T00:00:00+00:00"}
+    assert watermark(tmp_path, older) == datetime(2026, 1, 31, 10, tzinfo=UTC)
+    assert watermark(tmp_path, newer) == datetime(2026, 2, 2, tzinfo=UTC)
+
+
+@pytest.mark.integration
+def test_new_labels_are_counted_after_the_watermark(seeded_url, tmp_path):
+    url, _ = seeded_url
+    extra = check_new_labels(url, tmp_path, None, min_new_labels=3)
+    assert extra["count"] == 3
+    assert extra["since"] is None
+    assert extra["window_start"] <= extra["window_end"]
+    assert check_new_labels(url, tmp_path, None, min_new_labels=4) is None
+    assert check_new_labels(url, tmp_path, extra, min_new_labels=1) is None  # nothing newer
+    assert check_new_labels(None, tmp_path, None, min_new_labels=1) is None
+
+
+@pytest.mark.pipeline
+def test_the_label_watch_dag_emits_the_feedback_asset(project_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(project_root / "dags" / "fraud_label_watch.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags["fraud_label_watch"]
+    assert (dag.catchup, dag.max_active_runs) == (False, 1)
+    assert {"fraudops", "feedback"} <= set(dag.tags)
+    [task] = dag.tasks
+    assert task.retries == 2
+    assert [a.uri for a in task.outlets] == [FEEDBACK_ASSET_URI]
+
+
+def airflow(home, command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The real airflow CLI against a private home (SQLite metadata, this file's DAG only)."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), *command],
+        env={**env, "AIRFLOW_HOME": str(home)},
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def asset_events(home) -> list[dict]:
+    with closing(sqlite3.connect(home / "airflow.db")) as conn:
+        rows = conn.execute(
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+            " WHERE a.uri = ? ORDER BY e.id",
+            (FEEDBACK_ASSET_URI,),
+        ).fetchall()
+    return [json.loads(extra) for (extra,) in rows]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.pipeline
+def test_airflow_runs_the_watch_and_emits_one_event_per_batch_of_labels(
+    seeded_url, tmp_path, project_root
+):
+    """`airflow dags test` twice: 3 labels >= threshold 3 emit an event whose extra says
+    so; the second run finds nothing newer than that event and is skipped, emitting none."""
+    url, _ = seeded_url
+    home, project = tmp_path / "airflow", tmp_path / "project"
+    (home / "dags").mkdir(parents=True)
+    project.mkdir()
+    shutil.copy(project_root / "dags" / "fraud_label_watch.py", home / "dags")
+    (project / "params.yaml").write_text("label_watch:\n  min_new_labels: 3\n")
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "FRAUDOPS_PROJECT_DIR": str(project),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    migrated = airflow(home, ["db", "migrate"], env)
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+
+    first = airflow(home, ["dags", "test", "fraud_label_watch"], env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    [event] = asset_events(home)
+    assert (event["count"], event["min_new_labels"]) == (3, 3)
+    assert event["window_end"]
+
+    second = airflow(home, ["dags", "test", "fraud_label_watch"], env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "not enough new labels yet" in second.stdout + second.stderr
+    assert len(asset_events(home)) == 1
