@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_logging(settings.log_level)
-    metrics.serve(settings.metrics_port + 1 if args.metrics_port is None else args.metrics_port)
+    default_port = settings.metrics_port + 1 if settings.metrics_port > 0 else 0
+    metrics.serve(default_port if args.metrics_port is None else args.metrics_port)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
