@@ -135,8 +135,8 @@ bootstrap, action, *topics = sys.argv[1:]
 admin = AdminClient({"bootstrap.servers": bootstrap})
 metadata = admin.list_topics(timeout=3)  # raises when no broker answers
 if action == "create":
-    missing = [t for t in topics if t not in metadata.topics]
-    futures = admin.create_topics([NewTopic(t, num_partitions=3) for t in missing])
+    missing = [NewTopic(t, num_partitions=3) for t in topics if t not in metadata.topics]
+    futures = admin.create_topics(missing) if missing else {}
     for name, future in futures.items():
         try:
             future.result(timeout=30)
