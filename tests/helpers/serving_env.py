@@ -102,6 +102,7 @@ def process_env(settings: Settings) -> dict[str, str]:
         "FRAUDOPS_METRICS_PORT": str(settings.metrics_port),
         "FRAUDOPS_CONSUMER_GROUP": settings.consumer_group,
         "FRAUDOPS_SCORER_BATCH_SIZE": str(settings.scorer_batch_size),
+        "FRAUDOPS_LOG_LEVEL": settings.log_level,
         "PYTHONUNBUFFERED": "1",
     })  # fmt: skip
     for key in ("topic_raw", "topic_scores", "topic_labels", "topic_dlq", "topic_labels_dlq"):
