@@ -1,0 +1,130 @@
+"""Inline scoring over gRPC on loopback: per-call latency of Score, per-transaction cost
+of ScoreBatch, and what a client sees while a new model is hot-reloaded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from bench.common import Stats, median, transactions
+from fraudops.modelspec import publish
+from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
+
+
+@dataclass
+class InlineResult:
+    score_rounds: list[Stats]
+    server_us: list[float]
+    batch_size: int
+    batch_per_tx_us: list[float]
+
+
+def score_latency(port: int, calls: int, rounds: int, warmup: int = 500) -> InlineResult:
+    """`rounds` rounds of `calls` sequential Score calls after a warm-up, and ScoreBatch."""
+    txs = transactions(calls + warmup, users=5000, seed=1, prefix="inline")
+    batch_size, batch_calls = 100, max(20, calls // 100)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = fraud_pb2_grpc.FraudScoringStub(channel)
+        for tx in txs[:warmup]:
+            stub.Score(tx)
+        rounds_stats, server_us = [], []
+        for _ in range(rounds):
+            samples = []
+            for tx in txs[warmup:]:
+                started = time.perf_counter()
+                reply = stub.Score(tx)
+                samples.append(time.perf_counter() - started)
+                server_us.append(reply.latency_us)
+            rounds_stats.append(Stats(samples))
+        request = fraud_pb2.ScoreBatchRequest(transactions=txs[:batch_size])
+        per_tx = []
+        for _ in range(batch_calls):
+            started = time.perf_counter()
+            stub.ScoreBatch(request)
+            per_tx.append((time.perf_counter() - started) / batch_size * 1e6)
+    return InlineResult(rounds_stats, server_us, batch_size, per_tx)
+
+
+@dataclass(eq=False)
+class SteadyClient(threading.Thread):
+    """Back-to-back Score calls recording (start time, latency, version or error)."""
+
+    port: int
+    max_seconds: float = 120.0
+    calls: list[tuple[float, float, str]] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        super().__init__(daemon=True)
+
+    def run(self) -> None:
+        txs = transactions(2000, users=500, seed=2, prefix="reload")
+        deadline = time.monotonic() + self.max_seconds
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            stub = fraud_pb2_grpc.FraudScoringStub(channel)
+            i = 0
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                started = time.perf_counter()
+                try:
+                    outcome = stub.Score(txs[i % len(txs)], timeout=5).model_version
+                except grpc.RpcError as err:
+                    outcome = f"ERROR {err.code().name}"
+                self.calls.append((started, time.perf_counter() - started, outcome))
+                i += 1
+
+
+@dataclass
+class ReloadResult:
+    steady: Stats
+    during: Stats
+    failures: int
+    calls: int
+    seconds_to_new_version: float
+
+
+def hot_reload(port: int, built: Path, serving_root: Path, version: str) -> ReloadResult:
+    """Steady state for 3 s, publish `version`, then keep going 3 s past its first answer."""
+    client = SteadyClient(port)
+    client.start()
+    time.sleep(3.0)
+    published = time.perf_counter()
+    publish(built / "v2", serving_root, version)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(c[2] == version for c in client.calls[-50:]):
+        time.sleep(0.01)
+    time.sleep(3.0)
+    client.stop.set()
+    client.join(timeout=30)
+    first_new = min((c[0] for c in client.calls if c[2] == version), default=float("nan"))
+    steady = [c[1] for c in client.calls if c[0] < published]
+    window_end = first_new + 1.0
+    during = [c[1] for c in client.calls if published <= c[0] <= window_end]
+    failures = sum(1 for c in client.calls if c[2].startswith("ERROR"))
+    return ReloadResult(
+        Stats(steady), Stats(during), failures, len(client.calls), first_new - published
+    )
+
+
+def report(inline: InlineResult, reload: ReloadResult) -> list[str]:
+    p50s = [s.pct(50) for s in inline.score_rounds]
+    p99s = [s.pct(99) for s in inline.score_rounds]
+    n = len(inline.score_rounds[0].samples)
+    return [
+        f"inline Score, {len(p50s)} rounds x {n} sequential calls (client-observed):",
+        f"  p50 median {median(p50s):6.0f} µs  (rounds: {', '.join(f'{v:.0f}' for v in p50s)})",
+        f"  p99 median {median(p99s):6.0f} µs  (rounds: {', '.join(f'{v:.0f}' for v in p99s)})",
+        f"  server-side scoring (latency_us) median {median(inline.server_us):.0f} µs: "
+        f"the rest is gRPC + loopback",
+        f"  ScoreBatch of {inline.batch_size}: median {median(inline.batch_per_tx_us):.1f} µs "
+        f"per transaction ({median(p50s) / median(inline.batch_per_tx_us):.0f}x cheaper "
+        "than one Score call)",
+        f"hot reload ({reload.calls} calls, {reload.failures} failed; new version answering "
+        f"{reload.seconds_to_new_version * 1000:.0f} ms after the publish):",
+        f"  steady        {reload.steady.summary()}",
+        f"  reload window {reload.during.summary()}  (publish .. first new answer + 1 s)",
+        f"  p99 ratio reload/steady {reload.during.pct(99) / reload.steady.pct(99):.2f}",
+    ]
