@@ -3,7 +3,7 @@
 #   Kafka     127.0.0.1:9092   one KRaft broker+controller, jars from Maven Central
 #   Postgres  127.0.0.1:55432  a project-local cluster of Debian's PostgreSQL
 #   MLflow    127.0.0.1:5000   mlflow server, SQLite backend, artifacts in mlruns/
-#   Airflow   127.0.0.1:8080   airflow standalone, AIRFLOW_HOME=run/airflow
+#   Airflow   127.0.0.1:8080   the components of `airflow standalone`, AIRFLOW_HOME=run/airflow
 #
 # Usage: scripts/services.sh up|down|status [kafka] [postgres] [mlflow] [airflow]
 #        scripts/services.sh env      (export lines for the endpoints)
