@@ -1,0 +1,307 @@
+"""evaluate stage: every model on the same held-out test set (the reference holdout the
+synthesizer never saw), and on analysts' feedback when there is any.
+
+Models: the candidate (Keras), the GBT baseline, the no-balance-features ablation, and the
+current champion (the newest model published in the serving directory, scored with the
+TFLite interpreter exactly as the scorer runs it; null when none is published). Each gets
+PR-AUC, ROC-AUC, recall at `evaluate.fpr` false-positive rate and per-band precision/recall
+at its own thresholds.
+
+On feedback the champion is judged by the scores it actually served (champion_score), and
+the report counts how many of its false positives and missed frauds the candidate now gets
+right, and how many new mistakes it makes, at the challenge and block lines.
+
+reports/metrics.json (a DVC metric, read by promote) holds at top level `candidate`,
+`baseline`, `ablation`, `champion` (each a metrics summary with `pr_auc`), `feedback` and
+`candidate_run_id`. The PR curves go to `<plots>/pr_curve.csv` (recall, and the precision
+of each model at that recall) for DVC plots. Everything is logged to the candidate's run,
+and the baseline's test metrics to the baseline's run under the same names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from fraudops.features import FEATURE_NAMES, N_FEATURES
+from fraudops.modelspec import MODEL_FILE, published_versions
+from fraudops.params import DEFAULT_PARAMS, load_params
+from fraudops.pii import configure_logging
+from fraudops.settings import load_settings
+from training import metrics, tracking
+from training.train import ABLATION_COLUMNS, ABLATION_FILE, BASELINE_FILE, KERAS_FILE, TRAIN_INFO
+
+log = logging.getLogger(__name__)
+
+PR_CURVE_FILE = "pr_curve.csv"
+CURVE_MODELS = ("candidate", "baseline", "ablation")
+
+
+class EvaluateError(ValueError):
+    """Evaluation inputs are missing or unusable."""
+
+
+def load_set(features_dir: Path, name: str) -> pd.DataFrame | None:
+    """A featurized split; None for an absent feedback file (test must exist)."""
+    path = Path(features_dir) / f"{name}.parquet"
+    if not path.is_file():
+        if name == "feedback":
+            return None
+        raise EvaluateError(f"{path}: missing (run featurize first)")
+    return pd.read_parquet(path)
+
+
+def features_of(frame: pd.DataFrame) -> np.ndarray:
+    return np.ascontiguousarray(frame[list(FEATURE_NAMES)].to_numpy(np.float32))
+
+
+def tflite_scores(model_path: Path, x: np.ndarray, batch: int) -> np.ndarray:
+    """Scores from a .tflite model with the interpreter the scorer uses, `batch` rows a call."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(model_path))
+    index = interp.get_input_details()[0]["index"]
+    out = np.empty(len(x), dtype=np.float32)
+    for start in range(0, len(x), batch):
+        chunk = x[start : start + batch]
+        interp.resize_tensor_input(index, [len(chunk), N_FEATURES])
+        interp.allocate_tensors()
+        interp.set_tensor(index, chunk)
+        interp.invoke()
+        out[start : start + len(chunk)] = interp.get_tensor(
+            interp.get_output_details()[0]["index"]
+        ).reshape(-1)
+    return out
+
+
+def current_champion(serving_dir: Path) -> tuple[str, dict[str, Any], Path] | None:
+    """(version, spec, directory) of the newest published model, or None."""
+    published = published_versions(serving_dir) if Path(serving_dir).is_dir() else []
+    if not published:
+        return None
+    version, spec = published[-1]
+    return version, spec, Path(serving_dir) / version
+
+
+def candidate_scorers(candidate_dir: Path, batch: int) -> dict[str, Any]:
+    """Score functions for the candidate, the baseline and the ablation, plus train.json."""
+    import keras
+
+    from training.model import predict
+
+    candidate_dir = Path(candidate_dir)
+    for name in (KERAS_FILE, BASELINE_FILE, ABLATION_FILE, TRAIN_INFO):
+        if not (candidate_dir / name).is_file():
+            raise EvaluateError(f"{candidate_dir / name}: missing (run train first)")
+    model = keras.models.load_model(candidate_dir / KERAS_FILE, compile=False)
+    baseline = joblib.load(candidate_dir / BASELINE_FILE)
+    ablation = joblib.load(candidate_dir / ABLATION_FILE)
+    return {
+        "info": json.loads((candidate_dir / TRAIN_INFO).read_text()),
+        "candidate": lambda x: predict(model, x, batch),
+        "baseline": lambda x: baseline.predict_proba(x)[:, 1],
+        "ablation": lambda x: ablation.predict_proba(x[:, ABLATION_COLUMNS])[:, 1],
+    }
+
+
+def model_thresholds(info: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each candidate-side model's own band thresholds, as train calibrated them on valid."""
+    return {
+        "candidate": info["thresholds"],
+        "baseline": info["baseline_thresholds"],
+        "ablation": info["ablation"]["thresholds"],
+    }
+
+
+def served_thresholds(
+    versions: pd.Series, published: list[tuple[str, dict]], champion: tuple | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per feedback row, the thresholds of the model version that scored it (the current
+    champion's when that version is no longer published); mask of rows with any."""
+    by_version = {v: spec["thresholds"] for v, spec in published}
+    fallback = champion[1]["thresholds"] if champion else None
+    rows = [by_version.get(v, fallback) for v in versions]
+    known = np.array([t is not None for t in rows], dtype=bool)
+    arrays = {
+        level: np.array([t[level] if t else np.nan for t in rows], dtype=np.float64)
+        for level in ("challenge", "block")
+    }
+    return arrays, known
+
+
+def corrections(
+    labels: np.ndarray,
+    served: np.ndarray,
+    served_t: dict[str, np.ndarray],
+    candidate: np.ndarray,
+    candidate_t: dict[str, float],
+) -> dict[str, dict[str, int]]:
+    """At each line (challenge, block): the champion's false positives and missed frauds,
+    how many of them the candidate gets right, and the new mistakes it would make."""
+    legit, fraud = labels == 0, labels == 1
+    out = {}
+    for level in ("challenge", "block"):
+        champ = served >= served_t[level]
+        cand = candidate >= candidate_t[level]
+        out[level] = {
+            "champion_false_positives": int((legit & champ).sum()),
+            "fixed_by_candidate": int((legit & champ & ~cand).sum()),
+            "champion_missed_frauds": int((fraud & ~champ).sum()),
+            "caught_by_candidate": int((fraud & ~champ & cand).sum()),
+            "new_false_positives": int((legit & ~champ & cand).sum()),
+            "new_missed_frauds": int((fraud & champ & ~cand).sum()),
+        }
+    return out
+
+
+def feedback_report(
+    frame: pd.DataFrame | None,
+    scorers: dict[str, Any],
+    serving_dir: Path,
+    champion: tuple | None,
+    fpr: float,
+) -> dict[str, Any] | None:
+    """Metrics on the labelled live transactions; None when there are none yet."""
+    if frame is None or frame.empty:
+        return None
+    labels, x = frame["is_fraud"].to_numpy(np.int8), features_of(frame)
+    thresholds = model_thresholds(scorers["info"])
+    scores = {name: scorers[name](x) for name in ("candidate", "baseline")}
+    report: dict[str, Any] = {
+        name: metrics.summarize(labels, s, thresholds[name], fpr) for name, s in scores.items()
+    }
+    report.update(rows=len(labels), frauds=int(labels.sum()), champion=None, corrections=None)
+    published = published_versions(serving_dir) if Path(serving_dir).is_dir() else []
+    served_t, known = served_thresholds(frame["model_version"], published, champion)
+    known &= frame["champion_score"].notna().to_numpy()
+    if known.any():
+        served = frame["champion_score"].to_numpy(np.float64)[known]
+        row_t = {k: v[known] for k, v in served_t.items()}
+        champ = metrics.summarize(labels[known], served, row_t, fpr)
+        champ["thresholds"] = "per served model_version"
+        report["champion"] = champ
+        report["corrections"] = corrections(
+            labels[known], served, row_t, scores["candidate"][known], thresholds["candidate"]
+        )
+    return report
+
+
+def holdout_report(
+    test: pd.DataFrame, scorers: dict[str, Any], champion: tuple | None, params: dict
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Summaries of every model on the held-out set, and the scores behind them."""
+    labels, x = test["is_fraud"].to_numpy(np.int8), features_of(test)
+    fpr, thresholds = float(params["fpr"]), model_thresholds(scorers["info"])
+    scores = {name: scorers[name](x) for name in CURVE_MODELS}
+    report: dict[str, Any] = {
+        name: metrics.summarize(labels, s, thresholds[name], fpr) for name, s in scores.items()
+    }
+    report["champion"] = None
+    if champion is not None:
+        version, spec, path = champion
+        scores["champion"] = tflite_scores(path / MODEL_FILE, x, int(params["score_batch"]))
+        summary = metrics.summarize(labels, scores["champion"], spec["thresholds"], fpr)
+        report["champion"] = {"version": version, **summary}
+    return report, scores
+
+
+def write_pr_curves(labels: np.ndarray, scores: dict[str, np.ndarray], plots_dir: Path) -> Path:
+    """Interpolated PR curves on one recall grid: `recall,<model>_precision...` for DVC."""
+    columns = {"recall": metrics.RECALL_GRID}
+    for name in CURVE_MODELS:
+        columns[f"{name}_precision"] = metrics.interpolated_precision(labels, scores[name])
+    plots_dir = Path(plots_dir)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    path = plots_dir / PR_CURVE_FILE
+    pd.DataFrame(columns).round(6).to_csv(path, index=False)
+    return path
+
+
+def mlflow_metrics(report: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """(candidate run metrics, baseline run metrics): `test_*` for the run's own model in
+    both runs, prefixed copies for the other models, `feedback_*` on live labels."""
+    cand = metrics.flat_metrics(report["candidate"], "test")
+    base = metrics.flat_metrics(report["baseline"], "test")
+    cand |= metrics.flat_metrics(report["baseline"], "baseline_test")
+    cand |= metrics.flat_metrics(report["ablation"], "ablation_test")
+    if report["champion"]:
+        cand |= metrics.flat_metrics(report["champion"], "champion_test")
+    feedback = report["feedback"]
+    if feedback:
+        cand |= metrics.flat_metrics(feedback["candidate"], "feedback")
+        base |= metrics.flat_metrics(feedback["baseline"], "feedback")
+        if feedback["champion"]:
+            cand |= metrics.flat_metrics(feedback["champion"], "champion_feedback")
+        for level, counts in (feedback["corrections"] or {}).items():
+            cand |= {f"feedback_{level}_{k}": float(v) for k, v in counts.items()}
+    return cand, base
+
+
+def evaluate(
+    features_dir: Path,
+    candidate_dir: Path,
+    serving_dir: Path,
+    out: Path,
+    plots_dir: Path,
+    params: dict[str, Any],
+    tracking_uri: str,
+) -> dict[str, Any]:
+    """Score every model, write metrics.json and the PR curve file, log them to MLflow."""
+    test = load_set(features_dir, "test")
+    if test.empty or not 0 < test["is_fraud"].sum() < len(test):
+        raise EvaluateError(f"{features_dir}/test.parquet: needs frauds and legitimate rows")
+    scorers = candidate_scorers(candidate_dir, int(params["score_batch"]))
+    champion = current_champion(serving_dir)
+    report, scores = holdout_report(test, scorers, champion, params)
+    feedback = load_set(features_dir, "feedback")
+    report["feedback"] = feedback_report(
+        feedback, scorers, serving_dir, champion, float(params["fpr"])
+    )
+    info = scorers["info"]
+    report["candidate_run_id"] = info["mlflow_run_id"]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    curves = write_pr_curves(test["is_fraud"].to_numpy(np.int8), scores, plots_dir)
+    tracking.use_experiment(tracking_uri, info["experiment"])
+    cand_metrics, base_metrics = mlflow_metrics(report)
+    tracking.log_to_run(info["mlflow_run_id"], cand_metrics, artifacts=[out, curves])
+    tracking.log_to_run(info["baseline_run_id"], base_metrics)
+    log.info(
+        "test PR-AUC: candidate %.4f, baseline %.4f, ablation %.4f, champion %s",
+        report["candidate"]["pr_auc"],
+        report["baseline"]["pr_auc"],
+        report["ablation"]["pr_auc"],
+        report["champion"]["pr_auc"] if report["champion"] else None,
+    )
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--candidate", type=Path, required=True)
+    parser.add_argument("--serving", type=Path, required=True, help="published models")
+    parser.add_argument("--out", type=Path, required=True, help="metrics.json")
+    parser.add_argument("--plots", type=Path, required=True, help="directory for plot data")
+    parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
+    args = parser.parse_args(argv)
+    configure_logging()
+    params = load_params(args.params, "evaluate")
+    uri = load_settings().mlflow_tracking_uri
+    try:
+        evaluate(args.features, args.candidate, args.serving, args.out, args.plots, params, uri)
+    except EvaluateError as err:
+        log.error("evaluate refused: %s", err)
+        raise SystemExit(1) from err
+
+
+if __name__ == "__main__":
+    main()
