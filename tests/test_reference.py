@@ -187,9 +187,19 @@ def _params_file(tmp_path: Path, **section) -> Path:
 
 
 def test_cli_writes_train_and_holdout(tmp_path):
-    params = _params_file(tmp_path, source="simulator", seed=3, start=START,
-                          holdout_fraction=0.2, max_errors_shown=5, n_users=300, n_steps=48,
-                          tx_per_user_day=2.0, ato_rate=0.01, card_testing_rate=0.01)  # fmt: skip
+    params = _params_file(
+        tmp_path,
+        source="simulator",
+        seed=3,
+        start=START,
+        holdout_fraction=0.2,
+        max_errors_shown=5,
+        n_users=300,
+        n_steps=48,
+        tx_per_user_day=2.0,
+        ato_rate=0.01,
+        card_testing_rate=0.01,
+    )
     train, holdout = tmp_path / "ref" / "train.parquet", tmp_path / "ref" / "holdout.parquet"
     argv = ["--params", str(params), "--out-train", str(train), "--out-holdout", str(holdout)]
     assert reference.main(argv) == 0
@@ -200,10 +210,17 @@ def test_cli_writes_train_and_holdout(tmp_path):
 
 def test_cli_rejects_a_malformed_csv_and_writes_nothing(tmp_path, caplog):
     bad = _corrupt(tmp_path, 4, "amount", "-3")
-    params = _params_file(tmp_path, source=str(bad), seed=1, start=START,
-                          holdout_fraction=0.2, max_errors_shown=5)  # fmt: skip
+    params = _params_file(
+        tmp_path, source=str(bad), seed=1, start=START, holdout_fraction=0.2, max_errors_shown=5
+    )
     out = tmp_path / "out"
-    argv = ["--params", str(params), "--out-train", str(out / "t.parquet"),
-            "--out-holdout", str(out / "h.parquet")]  # fmt: skip
+    argv = [
+        "--params",
+        str(params),
+        "--out-train",
+        str(out / "t.parquet"),
+        "--out-holdout",
+        str(out / "h.parquet"),
+    ]
     assert reference.main(argv) == 1
     assert not out.exists()

@@ -87,7 +87,7 @@ def _number_issues(text: pd.Series, column: str) -> tuple[pd.Series, list[pd.Dat
             "not a number",
             text,
             "not a number: {value!r}",
-        ),  # fmt: skip
+        ),
         _issues(infinite, column, "infinite", text, "is infinite: {value!r}"),
     ]
     return number.where(~infinite), found
@@ -115,13 +115,23 @@ def _text_issues(raw: pd.DataFrame) -> list[pd.DataFrame]:
     kind_text = raw["type"]
     unknown = ~kind_text.isin(TRANSACTION_TYPES)
     expected = ", ".join(TRANSACTION_TYPES)
-    found.append(_issues(unknown, "type", "unknown type", kind_text,
-                         "unknown type {value!r} (expected one of " + expected + ")"))  # fmt: skip
+    found.append(
+        _issues(
+            unknown,
+            "type",
+            "unknown type",
+            kind_text,
+            "unknown type {value!r} (expected one of " + expected + ")",
+        )
+    )
     for column in ("nameOrig", "nameDest"):
         digits = raw[column].str.extract(r"^[A-Za-z]*(\d{1,18})$", expand=False)
         bad = digits.isna() | (pd.to_numeric(digits, errors="coerce") == 0)
-        found.append(_issues(bad, column, "bad account", raw[column],
-                             "no positive account number in {value!r}"))  # fmt: skip
+        found.append(
+            _issues(
+                bad, column, "bad account", raw[column], "no positive account number in {value!r}"
+            )
+        )
     return found
 
 
@@ -242,8 +252,9 @@ def build_reference(params: dict) -> pd.DataFrame:
     path = Path(source)
     if not path.is_file():
         raise MalformedInput(f"reference.source: no such file {path} (or use 'simulator')")
-    return read_paysim_csv(path, int(params["start"]), int(params["seed"]),
-                           int(params["max_errors_shown"]))  # fmt: skip
+    return read_paysim_csv(
+        path, int(params["start"]), int(params["seed"]), int(params["max_errors_shown"])
+    )
 
 
 def _describe(name: str, frame: pd.DataFrame) -> str:

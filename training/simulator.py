@@ -41,10 +41,13 @@ LEGIT_TYPE_MIX = np.array([0.22, 0.35, 0.01, 0.34, 0.08])  # PaySim's overall mi
 TYPE_AMOUNT_MEDIAN = np.array([0.0, 150.0, 60.0, 35.0, 600.0])  # CASH_IN set per customer
 AMOUNT_SIGMA = 1.1
 # Relative activity per hour of day (legit people sleep; account takeovers favour the night).
-LEGIT_HOURS = np.array([3, 2, 1, 1, 1, 2, 4, 7, 9, 10, 10, 11, 12, 11, 10, 10, 10, 11, 12, 12,
-                        11, 9, 7, 5], dtype=float)  # fmt: skip
-ATO_HOURS = np.array([9, 10, 10, 10, 9, 8, 6, 5, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 6, 6, 7, 8,
-                      9], dtype=float)  # fmt: skip
+LEGIT_HOURS = np.array(
+    [3, 2, 1, 1, 1, 2, 4, 7, 9, 10, 10, 11, 12, 11, 10, 10, 10, 11, 12, 12, 11, 9, 7, 5],
+    dtype=float,
+)
+ATO_HOURS = np.array(
+    [9, 10, 10, 10, 9, 8, 6, 5, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 6, 6, 7, 8, 9], dtype=float
+)
 MULES_PER_CUSTOMER = 0.005
 AGENTS_PER_CUSTOMER = 0.01
 MERCHANTS_PER_CUSTOMER = 0.1
@@ -82,7 +85,7 @@ class World:
     mules: np.ndarray  # customer indices recruited as mules
 
 
-def _unique_ids(rng: np.random.Generator, n: int) -> np.ndarray:
+def unique_ids(rng: np.random.Generator, n: int) -> np.ndarray:
     """Distinct 10-digit ids, so that no id range gives away an account's role."""
     ids = rng.choice(9_000_000_000, size=n, replace=False) + 1_000_000_000
     return ids.astype(np.int64)
@@ -92,7 +95,7 @@ def make_world(cfg: SimConfig, rng: np.random.Generator) -> World:
     """Customers with wealth, habits and balances; agents; merchants; mules."""
     n, n_agents = cfg.n_users, max(2, int(cfg.n_users * AGENTS_PER_CUSTOMER))
     n_merchants = max(2, int(cfg.n_users * MERCHANTS_PER_CUSTOMER))
-    ids = _unique_ids(rng, n + n_agents + n_merchants)
+    ids = unique_ids(rng, n + n_agents + n_merchants)
     wealth = rng.lognormal(0.0, 0.7, n)
     mix = rng.dirichlet(30.0 * LEGIT_TYPE_MIX, size=n)
     mix[:, CASH_IN] = np.maximum(mix[:, CASH_IN], 0.08)
@@ -248,8 +251,9 @@ def _burst_block(w, rng, users, sizes, amount, gap, types, step_ts, fraud):
     span = offset[_group_last(first)]
     s0 = np.repeat(rng.integers(0, 3600 - span), sizes)
     merchant = w.merchant_ids[rng.integers(0, len(w.merchant_ids), len(owner))]
-    b = _block(owner, np.full(len(owner), -1), merchant, step_ts + s0 + offset, types, amount,
-               fraud)  # fmt: skip
+    b = _block(
+        owner, np.full(len(owner), -1), merchant, step_ts + s0 + offset, types, amount, fraud
+    )
     return b, first
 
 
