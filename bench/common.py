@@ -55,6 +55,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def build_models(out: Path) -> Path:
     """Two tiny TFLite models (v1, v2) built in a TensorFlow subprocess."""
     subprocess.run(

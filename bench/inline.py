@@ -21,6 +21,24 @@ class InlineResult:
     server_us: list[float]
     batch_size: int
     batch_per_tx_us: list[float]
+    noop_rounds: list[Stats] = field(default_factory=list)
+
+
+def call_latency(port: int, txs: list, warmup: int, rounds: int) -> list[Stats]:
+    """Sequential Score calls: `rounds` passes over txs[warmup:] after a warm-up."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = fraud_pb2_grpc.FraudScoringStub(channel)
+        for tx in txs[:warmup]:
+            stub.Score(tx)
+        out = []
+        for _ in range(rounds):
+            samples = []
+            for tx in txs[warmup:]:
+                started = time.perf_counter()
+                stub.Score(tx)
+                samples.append(time.perf_counter() - started)
+            out.append(Stats(samples))
+    return out
 
 
 def score_latency(port: int, calls: int, rounds: int, warmup: int = 500) -> InlineResult:
@@ -112,6 +130,8 @@ def hot_reload(port: int, built: Path, serving_root: Path, version: str) -> Relo
 def report(inline: InlineResult, reload: ReloadResult) -> list[str]:
     p50s = [s.pct(50) for s in inline.score_rounds]
     p99s = [s.pct(99) for s in inline.score_rounds]
+    noop50 = median([s.pct(50) for s in inline.noop_rounds])
+    noop99 = median([s.pct(99) for s in inline.noop_rounds])
     n = len(inline.score_rounds[0].samples)
     return [
         f"inline Score, {len(p50s)} rounds x {n} sequential calls (client-observed):",
@@ -119,6 +139,8 @@ def report(inline: InlineResult, reload: ReloadResult) -> list[str]:
         f"  p99 median {median(p99s):6.0f} µs  (rounds: {', '.join(f'{v:.0f}' for v in p99s)})",
         f"  server-side scoring (latency_us) median {median(inline.server_us):.0f} µs: "
         f"the rest is gRPC + loopback",
+        f"  a no-op gRPC Score on this machine now: p50 {noop50:.0f} µs, p99 {noop99:.0f} µs "
+        f"(real/no-op p50 {median(p50s) / noop50:.2f}x, p99 {median(p99s) / noop99:.2f}x)",
         f"  ScoreBatch of {inline.batch_size}: median {median(inline.batch_per_tx_us):.1f} µs "
         f"per transaction ({median(p50s) / median(inline.batch_per_tx_us):.0f}x cheaper "
         "than one Score call)",

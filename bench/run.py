@@ -25,9 +25,13 @@ from bench.common import (  # noqa: E402
     bench_settings,
     build_models,
     delete_topics,
+    free_port,
     fresh_database,
     fresh_topics,
+    port_open,
     process,
+    transactions,
+    wait_for,
     wait_serving,
 )
 from fraudops.modelspec import publish  # noqa: E402
@@ -45,6 +49,11 @@ def run_inline(settings, work: Path, built: Path, calls: int, rounds: int) -> li
             wait_serving(settings.grpc_port)
             latency = inline.score_latency(settings.grpc_port, calls, rounds)
             reload = inline.hot_reload(settings.grpc_port, built, settings.model_dir, "v2")
+        noop_port = free_port()
+        with process(["-m", "bench.noop_server", str(noop_port)], settings, work / "noop.log"):
+            wait_for(lambda: port_open(noop_port), "the no-op server", 60)
+            txs = transactions(calls + 500, users=5000, seed=1, prefix="noop")
+            latency.noop_rounds = inline.call_latency(noop_port, txs, 500, rounds)
     finally:
         delete_topics(settings.kafka_bootstrap_servers, topics)
     return inline.report(latency, reload)
