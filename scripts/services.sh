@@ -53,7 +53,7 @@ start_background() { # pidfile logfile cmd... : detached (own session) so a call
   local pidfile=$1 logfile=$2 # Ctrl-C does not take the service down with it.
   shift 2
   mkdir -p "$(dirname "$pidfile")" "$(dirname "$logfile")"
-  setsid nohup "$@" >>"$logfile" 2>&1 </dev/null &
+  setsid nohup "$@" >>"$logfile" 2>&1 </dev/null 9>&- &
   echo $! >"$pidfile"
 }
 
@@ -252,7 +252,7 @@ pg_up() {
     log "postgres: port $PG_PORT already in use by a cluster not started here; using it"
   else
     log "postgres: starting on 127.0.0.1:$PG_PORT (log: $LOGS/postgres.log)"
-    as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -l "$LOGS/postgres.log" -w -t 60 start >/dev/null ||
+    as_pg_owner "$bin/pg_ctl" -D "$PG_DATA" -l "$LOGS/postgres.log" -w -t 60 start >/dev/null 9>&- ||
       die "postgres did not start; see $LOGS/postgres.log"
   fi
   wait_until postgres 60 "" "$LOGS/postgres.log" \
@@ -433,6 +433,13 @@ main() {
   [[ $# -gt 0 ]] && shift
   local services=("$@")
   [[ ${#services[@]} -gt 0 ]] || services=("${ALL_SERVICES[@]}")
+  if [[ $command == up || $command == down ]]; then
+    # One `up`/`down` at a time: test sessions starting together must not start two
+    # brokers. Services are started with this descriptor closed, so they never hold it.
+    mkdir -p "$RUN"
+    exec 9>"$RUN/.services.lock"
+    flock -w 900 9 || die "another scripts/services.sh is still running after 900 s"
+  fi
   case $command in
     up) run_each up "${services[@]}" ;;
     # Reverse order: Airflow and MLflow may be writing to the others while they stop.
