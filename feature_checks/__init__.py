@@ -1,0 +1,2 @@
+"""Data checks: Great Expectations suites (as code) and the runner that validates a batch
+before anything downstream may use it."""
