@@ -297,7 +297,9 @@ mlflow_up() {
     log "mlflow: port $MLFLOW_PORT already in use by a process not started here; using it"
   else
     log "mlflow: starting on $MLFLOW_URI (log: $LOGS/mlflow.log)"
-    (cd "$ROOT" && start_background "$pidfile" "$LOGS/mlflow.log" "$ROOT/.venv/bin/mlflow" \
+    # No job runner: its dozen huey workers would compete for the machine's 2 cores.
+    (cd "$ROOT" && MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+      start_background "$pidfile" "$LOGS/mlflow.log" "$ROOT/.venv/bin/mlflow" \
       server --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
       --backend-store-uri "sqlite:///$RUN/mlflow/mlflow.db" \
       --artifacts-destination "$ROOT/mlruns" --serve-artifacts)

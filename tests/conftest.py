@@ -158,8 +158,15 @@ def mlflow_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     ]  # fmt: skip
     with open(home / "server.log", "wb") as log:
         # Own process group: the CLI starts uvicorn workers, which must stop with it.
+        # No job runner: its dozen huey workers would compete with the tests for 2 cores.
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         server = subprocess.Popen(
-            command, cwd=home, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=home,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         _wait_for_http(f"{uri}/health", server, home / "server.log", timeout=180)
