@@ -6,7 +6,9 @@
 newbalanceDest, isFraud, isFlaggedFraud), mapped to the canonical columns: user and
 destination ids are the digits of nameOrig / nameDest, the timestamp is
 start + step*3600 + a seeded second within the hour (PaySim has hourly steps only), and
-isFlaggedFraud is dropped (it is the old rule engine's verdict, not a label). A CSV with
+isFlaggedFraud is dropped (it is the old rule engine's verdict, not a label), and
+is_unauthorized_overdraft is 1.0 when an outgoing amount exceeds the origin's balance before
+(as in the simulator; a CASH_IN is money coming in, never an overdraft). A CSV with
 malformed rows is rejected as a whole, with a report naming line, column and problem: a
 reference that silently lost rows would bias everything downstream. Rows with a zero
 amount (PaySim has a few) are dropped with a warning, since serving rejects them.
