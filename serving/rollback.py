@@ -27,22 +27,31 @@ class RollbackError(ValueError):
     """The requested version cannot be rolled back to."""
 
 
+def _loads(model_dir: Path) -> bool:
+    try:
+        load_model(model_dir, prewarm=0)
+    except ModelRejected:
+        return False
+    return True
+
+
 def choose_version(serving_root: Path, to: str | None) -> tuple[str, str | None]:
-    """(version to publish, version served now). `to=None` means the one before the
-    latest publication that is a different version."""
-    published = published_versions(serving_root)
+    """(version to publish, version served now). The served one is the latest publication
+    that passes its checks (what a restarted server would pick); `to=None` means the
+    latest valid publication before it of a different version."""
+    published = [v for v, _ in published_versions(serving_root)]
     if not published:
         raise RollbackError(f"no published models under {serving_root}")
-    current = published[-1][0]
+    valid = [v for v in reversed(published) if _loads(serving_root / v)]
+    current = valid[0] if valid else None
     if to is not None:
-        if not (serving_root / to).is_dir():
-            names = ", ".join(v for v, _ in published)
-            raise RollbackError(f"version {to!r} not under {serving_root} (have: {names})")
+        if to not in published:
+            raise RollbackError(f"version {to!r} not under {serving_root} (have: {published})")
         return to, current
-    earlier = [v for v, _ in published[:-1] if v != current]
+    earlier = [v for v in valid if v != current]
     if not earlier:
-        raise RollbackError(f"no earlier version than {current!r} under {serving_root}")
-    return earlier[-1], current
+        raise RollbackError(f"no earlier valid version than {current!r} under {serving_root}")
+    return earlier[0], current
 
 
 def rollback(serving_root: Path, to: str | None, database_url: str | None) -> Path:

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from google.protobuf.message import DecodeError
 
 from fraudops.bands import BANDS
-from fraudops.pii import configure_logging
+from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.schema import InvalidTransaction
 from fraudops.settings import Settings, load_settings
@@ -59,11 +59,11 @@ class _Batch:
 
 
 def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
-    """The offsets to commit once every message of `msgs` is handled."""
+    """The offsets to commit once every message of `msgs` is handled (a partition's
+    messages arrive in offset order, so its last one is its highest)."""
     last: dict[tuple[str, int], int] = {}
     for m in msgs:
-        key = (m.topic(), m.partition())
-        last[key] = max(last.get(key, -1), m.offset())
+        last[m.topic(), m.partition()] = m.offset()
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
@@ -158,6 +158,7 @@ class StreamScorer:
             reason, field_name = f"undecodable TransactionRequest: {err}", "decode"
         except InvalidTransaction as err:
             reason, field_name = str(err), err.field
+        reason = mask_pii(reason)  # the reason may quote a field value; headers get read and logged
         metrics.DLQ.labels(reason=field_name).inc()
         self._produce(self.settings.topic_dlq, msg.key(), msg.value(), batch,
                       headers=[("error", reason.encode())])  # fmt: skip

@@ -83,6 +83,9 @@ def test_reload_under_load_swaps_rejects_and_rolls_back(
     publish_model(built_models, serving_root, "v1")
     settings = make_settings(model_dir=serving_root, database_url=database_url)
     audit_before = len(_audit(database_url, ("reload", "reload_rejected", "rollback")))
+    [(deployments_before,)] = query(
+        database_url, "SELECT coalesce(max(id), 0) FROM model_deployments"
+    )
     server = ServingApp(settings, max_workers=8)
     server.start()
     client = SteadyClient(server.port)
@@ -127,7 +130,7 @@ def test_reload_under_load_swaps_rejects_and_rolls_back(
     deployments = query(
         database_url,
         "SELECT version, served_until IS NOT NULL FROM model_deployments "
-        "WHERE pid = %s ORDER BY id",
-        (os.getpid(),),
+        "WHERE pid = %s AND id > %s ORDER BY id",
+        (os.getpid(), deployments_before),
     )
     assert deployments == [("v1", True), ("v2", True), ("v1", True)]
