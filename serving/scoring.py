@@ -18,7 +18,13 @@ import numpy as np
 from fraudops.bands import BANDS, bands_for
 from fraudops.features import OnlineFeatures
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
-from fraudops.schema import InvalidTransaction, proto_to_dict, validate_transaction
+from fraudops.schema import (
+    VALIDATED_COLUMNS,
+    InvalidTransaction,
+    proto_to_dict,
+    validate_columns,
+    validate_transaction,
+)
 from serving.model_store import LoadedModel, ModelStore
 
 # fraudops.bands index (0 ALLOW, 1 CHALLENGE, 2 BLOCK) -> proto enum value.
@@ -82,6 +88,17 @@ def decode(msg: fraud_pb2.TransactionRequest, where: str = "") -> dict[str, Any]
 def decode_batch(msgs: Iterable[fraud_pb2.TransactionRequest]) -> list[dict[str, Any]]:
     """Validate every transaction of a batch request; the first bad one names its index."""
     return [decode(msg, f"transactions[{i}].") for i, msg in enumerate(msgs)]
+
+
+def decode_many(
+    msgs: Sequence[fraud_pb2.TransactionRequest],
+) -> tuple[list[dict[str, Any]], list[tuple[int, InvalidTransaction]]]:
+    """Every message as a dict, and the index and error of each invalid one: a stream
+    micro-batch is validated column-wise at once, and a bad row only drops itself."""
+    txs = [proto_to_dict(msg) for msg in msgs]
+    if not txs:
+        return txs, []
+    return txs, validate_columns({k: [tx[k] for tx in txs] for k in VALIDATED_COLUMNS})
 
 
 class ScoringCore:
