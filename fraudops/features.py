@@ -8,6 +8,7 @@ order an online scorer sees them when events arrive in time order."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -121,17 +122,77 @@ def batch_features(cols: Mapping[str, np.ndarray]) -> np.ndarray:
     return np.column_stack(columns).astype(np.float32)
 
 
+class _UserWindows:
+    """One user's transactions within the longest window, sorted by time, with a running
+    count and amount sum per window: the last `counts[w]` events are those inside window
+    w of the newest timestamp, so a transaction in time order costs O(evicted), not
+    O(history)."""
+
+    __slots__ = ("counts", "events", "newest", "sums")
+
+    def __init__(self) -> None:
+        self.events: deque[tuple[int, float]] = deque()
+        self.counts = [0] * len(WINDOWS_SECONDS)
+        self.sums = [0.0] * len(WINDOWS_SECONDS)
+        self.newest = -(2**63)
+
+    def advance(self, ts: int) -> list[float]:
+        """Slide every window to end at `ts` (>= newest); its count and log amount sum."""
+        events, counts, sums = self.events, self.counts, self.sums
+        values: list[float] = []
+        for w, window in enumerate(WINDOWS_SECONDS):
+            count, total, cutoff = counts[w], sums[w], ts - window
+            while count and events[-count][0] <= cutoff:
+                total -= events[-count][1]
+                count -= 1
+            if not count:
+                total = 0.0  # an empty window restarts the sum: no drift carries over
+            counts[w], sums[w] = count, total
+            values += [float(count), math.log1p(max(total, 0.0))]
+        horizon = ts - _HORIZON
+        while events and events[0][0] <= horizon:
+            events.popleft()
+        return values
+
+    def add(self, ts: int, amount: float) -> None:
+        """Record a transaction at or after the newest one."""
+        self.events.append((ts, amount))
+        for w in range(len(WINDOWS_SECONDS)):
+            self.counts[w] += 1
+            self.sums[w] += amount
+        self.newest = ts
+
+    def late(self, ts: int, amount: float) -> list[float]:
+        """An event older than the newest one: count it by scanning (rare), then insert
+        it in time order and rebuild the running windows from the sorted events."""
+        values: list[float] = []
+        for window in WINDOWS_SECONDS:
+            recent = [a for t, a in self.events if t > ts - window]
+            values += [float(len(recent)), math.log1p(sum(recent))]
+        self.events.insert(bisect.bisect_right(self.events, ts, key=_event_time), (ts, amount))
+        for w, window in enumerate(WINDOWS_SECONDS):
+            inside = [a for t, a in self.events if t > self.newest - window]
+            self.counts[w], self.sums[w] = len(inside), math.fsum(inside)
+        return values
+
+
+_HORIZON = max(WINDOWS_SECONDS)
+
+
+def _event_time(event: tuple[int, float]) -> int:
+    return event[0]
+
+
 class OnlineFeatures:
     """Per-user state for scoring one transaction at a time.
 
     Holds, for each user, the (timestamp, amount) of transactions within the longest
-    window. In a consumer group each user's state lives in one scorer, since Kafka keys
-    raw_transactions by user_id."""
+    window, with running per-window counts and sums. In a consumer group each user's state
+    lives in one scorer, since Kafka keys raw_transactions by user_id."""
 
     def __init__(self) -> None:
-        self._history: dict[int, deque[tuple[int, float]]] = {}
+        self._history: dict[int, _UserWindows] = {}
         self._last_seen: dict[int, int] = {}
-        self._horizon = max(WINDOWS_SECONDS)
 
     def __len__(self) -> int:
         return len(self._history)
@@ -144,20 +205,18 @@ class OnlineFeatures:
     def velocity(self, tx: Mapping) -> list[float]:
         """The velocity features of one transaction, then record it in the user's state."""
         user, ts, amount = int(tx["user_id"]), int(tx["timestamp"]), float(tx["amount"])
-        history = self._history.get(user)
-        if history is None:
-            history = self._history[user] = deque()
-        while history and history[0][0] <= ts - self._horizon:
-            history.popleft()
-        values: list[float] = []
-        for window in WINDOWS_SECONDS:
-            recent = [a for t, a in history if t > ts - window]
-            values += [float(len(recent)), math.log1p(sum(recent))]
+        state = self._history.get(user)
+        if state is None:
+            state = self._history[user] = _UserWindows()
+        if ts >= state.newest:
+            values = state.advance(ts)
+            state.add(ts, amount)
+        else:
+            values = state.late(ts, amount)
         last = self._last_seen.get(user)
         # max(.., 0): an event older than the last one seen (out of order) counts as no gap
         gap = MAX_GAP_SECONDS if last is None else min(max(ts - last, 0), MAX_GAP_SECONDS)
         values.append(math.log1p(gap))
-        history.append((ts, amount))
         self._last_seen[user] = ts
         return values
 
