@@ -100,7 +100,7 @@ TINY_TRAIN = {
     "positive_weight_power": 0.5,
     "block_fpr": 0.001,
     "challenge_fpr": 0.01,
-    "baseline": {"max_iter": 20, "learning_rate": 0.1, "max_leaf_nodes": 15},
+    "baseline": {"max_iter": 20, "learning_rate": 0.1, "max_leaf_nodes": 15, "threads": 1},
     "explain_rows": 2000,
 }
 
@@ -219,3 +219,18 @@ def test_evaluate_with_a_champion_scores_it_with_tflite(project, mlflow_tracking
     assert baseline["test_pr_auc"] == pytest.approx(report["baseline"]["pr_auc"])
     artifacts = {a.path for a in client.list_artifacts(info["mlflow_run_id"])}
     assert {"metrics.json", "pr_curve.csv"} <= artifacts
+
+
+@pytest.mark.pipeline
+def test_cli_refuses_missing_inputs_with_a_clear_error(tmp_path, capsys):
+    from training.evaluate import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("evaluate:\n  fpr: 0.01\n  score_batch: 100\n")
+    argv = ["--features", str(tmp_path / "nowhere"), "--candidate", str(tmp_path / "c"),
+            "--serving", str(tmp_path / "s"), "--out", str(tmp_path / "m.json"),
+            "--plots", str(tmp_path / "p"), "--params", str(params)]  # fmt: skip
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 1
+    assert "test.parquet: missing (run featurize first)" in capsys.readouterr().err

@@ -31,7 +31,7 @@ TINY = {
     "positive_weight_power": 0.5,
     "block_fpr": 0.001,
     "challenge_fpr": 0.01,
-    "baseline": {"max_iter": 30, "learning_rate": 0.1, "max_leaf_nodes": 15},
+    "baseline": {"max_iter": 30, "learning_rate": 0.1, "max_leaf_nodes": 15, "threads": 1},
     "explain_rows": 5000,
 }
 AGREED_METRICS = {
@@ -209,3 +209,15 @@ def test_thresholds_hold_their_false_positive_rates_on_valid(candidate, trained,
     thresholds = trained["info"]["thresholds"]
     assert (scores >= thresholds["block"]).mean() <= TINY["block_fpr"]
     assert (scores >= thresholds["challenge"]).mean() <= TINY["challenge_fpr"]
+
+
+def test_cli_refuses_missing_features_with_a_clear_error(tmp_path, capsys):
+    from training.train import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  experiment: unused\n")
+    with pytest.raises(SystemExit) as refused:
+        main(["--features", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c"),
+              "--params", str(params)])  # fmt: skip
+    assert refused.value.code == 1
+    assert "train.parquet: missing (run featurize first)" in capsys.readouterr().err
