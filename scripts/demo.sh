@@ -52,6 +52,7 @@ cat <<EOF
   Start scoring against it (each in its own terminal, from $ROOT):
     .venv/bin/fraudops-serve     # gRPC Score / SendTransaction / SubmitLabel on 127.0.0.1:50051
     .venv/bin/fraudops-scorer    # Kafka raw_transactions -> transaction_scores + Postgres
+    .venv/bin/python -m serving.label_consumer   # Kafka transaction_labels -> feedback_labels
   Both watch models/serving/ (FRAUDOPS_MODEL_DIR) and hot-reload each newly promoted model.
 EOF
 [[ "$state" == success ]]
