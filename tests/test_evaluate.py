@@ -100,7 +100,14 @@ TINY_TRAIN = {
     "positive_weight_power": 0.5,
     "block_fpr": 0.001,
     "challenge_fpr": 0.01,
-    "baseline": {"max_iter": 20, "learning_rate": 0.1, "max_leaf_nodes": 15, "threads": 1},
+    "baseline": {
+        "max_iter": 20,
+        "learning_rate": 0.1,
+        "max_leaf_nodes": 15,
+        "threads": 1,
+        "min_samples_leaf": 20,
+        "l2_regularization": 1.0,
+    },
     "explain_rows": 2000,
 }
 
