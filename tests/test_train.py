@@ -56,6 +56,15 @@ AGREED_METRICS = {
 }
 
 
+SYNTH_REPORT = {
+    "quality": {
+        "legit": {"overall": 0.95, "column_shapes": 0.96, "columns": {"amount": 0.9}},
+        "fraud": {"overall": 0.97, "column_shapes": 0.95, "columns": {"amount": 0.8}},
+    },
+    "segments": {"legit_CASH_IN": {"rows": 10}},
+}
+
+
 def toy_features(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Separable toy set: fraud iff the first two features sum high (5% fraud)."""
     rng = np.random.default_rng(seed)
@@ -117,7 +126,9 @@ def trained(features_dir, mlflow_tracking_uri, tmp_path_factory) -> dict:
 
     out = tmp_path_factory.mktemp("candidate")
     params = {**TINY, "experiment": f"test-train-{uuid.uuid4().hex[:8]}"}
-    info = train(features_dir, out, params, mlflow_tracking_uri)
+    quality = out.parent / "synthesizer_quality.json"
+    quality.write_text(json.dumps(SYNTH_REPORT))
+    info = train(features_dir, out, params, mlflow_tracking_uri, quality)
     return {"info": info, "dir": out, "uri": mlflow_tracking_uri}
 
 
@@ -134,6 +145,10 @@ def test_train_writes_the_candidate_directory(trained):
     assert all(len(info["explain"][k]) == N_FEATURES for k in ("mean", "std", "weight"))
     assert info["feature_names"] == list(FEATURE_NAMES)
     assert info["metrics"]["valid_pr_auc"] > 0.5
+    assert info["synthesizer_quality"] == {
+        "legit": {"overall": 0.95, "column_shapes": 0.96},
+        "fraud": {"overall": 0.97, "column_shapes": 0.95},
+    }
 
 
 @pytest.mark.integration
@@ -155,6 +170,7 @@ def test_train_logs_keras_and_baseline_runs_with_the_same_metric_names(trained):
         assert run.data.tags["labels_count"] == "0"
         assert "git_commit" in run.data.tags
     assert keras_run.data.tags["fraudops.role"] == "candidate"
+    assert keras_run.data.metrics["synthesizer_fraud_overall"] == 0.97
     plots = {a.path for a in client.list_artifacts(keras_run.info.run_id, "plots")}
     assert plots == {"plots/valid_pr_curve.png", "plots/valid_bands.png"}
     assert keras_run.data.params["hidden_units"] == "[16, 8]"

@@ -348,11 +348,26 @@ def _lineage(features_dir: Path, meta: dict) -> dict[str, str]:
     return tags
 
 
-def _scalars(report: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The top-level numbers of a report (e.g. SDV's overall quality), not its details."""
+def synthesizer_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The SDV quality scores per class (overall, column shapes, pair trends), without the
+    per-column and per-segment detail."""
     if report is None:
         return None
-    return {k: v for k, v in report.items() if isinstance(v, int | float | str | bool)}
+    quality = report.get("quality", {})
+    return {
+        cls: {k: v for k, v in scores.items() if isinstance(v, int | float)}
+        for cls, scores in quality.items()
+        if isinstance(scores, dict)
+    }
+
+
+def _synthesizer_metrics(summary: dict[str, Any] | None) -> dict[str, float]:
+    """The summary as candidate-run metrics, e.g. `synthesizer_fraud_overall`."""
+    return {
+        f"synthesizer_{cls}_{k}": float(v)
+        for cls, scores in (summary or {}).items()
+        for k, v in scores.items()
+    }
 
 
 @contextmanager
@@ -382,7 +397,7 @@ def _train_info(fits: dict[str, Any], meta: dict, tags: dict, rows: dict) -> dic
         "metrics": candidate["metrics"],
         "labels": meta.get("labels", {"count": 0, "window_start": None, "window_end": None}),
         "validation": meta.get("validation", {}),
-        "synthesizer_quality": _scalars(_read_json(fits["synthesizer_report"])),
+        "synthesizer_quality": fits["synthesizer"],
         "rows": rows,
         "seconds": fits["seconds"],
     }
@@ -405,7 +420,7 @@ def train(
         tags = _lineage(features_dir, meta)
     fits: dict[str, Any] = {"experiment": params["experiment"], "seconds": seconds}
     fits["experiment_id"] = tracking.use_experiment(tracking_uri, params["experiment"])
-    fits["synthesizer_report"] = synthesizer_report
+    fits["synthesizer"] = synthesizer_summary(_read_json(synthesizer_report))
     with _timed(seconds, "baseline"):
         fits["baseline"] = baseline_run(train_set, valid_set, params, tags)
     with _timed(seconds, "ablation"):
@@ -423,6 +438,7 @@ def train(
         fits["candidate"]["model"].save(out_dir / KERAS_FILE)
         joblib.dump(fits["baseline"]["model"], out_dir / BASELINE_FILE)
         joblib.dump(fits["ablation"]["model"], out_dir / ABLATION_FILE)
+    tracking.log_to_run(fits["candidate"]["run_id"], _synthesizer_metrics(fits["synthesizer"]))
     rows = {"train": len(train_set[1]), "valid": len(valid_set[1])}
     info = _train_info(fits, meta, tags, rows)
     (out_dir / TRAIN_INFO).write_text(json.dumps(info, indent=2))
