@@ -68,7 +68,22 @@ def corrupt_batch(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str, database_url: str):
+def e2e_database_url(database_url: str):
+    """A database of this module's own: labels that other tests left in the session database
+    would otherwise flow into this pipeline run through collect_feedback."""
+    from serving import db
+
+    name = f"fraudops_e2e_{uuid.uuid4().hex[:8]}"
+    url = db.create_database(database_url, name)
+    db.migrate(url)
+    yield url
+    db.drop_database(database_url, name)
+
+
+@pytest.fixture(scope="module")
+def setup(
+    tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str, e2e_database_url: str
+):
     """The project, the environment every Airflow command runs with, and the model name."""
     tag = uuid.uuid4().hex[:8]
     name = f"fraud-detector-e2e-{tag}"
@@ -81,7 +96,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str, da
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         FRAUDOPS_PROJECT_DIR=str(project),
         MLFLOW_TRACKING_URI=mlflow_tracking_uri,
-        DATABASE_URL=database_url,
+        DATABASE_URL=e2e_database_url,
     )
     migrated = airflow(["db", "migrate"], project, env, timeout=600)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
@@ -97,7 +112,7 @@ def first_run(setup) -> str:
     return output
 
 
-def test_clean_run_promotes_a_model(setup, first_run, mlflow_tracking_uri, database_url):
+def test_clean_run_promotes_a_model(setup, first_run, mlflow_tracking_uri, e2e_database_url):
     from mlflow import MlflowClient
 
     project, env, name = setup
@@ -114,7 +129,7 @@ def test_clean_run_promotes_a_model(setup, first_run, mlflow_tracking_uri, datab
     assert served[0][1]["mlflow_run_id"] == promotion["mlflow_run_id"]
     client = MlflowClient(tracking_uri=mlflow_tracking_uri, registry_uri=mlflow_tracking_uri)
     assert client.get_model_version_by_alias(name, "champion").version == version
-    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+    with psycopg2.connect(e2e_database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT kind FROM audit_log WHERE subject = %s", (f"{name}/v{version}",))
         assert cur.fetchall() == [("promotion",)]
     assert dvc(project, "status").stdout.strip().endswith("up to date.")
