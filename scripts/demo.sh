@@ -31,17 +31,26 @@ say "triggered $DAG run $RUN_ID: $AIRFLOW/dags/$DAG/runs/$RUN_ID"
 deadline=$((SECONDS + TIMEOUT))
 last=""
 while :; do
-  states=$(api GET "/dags/$DAG/dagRuns/$RUN_ID/taskInstances" | "$PY" -c "import json,sys
-print(' '.join(f\"{t['task_id']}={t['state'] or 'waiting'}\" for t in json.load(sys.stdin)['task_instances']))")
-  [[ "$states" != "$last" ]] && say "$states" && last=$states
   state=$(api GET "/dags/$DAG/dagRuns/$RUN_ID" | field "['state']")
+  if [[ "$state" == queued ]]; then # max_active_runs=1: e.g. the daily run unpausing started
+    progress="queued behind another $DAG run (one run at a time)"
+  else
+    progress=$(api GET "/dags/$DAG/dagRuns/$RUN_ID/taskInstances" | "$PY" -c "import json,sys
+print(' '.join(f\"{t['task_id']}={t['state'] or 'waiting'}\" for t in json.load(sys.stdin)['task_instances']))")
+  fi
+  [[ "$progress" != "$last" ]] && say "$progress" && last=$progress
   [[ "$state" == success || "$state" == failed ]] && break
   ((SECONDS < deadline)) || { say "still $state after ${TIMEOUT}s; giving up waiting"; exit 1; }
   sleep 10
 done
 say "run $RUN_ID finished: $state"
-[[ -f "$ROOT/reports/promotion.json" ]] &&
-  say "promotion: $(field "['decision']" <"$ROOT/reports/promotion.json") (reports/promotion.json)"
+[[ -f "$ROOT/reports/promotion.json" ]] && "$PY" -c "import json,sys
+p = json.load(open(sys.argv[1]))
+print(f\"[demo] promotion: {p['decision']} (registered version {p['registered_version']})\")
+for reason in p['reasons']: print(f'[demo]   {reason}')" "$ROOT/reports/promotion.json"
+"$PY" -c "import sys; from fraudops.modelspec import published_versions as p
+v = p(sys.argv[1]); print('[demo] served (newest published):', v[-1][0] if v else 'nothing yet')" \
+  "$ROOT/models/serving"
 
 cat <<EOF
 
