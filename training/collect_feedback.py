@@ -65,7 +65,9 @@ SCHEMA = pa.schema([pa.field(name, _TYPES[name], nullable=False) for name in FEE
 # labels always give the same bytes.
 _QUERY = """
 SELECT s.transaction_id, s.user_id, s.event_ts, s.type, s.amount,
-       s.old_balance_orig, s.new_balance_orig, s.old_balance_dest, s.new_balance_dest,
+       -- a balance the row lacks is the proto3 default the scorer itself saw: 0
+       COALESCE(s.old_balance_orig, 0), COALESCE(s.new_balance_orig, 0),
+       COALESCE(s.old_balance_dest, 0), COALESCE(s.new_balance_dest, 0),
        COALESCE(s.is_unauthorized_overdraft, 0), COALESCE(s.dest_id, 0),
        (f.label = 'FRAUD')::int, s.score, COALESCE(s.band, ''), COALESCE(s.model_version, ''),
        f.label, f.source, f.labelled_at
