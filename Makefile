@@ -12,13 +12,15 @@ STAMP := $(VENV)/.installed
 STAMP_SERVING := $(VENV_SERVING)/.installed
 UV = $(shell command -v uv || echo "$$HOME/.local/bin/uv")
 
-.PHONY: help install install-serving proto lint test services-up services-down \
+.PHONY: help install install-serving proto lint test test-unit test-integration test-pipeline services-up services-down \
 	services-status demo bench clean
 
 help:
 	@echo "make install          .venv with the serving, pipeline and dev groups"
 	@echo "make install-serving  .venv-serving with the light scoring install only"
 	@echo "make test             install, start Kafka + Postgres, run pytest (what CI runs)"
+	@echo "make test-unit        the quick tier only: no services, no TensorFlow (under 2 min)"
+	@echo "make test-integration real Kafka + Postgres; make test-pipeline: the pipeline stack"
 	@echo "make lint             ruff check + ruff format --check"
 	@echo "make demo             install, start every service, run the pipeline and the demo"
 	@echo "make bench            the benchmark (bench/run.py)"
@@ -52,10 +54,33 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Every tier runs even when one fails; each prints its duration and its 15 slowest tests.
 # pytest exits 5 when it collected no tests: that is a failure, said out loud.
+TEST_TIERS := unit integration pipeline
+PYTEST_ARGS ?=
+
 test: install
 	scripts/services.sh up kafka postgres
-	$(VENV)/bin/pytest || { rc=$$?; [ $$rc -ne 5 ] || echo "FAILED: pytest ran no tests" >&2; exit $$rc; }
+	@failed=""; for tier in $(TEST_TIERS); do \
+		start=$$SECONDS; \
+		$(VENV)/bin/pytest tests/$$tier --durations=15 $(PYTEST_ARGS) || { rc=$$?; \
+			[ $$rc -ne 5 ] || echo "FAILED: pytest ran no tests in tests/$$tier" >&2; \
+			failed="$$failed $$tier"; }; \
+		echo "=== tier $$tier took $$((SECONDS - start)) s ==="; \
+	done; \
+	[ -z "$$failed" ] || { echo "FAILED tiers:$$failed" >&2; exit 1; }
+
+# The quick tier: no services, no TensorFlow; under two minutes.
+test-unit: install
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	scripts/services.sh up kafka postgres
+	$(VENV)/bin/pytest tests/integration --durations=15 $(PYTEST_ARGS)
+
+test-pipeline: install
+	scripts/services.sh up kafka postgres
+	$(VENV)/bin/pytest tests/pipeline --durations=15 $(PYTEST_ARGS)
 
 services-up: install
 	scripts/services.sh up

@@ -8,7 +8,7 @@ the riskiest users (ids only, PII masked) and the model versions that served, as
 and an `index.html` with the charts embedded.
 
 Trigger it by hand with `{"date": "YYYY-MM-DD"}` to (re)write a given day, e.g. once late
-labels have arrived. Logic: `training.digest`. Needs `DATABASE_URL` in the worker's
+labels have arrived. Logic: `jobs.digest`. Needs `DATABASE_URL` in the worker's
 environment.
 """
 
@@ -38,8 +38,8 @@ def fraud_daily_digest():
 
         from fraudops.params import load_params
         from fraudops.settings import load_settings
-        from training.digest import run_digest
-        from training.label_watch import project_path
+        from jobs.common import project_path
+        from jobs.digest import run_digest
 
         settings = load_settings()
         if not settings.database_url:

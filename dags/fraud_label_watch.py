@@ -9,7 +9,7 @@ extra; the `fraud_training` DAG is scheduled on that asset (or its daily cron), 
 training run shows which event started it. Below the threshold the task is skipped and no
 event is emitted.
 
-Logic: `training.label_watch`. Needs `DATABASE_URL` in the worker's environment.
+Logic: `jobs.label_watch`. Needs `DATABASE_URL` in the worker's environment.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import Asset, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from training.label_watch import FEEDBACK_ASSET_NAME, FEEDBACK_ASSET_URI
+from jobs.common import FEEDBACK_ASSET_NAME, FEEDBACK_ASSET_URI
 
 FEEDBACK_LABELS = Asset(uri=FEEDBACK_ASSET_URI, name=FEEDBACK_ASSET_NAME)
 
@@ -40,7 +40,8 @@ def fraud_label_watch():
         """Emit the asset (with count and window as extra) when enough labels are new."""
         from fraudops.params import load_params
         from fraudops.settings import load_settings
-        from training.label_watch import check_new_labels, project_path
+        from jobs.common import project_path
+        from jobs.label_watch import check_new_labels
 
         settings = load_settings()
         params = load_params(project_path("params.yaml"), "label_watch")

@@ -36,7 +36,7 @@ from pathlib import Path
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from fraudops import pipeline_graph
-from training.label_watch import FEEDBACK_ASSET_NAME, FEEDBACK_ASSET_URI
+from jobs.common import FEEDBACK_ASSET_NAME, FEEDBACK_ASSET_URI
 
 PROJECT_DIR = pipeline_graph.project_dir(__file__)
 STAGES = pipeline_graph.load_stages(PROJECT_DIR)

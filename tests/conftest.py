@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+pytest_plugins = ["tests.helpers.serving_env"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ROOT / "scripts" / "services.sh"
 DEFAULT_KAFKA = "127.0.0.1:9092"
@@ -40,6 +42,17 @@ TOPIC_KEYS = {
     "topic_dlq": "raw_transactions.dlq",
     "topic_labels_dlq": "transaction_labels.dlq",
 }
+
+
+TIERS = ("unit", "integration", "pipeline")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tier marker comes from the folder a test lives in (tests/<tier>/...)."""
+    for item in items:
+        tier = Path(item.path).relative_to(ROOT / "tests").parts[0]
+        if tier in TIERS:
+            item.add_marker(tier)
 
 
 def _port_open(host: str, port: int) -> bool:

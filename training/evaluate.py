@@ -35,7 +35,7 @@ from fraudops.modelspec import MODEL_FILE, published_versions
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.settings import load_settings
-from training import metrics, tracking
+from training.lib import metrics, tracking
 from training.train import ABLATION_COLUMNS, ABLATION_FILE, BASELINE_FILE, KERAS_FILE, TRAIN_INFO
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def candidate_scorers(candidate_dir: Path, batch: int) -> dict[str, Any]:
     """Score functions for the candidate, the baseline and the ablation, plus train.json."""
     import keras
 
-    from training.model import predict
+    from training.lib.model import predict
 
     candidate_dir = Path(candidate_dir)
     for name in (KERAS_FILE, BASELINE_FILE, ABLATION_FILE, TRAIN_INFO):

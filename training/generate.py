@@ -31,7 +31,7 @@ from training.fit_synthesizer import (
     quiet_libraries,
     sample_segment,
 )
-from training.simulator import sequential_ids, unique_ids
+from training.lib.simulator import sequential_ids, unique_ids
 
 log = logging.getLogger("training.generate")
 

@@ -1,7 +1,7 @@
 """Stage `reference`: the reference dataset the synthesizer learns from, split by time.
 
 `reference.source: simulator` (default) runs the seeded PaySim-style simulator
-(training/simulator.py). Any other value is the path to a CSV with the public PaySim columns
+(training/lib/simulator.py). Any other value is the path to a CSV with the public PaySim columns
 (step, type, amount, nameOrig, oldbalanceOrg, newbalanceOrig, nameDest, oldbalanceDest,
 newbalanceDest, isFraud, isFlaggedFraud), mapped to the canonical columns: user and
 destination ids are the digits of nameOrig / nameDest, the timestamp is
@@ -30,7 +30,7 @@ import pandas as pd
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.schema import MAX_AMOUNT, TRANSACTION_COLUMNS, TRANSACTION_TYPES
-from training.simulator import SimConfig, sequential_ids, simulate
+from training.lib.simulator import SimConfig, sequential_ids, simulate
 
 log = logging.getLogger("training.reference")
 

@@ -1,7 +1,7 @@
-"""train stage: fit the candidate (a Keras MLP, training.model) and the yardsticks it is
+"""train stage: fit the candidate (a Keras MLP, training.lib.model) and the yardsticks it is
 judged against, and record all of them in MLflow.
 
-- candidate: early-stopped on validation PR-AUC; frauds class-weighted (see training.model),
+- candidate: early-stopped on validation PR-AUC; frauds class-weighted (see training.lib.model),
   combined with the per-row weights featurize set (live feedback counts more); the class
   weight is divided back out of the output bias so scores stay probabilities.
 - baseline: sklearn HistGradientBoostingClassifier on the same features and weights, logged
@@ -39,8 +39,8 @@ from fraudops.features import BALANCE_FEATURES, FEATURE_NAMES
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.settings import load_settings
-from training import metrics, tracking
 from training.featurize import META_FILE, SPLITS
+from training.lib import metrics, tracking
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def fit_keras(train: tuple, valid: tuple, params: dict[str, Any]):
     import keras
     import tensorflow as tf
 
-    from training.model import build_model, correct_prior
+    from training.lib.model import build_model, correct_prior
 
     keras.utils.set_random_seed(int(params["seed"]))
     tf.config.experimental.enable_op_determinism()
@@ -296,7 +296,7 @@ def _log_candidate(model, valid: tuple, scores: np.ndarray, thresholds: dict, ot
 def keras_run(train: tuple, valid: tuple, params: dict, tags: dict, others: dict) -> dict:
     """Fit and log the candidate: params, per-epoch metrics, valid metrics (its own, and
     the ablation's as `ablation_valid_*`), plots and the Keras model."""
-    from training.model import predict
+    from training.lib.model import predict
 
     yv, ablation = valid[1], others["ablation"]
     with mlflow.start_run(run_name="keras-mlp", tags={**tags, tracking.TAG_ROLE: "candidate"}):

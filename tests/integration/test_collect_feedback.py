@@ -1,0 +1,116 @@
+"""collect_feedback and the label watch on a seeded real Postgres."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pyarrow.parquet as pq
+import pytest
+
+from fraudops.schema import TRANSACTION_COLUMNS
+from jobs.label_watch import check_new_labels
+from serving import db
+from serving.labels import record_label
+from training.collect_feedback import SCHEMA, collect_feedback
+
+# (id, event_ts, type, amount, dest_id, score, band, model_version, label, label source)
+ROWS = [
+    ("tx-c", 1_700_000_300, "TRANSFER", 900.0, 42, 0.91, "BLOCK", "v1", "FRAUD", "chargeback:visa"),
+    ("tx-a", 1_700_000_100, "PAYMENT", 12.5, None, 0.02, "ALLOW", "v1", "LEGIT", "analyst:alice"),
+    ("tx-b", 1_700_000_200, "CASH_OUT", 300.0, 7, 0.40, "CHALLENGE", "v2", "FRAUD", "analyst:bob"),
+    ("tx-d", 1_700_000_200, "DEBIT", 5.0, 8, 0.60, "CHALLENGE", "v2", None, None),
+]
+
+
+@pytest.fixture(scope="module")
+def seeded_url(database_url):
+    """A database of this module's own, holding exactly ROWS (tx-d scored, never labelled)."""
+    name = f"feedback_{uuid.uuid4().hex[:8]}"
+    url = db.create_database(database_url, name)
+    db.migrate(url)
+    conn = db.connect(url)
+    with conn, conn.cursor() as cur:
+        for tx_id, ts, kind, amount, dest, score, band, version, _, _ in ROWS:
+            cur.execute(
+                "INSERT INTO scored_transactions (transaction_id, user_id, event_ts, type, amount,"
+                " old_balance_orig, new_balance_orig, old_balance_dest, new_balance_dest,"
+                " is_unauthorized_overdraft, dest_id, score, band, model_version, source)"
+                " VALUES (%s, 11, %s, %s, %s, 1000, 1000 - %s, 0, %s, 0, %s, %s, %s, %s, 'stream')",
+                (tx_id, ts, kind, amount, amount, amount, dest, score, band, version),
+            )
+    for tx_id, *_, label, source in ROWS:
+        if label:
+            record_label(conn, tx_id, label, source)
+    yield url, conn
+    conn.close()
+    db.drop_database(database_url, name)
+
+
+def digest_of(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_exports_the_labelled_transactions_as_scored(seeded_url, tmp_path):
+    url, _ = seeded_url
+    summary = collect_feedback(url, tmp_path / "labels.parquet", tmp_path / "fb.json", 90)
+    table = pq.read_table(tmp_path / "labels.parquet")
+    assert table.schema.equals(SCHEMA)
+    assert tuple(table.column_names[: len(TRANSACTION_COLUMNS)]) == TRANSACTION_COLUMNS
+    rows = table.to_pylist()
+    assert [r["transaction_id"] for r in rows] == ["tx-a", "tx-b", "tx-c"]  # by timestamp
+    assert [r["is_fraud"] for r in rows] == [0, 1, 1]
+    assert [(r["score"], r["band"], r["model_version"]) for r in rows] == [
+        (0.02, "ALLOW", "v1"),
+        (0.40, "CHALLENGE", "v2"),
+        (0.91, "BLOCK", "v1"),
+    ]
+    assert [r["label_source"] for r in rows] == ["analyst:alice", "analyst:bob", "chargeback:visa"]
+    assert rows[0]["dest_id"] == 0  # unknown destination
+    assert rows[2]["new_balance_orig"] == 100.0
+    assert summary == json.loads((tmp_path / "fb.json").read_text())
+    assert (summary["count"], summary["fraud"], summary["legit"]) == (3, 2, 1)
+    assert summary["window_end"] == max(r["labelled_at"] for r in rows).isoformat()
+
+
+def test_same_labels_give_byte_identical_files_and_a_new_label_changes_them(seeded_url, tmp_path):
+    url, conn = seeded_url
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        collect_feedback(url, out / "labels.parquet", out / "fb.json", 90)
+    assert digest_of(first / "labels.parquet") == digest_of(second / "labels.parquet")
+    assert digest_of(first / "fb.json") == digest_of(second / "fb.json")
+
+    record_label(conn, "tx-d", "LEGIT", "analyst:carol")
+    try:
+        collect_feedback(url, second / "labels.parquet", second / "fb.json", 90)
+        assert digest_of(first / "labels.parquet") != digest_of(second / "labels.parquet")
+        assert pq.read_metadata(second / "labels.parquet").num_rows == 4
+    finally:
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM feedback_labels WHERE transaction_id = 'tx-d'")
+
+
+def test_labels_outside_the_window_are_left_out(seeded_url, tmp_path):
+    url, _ = seeded_url
+    later = datetime.now(UTC) + timedelta(days=10)
+    summary = collect_feedback(url, tmp_path / "l.parquet", tmp_path / "f.json", 5, as_of=later)
+    assert summary["count"] == 0
+    summary = collect_feedback(url, tmp_path / "l.parquet", tmp_path / "f.json", 0, as_of=later)
+    assert summary["count"] == 3
+
+
+# --- label watch: when have enough new labels arrived to retrain? --------------------------
+
+
+def test_new_labels_are_counted_after_the_watermark(seeded_url, tmp_path):
+    url, _ = seeded_url
+    extra = check_new_labels(url, tmp_path, None, min_new_labels=3)
+    assert extra["count"] == 3
+    assert extra["since"] is None
+    assert extra["window_start"] <= extra["window_end"]
+    assert check_new_labels(url, tmp_path, None, min_new_labels=4) is None
+    assert check_new_labels(url, tmp_path, extra, min_new_labels=1) is None  # nothing newer
+    assert check_new_labels(None, tmp_path, None, min_new_labels=1) is None

@@ -1,0 +1,271 @@
+"""The gRPC server in-process against the real Kafka and Postgres: ingestion acknowledged
+after the broker has the message, inline scores persisted, labels, validation errors,
+health, reflection and TLS (self-signed certificates made here)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
+from serving.server import ServingApp
+from tests.helpers.serving_env import (
+    channel_to,
+    consume,
+    make_settings,
+    publish_model,
+    query,
+    scored_ids,
+    transaction,
+    unique_ids,
+    wait_serving,
+    wait_until,
+)
+
+
+@pytest.fixture
+def app(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
+    publish_model(built_models, serving_root, "v1")
+    settings = make_settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=database_url,
+        model_dir=serving_root,
+        **kafka_topics(),
+    )
+    server = ServingApp(settings, max_workers=8)
+    server.start()
+    yield server
+    server.stop(grace=2)
+
+
+@pytest.fixture
+def channel(app):
+    with channel_to(app.port) as ch:
+        wait_serving(ch)
+        yield ch
+
+
+def test_send_transaction_acknowledges_what_kafka_holds(app, channel):
+    stub = fraud_pb2_grpc.FraudIngestionStub(channel)
+    ids = unique_ids("send", 6)
+    sent = {i: transaction(n, user_id=40 + n % 3, transaction_id=i) for n, i in enumerate(ids)}
+    acks = {i: stub.SendTransaction(tx, timeout=30) for i, tx in sent.items()}
+    assert all(a.transaction_id == i and a.offset >= 0 for i, a in acks.items())
+    messages = consume(app.settings.kafka_bootstrap_servers, app.settings.topic_raw, len(ids))
+    assert len(messages) == len(ids)
+    for msg in messages:
+        tx = fraud_pb2.TransactionRequest.FromString(msg.value())
+        assert tx == sent[tx.transaction_id]
+        assert msg.key() == str(tx.user_id).encode()
+        assert (msg.partition(), msg.offset()) == (
+            acks[tx.transaction_id].partition,
+            acks[tx.transaction_id].offset,
+        )
+
+
+def test_inline_scores_answer_and_are_persisted_once(app, channel):
+    stub = fraud_pb2_grpc.FraudScoringStub(channel)
+    ids = unique_ids("inline", 21)
+    one = stub.Score(transaction(0, transaction_id=ids[0]), timeout=10)
+    assert (one.transaction_id, one.model_version) == (ids[0], "v1")
+    assert one.band in (fraud_pb2.ALLOW, fraud_pb2.CHALLENGE, fraud_pb2.BLOCK)
+    batch = fraud_pb2.ScoreBatchRequest(
+        transactions=[transaction(n, transaction_id=i) for n, i in enumerate(ids[1:], 1)]
+    )
+    many = stub.ScoreBatch(batch, timeout=10).scores
+    assert [s.transaction_id for s in many] == ids[1:]
+    url = app.settings.database_url
+    wait_until(lambda: len(scored_ids(url, ids)) == len(ids), "inline scores in Postgres")
+    stub.ScoreBatch(batch, timeout=10)  # scored again: the stored row stays the first one
+    app._sink.flush()
+    rows = query(
+        url,
+        "SELECT transaction_id, source, model_version, score FROM scored_transactions "
+        "WHERE transaction_id = ANY(%s)",
+        (ids,),
+    )
+    assert sorted(r[0] for r in rows) == sorted(ids)
+    assert {(r[1], r[2]) for r in rows} == {("inline", "v1")}
+    stored = {r[0]: r[3] for r in rows}
+    assert stored[ids[0]] == pytest.approx(one.score)
+    assert [stored[s.transaction_id] for s in many] == pytest.approx([s.score for s in many])
+
+
+INVALID = [
+    ({"amount": float("nan")}, "amount"),
+    ({"amount": float("inf")}, "amount"),
+    ({"amount": -1.0}, "amount"),
+    ({"type": "WIRE"}, "type"),
+    ({"transaction_id": ""}, "transaction_id"),
+    ({"transaction_id": "x" * 500}, "transaction_id"),
+    ({"user_id": 0}, "user_id"),
+    ({"channel": "c" * 1000}, "channel"),
+]
+
+
+@pytest.mark.parametrize(("fields", "field"), INVALID)
+def test_invalid_input_is_rejected_naming_the_field(channel, fields, field):
+    scoring = fraud_pb2_grpc.FraudScoringStub(channel)
+    ingestion = fraud_pb2_grpc.FraudIngestionStub(channel)
+    bad = transaction(3, **fields)
+    for call in (scoring.Score, ingestion.SendTransaction):
+        with pytest.raises(grpc.RpcError) as err:
+            call(bad, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(f"{field}:")
+    batch = fraud_pb2.ScoreBatchRequest(transactions=[transaction(1), bad])
+    with pytest.raises(grpc.RpcError) as err:
+        scoring.ScoreBatch(batch, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"transactions[1].{field}:")
+    assert scoring.Score(transaction(4), timeout=10).model_version == "v1"  # still up
+
+
+def test_labels_are_recorded_superseded_and_checked(app, channel):
+    tx_id = unique_ids("label", 1)[0]
+    fraud_pb2_grpc.FraudScoringStub(channel).Score(transaction(5, transaction_id=tx_id))
+    feedback = fraud_pb2_grpc.FeedbackStub(channel)
+    first = feedback.SubmitLabel(
+        fraud_pb2.LabelRequest(transaction_id=tx_id, label=fraud_pb2.FRAUD, source="analyst:a")
+    )
+    assert (first.label, first.superseded_previous) == (fraud_pb2.FRAUD, False)
+    second = feedback.SubmitLabel(
+        fraud_pb2.LabelRequest(transaction_id=tx_id, label=fraud_pb2.LEGIT, source="chargeback")
+    )
+    assert (second.label, second.superseded_previous) == (fraud_pb2.LEGIT, True)
+    rows = query(
+        app.settings.database_url,
+        "SELECT label, supersedes FROM feedback_labels WHERE transaction_id = %s",
+        (tx_id,),
+    )
+    assert rows == [("LEGIT", "FRAUD")]
+    cases = [
+        (dict(transaction_id="never-scored", label=fraud_pb2.FRAUD, source="a"), "NOT_FOUND"),
+        (dict(transaction_id=tx_id, label=fraud_pb2.LABEL_UNSPECIFIED, source="a"), "label"),
+        (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source=""), "source"),
+    ]
+    for fields, expected in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            feedback.SubmitLabel(fraud_pb2.LabelRequest(**fields), timeout=10)
+        if expected == "NOT_FOUND":
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        else:
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details().startswith(f"{expected}:")
+
+
+def test_health_and_reflection_answer(channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "fraud.v1.FraudScoring", "fraud.v1.FraudIngestion", "fraud.v1.Feedback"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert {"fraud.v1.FraudScoring", "fraud.v1.FraudIngestion", "fraud.v1.Feedback"} <= services
+    assert "grpc.health.v1.Health" in services
+    pool_db = ProtoReflectionDescriptorDatabase(channel)
+    score = pool_db.FindFileContainingSymbol("fraud.v1.FraudScoring")
+    assert "fraud.v1" in score.package
+
+
+def test_without_a_model_the_server_is_not_serving_until_one_lands(built_models, serving_root):
+    server = ServingApp(make_settings(model_dir=serving_root), max_workers=4)
+    server.start()
+    try:
+        with channel_to(server.port) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as err:
+                fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1), timeout=10)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            publish_model(built_models, serving_root, "v2")
+            wait_serving(ch, timeout=30)
+            assert fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1)).model_version == "v2"
+    finally:
+        server.stop(grace=1)
+
+
+def _key_and_cert(name: str, issuer=None, san: bool = False, ca: bool = False):
+    """An EC key and a certificate, self-signed or signed by `issuer` (key, cert)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    signer_key, signer_name = (key, subject) if issuer is None else (issuer[0], issuer[1].subject)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if san:
+        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return key, builder.sign(signer_key, hashes.SHA256())
+
+
+def _pem(tmp_path: Path, name: str, key, cert) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+
+    key_path, cert_path = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@pytest.mark.parametrize("mutual", [False, True])
+def test_tls_and_mutual_tls(built_models, serving_root, tmp_path, mutual):
+    publish_model(built_models, serving_root, "v1")
+    ca = _key_and_cert("fraudops test CA", ca=True)
+    _, ca_pem = _pem(tmp_path, "ca", *ca)
+    server_key, server_pem = _pem(tmp_path, "server", *_key_and_cert("server", ca, san=True))
+    client_key, client_pem = _pem(tmp_path, "client", *_key_and_cert("client", ca))
+    settings = make_settings(
+        model_dir=serving_root,
+        tls_cert=server_pem,
+        tls_key=server_key,
+        tls_ca=ca_pem if mutual else None,
+    )
+    server = ServingApp(settings, max_workers=4)
+    server.start()
+    target = f"127.0.0.1:{server.port}"
+    try:
+        with_client = grpc.ssl_channel_credentials(
+            ca_pem.read_bytes(), client_key.read_bytes(), client_pem.read_bytes()
+        )
+        with grpc.secure_channel(target, with_client) as ch:
+            reply = fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1), timeout=30)
+            assert reply.model_version == "v1"
+        refused = [grpc.insecure_channel(target)]
+        if mutual:  # a client that trusts the server but shows no certificate
+            refused.append(
+                grpc.secure_channel(target, grpc.ssl_channel_credentials(ca_pem.read_bytes()))
+            )
+        for ch in refused:
+            with ch, pytest.raises(grpc.RpcError) as err:
+                fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1), timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(grace=1)

@@ -1,0 +1,78 @@
+"""`dvc repro` of the whole pipeline on tiny params (real MLflow server, no database).
+
+A second `dvc repro` with nothing changed must run nothing (that is what lets Airflow run
+every stage through DVC on every schedule), and changing one params key re-runs only the
+stages that read it."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+import yaml
+
+from fraudops.modelspec import published_versions
+from tests.helpers.pipeline_project import dvc, make_project, pipeline_env
+
+# The whole pipeline, even on tiny params, takes minutes on two busy cores.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(3600),
+]
+
+UP_TO_DATE = "Data and pipelines are up to date."
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([a-z_]+)'", output)
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str):
+    """A project after one full `dvc repro`: (project, env, first run's output)."""
+    tag = uuid.uuid4().hex[:8]
+    overrides = {
+        "train": {"experiment": f"test-repro-{tag}"},
+        "promote": {"registered_model": f"fraud-detector-repro-{tag}"},
+    }
+    project = make_project(tmp_path_factory.mktemp("repro") / "project", overrides)
+    env = pipeline_env(MLFLOW_TRACKING_URI=mlflow_tracking_uri, DATABASE_URL=None)
+    first = dvc(project, "repro", env=env)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    return project, env, first.stdout
+
+
+def test_first_repro_runs_every_stage_and_promotes(repro):
+    project, _, output = repro
+    assert sorted(stages_run(output)) == sorted(
+        yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    )
+    promotion = json.loads((project / "reports" / "promotion.json").read_text())
+    assert promotion["decision"] == "promoted", promotion
+    assert [v for v, _ in published_versions(project / "models" / "serving")] == [
+        f"v{promotion['registered_version']}"
+    ]
+
+
+def test_second_repro_runs_nothing(repro):
+    project, env, _ = repro
+    second = dvc(project, "repro", env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert stages_run(second.stdout) == []
+    assert UP_TO_DATE in second.stdout
+    status = dvc(project, "status", env=env)
+    assert status.returncode == 0 and UP_TO_DATE in status.stdout
+
+
+def test_one_params_key_reruns_only_the_stages_that_read_it(repro):
+    project, env, _ = repro
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["export"]["golden_rows"] = 16
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = dvc(project, "repro", env=env)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert stages_run(rerun.stdout) == ["export", "promote"]
+    spec = json.loads((project / "models" / "export" / "model.json").read_text())
+    assert len(spec["golden"]["inputs"]) == 16

@@ -1,0 +1,187 @@
+"""evaluate: corrections on hand-made data, and the stage with a real MLflow server and a
+TFLite champion."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraudops.features import FEATURE_NAMES, N_FEATURES
+from fraudops.modelspec import MODEL_FILE, now_iso, publish, write_spec
+from tests.helpers.transactions import make_transactions
+from training.evaluate import corrections, evaluate
+from training.featurize import featurize
+from training.lib import metrics
+
+EVAL_PARAMS = {"fpr": 0.01, "score_batch": 1000}
+
+
+def test_corrections_count_what_the_candidate_fixes_and_breaks():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    served = np.array([0.9, 0.9, 0.1, 0.1, 0.1, 0.9])
+    candidate = np.array([0.1, 0.9, 0.9, 0.9, 0.1, 0.1])
+    served_t = {"challenge": np.full(6, 0.5), "block": np.full(6, 0.95)}
+    out = corrections(labels, served, served_t, candidate, {"challenge": 0.5, "block": 0.95})
+    assert out["challenge"] == {
+        "champion_false_positives": 2,
+        "fixed_by_candidate": 1,
+        "champion_missed_frauds": 2,
+        "caught_by_candidate": 1,
+        "new_false_positives": 1,
+        "new_missed_frauds": 1,
+    }
+    assert out["block"]["champion_missed_frauds"] == 3 and out["block"]["caught_by_candidate"] == 0
+
+
+TINY_TRAIN = {
+    "seed": 5,
+    "hidden_units": [16],
+    "dropout": 0.0,
+    "learning_rate": 0.01,
+    "batch_size": 256,
+    "max_epochs": 4,
+    "patience": 2,
+    "positive_weight_power": 0.5,
+    "block_fpr": 0.001,
+    "challenge_fpr": 0.01,
+    "baseline": {
+        "max_iter": 20,
+        "learning_rate": 0.1,
+        "max_leaf_nodes": 15,
+        "threads": 1,
+        "min_samples_leaf": 20,
+        "l2_regularization": 1.0,
+    },
+    "explain_rows": 2000,
+}
+
+
+def _feedback(n: int) -> pd.DataFrame:
+    """Labelled live transactions as scored by champion v1 (scores from the label, noisy)."""
+    live = make_transactions(n, fraud_rate=0.2, seed=21, days=1, start_day=40)
+    rng = np.random.default_rng(3)
+    live["score"] = np.clip(live["is_fraud"] * 0.5 + rng.random(n) * 0.6, 0, 1)
+    live["band"] = "ALLOW"
+    live["model_version"] = "v1"
+    live["label"] = np.where(live["is_fraud"] == 1, "FRAUD", "LEGIT")
+    live["label_source"] = "analyst"
+    live["labelled_at"] = pd.Timestamp("2024-02-01", tz="UTC")
+    return live
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, mlflow_tracking_uri) -> dict[str, Path]:
+    """Featurized toy data with feedback, and a tiny trained candidate."""
+    from training.train import train
+
+    root = tmp_path_factory.mktemp("evaluate")
+    make_transactions(6000, fraud_rate=0.03, seed=31, days=20).to_parquet(root / "raw.parquet")
+    make_transactions(2000, fraud_rate=0.03, seed=32, days=5, start_day=20).to_parquet(
+        root / "holdout.parquet"
+    )
+    _feedback(300).to_parquet(root / "labels.parquet")
+    (root / "result.json").write_text(json.dumps({"success": True, "failed": []}))
+    featurize(
+        root / "raw.parquet", root / "holdout.parquet", root / "labels.parquet",
+        root / "result.json", root / "features", {"valid_fraction": 0.25, "feedback_weight": 3},
+    )  # fmt: skip
+    params = {**TINY_TRAIN, "experiment": f"test-evaluate-{uuid.uuid4().hex[:8]}"}
+    train(root / "features", root / "candidate", params, mlflow_tracking_uri)
+    return {"root": root, "features": root / "features", "candidate": root / "candidate"}
+
+
+def publish_candidate_as_champion(candidate: Path, serving: Path, version: str) -> None:
+    """The candidate converted to TFLite and published, as promote would leave it."""
+    import keras
+
+    from training.export import convert
+
+    info = json.loads((candidate / "train.json").read_text())
+    staging = serving.parent / f"staging-{version}"
+    staging.mkdir(parents=True)
+    tflite = convert(keras.models.load_model(candidate / "model.keras"), quantize=False)
+    (staging / MODEL_FILE).write_bytes(tflite)
+    spec = {
+        "version": version,
+        "mlflow_run_id": info["mlflow_run_id"],
+        "data_hash": info["data_hash"],
+        "feature_names": list(FEATURE_NAMES),
+        "thresholds": info["thresholds"],
+        "metrics": {},
+        "golden": {"inputs": [[0.0] * N_FEATURES], "outputs": [0.0], "tolerance": 1.0},
+        "explain": info["explain"],
+        "published_at": now_iso(),
+    }
+    write_spec(staging, spec)
+    publish(staging, serving, version)
+
+
+def run_evaluate(project: dict, serving: Path, uri: str) -> dict:
+    out = serving.parent / "metrics.json"
+    evaluate(
+        project["features"], project["candidate"], serving, out, serving.parent / "plots",
+        EVAL_PARAMS, uri,
+    )  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def test_evaluate_without_a_champion(project, mlflow_tracking_uri, tmp_path):
+    serving = tmp_path / "serving"  # absent: nothing published yet
+    report = run_evaluate(project, serving, mlflow_tracking_uri)
+    assert report["champion"] is None
+    for name in ("candidate", "baseline", "ablation"):
+        assert 0.0 < report[name]["pr_auc"] <= 1.0
+        assert report[name]["rows"] == 2000
+    assert report["candidate"]["pr_auc"] > 0.5  # chance is the 3% fraud rate
+    feedback = report["feedback"]
+    assert feedback["rows"] == 300 and feedback["candidate"]["pr_auc"] is not None
+    assert feedback["champion"] is None and feedback["corrections"] is None
+    curves = pd.read_csv(tmp_path / "plots" / "pr_curve.csv")
+    expected = ["recall", "candidate_precision", "baseline_precision", "ablation_precision"]
+    assert list(curves.columns) == expected
+    assert len(curves) == len(metrics.RECALL_GRID)
+
+
+def test_evaluate_with_a_champion_scores_it_with_tflite(project, mlflow_tracking_uri, tmp_path):
+    from mlflow import MlflowClient
+
+    serving = tmp_path / "serving"
+    publish_candidate_as_champion(project["candidate"], serving, "v1")
+    report = run_evaluate(project, serving, mlflow_tracking_uri)
+    champion = report["champion"]
+    assert champion["version"] == "v1"
+    # The champion is the candidate exported: TFLite must rank the test set the same way.
+    assert champion["pr_auc"] == pytest.approx(report["candidate"]["pr_auc"], abs=1e-3)
+    fixes = report["feedback"]["corrections"]["challenge"]
+    assert fixes["fixed_by_candidate"] <= fixes["champion_false_positives"]
+    assert fixes["caught_by_candidate"] <= fixes["champion_missed_frauds"]
+    assert report["feedback"]["champion"]["rows"] == 300
+    info = json.loads((project["candidate"] / "train.json").read_text())
+    client = MlflowClient(mlflow_tracking_uri)
+    logged = client.get_run(info["mlflow_run_id"]).data.metrics
+    assert logged["test_pr_auc"] == pytest.approx(report["candidate"]["pr_auc"])
+    assert logged["champion_test_pr_auc"] == pytest.approx(champion["pr_auc"])
+    assert "feedback_challenge_fixed_by_candidate" in logged
+    baseline = client.get_run(info["baseline_run_id"]).data.metrics
+    assert baseline["test_pr_auc"] == pytest.approx(report["baseline"]["pr_auc"])
+    artifacts = {a.path for a in client.list_artifacts(info["mlflow_run_id"])}
+    assert {"metrics.json", "pr_curve.csv"} <= artifacts
+
+
+def test_cli_refuses_missing_inputs_with_a_clear_error(tmp_path, capsys):
+    from training.evaluate import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("evaluate:\n  fpr: 0.01\n  score_batch: 100\n")
+    argv = ["--features", str(tmp_path / "nowhere"), "--candidate", str(tmp_path / "c"),
+            "--serving", str(tmp_path / "s"), "--out", str(tmp_path / "m.json"),
+            "--plots", str(tmp_path / "p"), "--params", str(params)]  # fmt: skip
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 1
+    assert "test.parquet: missing (run featurize first)" in capsys.readouterr().err

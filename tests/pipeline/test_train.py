@@ -1,0 +1,236 @@
+"""train: the Keras model (unit), the stage against a real MLflow server (integration), and
+the trained candidate's behaviour (model tests: direction, calibrated scale)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from fraudops.features import FEATURE_NAMES, N_FEATURES, OnlineFeatures
+from tests.helpers.transactions import make_transactions
+from training.featurize import featurize
+
+TINY = {
+    "seed": 7,
+    "hidden_units": [16, 8],
+    "dropout": 0.0,
+    "learning_rate": 0.01,
+    "batch_size": 256,
+    "max_epochs": 6,
+    "patience": 2,
+    "positive_weight_power": 0.5,
+    "block_fpr": 0.001,
+    "challenge_fpr": 0.01,
+    "baseline": {
+        "max_iter": 30,
+        "learning_rate": 0.1,
+        "max_leaf_nodes": 15,
+        "threads": 1,
+        "min_samples_leaf": 20,
+        "l2_regularization": 1.0,
+    },
+    "explain_rows": 5000,
+}
+AGREED_METRICS = {
+    "valid_pr_auc",
+    "valid_roc_auc",
+    "valid_recall_at_fpr",
+    "valid_challenge_precision",
+    "valid_challenge_recall",
+    "valid_block_precision",
+    "valid_block_recall",
+    "valid_flagged_precision",
+    "valid_flagged_recall",
+    "valid_allow_rows",
+    "fit_seconds",
+}
+
+
+SYNTH_REPORT = {
+    "quality": {
+        "legit": {"overall": 0.95, "column_shapes": 0.96, "columns": {"amount": 0.9}},
+        "fraud": {"overall": 0.97, "column_shapes": 0.95, "columns": {"amount": 0.8}},
+    },
+    "segments": {"legit_CASH_IN": {"rows": 10}},
+}
+
+
+def toy_features(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Separable toy set: fraud iff the first two features sum high (5% fraud)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, N_FEATURES)).astype(np.float32) * 3 + 10
+    y = (x[:, 0] + x[:, 1] > np.quantile(x[:, 0] + x[:, 1], 0.95)).astype(np.int8)
+    return x, y
+
+
+def test_tiny_model_beats_chance_and_is_deterministic():
+    import keras
+
+    from training.lib.model import build_model, predict
+
+    x, y = toy_features(3000, seed=1)
+    xv, yv = toy_features(1000, seed=2)
+    weights = []
+    for _ in range(2):
+        keras.utils.set_random_seed(3)
+        model = build_model(x, hidden_units=(8,), learning_rate=0.01, initial_rate=0.05)
+        model.fit(x, y, epochs=5, batch_size=128, verbose=0)
+        weights.append(model.get_weights())
+    assert model.input_shape == (None, N_FEATURES) and model.output_shape == (None, 1)
+    assert average_precision_score(yv, predict(model, xv)) > 0.8  # chance is 0.05
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_correct_prior_divides_the_class_weight_out_of_the_odds():
+    from training.lib.model import build_model, correct_prior, predict
+
+    x, _ = toy_features(200, seed=3)
+    model = build_model(x, hidden_units=(4,), initial_rate=0.3)
+    before = predict(model, x)
+    correct_prior(model, 4.0)
+    after = predict(model, x)
+    odds = lambda p: p / (1 - p)  # noqa: E731
+    np.testing.assert_allclose(odds(after), odds(before) / 4.0, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def features_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train-data")
+    make_transactions(8000, fraud_rate=0.03, seed=11, days=20).to_parquet(root / "raw.parquet")
+    make_transactions(2000, fraud_rate=0.03, seed=12, days=5, start_day=20).to_parquet(
+        root / "holdout.parquet"
+    )
+    (root / "result.json").write_text(json.dumps({"success": True, "failed": []}))
+    out = root / "features"
+    featurize(
+        root / "raw.parquet", root / "holdout.parquet", None, root / "result.json", out,
+        {"valid_fraction": 0.25, "feedback_weight": 5.0},
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(features_dir, mlflow_tracking_uri, tmp_path_factory) -> dict:
+    from training.train import train
+
+    out = tmp_path_factory.mktemp("candidate")
+    params = {**TINY, "experiment": f"test-train-{uuid.uuid4().hex[:8]}"}
+    quality = out.parent / "synthesizer_quality.json"
+    quality.write_text(json.dumps(SYNTH_REPORT))
+    info = train(features_dir, out, params, mlflow_tracking_uri, quality)
+    return {"info": info, "dir": out, "uri": mlflow_tracking_uri}
+
+
+def test_train_writes_the_candidate_directory(trained):
+    info, out = trained["info"], trained["dir"]
+    assert {p.name for p in out.iterdir()} >= {
+        "model.keras", "baseline.joblib", "ablation.joblib", "train.json",
+    }  # fmt: skip
+    assert json.loads((out / "train.json").read_text()) == info
+    for key in ("mlflow_run_id", "baseline_run_id", "experiment_id", "data_hash", "labels"):
+        assert info[key] is not None
+    assert 0.0 <= info["thresholds"]["challenge"] <= info["thresholds"]["block"] <= 1.0
+    assert all(len(info["explain"][k]) == N_FEATURES for k in ("mean", "std", "weight"))
+    assert info["feature_names"] == list(FEATURE_NAMES)
+    assert info["metrics"]["valid_pr_auc"] > 0.5
+    assert info["synthesizer_quality"] == {
+        "legit": {"overall": 0.95, "column_shapes": 0.96},
+        "fraud": {"overall": 0.97, "column_shapes": 0.95},
+    }
+
+
+def test_train_logs_keras_and_baseline_runs_with_the_same_metric_names(trained):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(trained["uri"])
+    info = trained["info"]
+    keras_run = client.get_run(info["mlflow_run_id"])
+    baseline_run = client.get_run(info["baseline_run_id"])
+    assert keras_run.info.experiment_id == baseline_run.info.experiment_id == info["experiment_id"]
+    assert set(keras_run.data.metrics) >= AGREED_METRICS
+    assert set(baseline_run.data.metrics) >= AGREED_METRICS
+    assert {"ablation_valid_pr_auc", "ablation_valid_recall_at_fpr"} <= set(keras_run.data.metrics)
+    epochs = client.get_metric_history(keras_run.info.run_id, "epoch_val_pr_auc")
+    assert len(epochs) == keras_run.data.metrics["epochs_trained"]
+    for run in (keras_run, baseline_run):
+        assert run.data.tags["data_hash"] == info["data_hash"]
+        assert run.data.tags["labels_count"] == "0"
+        assert "git_commit" in run.data.tags
+    assert keras_run.data.tags["fraudops.role"] == "candidate"
+    assert keras_run.data.metrics["synthesizer_fraud_overall"] == 0.97
+    plots = {a.path for a in client.list_artifacts(keras_run.info.run_id, "plots")}
+    assert plots == {"plots/valid_pr_curve.png", "plots/valid_bands.png"}
+    assert keras_run.data.params["hidden_units"] == "[16, 8]"
+    logged = client.search_logged_models(experiment_ids=[info["experiment_id"]])
+    assert {m.source_run_id for m in logged} == {keras_run.info.run_id, baseline_run.info.run_id}
+
+
+@pytest.fixture(scope="module")
+def candidate(trained):
+    import keras
+
+    return keras.models.load_model(trained["dir"] / "model.keras")
+
+
+def _features(**tx) -> np.ndarray:
+    base = {"user_id": 1, "timestamp": 1_700_000_000 + 12 * 3600, "is_unauthorized_overdraft": 0.0}
+    return OnlineFeatures().transform({**base, **tx}).reshape(1, -1)
+
+
+def test_draining_the_origin_into_a_mule_scores_higher_than_a_payment(candidate):
+    """Direction: same amount, but one empties the account into a zero-balance mule."""
+    from training.lib.model import predict
+
+    drain = _features(
+        type="TRANSFER", amount=25_000.0, old_balance_orig=25_000.0, new_balance_orig=0.0,
+        old_balance_dest=0.0, new_balance_dest=0.0,
+    )  # fmt: skip
+    payment = _features(
+        type="PAYMENT", amount=25_000.0, old_balance_orig=90_000.0, new_balance_orig=65_000.0,
+        old_balance_dest=0.0, new_balance_dest=0.0,
+    )  # fmt: skip
+    assert predict(candidate, drain)[0] > predict(candidate, payment)[0]
+
+
+def test_scores_are_probabilities_after_the_prior_correction(candidate, features_dir):
+    """Class weighting inflates scores; the corrected model's mean score tracks the fraud
+    rate instead (within a factor of two on this small set)."""
+    import pandas as pd
+
+    from training.lib.model import predict
+
+    valid = pd.read_parquet(features_dir / "valid.parquet")
+    scores = predict(candidate, valid[list(FEATURE_NAMES)].to_numpy(np.float32))
+    rate = valid["is_fraud"].mean()
+    assert rate / 2 < scores.mean() < rate * 2
+
+
+def test_thresholds_hold_their_false_positive_rates_on_valid(candidate, trained, features_dir):
+    import pandas as pd
+
+    from training.lib.model import predict
+
+    valid = pd.read_parquet(features_dir / "valid.parquet")
+    legit = valid[valid["is_fraud"] == 0]
+    scores = predict(candidate, legit[list(FEATURE_NAMES)].to_numpy(np.float32))
+    thresholds = trained["info"]["thresholds"]
+    assert (scores >= thresholds["block"]).mean() <= TINY["block_fpr"]
+    assert (scores >= thresholds["challenge"]).mean() <= TINY["challenge_fpr"]
+
+
+def test_cli_refuses_missing_features_with_a_clear_error(tmp_path, capsys):
+    from training.train import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  experiment: unused\n")
+    with pytest.raises(SystemExit) as refused:
+        main(["--features", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c"),
+              "--params", str(params)])  # fmt: skip
+    assert refused.value.code == 1
+    assert "train.parquet: missing (run featurize first)" in capsys.readouterr().err

@@ -1,0 +1,75 @@
+"""docker-compose.yml, checked without a container engine: valid against the Compose
+Specification's schema (kept in shared/ beside the repository), and consistent with the
+settings the services read."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from fraudops.settings import Settings, env_name
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+APP_SERVICES = {"migrate", "server", "scorer", "airflow"}
+SETTINGS_ENV = {env_name(f.name) for f in fields(Settings)}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_valid_against_compose_spec(compose):
+    if not SCHEMA.is_file():
+        pytest.fail(f"{SCHEMA} is missing: CI clones the repository with shared/ beside it")
+    schema = yaml.safe_load(SCHEMA.read_text())  # JSON is YAML; one loader
+    jsonschema.Draft7Validator(schema).validate(compose)
+
+
+def test_the_whole_stack_is_there(compose):
+    assert {"kafka", "kafka-topics", "postgres", "mlflow", "airflow"} | APP_SERVICES <= set(
+        compose["services"]
+    )
+
+
+def test_scorer_replicas_share_one_consumer_group(compose):
+    scorer = compose["services"]["scorer"]
+    assert scorer["deploy"]["replicas"] >= 2
+    assert scorer["environment"]["FRAUDOPS_CONSUMER_GROUP"] == Settings.consumer_group
+    assert "ports" not in scorer  # replicas cannot share a host port
+
+
+@pytest.mark.parametrize("service", sorted(APP_SERVICES))
+def test_app_environment_uses_settings_names(compose, service):
+    environment = compose["services"][service]["environment"]
+    fraudops_names = {n for n in environment if n.startswith("FRAUDOPS_")}
+    assert fraudops_names - {"FRAUDOPS_PROJECT_DIR"} <= SETTINGS_ENV
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "MLFLOW_TRACKING_URI"} <= set(environment)
+
+
+def test_published_ports_bind_loopback_only(compose):
+    published = [
+        (name, str(port))
+        for name, service in compose["services"].items()
+        for port in service.get("ports", [])
+    ]
+    for name, port in published:
+        assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+    assert ("server", f"127.0.0.1:{Settings.grpc_port}:{Settings.grpc_port}") in published
+
+
+def test_env_example_lists_every_interpolated_variable(compose):
+    text = (ROOT / "docker-compose.yml").read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))
+    example = {
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    assert used <= example, f"missing from .env.example: {sorted(used - example)}"
