@@ -22,10 +22,10 @@ import psycopg2
 from confluent_kafka import KafkaError, KafkaException, Message
 from google.protobuf.message import DecodeError
 
+from fraudops.db import connect
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings, load_settings
-from serving import db
 from serving.kafka_io import make_consumer, make_producer, next_offsets
 from serving.labels import LabelError, label_name, record_label
 
@@ -76,7 +76,7 @@ class LabelConsumer:
 
     def _connect(self):
         if self.conn is None or self.conn.closed:
-            self.conn = db.connect(self.settings.database_url)
+            self.conn = connect(self.settings.database_url)
         return self.conn
 
     def _disconnect(self) -> None:
