@@ -307,8 +307,9 @@ def _user_kwargs(user: str | None) -> dict:
 
 
 def _pg_traversable(directory: Path) -> None:
-    """Let the postgres user reach `directory` (o+x on any parent that blocks it)."""
-    for parent in directory.parents:
+    """Let the postgres user reach `directory` (o+x on any parent that blocks it, from the
+    root down, so that only the blocking ones change)."""
+    for parent in reversed(directory.parents):
         reachable = subprocess.run(["test", "-x", str(parent)], **_user_kwargs("postgres"))
         if reachable.returncode != 0:
             say(f"postgres: chmod o+x {parent} so the postgres user can reach its data")
