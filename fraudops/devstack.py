@@ -173,28 +173,33 @@ class Service:
 
 def _kafka_prepare(stack: Stack) -> None:
     """server.properties from the template; storage formatted once."""
-    if shutil.which("java") is None:
-        raise StackError("java not found: Java 17+ is needed (.ci/run installs it)")
     if not any(stack.kafka_libs.glob("*.jar")):
         raise StackError(
             f"the Kafka broker's jars are missing in {stack.kafka_libs}: run `make install` "
             "(its kafka-jars target resolves them from Maven Central)"
         )
-    home, settings = stack.dir("kafka"), stack.settings
+    if shutil.which("java") is None:
+        raise StackError("java not found: Java 17+ is needed (.ci/run installs it)")
+    home = stack.dir("kafka")
     home.mkdir(parents=True, exist_ok=True)
-    host, port = settings.kafka_address()
-    template = (stack.root / "infra" / "kafka" / "server.properties").read_text()
-    for key, value in {
-        "@DATA_DIR@": str(home / "data"),
-        "@HOST@": host,
-        "@PORT@": str(port),
-        "@CONTROLLER_PORT@": str(settings.kafka_controller_port),
-    }.items():
-        template = template.replace(key, value)
-    (home / "server.properties").write_text(template)
+    (home / "server.properties").write_text(kafka_properties(stack))
     shutil.copy(stack.root / "infra" / "kafka" / "log4j2.properties", home / "log4j2.properties")
     if not (home / "data" / "meta.properties").exists():
         _kafka_format(stack)
+
+
+def kafka_properties(stack: Stack) -> str:
+    """infra/kafka/server.properties with the data directory and the settings' ports."""
+    host, port = stack.settings.kafka_address()
+    text = (stack.root / "infra" / "kafka" / "server.properties").read_text()
+    for key, value in {
+        "@DATA_DIR@": str(stack.dir("kafka") / "data"),
+        "@HOST@": host,
+        "@PORT@": str(port),
+        "@CONTROLLER_PORT@": str(stack.settings.kafka_controller_port),
+    }.items():
+        text = text.replace(key, value)
+    return text
 
 
 def _kafka_java(stack: Stack, *args: str) -> list[str]:
