@@ -79,7 +79,7 @@ def test_local_database_follows_the_postgres_port():
 @pytest.mark.parametrize(
     ("url", "address"),
     [
-        ("http://127.0.0.1:5000", ("127.0.0.1", 5000)),
+        ("http://127.0.0.1:15000", ("127.0.0.1", 15000)),
         ("http://localhost", ("localhost", 80)),
         ("postgresql://fraudops@db:6543/fraudops", ("db", 6543)),
     ],
