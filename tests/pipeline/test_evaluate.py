@@ -17,7 +17,7 @@ import pytest
 
 from fraudops.features import FEATURE_NAMES, N_FEATURES
 from fraudops.modelspec import MODEL_FILE, now_iso, publish, write_spec
-from tests.helpers.mlflow_runs import dataset_inputs, training_runs
+from tests.helpers.lineage import dataset_inputs, training_runs
 from tests.helpers.transactions import make_transactions
 from training.evaluate import corrections, evaluate
 from training.featurize import featurize

@@ -18,7 +18,7 @@ import yaml
 from sklearn.metrics import average_precision_score
 
 from fraudops.features import FEATURE_NAMES, N_FEATURES, OnlineFeatures
-from tests.helpers.mlflow_runs import dataset_inputs, training_runs
+from tests.helpers.lineage import dataset_inputs, dvc_recorded, training_runs
 from tests.helpers.transactions import make_transactions
 from training.featurize import featurize
 
@@ -112,16 +112,6 @@ def dvc(root: Path, *args: str) -> None:
     assert done.returncode == 0, done.stderr.decode()
 
 
-def dvc_recorded(features: Path, name: str) -> str:
-    """The md5 DVC recorded for one file of the features directory out: dvc.lock holds the
-    directory's hash, whose manifest in the DVC cache lists each file's."""
-    lock = yaml.safe_load((features.parent / "dvc.lock").read_text())
-    (out,) = lock["stages"]["featurize"]["outs"]
-    manifest = features.parent / ".dvc" / "cache" / "files" / "md5" / out["md5"][:2]
-    entries = json.loads((manifest / out["md5"][2:]).read_text())
-    return next(e["md5"] for e in entries if e["relpath"] == name)
-
-
 @pytest.fixture(scope="module")
 def features_dir(tmp_path_factory) -> Path:
     """Featurized toy data, recorded as the out of a `featurize` stage of a DVC project."""
@@ -164,8 +154,8 @@ def _runs(trained) -> dict:
 
 def test_runs_read_the_train_and_valid_sets_with_dvc_digests(trained, features_dir):
     expected = {
-        ("training", "train", dvc_recorded(features_dir, "train.parquet")),
-        ("validation", "valid", dvc_recorded(features_dir, "valid.parquet")),
+        (context, name, dvc_recorded(features_dir.parent, "featurize", f"features/{name}.parquet"))
+        for context, name in (("training", "train"), ("validation", "valid"))
     }
     rows = trained["info"]["rows"]
     for role, run in _runs(trained).items():
