@@ -12,6 +12,7 @@ from pathlib import Path
 class Settings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     database_url: str | None = None  # None: no database (collect_feedback reads nothing)
+    redis_url: str | None = None  # None: per-user feature state in each process's memory
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
     model_dir: Path = Path("models/serving")
     grpc_host: str = "127.0.0.1"
@@ -35,6 +36,7 @@ class Settings:
 ENV_NAMES = {
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "database_url": "DATABASE_URL",
+    "redis_url": "REDIS_URL",
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
 }
 

@@ -97,6 +97,7 @@ def process_env(settings: Settings) -> dict[str, str]:
     env.update({
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "DATABASE_URL": settings.database_url or "",
+        "REDIS_URL": settings.redis_url or "",
         "FRAUDOPS_MODEL_DIR": str(settings.model_dir),
         "FRAUDOPS_GRPC_PORT": str(settings.grpc_port),
         "FRAUDOPS_METRICS_PORT": str(settings.metrics_port),

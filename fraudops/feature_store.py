@@ -1,0 +1,191 @@
+"""Per-user online feature state in Redis, shared by every scoring process.
+
+`RedisFeatures` has the interface of `fraudops.features.OnlineFeatures` (`transform`,
+`transform_many`), so the scoring core takes either. The difference is where the history
+lives: one Redis for the inline server's processes and every scorer replica, so a restart,
+a second process or a consumer-group rebalance sees the same history and gives the same
+features.
+
+Each user has two keys, hash-tagged on the user id so they share a cluster slot:
+`<prefix>:{user}:e`, a sorted set of the user's recent events (score = timestamp, member =
+"amount transaction_id"), and `<prefix>:{user}:t`, a hash from transaction_id to the
+velocity features it was first scored with. One Lua script reads the history, computes a
+transaction's velocity features and records it, for a whole micro-batch at once: one round
+trip, atomic, so two processes scoring the same user at once each count the other.
+
+The features of a transaction are those `batch_features` gives it over the stream seen so
+far: windows count earlier events with a timestamp in (ts - window, ts], ties included,
+and the gap is to the latest earlier event at or before ts. In time order that is exactly
+the batch transform. A late event (older than the user's newest) is counted against the
+events before it in time, and the events after it count it once they come; up to
+LATENESS_SECONDS late this is exact, since the history keeps that much beyond the longest
+window. A transaction_id seen before gets the features of its first scoring and is not
+counted again (redelivery, retry, or inline then Kafka), for as long as its event is kept.
+
+Keys expire after the longest window plus MAX_GAP_SECONDS of inactivity: by then the
+user would read as "never seen" anyway."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from fraudops.features import MAX_GAP_SECONDS, N_FEATURES, WINDOWS_SECONDS, static_matrix
+
+log = logging.getLogger(__name__)
+
+LATENESS_SECONDS = 86400  # how late an event may be and still get exact batch features
+RETENTION_SECONDS = max(WINDOWS_SECONDS) + LATENESS_SECONDS
+TTL_SECONDS = max(WINDOWS_SECONDS) + MAX_GAP_SECONDS
+# Overridable in the URL's query string (`?socket_timeout=0.5`): the inline path answers
+# without history rather than wait longer than this on Redis.
+DEFAULT_TIMEOUTS = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+# After a failure, calls fail fast for this long instead of each waiting out a timeout.
+RETRY_AFTER_SECONDS = 0.5
+NO_HISTORY = [0.0] * (2 * len(WINDOWS_SECONDS)) + [math.log1p(MAX_GAP_SECONDS)]
+
+# KEYS: (events, seen) per transaction. ARGV: retention, ttl, window count, the windows
+# (ascending), then (transaction_id, timestamp, amount) per transaction. Returns one
+# string per transaction: "count sum" per window, then the gap (-1: no earlier event).
+_SCRIPT = """
+local retention, ttl, nw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local windows = {}
+for w = 1, nw do windows[w] = tonumber(ARGV[3 + w]) end
+local longest, base = windows[nw], 3 + nw
+local out = {}
+for i = 1, #KEYS / 2 do
+  local events, seen = KEYS[2 * i - 1], KEYS[2 * i]
+  local id, ts, amount = ARGV[base + 3 * i - 2], tonumber(ARGV[base + 3 * i - 1]),
+    ARGV[base + 3 * i]
+  local features = redis.call('HGET', seen, id)
+  if not features then
+    local counts, sums = {}, {}
+    for w = 1, nw do counts[w], sums[w] = 0, 0 end
+    local recent = redis.call('ZRANGEBYSCORE', events, '(' .. (ts - longest), ts, 'WITHSCORES')
+    for j = 1, #recent, 2 do
+      local t, member = tonumber(recent[j + 1]), recent[j]
+      local a = tonumber(string.sub(member, 1, string.find(member, ' ', 1, true) - 1))
+      for w = 1, nw do
+        if t > ts - windows[w] then counts[w], sums[w] = counts[w] + 1, sums[w] + a end
+      end
+    end
+    local prev = redis.call('ZREVRANGEBYSCORE', events, ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    local parts = {}
+    for w = 1, nw do
+      parts[#parts + 1] = string.format('%d %.17g', counts[w], sums[w])
+    end
+    parts[#parts + 1] = prev[2] and string.format('%d', ts - tonumber(prev[2])) or '-1'
+    features = table.concat(parts, ' ')
+    redis.call('ZADD', events, ts, amount .. ' ' .. id)
+    redis.call('HSET', seen, id, features)
+    local cutoff = ts - retention
+    local old = redis.call('ZRANGEBYSCORE', events, '-inf', cutoff)
+    if #old > 0 then
+      redis.call('ZREMRANGEBYSCORE', events, '-inf', cutoff)
+      for _, member in ipairs(old) do
+        redis.call('HDEL', seen, string.sub(member, string.find(member, ' ', 1, true) + 1))
+      end
+    end
+    redis.call('EXPIRE', events, ttl)
+    redis.call('EXPIRE', seen, ttl)
+  end
+  out[i] = features
+end
+return out
+"""
+
+# Errors that mean "Redis cannot serve now" rather than a bug in the script.
+_UNAVAILABLE = ("MISCONF", "OOM", "LOADING", "READONLY", "MASTERDOWN")
+
+
+class FeatureStateUnavailable(RuntimeError):
+    """The shared feature state could not be read or updated; nothing was recorded."""
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that fails fast: no client-side retries (the callers decide what to do)."""
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **DEFAULT_TIMEOUTS)
+
+
+class RedisFeatures:
+    """Online features with the per-user history in Redis (see the module docstring)."""
+
+    shared = True  # the state is updated atomically in Redis: callers need no lock
+
+    def __init__(self, client: redis.Redis, prefix: str = "fo"):
+        self.client = client
+        self.prefix = prefix
+        self._script = client.register_script(_SCRIPT)
+        self._fixed_args = [RETENTION_SECONDS, TTL_SECONDS, len(WINDOWS_SECONDS)]
+        self._fixed_args += sorted(WINDOWS_SECONDS)
+        self._down_until = 0.0
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "fo") -> RedisFeatures:
+        return cls(connect(url), prefix)
+
+    def keys_of(self, user_id: int) -> tuple[str, str]:
+        """The events and seen-transactions keys of one user."""
+        return f"{self.prefix}:{{{user_id}}}:e", f"{self.prefix}:{{{user_id}}}:t"
+
+    def transform(self, tx: Mapping) -> np.ndarray:
+        """Features of one transaction; records it in the user's history."""
+        return self.transform_many([tx])[0]
+
+    def transform_many(self, txs: Sequence[Mapping]) -> np.ndarray:
+        """Features of a micro-batch, in order, in one round trip to Redis."""
+        if not txs:
+            return np.zeros((0, N_FEATURES), dtype=np.float32)
+        return np.hstack([static_matrix(txs), self.velocity_many(txs)]).astype(np.float32)
+
+    def velocity_many(self, txs: Sequence[Mapping]) -> np.ndarray:
+        """The velocity features (N, 2 * windows + 1) of a micro-batch; records it."""
+        raw = self._run(txs)
+        values = np.array(b" ".join(raw).split(), dtype=np.float64).reshape(len(txs), -1)
+        out = np.empty_like(values)
+        for w in range(len(WINDOWS_SECONDS)):
+            out[:, 2 * w] = values[:, 2 * w]
+            out[:, 2 * w + 1] = np.log1p(np.maximum(values[:, 2 * w + 1], 0.0))
+        gap = values[:, -1]
+        out[:, -1] = np.log1p(np.where(gap < 0, MAX_GAP_SECONDS, np.minimum(gap, MAX_GAP_SECONDS)))
+        return out
+
+    def record(self, txs: Sequence[Mapping]) -> None:
+        """Add transactions to the history without computing static features (rebuild)."""
+        if txs:
+            self._run(txs)
+
+    def is_empty(self) -> bool:
+        """Whether no user has any history under this prefix."""
+        return next(iter(self.client.scan_iter(match=f"{self.prefix}:*", count=1000)), None) is None
+
+    def _run(self, txs: Sequence[Mapping]) -> list[bytes]:
+        if time.monotonic() < self._down_until:
+            raise FeatureStateUnavailable("Redis failed moments ago; not retried yet")
+        keys: list[str] = []
+        args: list = list(self._fixed_args)
+        for tx in txs:
+            keys += self.keys_of(int(tx["user_id"]))
+            args += [tx["transaction_id"], int(tx["timestamp"]), repr(float(tx["amount"]))]
+        try:
+            return self._script(keys=keys, args=args)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as err:
+            if isinstance(err, redis.ResponseError) and not str(err).startswith(_UNAVAILABLE):
+                raise  # a real error in the script or its arguments, not an outage
+            self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+            log.warning("feature store unavailable: %s", err)
+            raise FeatureStateUnavailable(f"Redis unavailable: {err}") from err
+
+
+def features_without_history(txs: Sequence[Mapping]) -> np.ndarray:
+    """Features of transactions as if their users had never been seen: the answer the
+    inline path gives when the shared state is unreachable."""
+    velocity = np.tile(np.asarray(NO_HISTORY), (len(txs), 1))
+    return np.hstack([static_matrix(txs), velocity]).astype(np.float32)
