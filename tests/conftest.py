@@ -148,20 +148,28 @@ def kafka_topics(kafka_bootstrap: str) -> Iterator[Callable[..., dict[str, str]]
                     raise
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_database(prefix: str = "fraudops_test") -> Iterator[str]:
+    """A database of its own on the local Postgres (started if needed), all migrations
+    applied, dropped on exit."""
     from serving import db
 
     server_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     parts = urlsplit(server_url)
     _ensure_service("postgres", parts.hostname or "127.0.0.1", parts.port or 5432)
-    name = f"fraudops_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     url = db.create_database(server_url, name)
     try:
         db.migrate(url)
         yield url
     finally:
         db.drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

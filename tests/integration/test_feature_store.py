@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 
 import numpy as np
 import pandas as pd
@@ -20,9 +19,9 @@ import pytest
 
 from fraudops.feature_store import RedisFeatures
 from fraudops.features import FEATURE_NAMES, batch_features
-from serving import db, metrics
+from serving import metrics
 from serving.feature_state import check_history
-from tests.conftest import DEFAULT_DATABASE_URL, ROOT
+from tests.conftest import ROOT, fresh_database
 from tests.helpers.transactions import make_transactions
 from tests.unit.test_feature_parity import DATASETS, TOLERANCE
 
@@ -127,14 +126,8 @@ def test_late_events_get_the_batch_features_of_the_stream_so_far(redis_server):
 @pytest.fixture
 def own_database():
     """A database of this test alone: the rebuild reads every recent scored row."""
-    server_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
-    name = f"fraudops_rebuild_{uuid.uuid4().hex[:8]}"
-    url = db.create_database(server_url, name)
-    try:
-        db.migrate(url)
+    with fresh_database("fraudops_rebuild") as url:
         yield url
-    finally:
-        db.drop_database(server_url, name)
 
 
 def seed_scored(url: str, rows: list[dict]) -> None:
