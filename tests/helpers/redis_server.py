@@ -1,10 +1,13 @@
 """A real `redis-server` on a free loopback port with its own directory and an append-only
 file, for the tests and the benchmark. It can be stopped and started again on the same
-port and directory, so a test can take Redis away mid-stream and bring its data back."""
+port and directory, so a test can take Redis away mid-stream and bring its data back, or
+freeze it to play a server that hangs."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -51,6 +54,13 @@ class RedisServer:
         finally:
             client.close()
         raise TimeoutError(f"redis-server on port {self.port} not ready after {timeout}s")
+
+    def freeze(self) -> None:
+        """SIGSTOP: Redis accepts connections but answers nothing (a hung server)."""
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self._proc.pid, signal.SIGCONT)
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM: Redis flushes its append-only file and exits."""
