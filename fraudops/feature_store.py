@@ -6,12 +6,13 @@ lives: one Redis for the inline server's processes and every scorer replica, so 
 a second process or a consumer-group rebalance sees the same history and gives the same
 features.
 
-Each user has two keys, hash-tagged on the user id so they share a cluster slot:
-`<prefix>:{user}:e`, a sorted set of the user's recent events (score = timestamp, member =
-"amount transaction_id"), and `<prefix>:{user}:t`, a hash from transaction_id to the
-velocity features it was first scored with. One Lua script reads the history, computes a
+Each user has one key, `<prefix>:{user}` (hash-tagged, for a cluster): a sorted set of
+the user's recent events, score = timestamp, member = "amount|the velocity features it was
+first scored with|transaction_id". One Lua script reads a user's events, computes a
 transaction's velocity features and records it, for a whole micro-batch at once: one round
-trip, atomic, so two processes scoring the same user at once each count the other.
+trip, atomic, so two processes scoring the same user at once each count the other. A
+transaction costs three commands inside the script (read the events, add one, refresh the
+expiry) and work linear in the user's kept events.
 
 The features of a transaction are those `batch_features` gives it over the stream seen so
 far: windows count earlier events with a timestamp in (ts - window, ts], ties included,
@@ -51,7 +52,7 @@ DEFAULT_TIMEOUTS = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
 RETRY_AFTER_SECONDS = 0.5
 NO_HISTORY = [0.0] * (2 * len(WINDOWS_SECONDS)) + [math.log1p(MAX_GAP_SECONDS)]
 
-# KEYS: (events, seen) per transaction. ARGV: retention, ttl, window count, the windows
+# KEYS: one per transaction, its user's. ARGV: retention, ttl, window count, the windows
 # (ascending), then (transaction_id, timestamp, amount) per transaction. Returns one
 # string per transaction: "count sum" per window, then the gap (-1: no earlier event).
 _SCRIPT = """
@@ -59,44 +60,47 @@ local retention, ttl, nw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3
 local windows = {}
 for w = 1, nw do windows[w] = tonumber(ARGV[3 + w]) end
 local longest, base = windows[nw], 3 + nw
+local format = string.rep('%d %.17g ', nw) .. '%d'
 local out = {}
-for i = 1, #KEYS / 2 do
-  local events, seen = KEYS[2 * i - 1], KEYS[2 * i]
-  local id, ts, amount = ARGV[base + 3 * i - 2], tonumber(ARGV[base + 3 * i - 1]),
-    ARGV[base + 3 * i]
-  local features = redis.call('HGET', seen, id)
-  if not features then
-    local counts, sums = {}, {}
-    for w = 1, nw do counts[w], sums[w] = 0, 0 end
-    local recent = redis.call('ZRANGEBYSCORE', events, '(' .. (ts - longest), ts, 'WITHSCORES')
-    for j = 1, #recent, 2 do
-      local t, member = tonumber(recent[j + 1]), recent[j]
-      local a = tonumber(string.sub(member, 1, string.find(member, ' ', 1, true) - 1))
-      for w = 1, nw do
-        if t > ts - windows[w] then counts[w], sums[w] = counts[w] + 1, sums[w] + a end
+for i = 1, #KEYS do
+  local key, id = KEYS[i], ARGV[base + 3 * i - 2]
+  local ts, amount = tonumber(ARGV[base + 3 * i - 1]), ARGV[base + 3 * i]
+  local events = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local suffix, found, prev = '|' .. id, nil, nil
+  local counts, sums = {}, {}
+  for w = 1, nw do counts[w], sums[w] = 0, 0 end
+  for j = 1, #events, 2 do
+    local member, t = events[j], tonumber(events[j + 1])
+    local bar = string.find(member, '|', 1, true)
+    if string.sub(member, -#suffix) == suffix then
+      local second = string.find(member, '|', bar + 1, true)
+      if second == #member - #id then
+        found = string.sub(member, bar + 1, second - 1)
+        break
       end
     end
-    local prev = redis.call('ZREVRANGEBYSCORE', events, ts, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
-    local parts = {}
-    for w = 1, nw do
-      parts[#parts + 1] = string.format('%d %.17g', counts[w], sums[w])
-    end
-    parts[#parts + 1] = prev[2] and string.format('%d', ts - tonumber(prev[2])) or '-1'
-    features = table.concat(parts, ' ')
-    redis.call('ZADD', events, ts, amount .. ' ' .. id)
-    redis.call('HSET', seen, id, features)
-    local cutoff = ts - retention
-    local old = redis.call('ZRANGEBYSCORE', events, '-inf', cutoff)
-    if #old > 0 then
-      redis.call('ZREMRANGEBYSCORE', events, '-inf', cutoff)
-      for _, member in ipairs(old) do
-        redis.call('HDEL', seen, string.sub(member, string.find(member, ' ', 1, true) + 1))
+    if t <= ts then
+      prev = t
+      if t > ts - longest then
+        local a = tonumber(string.sub(member, 1, bar - 1))
+        for w = 1, nw do
+          if t > ts - windows[w] then counts[w], sums[w] = counts[w] + 1, sums[w] + a end
+        end
       end
     end
-    redis.call('EXPIRE', events, ttl)
-    redis.call('EXPIRE', seen, ttl)
   end
-  out[i] = features
+  if not found then
+    local values = {}
+    for w = 1, nw do values[2 * w - 1], values[2 * w] = counts[w], sums[w] end
+    values[2 * nw + 1] = prev and (ts - prev) or -1
+    found = string.format(format, unpack(values))
+    redis.call('ZADD', key, ts, amount .. '|' .. found .. '|' .. id)
+    if #events > 0 and tonumber(events[2]) <= ts - retention then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', ts - retention)
+    end
+    redis.call('EXPIRE', key, ttl)
+  end
+  out[i] = found
 end
 return out
 """
@@ -131,9 +135,17 @@ class RedisFeatures:
     def from_url(cls, url: str, prefix: str = "fo") -> RedisFeatures:
         return cls(connect(url), prefix)
 
-    def keys_of(self, user_id: int) -> tuple[str, str]:
-        """The events and seen-transactions keys of one user."""
-        return f"{self.prefix}:{{{user_id}}}:e", f"{self.prefix}:{{{user_id}}}:t"
+    def key_of(self, user_id: int) -> str:
+        return f"{self.prefix}:{{{user_id}}}"
+
+    def history(self, user_id: int) -> list[tuple[str, int, float]]:
+        """A user's recorded (transaction_id, timestamp, amount), in time order."""
+        events = self.client.zrange(self.key_of(user_id), 0, -1, withscores=True)
+        out = []
+        for member, ts in events:
+            amount, _features, tx_id = member.decode().split("|", 2)
+            out.append((tx_id, int(ts), float(amount)))
+        return out
 
     def transform(self, tx: Mapping) -> np.ndarray:
         """Features of one transaction; records it in the user's history."""
@@ -172,7 +184,7 @@ class RedisFeatures:
         keys: list[str] = []
         args: list = list(self._fixed_args)
         for tx in txs:
-            keys += self.keys_of(int(tx["user_id"]))
+            keys.append(self.key_of(int(tx["user_id"])))
             args += [tx["transaction_id"], int(tx["timestamp"]), repr(float(tx["amount"]))]
         try:
             return self._script(keys=keys, args=args)
