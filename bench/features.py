@@ -38,11 +38,12 @@ def per_tx_us(state, rows: list[dict], batch: int) -> float:
     return (time.perf_counter() - started) * 1e6 / len(rows)
 
 
-def wire_stats(client) -> tuple[int, int, int]:
-    """Redis's own counters: bytes in, bytes out, script calls."""
+def wire_stats(client) -> tuple[int, int, int, int]:
+    """Redis's own counters: bytes in, bytes out, script calls, microseconds in scripts."""
     stats = client.info("stats")
-    calls = client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
-    return stats["total_net_input_bytes"], stats["total_net_output_bytes"], calls
+    script = client.info("commandstats").get("cmdstat_evalsha", {})
+    return (stats["total_net_input_bytes"], stats["total_net_output_bytes"],
+            script.get("calls", 0), script.get("usec", 0))  # fmt: skip
 
 
 def single_latency_us(make_state, rows: list[dict]) -> float:
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report(server: RedisServer, rows: list[dict], args) -> None:
-    redis_state = RedisFeatures.from_url(server.url)
+    redis_state = RedisFeatures.from_url(server.url, timeout=30)
     client = redis_state.client
     memory_us, redis_us = [], []
     for _ in range(args.runs):
@@ -81,7 +82,7 @@ def report(server: RedisServer, rows: list[dict], args) -> None:
         before = wire_stats(client)
         redis_us.append(per_tx_us(redis_state, rows, args.batch))
         after = wire_stats(client)
-    sent, received, calls = (b - a for a, b in zip(before, after, strict=True))
+    sent, received, calls, inside_us = (b - a for a, b in zip(before, after, strict=True))
     used = client.info("memory")["used_memory"]
     users = sum(1 for _ in client.scan_iter(match="fo:*", count=1000))
     n, batches = len(rows), -(-len(rows) // args.batch)
@@ -89,6 +90,7 @@ def report(server: RedisServer, rows: list[dict], args) -> None:
           f"median of {args.runs} runs:")  # fmt: skip
     print(f"  in-memory  {statistics.median(memory_us):8.2f} us/tx   runs {_fmt(memory_us)}")
     print(f"  Redis      {statistics.median(redis_us):8.2f} us/tx   runs {_fmt(redis_us)}")
+    print(f"  of which inside Redis (last run): {inside_us / n:.2f} us/tx")
     print(f"  Redis round trips: {calls} script calls for {batches} batches "
           f"({calls / n:.5f} per tx)")  # fmt: skip
     print(f"  Redis bytes per tx: {sent / n:.0f} sent, {received / n:.0f} received")

@@ -45,9 +45,10 @@ log = logging.getLogger(__name__)
 LATENESS_SECONDS = 86400  # how late an event may be and still get exact batch features
 RETENTION_SECONDS = max(WINDOWS_SECONDS) + LATENESS_SECONDS
 TTL_SECONDS = max(WINDOWS_SECONDS) + MAX_GAP_SECONDS
-# Overridable in the URL's query string (`?socket_timeout=0.5`): the inline path answers
-# without history rather than wait longer than this on Redis.
-DEFAULT_TIMEOUTS = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
+# How long a call may wait on Redis, by default: the inline path answers without history
+# rather than wait longer; the stream scorer passes a longer one for its large batches.
+# The URL's query string overrides it (`?socket_timeout=0.5`).
+INLINE_TIMEOUT_SECONDS = 0.25
 # After a failure, calls fail fast for this long instead of each waiting out a timeout.
 RETRY_AFTER_SECONDS = 0.5
 NO_HISTORY = [0.0] * (2 * len(WINDOWS_SECONDS)) + [math.log1p(MAX_GAP_SECONDS)]
@@ -71,8 +72,8 @@ for i = 1, #KEYS do
   for w = 1, nw do counts[w], sums[w] = 0, 0 end
   for j = 1, #events, 2 do
     local member, t = events[j], tonumber(events[j + 1])
-    local bar = string.find(member, '|', 1, true)
-    if string.sub(member, -#suffix) == suffix then
+    if string.find(member, suffix, -#suffix, true) then
+      local bar = string.find(member, '|', 1, true)
       local second = string.find(member, '|', bar + 1, true)
       if second == #member - #id then
         found = string.sub(member, bar + 1, second - 1)
@@ -82,7 +83,7 @@ for i = 1, #KEYS do
     if t <= ts then
       prev = t
       if t > ts - longest then
-        local a = tonumber(string.sub(member, 1, bar - 1))
+        local a = tonumber(string.sub(member, 1, string.find(member, '|', 1, true) - 1))
         for w = 1, nw do
           if t > ts - windows[w] then counts[w], sums[w] = counts[w] + 1, sums[w] + a end
         end
@@ -113,9 +114,11 @@ class FeatureStateUnavailable(RuntimeError):
     """The shared feature state could not be read or updated; nothing was recorded."""
 
 
-def connect(url: str) -> redis.Redis:
+def connect(url: str, timeout: float = INLINE_TIMEOUT_SECONDS) -> redis.Redis:
     """A client that fails fast: no client-side retries (the callers decide what to do)."""
-    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **DEFAULT_TIMEOUTS)
+    return redis.Redis.from_url(
+        url, retry=Retry(NoBackoff(), 0), socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 class RedisFeatures:
@@ -132,8 +135,10 @@ class RedisFeatures:
         self._down_until = 0.0
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "fo") -> RedisFeatures:
-        return cls(connect(url), prefix)
+    def from_url(
+        cls, url: str, prefix: str = "fo", timeout: float = INLINE_TIMEOUT_SECONDS
+    ) -> RedisFeatures:
+        return cls(connect(url, timeout), prefix)
 
     def key_of(self, user_id: int) -> str:
         return f"{self.prefix}:{{{user_id}}}"

@@ -16,7 +16,12 @@ import sys
 
 import psycopg2
 
-from fraudops.feature_store import TTL_SECONDS, FeatureStateUnavailable, RedisFeatures
+from fraudops.feature_store import (
+    INLINE_TIMEOUT_SECONDS,
+    TTL_SECONDS,
+    FeatureStateUnavailable,
+    RedisFeatures,
+)
 from fraudops.features import OnlineFeatures
 from fraudops.pii import configure_logging
 from fraudops.settings import Settings, load_settings
@@ -26,14 +31,19 @@ from serving.db import connect
 log = logging.getLogger(__name__)
 
 REBUILD_BATCH = 5000
+# The stream scorer and the rebuild send batches of thousands: a Redis call may take this
+# long before it counts as an outage (a retry after a timeout is harmless: idempotent).
+BATCH_TIMEOUT_SECONDS = 10.0
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def open_feature_state(settings: Settings) -> OnlineFeatures | RedisFeatures:
+def open_feature_state(
+    settings: Settings, timeout: float = INLINE_TIMEOUT_SECONDS
+) -> OnlineFeatures | RedisFeatures:
     """The state named by the settings (no connection is made yet), logged."""
     if settings.redis_url:
         log.info("per-user feature state: shared, in Redis")
-        return RedisFeatures.from_url(settings.redis_url)
+        return RedisFeatures.from_url(settings.redis_url, timeout=timeout)
     log.info("per-user feature state: in this process's memory (REDIS_URL unset)")
     return OnlineFeatures()
 
@@ -118,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.redis_url or not settings.database_url:
         print("fraudops-features needs REDIS_URL and DATABASE_URL", file=sys.stderr)
         return 2
-    features = RedisFeatures.from_url(settings.redis_url)
+    features = RedisFeatures.from_url(settings.redis_url, timeout=BATCH_TIMEOUT_SECONDS)
     try:
         replayed = rebuild(features, settings.database_url, args.since)
     except (psycopg2.Error, FeatureStateUnavailable) as err:

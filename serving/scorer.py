@@ -31,7 +31,7 @@ from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings, load_settings
 from serving import metrics
-from serving.feature_state import check_history, open_feature_state
+from serving.feature_state import BATCH_TIMEOUT_SECONDS, check_history, open_feature_state
 from serving.kafka_io import make_consumer, make_producer
 from serving.model_store import ModelStore
 from serving.persistence import DeploymentRecorder, ScoreWriter
@@ -264,7 +264,7 @@ def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamSc
     store.start_watching()
     writer = ScoreWriter(url) if url else None
     consumer = make_consumer(settings, group)
-    core = ScoringCore(store, open_feature_state(settings))
+    core = ScoringCore(store, open_feature_state(settings, BATCH_TIMEOUT_SECONDS))
     check_history(core.features, url)
     scorer = StreamScorer(settings, core, consumer, make_producer(settings), writer)
     return scorer, store
