@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 class Settings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     database_url: str | None = None  # None: no database (collect_feedback reads nothing)
+    redis_url: str | None = None  # None: per-user feature state in each process's memory
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
     airflow_url: str = "http://127.0.0.1:8080"
     model_dir: Path = Path("models/serving")
@@ -62,6 +63,7 @@ class Settings:
 ENV_NAMES = {
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "database_url": "DATABASE_URL",
+    "redis_url": "REDIS_URL",
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
     "airflow_url": "AIRFLOW_URL",
 }

@@ -26,10 +26,12 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from google.protobuf.message import DecodeError
 
 from fraudops.bands import BANDS
+from fraudops.feature_store import FeatureStateUnavailable
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings, load_settings
 from serving import metrics
+from serving.feature_state import BATCH_TIMEOUT_SECONDS, check_history, open_feature_state
 from serving.kafka_io import make_consumer, make_producer, next_offsets
 from serving.model_store import ModelStore
 from serving.persistence import DeploymentRecorder, ScoreWriter
@@ -38,6 +40,8 @@ from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode_many
 log = logging.getLogger(__name__)
 
 _BAND_COUNTERS = [metrics.SCORES.labels(band=b, source="stream") for b in BANDS]
+# Waits between attempts while the feature store is unreachable: doubling, capped.
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.2, 5.0
 
 
 class ScorerFailed(RuntimeError):
@@ -74,6 +78,7 @@ class StreamScorer:
         self._handoff: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
         self._durable: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
         self._failure: Exception | None = None
+        self._stop = threading.Event()
         self._inflight = 0
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._write_loop, name="scorer-writer", daemon=True)
@@ -81,6 +86,7 @@ class StreamScorer:
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set or a batch fails; then make everything durable."""
         s = self.settings
+        self._stop = stop
         self._consumer.subscribe([s.topic_raw], on_revoke=self._on_revoke)
         self._thread.start()
         try:
@@ -128,13 +134,23 @@ class StreamScorer:
         metrics.BATCH_SIZE.observe(len(msgs))
 
     def _score(self, txs: list[dict], started: float) -> ScoredBatch:
-        """Score with the current model; without one yet, wait for it (nothing is lost)."""
+        """Score with the current model; without one yet, wait for it (nothing is lost).
+        Without the feature store, hold the batch (no further consuming, nothing committed)
+        and retry with backoff: the store records a batch all or nothing, by id."""
+        delay = RETRY_FIRST_SECONDS
         while True:
             try:
                 return self.core.score(txs, int(started * 1e9))
             except NoModel:
                 log.warning("no model loaded yet; holding %d transactions", len(txs))
                 time.sleep(1.0)
+            except FeatureStateUnavailable as err:
+                metrics.FEATURE_STORE_RETRIES.inc()
+                log.warning("feature store unavailable (%s); holding %d transactions, "
+                            "retrying in %.1f s", err, len(txs), delay)  # fmt: skip
+                if self._stop.wait(delay):
+                    raise ScorerFailed("stopped while the feature store was unavailable") from err
+                delay = min(2 * delay, RETRY_MAX_SECONDS)
 
     def _decode_or_dlq(self, msgs: list[Message], batch: _Batch) -> tuple[list[dict], list]:
         """The valid transactions of a batch and their keys; the rest go to the DLQ with
@@ -239,7 +255,9 @@ def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamSc
     store.start_watching()
     writer = ScoreWriter(url) if url else None
     consumer = make_consumer(settings, group)
-    scorer = StreamScorer(settings, ScoringCore(store), consumer, make_producer(settings), writer)
+    core = ScoringCore(store, open_feature_state(settings, BATCH_TIMEOUT_SECONDS))
+    check_history(core.features, url)
+    scorer = StreamScorer(settings, core, consumer, make_producer(settings), writer)
     return scorer, store
 
 

@@ -31,6 +31,7 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import InvalidTransaction
 from fraudops.settings import Settings, load_settings
 from serving import labels, metrics
+from serving.feature_state import check_history, open_feature_state
 from serving.kafka_io import AckingProducer, make_producer
 from serving.model_store import LoadedModel, ModelStore
 from serving.persistence import DeploymentRecorder, InlineScoreSink, ScoreWriter
@@ -189,7 +190,7 @@ class ServingApp:
             DeploymentRecorder(settings.database_url, "server") if settings.database_url else None
         )
         self.store = ModelStore(settings.model_dir, self._recorder, prewarm=min(max_workers, 8))
-        self.core = ScoringCore(self.store)
+        self.core = ScoringCore(self.store, open_feature_state(settings), without_history_ok=True)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._max_workers = max_workers
         self._server: grpc.Server | None = None
@@ -237,6 +238,7 @@ class ServingApp:
         self.store.on_swap(self._set_health)
         self.store.load_latest()
         self.store.start_watching()
+        check_history(self.core.features, s.database_url)
         self._producer = AckingProducer(make_producer(s))
         if s.database_url:
             self._sink = InlineScoreSink(ScoreWriter(s.database_url))

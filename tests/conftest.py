@@ -93,10 +93,16 @@ def kafka_topics(kafka_bootstrap: str) -> Iterator[Callable[..., dict[str, str]]
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
+def postgres_server_url() -> str:
+    """The local Postgres (started if needed), as a server URL to create databases on."""
     server_url = load_settings().with_local_database().database_url
     _ensure_service("postgres", *url_address(server_url))
-    with fresh_database(server_url, "fraudops_test") as url:
+    return server_url
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    with fresh_database(postgres_server_url, "fraudops_test") as url:
         yield url
 
 
