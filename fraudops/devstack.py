@@ -397,6 +397,51 @@ POSTGRES = Service(
 )
 
 
+# --- Redis --------------------------------------------------------------------------------
+# The per-user online feature state. Append-only file fsynced every second, no snapshots:
+# a crash of Redis itself can lose up to a second of history, which
+# `fraudops-features rebuild` restores from Postgres.
+
+
+def _redis_prepare(stack: Stack) -> None:
+    if shutil.which("redis-server") is None:
+        raise StackError("redis-server is not installed (apt-get install -y redis-server)")
+    stack.dir("redis").mkdir(parents=True, exist_ok=True)
+
+
+def _redis_url(settings: Settings) -> str:
+    return settings.redis_url or settings.local_redis_url()
+
+
+def _redis_commands(stack: Stack) -> list[list[str]]:
+    host, port = url_address(_redis_url(stack.settings))
+    return [
+        ["redis-server", "--bind", host, "--port", str(port), "--dir", str(stack.dir("redis")),
+         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+         "--protected-mode", "yes", "--daemonize", "no"]
+    ]  # fmt: skip
+
+
+def _redis_ready(stack: Stack) -> bool:
+    """PING answered with PONG (RESP over a plain socket: no client library needed here)."""
+    try:
+        with socket.create_connection(url_address(_redis_url(stack.settings)), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+REDIS = Service(
+    name="redis",
+    endpoint=_redis_url,
+    commands=_redis_commands,
+    ready=_redis_ready,
+    prepare=_redis_prepare,
+    ready_timeout_s=30,
+)
+
+
 # --- MLflow -------------------------------------------------------------------------------
 
 
@@ -514,7 +559,7 @@ AIRFLOW = Service(
     ready_timeout_s=300,
 )
 
-SERVICES = {s.name: s for s in (KAFKA, POSTGRES, MLFLOW, AIRFLOW)}
+SERVICES = {s.name: s for s in (KAFKA, POSTGRES, REDIS, MLFLOW, AIRFLOW)}
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -720,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown service {unknown[0]!r} (one of: {', '.join(SERVICES)})")
     chosen = [SERVICES[n] for n in args.services or SERVICES]
-    settings = load_settings().with_local_database()
+    settings = load_settings().with_local_services()
     stack = Stack(settings, args.run_dir.resolve(), args.kafka_libs.resolve())
     if args.command == "env":
         print("\n".join(env_lines(settings)))

@@ -40,6 +40,7 @@ class Settings:
     # controller listener of its one broker (the broker's own port is in the bootstrap).
     postgres_port: int = 55432
     kafka_controller_port: int = 9093
+    redis_port: int = 56379
 
     def topics(self) -> dict[str, str]:
         """Every topic the services use, keyed by field name: what a broker must hold."""
@@ -49,9 +50,17 @@ class Settings:
         """The dev stack's database: role and database `fraudops`, trust auth on loopback."""
         return f"postgresql://fraudops@127.0.0.1:{self.postgres_port}/fraudops"
 
-    def with_local_database(self) -> Settings:
-        """These settings, pointing at the dev stack's database unless one is configured."""
-        return self if self.database_url else replace(self, database_url=self.local_database_url())
+    def local_redis_url(self) -> str:
+        """The dev stack's Redis, on its own port (not a system Redis on 6379)."""
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def with_local_services(self) -> Settings:
+        """These settings, with the dev stack's Postgres and Redis where none is configured."""
+        return replace(
+            self,
+            database_url=self.database_url or self.local_database_url(),
+            redis_url=self.redis_url or self.local_redis_url(),
+        )
 
     def kafka_address(self) -> tuple[str, int]:
         """Host and port of the first bootstrap server."""
@@ -76,7 +85,7 @@ def env_name(field_name: str) -> str:
 def url_address(url: str) -> tuple[str, int]:
     """Host and port of a URL, with the scheme's default port when it names none."""
     parts = urlsplit(url)
-    default = {"http": 80, "https": 443, "postgresql": 5432}.get(parts.scheme, 0)
+    default = {"http": 80, "https": 443, "postgresql": 5432, "redis": 6379}.get(parts.scheme, 0)
     return parts.hostname or "127.0.0.1", parts.port or default
 
 

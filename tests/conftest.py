@@ -95,7 +95,7 @@ def kafka_topics(kafka_bootstrap: str) -> Iterator[Callable[..., dict[str, str]]
 @pytest.fixture(scope="session")
 def postgres_server_url() -> str:
     """The local Postgres (started if needed), as a server URL to create databases on."""
-    server_url = load_settings().with_local_database().database_url
+    server_url = load_settings().with_local_services().database_url
     _ensure_service("postgres", *url_address(server_url))
     return server_url
 

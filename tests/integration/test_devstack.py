@@ -89,7 +89,7 @@ def _postmasters(data_dir: Path) -> list[int]:
 
 def _shared_services() -> dict[str, bool]:
     """Whether the services the other tests use answer (they must not be touched)."""
-    shared = load_settings().with_local_database()
+    shared = load_settings().with_local_services()
     return {
         "kafka": port_open(*shared.kafka_address()),
         "postgres": port_open("127.0.0.1", shared.postgres_port),
@@ -127,7 +127,7 @@ def test_up_is_idempotent_env_exports_the_settings_and_down_stops_what_it_starte
         assert line.startswith("export ")
         name, _, value = line.removeprefix("export ").partition("=")
         exported[name] = shlex.split(value)[0] if value else ""
-    assert load_settings(exported) == settings.with_local_database()
+    assert load_settings(exported) == settings.with_local_services()
 
     stopped = devstack("down", "kafka", "postgres")
     assert stopped.returncode == 0, stopped.stderr

@@ -33,9 +33,8 @@ def test_valid_against_compose_spec(compose):
 
 
 def test_the_whole_stack_is_there(compose):
-    assert {"kafka", "kafka-topics", "postgres", "mlflow", "airflow"} | APP_SERVICES <= set(
-        compose["services"]
-    )
+    infrastructure = {"kafka", "kafka-topics", "postgres", "redis", "mlflow", "airflow"}
+    assert infrastructure | APP_SERVICES <= set(compose["services"])
 
 
 def test_scorer_replicas_share_one_consumer_group(compose):

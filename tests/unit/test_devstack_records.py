@@ -18,10 +18,11 @@ MOVED = replace(
     kafka_bootstrap_servers="127.0.0.1:19092",
     kafka_controller_port=19093,
     postgres_port=15432,
+    redis_port=16379,
     mlflow_tracking_uri="http://127.0.0.1:15000",
     airflow_url="http://127.0.0.1:18080",
 )
-MOVED_PORTS = {"kafka": 19092, "postgres": 15432, "mlflow": 15000, "airflow": 18080}
+MOVED_PORTS = {"kafka": 19092, "postgres": 15432, "redis": 16379, "mlflow": 15000, "airflow": 18080}
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def stack(tmp_path: Path) -> devstack.Stack:
 
 
 def test_the_stack_has_its_services_in_start_order():
-    assert list(devstack.SERVICES) == ["kafka", "postgres", "mlflow", "airflow"]
+    assert list(devstack.SERVICES) == ["kafka", "postgres", "redis", "mlflow", "airflow"]
 
 
 @pytest.mark.parametrize("name", sorted(MOVED_PORTS))
@@ -86,7 +87,7 @@ def test_airflow_binds_loopback_with_secrets_generated_once(stack, monkeypatch):
 
 
 def test_env_lines_are_the_settings_inverse():
-    settings = MOVED.with_local_database()
+    settings = MOVED.with_local_services()
     exported = {}
     for line in devstack.env_lines(settings):
         name, _, value = line.removeprefix("export ").partition("=")

@@ -69,11 +69,15 @@ def test_topics_are_every_topic_field():
     assert len(set(topics.values())) == len(topics)
 
 
-def test_local_database_follows_the_postgres_port():
-    settings = replace(Settings(), postgres_port=61000)
-    assert url_address(settings.with_local_database().database_url) == ("127.0.0.1", 61000)
-    configured = replace(settings, database_url="postgresql://db.internal/fraudops")
-    assert configured.with_local_database() == configured
+def test_local_services_follow_their_ports_unless_configured():
+    settings = replace(Settings(), postgres_port=61000, redis_port=61001)
+    local = settings.with_local_services()
+    assert url_address(local.database_url) == ("127.0.0.1", 61000)
+    assert url_address(local.redis_url) == ("127.0.0.1", 61001)
+    configured = replace(
+        settings, database_url="postgresql://db.internal/fraudops", redis_url="redis://cache:6380/1"
+    )
+    assert configured.with_local_services() == configured
 
 
 @pytest.mark.parametrize(
