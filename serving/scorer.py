@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 from fraudops.bands import BANDS
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from fraudops.schema import TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import metrics
 from serving.kafka_io import make_consumer, make_producer
@@ -77,6 +78,7 @@ class StreamScorer:
     ):
         self.settings = settings
         self.core = core
+        self._window = TimestampWindow.from_settings(settings)
         self._consumer = consumer
         self._producer = producer
         self._writer = writer
@@ -155,7 +157,7 @@ class StreamScorer:
                 decoded.append(msg)
             except DecodeError as err:
                 failures.append((msg, f"undecodable TransactionRequest: {err}", "decode"))
-        txs, errors = decode_many(requests)
+        txs, errors = decode_many(requests, self._window)
         bad = {i for i, _ in errors}
         failures += [(decoded[i], str(err), err.field) for i, err in errors]
         if failures:

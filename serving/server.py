@@ -28,7 +28,7 @@ from psycopg2.pool import ThreadedConnectionPool
 from fraudops.bands import BANDS
 from fraudops.pii import configure_logging
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
-from fraudops.schema import InvalidTransaction
+from fraudops.schema import InvalidTransaction, TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import labels, metrics
 from serving.kafka_io import AckingProducer, make_producer
@@ -97,13 +97,14 @@ def rpc(name: str) -> Callable:
 
 
 class Ingestion(fraud_pb2_grpc.FraudIngestionServicer):
-    def __init__(self, producer: AckingProducer, topic: str):
+    def __init__(self, producer: AckingProducer, topic: str, window: TimestampWindow):
         self._producer = producer
         self._topic = topic
+        self._window = window
 
     @rpc("SendTransaction")
     def SendTransaction(self, request, context):
-        decode(request)
+        decode(request, window=self._window)
         partition, offset = self._producer.send(
             self._topic, str(request.user_id), request.SerializeToString()
         )
@@ -113,9 +114,10 @@ class Ingestion(fraud_pb2_grpc.FraudIngestionServicer):
 
 
 class Scoring(fraud_pb2_grpc.FraudScoringServicer):
-    def __init__(self, core: ScoringCore, sink: InlineScoreSink | None):
+    def __init__(self, core: ScoringCore, sink: InlineScoreSink | None, window: TimestampWindow):
         self._core = core
         self._sink = sink
+        self._window = window
 
     def _record(self, batch: ScoredBatch) -> None:
         for band, count in enumerate(np.bincount(batch.bands, minlength=len(BANDS)).tolist()):
@@ -127,7 +129,7 @@ class Scoring(fraud_pb2_grpc.FraudScoringServicer):
     @rpc("Score")
     def Score(self, request, context):
         started = time.perf_counter_ns()
-        batch = self._core.score([decode(request)], started)
+        batch = self._core.score([decode(request, window=self._window)], started)
         self._record(batch)
         return batch.responses()[0]
 
@@ -136,7 +138,7 @@ class Scoring(fraud_pb2_grpc.FraudScoringServicer):
         started = time.perf_counter_ns()
         if len(request.transactions) > MAX_BATCH:
             raise InvalidTransaction("transactions", f"more than {MAX_BATCH} in one batch")
-        batch = self._core.score(decode_batch(request.transactions), started)
+        batch = self._core.score(decode_batch(request.transactions, self._window), started)
         self._record(batch)
         return fraud_pb2.ScoreBatchResponse(scores=batch.responses())
 
@@ -208,14 +210,16 @@ class ServingApp:
 
     def _build(self) -> grpc.Server:
         s = self.settings
+        window = TimestampWindow.from_settings(s)
         server = grpc.server(
             futures.ThreadPoolExecutor(self._max_workers, thread_name_prefix="grpc"),
             options=[("grpc.so_reuseport", 0)],
         )
         fraud_pb2_grpc.add_FraudIngestionServicer_to_server(
-            Ingestion(self._producer, s.topic_raw), server
+            Ingestion(self._producer, s.topic_raw, window), server
         )
-        fraud_pb2_grpc.add_FraudScoringServicer_to_server(Scoring(self.core, self._sink), server)
+        scoring = Scoring(self.core, self._sink, window)
+        fraud_pb2_grpc.add_FraudScoringServicer_to_server(scoring, server)
         feedback = FeedbackService(self._pool, self._sink)
         fraud_pb2_grpc.add_FeedbackServicer_to_server(feedback, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

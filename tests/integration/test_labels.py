@@ -136,6 +136,12 @@ def test_a_failed_audit_write_rolls_the_label_back(conn, database_url):
         (("tx-1", "FRAUD", "s" * 65, ""), "source"),
         (("tx-1", "FRAUD", "analyst:a", "n" * 513), "note"),
         (("tx-1", "FRAUD", "analyst:a", None), "note"),
+        (("a\x00b", "FRAUD", "analyst:a", ""), "transaction_id"),
+        (("tx-1\n", "FRAUD", "analyst:a", ""), "transaction_id"),
+        (("tx-1", "FRAUD", "analyst:\x00", ""), "source"),
+        (("tx-1", "FRAUD", "analyst:a\tb", ""), "source"),
+        (("tx-1", "FRAUD", "analyst:a", "stolen\x00card"), "note"),
+        (("tx-1", "FRAUD", "analyst:a", "bad \ud800 surrogate"), "note"),
     ],
 )
 def test_invalid_fields_are_named(fields, field):

@@ -108,6 +108,9 @@ INVALID = [
     ({"transaction_id": "x" * 500}, "transaction_id"),
     ({"user_id": 0}, "user_id"),
     ({"channel": "c" * 1000}, "channel"),
+    ({"channel": "a\x00b"}, "channel"),
+    ({"transaction_id": "a\x00b"}, "transaction_id"),
+    ({"timestamp": 2**63 - 1}, "timestamp"),
 ]
 
 
@@ -151,6 +154,8 @@ def test_labels_are_recorded_superseded_and_checked(app, channel):
         (dict(transaction_id="never-scored", label=fraud_pb2.FRAUD, source="a"), "NOT_FOUND"),
         (dict(transaction_id=tx_id, label=fraud_pb2.LABEL_UNSPECIFIED, source="a"), "label"),
         (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source=""), "source"),
+        (dict(transaction_id="a\x00b", label=fraud_pb2.FRAUD, source="a"), "transaction_id"),
+        (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source="a", note="\x00"), "note"),
     ]
     for fields, expected in cases:
         with pytest.raises(grpc.RpcError) as err:
