@@ -33,7 +33,12 @@ from fraudops.settings import Settings, load_settings
 from serving import labels, metrics
 from serving.kafka_io import AckingProducer, make_producer
 from serving.model_store import LoadedModel, ModelStore
-from serving.persistence import DeploymentRecorder, InlineScoreSink, ScoreWriter
+from serving.persistence import (
+    DeploymentRecorder,
+    InlineDeadLetters,
+    InlineScoreSink,
+    ScoreWriter,
+)
 from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode, decode_batch
 from serving.tls import server_credentials
 
@@ -243,7 +248,8 @@ class ServingApp:
         self.store.start_watching()
         self._producer = AckingProducer(make_producer(s))
         if s.database_url:
-            self._sink = InlineScoreSink(ScoreWriter(s.database_url))
+            dead_letters = InlineDeadLetters(make_producer(s), s.topic_inline_dlq)
+            self._sink = InlineScoreSink(ScoreWriter(s.database_url), dead_letters)
             self._pool = ThreadedConnectionPool(1, self._max_workers, s.database_url)
         self._server = self._build()
         self._server.start()

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import psycopg2
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fraudops.modelspec import publish
@@ -180,6 +180,14 @@ def consume(bootstrap: str, topic: str, expected: int, timeout: float = 90) -> l
     finally:
         consumer.close()
     return found
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int = 3) -> int:
+    """Sum of the group's committed offsets on `topic` (= messages it is done with)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 30)
+    consumer.close()
+    return sum(max(tp.offset, 0) for tp in offsets)
 
 
 def query(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:

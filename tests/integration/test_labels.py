@@ -11,11 +11,12 @@ import uuid
 
 import psycopg2
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from serving import db
 from serving.labels import LabelError, UnknownTransaction, label_name, record_label, validate_label
+from tests.helpers.serving_env import committed
 
 
 @pytest.fixture(scope="module")
@@ -199,14 +200,6 @@ def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 60) 
         found += [m for m in consumer.consume(100, 0.5) if not m.error()]
     consumer.close()
     return found
-
-
-def committed(bootstrap: str, group: str, topic: str, partitions: int = 3) -> int:
-    """Sum of the group's committed offsets on `topic` (= messages it is done with)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 30)
-    consumer.close()
-    return sum(max(tp.offset, 0) for tp in offsets)
 
 
 def labels_in(conn, tx_ids: list[str]) -> dict[str, str]:
