@@ -150,18 +150,13 @@ def kafka_topics(kafka_bootstrap: str) -> Iterator[Callable[..., dict[str, str]]
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    from serving import db
+    from tests.helpers.serving_env import fresh_database
 
     server_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
     parts = urlsplit(server_url)
     _ensure_service("postgres", parts.hostname or "127.0.0.1", parts.port or 5432)
-    name = f"fraudops_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    url = db.create_database(server_url, name)
-    try:
-        db.migrate(url)
+    with fresh_database(server_url, f"fraudops_test_{os.getpid()}") as url:
         yield url
-    finally:
-        db.drop_database(server_url, name)
 
 
 @pytest.fixture(scope="session")

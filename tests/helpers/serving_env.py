@@ -190,6 +190,20 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int = 3) -> in
     return sum(max(tp.offset, 0) for tp in offsets)
 
 
+@contextlib.contextmanager
+def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A migrated database of its own on the server of `server_url`, dropped on exit."""
+    from serving import db
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    url = db.create_database(server_url, name)
+    try:
+        db.migrate(url)
+        yield url
+    finally:
+        db.drop_database(server_url, name)
+
+
 def query(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
     conn = psycopg2.connect(database_url)
     try:

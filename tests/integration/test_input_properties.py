@@ -27,7 +27,6 @@ from fraudops.schema import (
     proto_to_dict,
     validate_transaction,
 )
-from serving import db
 from serving.labels import LabelError, label_name, validate_label
 from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter
@@ -36,6 +35,7 @@ from serving.server import ServingApp
 from tests.helpers.serving_env import (
     channel_to,
     consume,
+    fresh_database,
     make_settings,
     publish_model,
     query,
@@ -103,13 +103,8 @@ def messages(draw, message_type, good: dict, hostile: dict):
 @pytest.fixture
 def property_database(database_url: str) -> Iterator[str]:
     """A database of its own: the examples reuse transaction ids freely."""
-    name = f"fraudops_props_{uuid.uuid4().hex[:10]}"
-    url = db.create_database(database_url, name)
-    try:
-        db.migrate(url)
+    with fresh_database(database_url, "fraudops_props") as url:
         yield url
-    finally:
-        db.drop_database(database_url, name)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from tests.helpers.serving_env import (
     channel_to,
     committed,
     consume,
+    fresh_database,
     make_settings,
     publish_model,
     scored_ids,
@@ -45,10 +46,7 @@ REFUSED_CHANNEL = "refused-by-db"  # valid for the schema, refused by this test'
 @pytest.fixture
 def strict_database(database_url: str) -> Iterator[str]:
     """A database of its own whose scored_transactions refuses REFUSED_CHANNEL."""
-    name = f"fraudops_strict_{uuid.uuid4().hex[:10]}"
-    url = db.create_database(database_url, name)
-    try:
-        db.migrate(url)
+    with fresh_database(database_url, "fraudops_strict") as url:
         with db.connect(url) as conn, conn.cursor() as cur:
             cur.execute(
                 "ALTER TABLE scored_transactions ADD CONSTRAINT test_refused_channel "
@@ -56,8 +54,6 @@ def strict_database(database_url: str) -> Iterator[str]:
                 (REFUSED_CHANNEL,),
             )
         yield url
-    finally:
-        db.drop_database(database_url, name)
 
 
 @pytest.fixture
