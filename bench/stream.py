@@ -8,10 +8,10 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.common import delete_topics, fresh_topics, median, process, transactions
+from fraudops.db import connect
 from fraudops.settings import Settings
 
 
@@ -55,7 +55,7 @@ def kafka_count(settings: Settings, topic: str) -> int:
 
 
 def _stored(url: str, prefix: str) -> int:
-    conn = psycopg2.connect(url)
+    conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(
