@@ -214,6 +214,17 @@ def query(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
         conn.close()
 
 
+def insert_scored(database_url: str, tx_id: str) -> None:
+    """A scored_transactions row for `tx_id`, so a label may name it."""
+    query(
+        database_url,
+        "INSERT INTO scored_transactions (transaction_id, user_id, event_ts, type, amount,"
+        " score, band, model_version, source) VALUES (%s, 7, 1700000000, 'TRANSFER', 10.0,"
+        " 0.1, 'ALLOW', 'v1', 'inline') RETURNING 1",
+        (tx_id,),
+    )
+
+
 def scored_ids(database_url: str, ids: list[str]) -> list[str]:
     """Transaction ids of `ids` present in scored_transactions (with repeats, if any)."""
     rows = query(

@@ -36,6 +36,7 @@ from tests.helpers.serving_env import (
     channel_to,
     consume,
     fresh_database,
+    insert_scored,
     make_settings,
     publish_model,
     query,
@@ -193,16 +194,6 @@ def test_accepted_transactions_are_stored_and_rejected_ones_named(app, channel):
     assert read_back == sent
 
 
-def scored_row(url: str, tx_id: str) -> None:
-    query(
-        url,
-        "INSERT INTO scored_transactions (transaction_id, user_id, event_ts, type, amount,"
-        " score, band, model_version, source) VALUES (%s, 7, 1700000000, 'TRANSFER', 10.0,"
-        " 0.1, 'ALLOW', 'v1', 'inline') RETURNING 1",
-        (tx_id,),
-    )
-
-
 def test_accepted_labels_are_stored_and_rejected_ones_named(app, channel):
     url = app.settings.database_url
     feedback = fraud_pb2_grpc.FeedbackStub(channel)
@@ -221,7 +212,7 @@ def test_accepted_labels_are_stored_and_rejected_ones_named(app, channel):
             assert rejected_field(feedback.SubmitLabel, request) == err.field
             return
         forget(url, request.transaction_id)
-        scored_row(url, request.transaction_id)
+        insert_scored(url, request.transaction_id)
         ack = feedback.SubmitLabel(request, timeout=10)
         assert label_name(ack.label) == name
         stored = query(

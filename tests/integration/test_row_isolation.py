@@ -29,8 +29,10 @@ from tests.helpers.serving_env import (
     committed,
     consume,
     fresh_database,
+    insert_scored,
     make_settings,
     publish_model,
+    query,
     scored_ids,
     service_process,
     stop_process,
@@ -41,17 +43,23 @@ from tests.helpers.serving_env import (
 )
 
 REFUSED_CHANNEL = "refused-by-db"  # valid for the schema, refused by this test's constraint
+REFUSED_SOURCE = "analyst:refused-by-db"  # the same for a label
 
 
 @pytest.fixture
 def strict_database(database_url: str) -> Iterator[str]:
-    """A database of its own whose scored_transactions refuses REFUSED_CHANNEL."""
+    """A database of its own that refuses REFUSED_CHANNEL scores and REFUSED_SOURCE labels."""
     with fresh_database(database_url, "fraudops_strict") as url:
         with db.connect(url) as conn, conn.cursor() as cur:
             cur.execute(
                 "ALTER TABLE scored_transactions ADD CONSTRAINT test_refused_channel "
                 "CHECK (channel IS DISTINCT FROM %s)",
                 (REFUSED_CHANNEL,),
+            )
+            cur.execute(
+                "ALTER TABLE feedback_labels ADD CONSTRAINT test_refused_source "
+                "CHECK (source <> %s)",
+                (REFUSED_SOURCE,),
             )
         yield url
 
@@ -203,3 +211,36 @@ def test_inline_scores_go_to_kafka_while_postgres_is_unreachable(
     assert all(reasons[i].startswith(b"inline queue full") for i in ids[3:])
     assert dead_letter_count("unwritten") == counts["unwritten"] + 3
     assert dead_letter_count("queue_full") == counts["queue_full"] + 3
+
+
+@pytest.mark.slow
+def test_the_label_consumer_dead_letters_a_refused_label_and_goes_on(
+    settings, kafka_bootstrap, tmp_path
+):
+    url = settings.database_url
+    ids = unique_ids("label-isolate", 5)
+    for tx_id in ids:
+        insert_scored(url, tx_id)
+    sources = ["chargeback:visa"] * 2 + [REFUSED_SOURCE] + ["chargeback:visa"] * 2
+    sent = [
+        fraud_pb2.LabelRequest(transaction_id=i, label=fraud_pb2.FRAUD, source=source)
+        for i, source in zip(ids, sources, strict=True)
+    ]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for request in sent:
+        producer.produce(settings.topic_labels, key=b"7", value=request.SerializeToString())
+    assert producer.flush(30) == 0
+    group, topic = f"labels-{uuid.uuid4().hex[:8]}", settings.topic_labels
+    log = tmp_path / "labels.log"
+    with service_process("serving.label_consumer", settings, log, "--group", group) as proc:
+        wait_until(lambda: committed(kafka_bootstrap, group, topic) == len(ids), "offsets", 60)
+        assert proc.poll() is None, "the label consumer must still be running"
+        assert stop_process(proc) == 0
+    stored = query(
+        url, "SELECT transaction_id FROM feedback_labels WHERE transaction_id = ANY(%s)", (ids,)
+    )
+    assert sorted(r[0] for r in stored) == sorted(ids[:2] + ids[3:])
+    [dead] = consume(kafka_bootstrap, settings.topic_labels_dlq, 1)
+    assert dead.value() == sent[2].SerializeToString()
+    reason = dict(dead.headers())["error"].decode()
+    assert reason.startswith("database refused the row (23514)"), reason
