@@ -19,7 +19,7 @@ ALL_SERVICES=(kafka postgres mlflow airflow)
 KAFKA_BOOTSTRAP=127.0.0.1:9092
 KAFKA_DIR="$RUN/kafka"
 KAFKA_TOPICS=(raw_transactions transaction_scores transaction_labels
-  raw_transactions.dlq transaction_labels.dlq)
+  raw_transactions.dlq transaction_labels.dlq inline_scores.dlq)
 PG_PORT=55432
 PG_DIR="$RUN/postgres"
 PG_DATA="$PG_DIR/data"

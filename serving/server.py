@@ -8,6 +8,7 @@ Inline scores are persisted by a background sink, never on the request path."""
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import signal
 import threading
@@ -16,11 +17,14 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import replace
 from functools import wraps
+from typing import Any
 
 import grpc
 import numpy as np
 import psycopg2
 from confluent_kafka import KafkaException
+from google.protobuf import empty_pb2, unknown_fields
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg2.pool import ThreadedConnectionPool
@@ -50,6 +54,80 @@ FRAUD_SERVICES = tuple(
 )
 MAX_BATCH = 10_000
 _BAND_COUNTERS = [metrics.SCORES.labels(band=b, source="inline") for b in BANDS]
+
+
+class Undecodable:
+    """A request whose bytes do not parse (a string field that is not UTF-8, or no message
+    at all): handed to the handler, which answers INVALID_ARGUMENT naming the field, where
+    grpc itself would answer INTERNAL."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+
+
+def _bad_string_field(data: bytes, descriptor, prefix: str = "") -> str | None:
+    """The first string field (nested messages included) of `data`, the wire bytes of a
+    `descriptor` message, that is not UTF-8; None if there is none or `data` is garbage."""
+    try:
+        items = unknown_fields.UnknownFieldSet(empty_pb2.Empty.FromString(data))
+    except DecodeError:
+        return None
+    seen: collections.Counter[str] = collections.Counter()
+    for item in items:
+        field = descriptor.fields_by_number.get(item.field_number)
+        if field is None or item.wire_type != 2:  # 2: length-delimited (strings, messages)
+            continue
+        name = prefix + field.name
+        if field.is_repeated:
+            name, seen[field.name] = f"{name}[{seen[field.name]}]", seen[field.name] + 1
+        if field.type == field.TYPE_STRING and not _is_utf8(item.data):
+            return name
+        nested = field.type == field.TYPE_MESSAGE
+        if nested and (found := _bad_string_field(item.data, field.message_type, f"{name}.")):
+            return found
+    return None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _lenient(message_class) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: what does not parse becomes Undecodable."""
+
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except DecodeError as err:
+            field = _bad_string_field(data, message_class.DESCRIPTOR)
+            if field is not None:
+                return Undecodable(field, "not valid UTF-8")
+            return Undecodable("message", f"not a {message_class.__name__} ({err})")
+
+    return parse
+
+
+def add_service(server: grpc.Server, name: str, servicer: Any) -> None:
+    """Register a fraud.v1 service as its generated code would, but with lenient request
+    parsing (see Undecodable)."""
+    service = fraud_pb2.DESCRIPTOR.services_by_name[name]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(fraud_pb2, method.input_type.name)),
+            response_serializer=getattr(fraud_pb2, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 class RpcFailure(Exception):
@@ -86,6 +164,9 @@ def rpc(name: str) -> Callable:
         def wrapper(self, request, context):
             started = time.perf_counter()
             try:
+                if isinstance(request, Undecodable):
+                    message = f"{request.field}: {request.problem}"
+                    raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, message)
                 return handler(self, request, context)
             except Exception as err:  # noqa: BLE001 - mapped to a status below
                 code, message = _status_for(err)
@@ -220,13 +301,9 @@ class ServingApp:
             futures.ThreadPoolExecutor(self._max_workers, thread_name_prefix="grpc"),
             options=[("grpc.so_reuseport", 0)],
         )
-        fraud_pb2_grpc.add_FraudIngestionServicer_to_server(
-            Ingestion(self._producer, s.topic_raw, window), server
-        )
-        scoring = Scoring(self.core, self._sink, window)
-        fraud_pb2_grpc.add_FraudScoringServicer_to_server(scoring, server)
-        feedback = FeedbackService(self._pool, self._sink)
-        fraud_pb2_grpc.add_FeedbackServicer_to_server(feedback, server)
+        add_service(server, "FraudIngestion", Ingestion(self._producer, s.topic_raw, window))
+        add_service(server, "FraudScoring", Scoring(self.core, self._sink, window))
+        add_service(server, "Feedback", FeedbackService(self._pool, self._sink))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*FRAUD_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
