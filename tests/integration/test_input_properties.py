@@ -35,13 +35,13 @@ from serving.server import ServingApp
 from tests.helpers.serving_env import (
     channel_to,
     consume,
-    fresh_database,
     insert_scored,
     make_settings,
     publish_model,
     query,
     wait_serving,
 )
+from tests.helpers.stack import fresh_database
 
 EXAMPLES = hypothesis_settings(
     max_examples=200,

@@ -15,7 +15,6 @@ from dataclasses import replace
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import proto_to_dict
@@ -28,7 +27,6 @@ from tests.helpers.serving_env import (
     channel_to,
     committed,
     consume,
-    fresh_database,
     insert_scored,
     make_settings,
     publish_model,
@@ -41,6 +39,7 @@ from tests.helpers.serving_env import (
     wait_serving,
     wait_until,
 )
+from tests.helpers.stack import fresh_database
 
 REFUSED_CHANNEL = "refused-by-db"  # valid for the schema, refused by this test's constraint
 REFUSED_SOURCE = "analyst:refused-by-db"  # the same for a label
@@ -62,17 +61,6 @@ def strict_database(database_url: str) -> Iterator[str]:
                 (REFUSED_SOURCE,),
             )
         yield url
-
-
-@pytest.fixture
-def inline_dlq(kafka_bootstrap: str) -> Iterator[str]:
-    """A fresh topic for dead-lettered inline scores (the broker creates none by itself)."""
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    topic = f"test-{uuid.uuid4().hex[:12]}.inline_scores.dlq"
-    admin.create_topics([NewTopic(topic, num_partitions=1)])[topic].result(timeout=30)
-    wait_until(lambda: topic in admin.list_topics(timeout=10).topics, "the inline DLQ topic")
-    yield topic
-    admin.delete_topics([topic])[topic].result(timeout=30)
 
 
 @pytest.fixture
@@ -114,9 +102,7 @@ def test_the_writer_isolates_each_refused_row_and_writes_the_rest(core, strict_d
 
 
 @pytest.fixture
-def settings(
-    built_models, serving_root, kafka_bootstrap, kafka_topics, strict_database, inline_dlq
-):
+def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, strict_database):
     """Server and scorer settings on the strict database and this test's topics."""
     publish_model(built_models, serving_root, "v1")
     return make_settings(
@@ -124,7 +110,6 @@ def settings(
         database_url=strict_database,
         model_dir=serving_root,
         consumer_group=f"test-isolate-{uuid.uuid4().hex[:8]}",
-        topic_inline_dlq=inline_dlq,
         **kafka_topics(),
     )
 
@@ -157,9 +142,7 @@ def test_the_scorer_dead_letters_a_refused_row_and_goes_on(settings, kafka_boots
     assert reason.startswith("database refused the row (23514)"), reason
 
 
-def test_an_inline_score_beside_a_refused_row_is_stored(
-    settings, kafka_bootstrap, strict_database, inline_dlq
-):
+def test_an_inline_score_beside_a_refused_row_is_stored(settings, kafka_bootstrap, strict_database):
     ids = unique_ids("inline-isolate", 6)
     txs = [
         transaction(n, transaction_id=i, channel=REFUSED_CHANNEL if n == 2 else "web")
@@ -179,7 +162,7 @@ def test_an_inline_score_beside_a_refused_row_is_stored(
     finally:
         server.stop(grace=1)
     assert sorted(scored_ids(strict_database, ids)) == sorted(ids[:2] + ids[3:])
-    [dead] = consume(kafka_bootstrap, inline_dlq, 1)
+    [dead] = consume(kafka_bootstrap, settings.topic_inline_dlq, 1)
     row = json.loads(dead.value())
     assert (row["transaction_id"], row["source"]) == (ids[2], "inline")
     assert row["score"] == pytest.approx(answered.scores[2].score)
@@ -188,8 +171,9 @@ def test_an_inline_score_beside_a_refused_row_is_stored(
 
 
 def test_inline_scores_go_to_kafka_while_postgres_is_unreachable(
-    core, database_url, kafka_bootstrap, inline_dlq
+    core, database_url, kafka_bootstrap, kafka_topics
 ):
+    inline_dlq = kafka_topics()["topic_inline_dlq"]
     missing = db.with_database(database_url, f"missing_{uuid.uuid4().hex[:8]}")
     ids = unique_ids("unreachable", 6)
     txs = [proto_to_dict(transaction(n, transaction_id=i)) for n, i in enumerate(ids)]
