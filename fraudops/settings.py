@@ -33,6 +33,9 @@ class Settings:
     topic_labels: str = "transaction_labels"
     topic_dlq: str = "raw_transactions.dlq"
     topic_labels_dlq: str = "transaction_labels.dlq"
+    topic_inline_dlq: str = "inline_scores.dlq"
+    min_event_ts: int = 946_684_800  # 2000-01-01: an earlier transaction timestamp is refused
+    max_event_ts_ahead_s: int = 300  # and so is one further ahead of the validating clock
     scorer_batch_size: int = 2000
     scorer_poll_seconds: float = 0.05
     log_level: str = "INFO"

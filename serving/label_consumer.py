@@ -2,8 +2,9 @@
 
 Each message is a LabelRequest; it is stored with `serving.labels.record_label`, the same
 function the gRPC Feedback servicer uses. A message that cannot be decoded, or holds an
-invalid label (unknown transaction included), goes to `transaction_labels.dlq` with its
-original bytes and the reason in the `error` header. Offsets are committed only after the
+invalid label (unknown transaction included), or one the database refuses for what it
+holds, goes to `transaction_labels.dlq` with its original bytes and the reason in the
+`error` header; the labels around it are stored. Offsets are committed only after the
 database commit or the DLQ delivery of every message before them, so a crash redelivers
 and never loses a label (and `record_label` makes a redelivery a no-op).
 
@@ -28,6 +29,7 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings, load_settings
 from serving.kafka_io import make_consumer, make_producer, next_offsets
 from serving.labels import LabelError, label_name, record_label
+from serving.persistence import refusal
 
 log = logging.getLogger("fraudops.label_consumer")
 
@@ -130,11 +132,17 @@ class LabelConsumer:
             self.counts.unchanged += 1
 
     def handle(self, msg: Message) -> None:
-        """Store one message or dead-letter it; only database outages propagate."""
+        """Store one message or dead-letter it (an invalid label, or one the database
+        refuses for what it holds); only database outages propagate."""
         try:
             self._store(decode(msg.value()))
         except LabelError as err:
             self._dead_letter(msg, str(err))
+        except psycopg2.Error as err:
+            reason = refusal(err)
+            if reason is None:
+                raise
+            self._dead_letter(msg, reason)
 
     def _commit(self, batch: list[Message]) -> None:
         """Commit after every DLQ message of the batch is acknowledged by the broker."""

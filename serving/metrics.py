@@ -92,6 +92,19 @@ MISSING_HISTORY = Gauge(
     "at start (0: nothing missing); fraudops-features rebuild restores them.",
     registry=REGISTRY,
 )
+INLINE_DEAD_LETTERED = Counter(
+    "fraudops_inline_scores_dead_lettered_total",
+    "Inline scores sent to the inline dead-letter topic instead of Postgres, by reason "
+    "(refused: the database rejected the row; unwritten: Postgres unreachable after the "
+    "retries; queue_full: too many scores already waiting for Postgres).",
+    ["reason"],
+    registry=REGISTRY,
+)
+INLINE_LOST = Counter(
+    "fraudops_inline_scores_lost_total",
+    "Inline scores neither Postgres nor the inline dead-letter topic took.",
+    registry=REGISTRY,
+)
 
 _current_version: list[str] = []
 

@@ -4,11 +4,12 @@ One consumer of the group polls micro-batches. Each batch is decoded and validat
 (failures go to the dead-letter topic with the reason in an `error` header, original bytes
 and key kept), scored with this process's per-user feature state, and its ScoreResponses
 produced to transaction_scores. A writer thread then stores the rows in Postgres
-(idempotently), waits until Kafka has acknowledged every message of the batch, and only
-then are the batch's offsets committed. At-least-once delivery plus the primary key on
-scored_transactions: no transaction is lost and none is written twice, even if the process
-dies anywhere in between. The writer overlaps the database round trip with scoring the
-next batch; batches are committed in order."""
+(idempotently; a row the database refuses for what it holds goes to the dead-letter topic
+with the database's reason, and only it), waits until Kafka has acknowledged every message
+of the batch, and only then are the batch's offsets committed. At-least-once delivery plus
+the primary key on scored_transactions: no transaction is lost and none is written twice,
+even if the process dies anywhere in between. The writer overlaps the database round trip
+with scoring the next batch; batches are committed in order."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from fraudops.bands import BANDS
 from fraudops.feature_store import FeatureStateUnavailable
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from fraudops.schema import TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import metrics
 from serving.feature_state import BATCH_TIMEOUT_SECONDS, check_history, open_feature_state
@@ -55,6 +57,7 @@ class _Batch:
     offsets: list[TopicPartition]
     produced: int
     scored: ScoredBatch | None = None
+    sources: list[Message] = field(default_factory=list)  # the message of each scored row
     acks: list[Any] = field(default_factory=list)  # list.append is atomic: no lock needed
 
     def on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
@@ -72,6 +75,7 @@ class StreamScorer:
     ):
         self.settings = settings
         self.core = core
+        self._window = TimestampWindow.from_settings(settings)
         self._consumer = consumer
         self._producer = producer
         self._writer = writer
@@ -123,10 +127,10 @@ class StreamScorer:
         """Decode, score and produce one micro-batch, then hand it to the writer."""
         started = time.perf_counter()
         batch = _Batch(next_offsets(msgs), produced=0)
-        txs, keys = self._decode_or_dlq(msgs, batch)
+        txs, batch.sources = self._decode_or_dlq(msgs, batch)
         if txs:
             batch.scored = self._score(txs, started)
-            self._produce_scores(batch, keys)
+            self._produce_scores(batch)
         with self._idle:
             self._inflight += 1
         self._handoff.put(batch)
@@ -153,8 +157,8 @@ class StreamScorer:
                 delay = min(2 * delay, RETRY_MAX_SECONDS)
 
     def _decode_or_dlq(self, msgs: list[Message], batch: _Batch) -> tuple[list[dict], list]:
-        """The valid transactions of a batch and their keys; the rest go to the DLQ with
-        the reason, in offset order (the batch is validated column-wise at once)."""
+        """The valid transactions of a batch and their messages; the rest go to the DLQ
+        with the reason, in offset order (the batch is validated column-wise at once)."""
         requests, decoded, failures = [], [], []
         for msg in msgs:
             try:
@@ -162,7 +166,7 @@ class StreamScorer:
                 decoded.append(msg)
             except DecodeError as err:
                 failures.append((msg, f"undecodable TransactionRequest: {err}", "decode"))
-        txs, errors = decode_many(requests)
+        txs, errors = decode_many(requests, self._window)
         bad = {i for i, _ in errors}
         failures += [(decoded[i], str(err), err.field) for i, err in errors]
         if failures:
@@ -170,7 +174,7 @@ class StreamScorer:
             for msg, reason, field_name in sorted(failures, key=lambda f: order[id(f[0])]):
                 self._dead_letter(msg, reason, field_name, batch)
         keep = [i for i in range(len(txs)) if i not in bad] if bad else range(len(txs))
-        return [txs[i] for i in keep], [decoded[i].key() for i in keep]
+        return [txs[i] for i in keep], [decoded[i] for i in keep]
 
     def _dead_letter(self, msg: Message, reason: str, field_name: str, batch: _Batch) -> None:
         reason = mask_pii(reason)  # the reason may quote a field value; headers get read and logged
@@ -180,11 +184,11 @@ class StreamScorer:
         log.warning("dead-lettered message at %s[%d]@%d: %s",
                     msg.topic(), msg.partition(), msg.offset(), reason)  # fmt: skip
 
-    def _produce_scores(self, batch: _Batch, keys: list[bytes | None]) -> None:
+    def _produce_scores(self, batch: _Batch) -> None:
         scored = batch.scored
         topic = self.settings.topic_scores
-        for key, response in zip(keys, scored.responses(), strict=True):
-            self._produce(topic, key, response.SerializeToString(), batch)
+        for msg, response in zip(batch.sources, scored.responses(), strict=True):
+            self._produce(topic, msg.key(), response.SerializeToString(), batch)
         for band, count in enumerate(np.bincount(scored.bands, minlength=len(BANDS)).tolist()):
             if count:
                 _BAND_COUNTERS[band].inc(count)
@@ -218,8 +222,12 @@ class StreamScorer:
                 self._idle.notify_all()
 
     def _make_durable(self, batch: _Batch) -> None:
+        """Rows into Postgres (a row it refuses goes to the DLQ, the rest are written), then
+        every Kafka acknowledgement of the batch, DLQ messages included."""
         if batch.scored is not None and self._writer is not None:
-            self._writer.write([(batch.scored, "stream")])
+            result = self._writer.write([(batch.scored, "stream")])
+            for refused in result.refused:
+                self._dead_letter(batch.sources[refused.row], refused.reason, "database", batch)
         while len(batch.acks) < batch.produced:
             self._producer.poll(0.05)
         errors = [e for e in batch.acks if e is not None]

@@ -21,8 +21,10 @@ from fraudops.feature_store import FeatureStateUnavailable, RedisFeatures, featu
 from fraudops.features import OnlineFeatures
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.schema import (
+    DEFAULT_WINDOW,
     VALIDATED_COLUMNS,
     InvalidTransaction,
+    TimestampWindow,
     proto_to_dict,
     validate_columns,
     validate_transaction,
@@ -76,12 +78,14 @@ class ScoredBatch:
         ]
 
 
-def decode(msg: fraud_pb2.TransactionRequest, where: str = "") -> dict[str, Any]:
+def decode(
+    msg: fraud_pb2.TransactionRequest, where: str = "", window: TimestampWindow = DEFAULT_WINDOW
+) -> dict[str, Any]:
     """A validated transaction dict; InvalidTransaction names the field (`where` prefixes
     it, e.g. `transactions[3].` inside a batch)."""
     tx = proto_to_dict(msg)
     try:
-        validate_transaction(tx)
+        validate_transaction(tx, window)
     except InvalidTransaction as err:
         if not where:
             raise
@@ -89,20 +93,23 @@ def decode(msg: fraud_pb2.TransactionRequest, where: str = "") -> dict[str, Any]
     return tx
 
 
-def decode_batch(msgs: Iterable[fraud_pb2.TransactionRequest]) -> list[dict[str, Any]]:
+def decode_batch(
+    msgs: Iterable[fraud_pb2.TransactionRequest], window: TimestampWindow = DEFAULT_WINDOW
+) -> list[dict[str, Any]]:
     """Validate every transaction of a batch request; the first bad one names its index."""
-    return [decode(msg, f"transactions[{i}].") for i, msg in enumerate(msgs)]
+    return [decode(msg, f"transactions[{i}].", window) for i, msg in enumerate(msgs)]
 
 
 def decode_many(
-    msgs: Sequence[fraud_pb2.TransactionRequest],
+    msgs: Sequence[fraud_pb2.TransactionRequest], window: TimestampWindow = DEFAULT_WINDOW
 ) -> tuple[list[dict[str, Any]], list[tuple[int, InvalidTransaction]]]:
     """Every message as a dict, and the index and error of each invalid one: a stream
     micro-batch is validated column-wise at once, and a bad row only drops itself."""
     txs = [proto_to_dict(msg) for msg in msgs]
     if not txs:
         return txs, []
-    return txs, validate_columns({k: [tx[k] for tx in txs] for k in VALIDATED_COLUMNS})
+    columns = {k: [tx[k] for tx in txs] for k in VALIDATED_COLUMNS}
+    return txs, validate_columns(columns, window)
 
 
 class ScoringCore:

@@ -5,7 +5,7 @@
   it with `python -m fraudops.devstack up kafka` when nothing listens there.
 - `kafka_topics`: factory `kafka_topics(n_partitions=3)` -> dict of fresh, uniquely named
   topics keyed like the settings (topic_raw, topic_scores, topic_labels, topic_dlq,
-  topic_labels_dlq); deleted when the test ends.
+  topic_labels_dlq, topic_inline_dlq); deleted when the test ends.
 - `database_url`: a database created for this pytest session on DATABASE_URL's server, by
   default the dev stack's Postgres (started if needed), all migrations applied, dropped at
   the end.

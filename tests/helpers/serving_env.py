@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from fraudops.modelspec import publish
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
@@ -111,6 +111,14 @@ def consume(bootstrap: str, topic: str, expected: int, timeout: float = 90) -> l
     return found
 
 
+def committed(bootstrap: str, group: str, topic: str, partitions: int = 3) -> int:
+    """Sum of the group's committed offsets on `topic` (= messages it is done with)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 30)
+    consumer.close()
+    return sum(max(tp.offset, 0) for tp in offsets)
+
+
 def query(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
     conn = psycopg2.connect(database_url)
     try:
@@ -119,6 +127,17 @@ def query(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
             return cur.fetchall()
     finally:
         conn.close()
+
+
+def insert_scored(database_url: str, tx_id: str) -> None:
+    """A scored_transactions row for `tx_id`, so a label may name it."""
+    query(
+        database_url,
+        "INSERT INTO scored_transactions (transaction_id, user_id, event_ts, type, amount,"
+        " score, band, model_version, source) VALUES (%s, 7, 1700000000, 'TRANSFER', 10.0,"
+        " 0.1, 'ALLOW', 'v1', 'inline') RETURNING 1",
+        (tx_id,),
+    )
 
 
 def scored_ids(database_url: str, ids: list[str]) -> list[str]:

@@ -11,12 +11,13 @@ import uuid
 
 import psycopg2
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from google.protobuf.message import DecodeError
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from serving import db
 from serving.labels import LabelError, UnknownTransaction, label_name, record_label, validate_label
+from tests.helpers.serving_env import committed
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +138,12 @@ def test_a_failed_audit_write_rolls_the_label_back(conn, database_url):
         (("tx-1", "FRAUD", "s" * 65, ""), "source"),
         (("tx-1", "FRAUD", "analyst:a", "n" * 513), "note"),
         (("tx-1", "FRAUD", "analyst:a", None), "note"),
+        (("a\x00b", "FRAUD", "analyst:a", ""), "transaction_id"),
+        (("tx-1\n", "FRAUD", "analyst:a", ""), "transaction_id"),
+        (("tx-1", "FRAUD", "analyst:\x00", ""), "source"),
+        (("tx-1", "FRAUD", "analyst:a\tb", ""), "source"),
+        (("tx-1", "FRAUD", "analyst:a", "stolen\x00card"), "note"),
+        (("tx-1", "FRAUD", "analyst:a", "bad \ud800 surrogate"), "note"),
     ],
 )
 def test_invalid_fields_are_named(fields, field):
@@ -204,14 +211,6 @@ def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 60) 
         found += [m for m in consumer.consume(100, 0.5) if not m.error()]
     consumer.close()
     return found
-
-
-def committed(bootstrap: str, group: str, topic: str, partitions: int = 3) -> int:
-    """Sum of the group's committed offsets on `topic` (= messages it is done with)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 30)
-    consumer.close()
-    return sum(max(tp.offset, 0) for tp in offsets)
 
 
 def labels_in(conn, tx_ids: list[str]) -> dict[str, str]:
