@@ -19,13 +19,14 @@ import threading
 from dataclasses import dataclass, field
 
 import psycopg2
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message
 from google.protobuf.message import DecodeError
 
+from fraudops.db import connect
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings, load_settings
-from serving import db
+from serving.kafka_io import make_consumer, make_producer, next_offsets
 from serving.labels import LabelError, label_name, record_label
 
 log = logging.getLogger("fraudops.label_consumer")
@@ -68,29 +69,14 @@ class LabelConsumer:
         self.settings = settings
         self.stop_event = threading.Event()
         self.counts = Counts()
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                # a new group reads the labels already on the topic: none may be skipped
-                "auto.offset.reset": "earliest",
-            }
-        )
-        self.producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
-            }
-        )
+        self.consumer = make_consumer(settings, group, report_lag=False)
+        self.producer = make_producer(settings)
         self.conn = None
         self._delivery_errors: list[str] = []
 
     def _connect(self):
         if self.conn is None or self.conn.closed:
-            self.conn = db.connect(self.settings.database_url)
+            self.conn = connect(self.settings.database_url)
         return self.conn
 
     def _disconnect(self) -> None:
@@ -157,11 +143,7 @@ class LabelConsumer:
             raise KafkaException(
                 f"DLQ delivery failed, offsets not committed: {errors or 'timeout'}"
             )
-        last: dict[tuple[str, int], int] = {}
-        for msg in batch:
-            last[(msg.topic(), msg.partition())] = msg.offset() + 1
-        offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
-        self.consumer.commit(offsets=offsets, asynchronous=False)
+        self.consumer.commit(offsets=next_offsets(batch), asynchronous=False)
 
     def poll_once(self, timeout: float = 1.0) -> int:
         """Process one batch; returns how many messages it handled."""

@@ -8,12 +8,12 @@ training run reads and the history an auditor reads can never disagree."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from fraudops.db import append_audit
 from fraudops.pii import mask_pii
 from fraudops.schema import MAX_ID_LENGTH
 
@@ -105,7 +105,6 @@ ON CONFLICT (transaction_id) DO UPDATE
        labelled_at = EXCLUDED.labelled_at, supersedes = feedback_labels.label
 RETURNING supersedes, labelled_at
 """
-_AUDIT = "INSERT INTO audit_log (kind, subject, detail) VALUES (%s, %s, %s::jsonb)"
 
 
 def record_label(conn, transaction_id: str, label: str, source: str, note: str = "") -> LabelResult:
@@ -135,5 +134,5 @@ def record_label(conn, transaction_id: str, label: str, source: str, note: str =
             "labelled_at": labelled_at.isoformat(),
             "note": mask_pii(note),
         }
-        cur.execute(_AUDIT, (AUDIT_KIND, transaction_id, json.dumps(detail)))
+        append_audit(cur, AUDIT_KIND, transaction_id, detail)
     return LabelResult(transaction_id, name, previous is not None, previous)

@@ -22,8 +22,8 @@ from typing import Any
 
 import psycopg2
 
+from fraudops.db import append_audit, connect
 from serving import metrics
-from serving.db import connect
 from serving.model_store import LoadedModel
 from serving.scoring import ScoredBatch
 
@@ -62,15 +62,6 @@ _MERGE = (
 _RETRYABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
 # Reasons are flat lists of strings: no cycle check needed, which makes encoding ~25% cheaper.
 _reasons_json = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
-
-
-def audit(conn, kind: str, subject: str, detail: dict[str, Any]) -> None:
-    """Append one audit_log row in the caller's transaction."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO audit_log (kind, subject, detail) VALUES (%s, %s, %s::jsonb)",
-            (kind, subject, json.dumps(detail)),
-        )
 
 
 def score_csv(batches: list[tuple[ScoredBatch, str]]) -> tuple[io.StringIO, int]:
@@ -230,31 +221,29 @@ class DeploymentRecorder:
             try:
                 conn = connect(self._url)
                 try:
-                    with conn:
-                        work(conn)
+                    with conn, conn.cursor() as cur:
+                        work(cur)
                 finally:
                     conn.close()
             except psycopg2.Error:
                 log.exception("could not record %s in the database", what)
 
-    def _close_open(self, conn) -> None:
-        with conn.cursor() as cur:
-            cur.execute(
-                "UPDATE model_deployments SET served_until = now() "
-                "WHERE host = %s AND pid = %s AND served_until IS NULL",
-                (self._host, self._pid),
-            )
+    def _close_open(self, cur) -> None:
+        cur.execute(
+            "UPDATE model_deployments SET served_until = now() "
+            "WHERE host = %s AND pid = %s AND served_until IS NULL",
+            (self._host, self._pid),
+        )
 
     def reload(self, old: LoadedModel | None, new: LoadedModel, reason: str) -> None:
-        def work(conn) -> None:
-            self._close_open(conn)
-            with conn.cursor() as cur:
-                cur.execute(
-                    "INSERT INTO model_deployments "
-                    "(version, mlflow_run_id, host, pid, served_from, reason) "
-                    "VALUES (%s, %s, %s, %s, now(), %s)",
-                    (new.version, new.mlflow_run_id, self._host, self._pid, reason),
-                )
+        def work(cur) -> None:
+            self._close_open(cur)
+            cur.execute(
+                "INSERT INTO model_deployments "
+                "(version, mlflow_run_id, host, pid, served_from, reason) "
+                "VALUES (%s, %s, %s, %s, now(), %s)",
+                (new.version, new.mlflow_run_id, self._host, self._pid, reason),
+            )
             detail = self._detail(
                 previous=old.version if old else None,
                 path=str(new.path),
@@ -262,7 +251,7 @@ class DeploymentRecorder:
                 mlflow_run_id=new.mlflow_run_id,
                 reason=reason,
             )
-            audit(conn, "reload", new.version, detail)
+            append_audit(cur, "reload", new.version, detail)
 
         self._run(f"the swap to {new.version}", work)
 
@@ -270,7 +259,7 @@ class DeploymentRecorder:
         detail = self._detail(path=str(path), problem=problem, still_serving=serving)
         self._run(
             f"the rejection of {path}",
-            lambda conn: audit(conn, "reload_rejected", Path(path).name, detail),
+            lambda cur: append_audit(cur, "reload_rejected", Path(path).name, detail),
         )
 
     def stopped(self) -> None:

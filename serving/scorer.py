@@ -30,7 +30,7 @@ from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings, load_settings
 from serving import metrics
-from serving.kafka_io import make_consumer, make_producer
+from serving.kafka_io import make_consumer, make_producer, next_offsets
 from serving.model_store import ModelStore
 from serving.persistence import DeploymentRecorder, ScoreWriter
 from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode_many
@@ -55,15 +55,6 @@ class _Batch:
 
     def on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         self.acks.append(err)
-
-
-def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
-    """The offsets to commit once every message of `msgs` is handled (a partition's
-    messages arrive in offset order, so its last one is its highest)."""
-    last: dict[tuple[str, int], int] = {}
-    for m in msgs:
-        last[m.topic(), m.partition()] = m.offset()
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
 class StreamScorer:

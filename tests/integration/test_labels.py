@@ -12,6 +12,7 @@ import uuid
 import psycopg2
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from google.protobuf.message import DecodeError
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from serving import db
@@ -171,10 +172,20 @@ def label_bytes(tx_id: str, label: int, source: str = "chargeback:visa", note: s
     return request.SerializeToString()
 
 
+def message_key(i: int, value: bytes) -> bytes:
+    """Keyed by transaction id, as a label producer should: a transaction's labels stay in
+    order on one partition. Undecodable values get a key of their own."""
+    try:
+        tx_id = fraud_pb2.LabelRequest.FromString(value).transaction_id
+    except DecodeError:
+        tx_id = ""
+    return (tx_id or f"undecodable-{i}").encode()
+
+
 def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     for i, value in enumerate(values):
-        producer.produce(topic, value=value, key=str(i % 5).encode())
+        producer.produce(topic, value=value, key=message_key(i, value))
     assert producer.flush(30) == 0
 
 
@@ -297,11 +308,20 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
     try:
         time.sleep(3)
         assert committed(kafka_bootstrap, group, topics["topic_labels"]) == 0
-        db.create_database(server, name)
-        db.migrate(url)
-        outage_conn = db.connect(url)
+        # The database comes back whole: built under another name, then renamed into place,
+        # so the consumer never sees it without the scored transactions its labels name.
+        staging = f"{name}_staging"
+        staging_conn = db.connect(db.create_database(server, staging))
+        db.migrate(db.with_database(server, staging))
         for tx_id in tx_ids:
-            scored(outage_conn, tx_id=tx_id)
+            scored(staging_conn, tx_id=tx_id)
+        staging_conn.close()
+        admin = db.connect(server)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{staging}" RENAME TO "{name}"')
+        admin.close()
+        outage_conn = db.connect(url)
         assert wait_until(lambda: committed(kafka_bootstrap, group, topics["topic_labels"]) == 3)
         assert labels_in(outage_conn, tx_ids) == dict.fromkeys(tx_ids, "FRAUD")
         outage_conn.close()

@@ -11,7 +11,7 @@ from confluent_kafka import TopicPartition
 
 from fraudops.schema import InvalidTransaction
 from serving import metrics
-from serving.scorer import next_offsets
+from serving.kafka_io import next_offsets
 from serving.scoring import decode, decode_batch
 from serving.tls import InsecureBinding, is_loopback, server_credentials
 from tests.helpers.serving_env import (
