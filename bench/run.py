@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-n", type=int, default=100_000, help="transactions per round")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
-    base = load_settings().with_local_database()
+    base = load_settings().with_local_services()
     with (
         tempfile.TemporaryDirectory(prefix="fraudops-bench-") as tmp,
         fresh_database(base.database_url, "fraudops_bench") as url,

@@ -28,6 +28,7 @@ from fraudops.features import FEATURE_NAMES, batch_features
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.schema import TRANSACTION_COLUMNS
+from training.lib.split import split_by_time
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +75,6 @@ def feature_frame(df: pd.DataFrame, weight: float = 1.0) -> pd.DataFrame:
     features["is_fraud"] = df["is_fraud"].astype(np.int8)
     features["weight"] = np.float32(weight)
     return features
-
-
-def split_by_time(frame: pd.DataFrame, valid_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows in the last `valid_fraction` of the time span are valid; the rest train."""
-    if not 0.0 < valid_fraction < 1.0:
-        raise FeaturizeError(f"featurize.valid_fraction must be in (0, 1), got {valid_fraction}")
-    t0, t1 = int(frame["timestamp"].min()), int(frame["timestamp"].max())
-    cutoff = t0 + (1.0 - valid_fraction) * (t1 - t0)
-    is_valid = frame["timestamp"].to_numpy() >= cutoff
-    train, valid = frame[~is_valid], frame[is_valid]
-    if train.empty or valid.empty:
-        raise FeaturizeError(f"time split at {cutoff:.0f} left an empty train or valid set")
-    return train.reset_index(drop=True), valid.reset_index(drop=True)
 
 
 def _read_feedback(path: Path | None) -> pd.DataFrame:
@@ -138,6 +126,14 @@ def feedback_set(path: Path | None, weight: float) -> tuple[pd.DataFrame, dict[s
     return frame.reset_index(drop=True), _label_window(df)
 
 
+def _train_valid(frame: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The time split (training/lib/split.py): the last `valid_fraction` of the span is valid."""
+    try:
+        return split_by_time(frame, float(params["valid_fraction"]), "featurize.valid_fraction")
+    except ValueError as err:
+        raise FeaturizeError(str(err)) from err
+
+
 def featurize(
     train_path: Path,
     holdout_path: Path,
@@ -148,9 +144,7 @@ def featurize(
 ) -> dict[str, Any]:
     """Write train/valid/test/feedback parquet files and meta.json; return the meta."""
     validation = check_validation(validation_path)
-    train, valid = split_by_time(
-        feature_frame(read_transactions(train_path)), float(params["valid_fraction"])
-    )
+    train, valid = _train_valid(feature_frame(read_transactions(train_path)), params)
     test = feature_frame(read_transactions(holdout_path))
     feedback, labels = feedback_set(feedback_path, float(params["feedback_weight"]))
     if not feedback.empty:

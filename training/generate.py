@@ -3,8 +3,8 @@
 `generate.n_rows` rows with a `generate.fraud_rate` share of fraud (exact up to one fraud
 episode), seeded. Episodes are drawn from the sequencer's templates, their slots filled
 with rows sampled (in chunks, with a progress bar) from the (class, type) copulas, then
-placed in time and given users and payees (see training/fit_synthesizer.py for the
-approach). The output meets the data contract: exactly TRANSACTION_COLUMNS, non-negative
+placed in time and given users and payees (see training/synthesizer/__init__.py for
+the approach). The output meets the data contract: exactly TRANSACTION_COLUMNS, non-negative
 finite balances, positive amounts, known types, unique transaction ids, sorted by
 timestamp."""
 
@@ -23,15 +23,10 @@ from tqdm import tqdm
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.schema import BALANCE_COLUMNS, TRANSACTION_COLUMNS, TRANSACTION_TYPES
-from training.fit_synthesizer import (
-    CLASSES,
-    SynthesizerBundle,
-    decode_rows,
-    load_bundle,
-    quiet_libraries,
-    sample_segment,
-)
 from training.lib.simulator import sequential_ids, unique_ids
+from training.synthesizer.bundle import SynthesizerBundle, load_bundle
+from training.synthesizer.copula import quiet_libraries, sample_segment
+from training.synthesizer.representation import CLASSES, decode_rows
 
 log = logging.getLogger("training.generate")
 

@@ -31,6 +31,7 @@ from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.schema import MAX_AMOUNT, TRANSACTION_COLUMNS, TRANSACTION_TYPES
 from training.lib.simulator import SimConfig, sequential_ids, simulate
+from training.lib.split import split_by_time
 
 log = logging.getLogger("training.reference")
 
@@ -224,19 +225,6 @@ def read_paysim_csv(path: Path, start: int, seed: int, max_shown: int) -> pd.Dat
     return map_paysim(raw, start, seed)
 
 
-def split_by_time(frame: pd.DataFrame, holdout_fraction: float):
-    """(train, holdout): the holdout is every row in the last fraction of the time span."""
-    if not 0.0 < holdout_fraction < 1.0:
-        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    first, last = int(frame["timestamp"].min()), int(frame["timestamp"].max())
-    cutoff = first + (1.0 - holdout_fraction) * (last - first + 1)
-    late = frame["timestamp"].to_numpy() >= cutoff
-    train, holdout = frame.loc[~late], frame.loc[late]
-    if train.empty or holdout.empty:
-        raise ValueError(f"time split at {cutoff:.0f} leaves an empty side; need more data")
-    return train.reset_index(drop=True), holdout.reset_index(drop=True)
-
-
 def build_reference(params: dict) -> pd.DataFrame:
     """The whole reference dataset, from the simulator or from a PaySim-style CSV."""
     source = str(params["source"])
@@ -268,7 +256,8 @@ def _describe(name: str, frame: pd.DataFrame) -> str:
 
 def run_reference(params: dict, out_train: Path, out_holdout: Path) -> tuple[int, int]:
     """Build, split by time and write both parquet files; returns their row counts."""
-    train, holdout = split_by_time(build_reference(params), float(params["holdout_fraction"]))
+    fraction = float(params["holdout_fraction"])
+    train, holdout = split_by_time(build_reference(params), fraction, "reference.holdout_fraction")
     for path, frame in ((out_train, train), (out_holdout, holdout)):
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(path, index=False)

@@ -15,9 +15,11 @@ from fraudops.features import FEATURE_NAMES, batch_features
 from fraudops.schema import BALANCE_COLUMNS, TRANSACTION_COLUMNS, TRANSACTION_TYPES
 from training import fit_synthesizer as fit_stage
 from training import generate as generate_stage
-from training.fit_synthesizer import decode_rows, encode_rows, find_episodes, load_bundle
 from training.generate import generate
 from training.lib.simulator import SimConfig, simulate
+from training.synthesizer.bundle import load_bundle, save_bundle
+from training.synthesizer.representation import decode_rows, encode_rows
+from training.synthesizer.sequencer import find_episodes
 
 FIT_PARAMS = {
     "seed": 5,
@@ -93,7 +95,7 @@ def test_generate_meets_the_data_contract(synthetic):
 @pytest.mark.slow
 def test_generate_is_deterministic_and_survives_save_and_load(fitted, synthetic, tmp_path):
     bundle, _ = fitted
-    fit_stage.save_bundle(bundle, tmp_path / "synth")
+    save_bundle(bundle, tmp_path / "synth")
     again = generate(load_bundle(tmp_path / "synth"), N_ROWS, FRAUD_RATE, seed=3, chunk_rows=1000)
     pd.testing.assert_frame_equal(synthetic, again)
     other = generate(bundle, N_ROWS, FRAUD_RATE, seed=4, chunk_rows=1000)

@@ -13,6 +13,7 @@ from fraudops.features import FEATURE_NAMES
 from fraudops.schema import TRANSACTION_COLUMNS
 from tests.helpers.transactions import make_transactions
 from training.featurize import FeaturizeError, featurize, main
+from training.lib.split import split_by_time
 
 PARAMS = {"valid_fraction": 0.25, "feedback_weight": 4.0}
 
@@ -68,6 +69,14 @@ def test_splits_by_time_and_keeps_holdout_as_test(inputs):
         assert all(frame[n].dtype == np.float32 for n in FEATURE_NAMES)
         assert {"is_fraud", "weight", "transaction_id"} <= set(frame.columns)
         assert (frame["weight"] == 1.0).all()
+
+
+def test_valid_set_is_the_late_side_of_the_shared_time_split(inputs):
+    """featurize cuts where reference does: the pipeline's one split rule."""
+    valid = run(inputs)["valid"]
+    raw = pd.read_parquet(inputs["train"])
+    _, late = split_by_time(raw, PARAMS["valid_fraction"], "featurize.valid_fraction")
+    assert valid["transaction_id"].tolist() == late["transaction_id"].tolist()
 
 
 def test_valid_rows_see_their_users_history_from_train(inputs):

@@ -13,7 +13,8 @@ import yaml
 from fraudops.schema import TRANSACTION_COLUMNS, TRANSACTION_TYPES
 from training import reference
 from training.lib.simulator import SimConfig, simulate
-from training.reference import MalformedInput, read_paysim_csv, split_by_time
+from training.lib.split import split_by_time
+from training.reference import MalformedInput, read_paysim_csv
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "paysim_small.csv"
 START = 1_704_067_200
@@ -170,14 +171,14 @@ def test_report_shows_the_first_problems_and_counts_them_all(tmp_path):
 
 
 def test_time_split_holds_out_the_last_fraction(sim):
-    train, holdout = split_by_time(sim, 0.25)
+    train, holdout = split_by_time(sim, 0.25, "reference.holdout_fraction")
     assert len(train) + len(holdout) == len(sim)
     assert train["timestamp"].max() < holdout["timestamp"].min()
     span = sim["timestamp"].max() - sim["timestamp"].min()
     held_span = holdout["timestamp"].max() - holdout["timestamp"].min()
     assert held_span == pytest.approx(0.25 * span, rel=0.05)
     with pytest.raises(ValueError, match="holdout_fraction"):
-        split_by_time(sim, 1.0)
+        split_by_time(sim, 1.0, "reference.holdout_fraction")
 
 
 def _params_file(tmp_path: Path, **section) -> Path:
