@@ -11,30 +11,44 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAMP_SERVING := $(VENV_SERVING)/.installed
 UV = $(shell command -v uv || echo "$$HOME/.local/bin/uv")
+# The local services (Kafka, Postgres, MLflow, Airflow): `$(DEVSTACK) up|down|status|env`.
+DEVSTACK := $(PY) -m fraudops.devstack
+# The Kafka broker's jars, resolved from Maven Central; refreshed when the pom changes.
+KAFKA_LIBS := build/kafka/libs
+KAFKA_STAMP := $(KAFKA_LIBS)/.resolved
 
-.PHONY: help install install-serving proto lint test test-unit test-integration test-pipeline services-up services-down \
+.PHONY: help install install-serving kafka-jars proto lint test test-unit test-integration test-pipeline services-up services-down \
 	services-status demo bench clean
 
 help:
-	@echo "make install          .venv with the serving, pipeline and dev groups"
+	@echo "make install          .venv with the serving, pipeline and dev groups, and the Kafka jars"
 	@echo "make install-serving  .venv-serving with the light scoring install only"
 	@echo "make test             install, start Kafka + Postgres, run pytest (what CI runs)"
 	@echo "make test-unit        the quick tier only: no services, no TensorFlow (under 2 min)"
 	@echo "make test-integration real Kafka + Postgres; make test-pipeline: the pipeline stack"
 	@echo "make lint             ruff check + ruff format --check"
 	@echo "make demo             install, start every service, run the pipeline and the demo"
-	@echo "make bench            the benchmark (bench/run.py)"
+	@echo "make bench            the benchmark (python -m bench.run)"
 	@echo "make services-up|services-down|services-status"
 	@echo "make proto            regenerate the gRPC stubs from proto/"
 	@echo "make clean            remove caches and run/ (stops the services first)"
 
-install: $(STAMP)
+install: $(STAMP) kafka-jars
 
 $(STAMP): pyproject.toml
 	@command -v uv >/dev/null || [ -x "$$HOME/.local/bin/uv" ] || \
 		python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@[ -x $(PY) ] || $(UV) venv --python $(PYTHON_VERSION) $(VENV)
 	$(UV) pip install --python $(PY) -e '.[serving,pipeline,dev]'
+	@touch $@
+
+kafka-jars: $(KAFKA_STAMP)
+
+$(KAFKA_STAMP): infra/kafka/pom.xml
+	@command -v mvn >/dev/null || { echo "mvn not found (apt-get install -y maven)" >&2; exit 1; }
+	rm -rf $(KAFKA_LIBS)
+	mvn -B -q -Dstyle.color=never -f infra/kafka/pom.xml dependency:copy-dependencies \
+		-DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
 	@touch $@
 
 install-serving: $(STAMP_SERVING)
@@ -60,7 +74,7 @@ TEST_TIERS := unit integration pipeline
 PYTEST_ARGS ?=
 
 test: install
-	scripts/services.sh up kafka postgres
+	$(DEVSTACK) up kafka postgres
 	@failed=""; for tier in $(TEST_TIERS); do \
 		start=$$SECONDS; \
 		$(VENV)/bin/pytest tests/$$tier --durations=15 $(PYTEST_ARGS) || { rc=$$?; \
@@ -75,31 +89,31 @@ test-unit: install
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 test-integration: install
-	scripts/services.sh up kafka postgres
+	$(DEVSTACK) up kafka postgres
 	$(VENV)/bin/pytest tests/integration --durations=15 $(PYTEST_ARGS)
 
 test-pipeline: install
-	scripts/services.sh up kafka postgres
+	$(DEVSTACK) up kafka postgres
 	$(VENV)/bin/pytest tests/pipeline --durations=15 $(PYTEST_ARGS)
 
 services-up: install
-	scripts/services.sh up
+	$(DEVSTACK) up
 
 services-down:
-	scripts/services.sh down
+	$(DEVSTACK) down
 
 services-status:
-	scripts/services.sh status
+	$(DEVSTACK) status
 
 demo: install
-	scripts/services.sh up
+	$(DEVSTACK) up
 	scripts/demo.sh
 
 bench: install
-	scripts/services.sh up kafka postgres
-	$(PY) bench/run.py
+	$(DEVSTACK) up kafka postgres
+	$(PY) -m bench.run
 
 clean:
-	scripts/services.sh down || true
+	$(DEVSTACK) down || true
 	rm -rf run .pytest_cache .ruff_cache build
 	find . -name __pycache__ -type d -prune -not -path './.venv*' -exec rm -rf {} +

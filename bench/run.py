@@ -11,51 +11,47 @@ from __future__ import annotations
 
 import argparse
 import pstats
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench import inline, stream  # noqa: E402
-from bench.common import (  # noqa: E402
-    bench_settings,
+from bench import inline, stream
+from bench.common import LOG_LEVEL, STOP_S, transactions
+from fraudops.modelspec import publish
+from fraudops.settings import load_settings
+from tests.helpers.stack import (
     build_models,
+    channel_to,
+    create_topics,
     delete_topics,
     free_port,
     fresh_database,
-    fresh_topics,
+    loopback_settings,
     port_open,
-    process,
-    transactions,
-    wait_for,
+    python_process,
     wait_serving,
+    wait_until,
 )
-from fraudops.modelspec import publish  # noqa: E402
-from fraudops.settings import load_settings  # noqa: E402
-
-LOCAL_DATABASE_URL = "postgresql://fraudops@127.0.0.1:55432/fraudops"
 
 
 def run_inline(settings, work: Path, built: Path, calls: int, rounds: int) -> list[str]:
     """Server process: latency rounds, then a hot reload under a steady client."""
-    topics = fresh_topics(settings.kafka_bootstrap_servers)
+    topics = create_topics(settings.kafka_bootstrap_servers, "bench")
     settings = replace(settings, **topics)
     try:
-        with process(["-m", "serving.server"], settings, work / "server.log"):
-            wait_serving(settings.grpc_port)
+        server = python_process(["-m", "serving.server"], settings, work / "server.log", STOP_S)
+        with server, channel_to(settings.grpc_port) as channel:
+            wait_serving(channel, timeout=120)
             latency = inline.score_latency(settings.grpc_port, calls, rounds)
             reload = inline.hot_reload(settings.grpc_port, built, settings.model_dir, "v2")
         noop_port = free_port()
-        with process(["-m", "bench.noop_server", str(noop_port)], settings, work / "noop.log"):
-            wait_for(lambda: port_open(noop_port), "the no-op server", 60)
+        noop = ["-m", "bench.noop_server", str(noop_port)]
+        with python_process(noop, settings, work / "noop.log", STOP_S):
+            wait_until(lambda: port_open("127.0.0.1", noop_port), "the no-op server", 60)
             txs = transactions(calls + 500, users=5000, seed=1, prefix="noop")
             latency.noop_rounds = inline.call_latency(noop_port, txs, 500, rounds)
     finally:
-        delete_topics(settings.kafka_bootstrap_servers, topics)
+        delete_topics(settings.kafka_bootstrap_servers, list(topics.values()))
     return inline.report(latency, reload)
 
 
@@ -74,18 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-n", type=int, default=100_000, help="transactions per round")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
-    base = load_settings()
-    if not base.database_url:  # the project's local Postgres (scripts/services.sh up postgres)
-        base = replace(base, database_url=LOCAL_DATABASE_URL)
+    base = load_settings().with_local_database()
     with (
         tempfile.TemporaryDirectory(prefix="fraudops-bench-") as tmp,
-        fresh_database(base.database_url) as url,
+        fresh_database(base.database_url, "fraudops_bench") as url,
     ):
         work = Path(tmp)
-        built = build_models(work / "built")
+        built = build_models(work / "built", timeout=900)
         serving_root = work / "serving"
         publish(built / "v1", serving_root, "v1")
-        settings = bench_settings(base, database_url=url, model_dir=serving_root)
+        settings = loopback_settings(
+            base, database_url=url, model_dir=serving_root, log_level=LOG_LEVEL
+        )
         lines = run_inline(settings, work, built, args.calls, args.rounds)
         drains = [stream.drain(settings, args.stream_n, seed, work, None)
                   for seed in range(1, args.rounds + 1)]  # fmt: skip

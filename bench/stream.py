@@ -8,11 +8,12 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.common import delete_topics, fresh_topics, median, process, transactions
+from bench.common import STOP_S, median, transactions
+from fraudops.db import connect
 from fraudops.settings import Settings
+from tests.helpers.stack import create_topics, delete_topics, python_process
 
 
 @dataclass
@@ -55,7 +56,7 @@ def kafka_count(settings: Settings, topic: str) -> int:
 
 
 def _stored(url: str, prefix: str) -> int:
-    conn = psycopg2.connect(url)
+    conn = connect(url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(
@@ -69,7 +70,7 @@ def _stored(url: str, prefix: str) -> int:
 
 def drain(base: Settings, n: int, seed: int, logs: Path, profile: Path | None) -> DrainResult:
     """One round on fresh topics and a fresh consumer group."""
-    topics = fresh_topics(base.kafka_bootstrap_servers)
+    topics = create_topics(base.kafka_bootstrap_servers, "bench")
     settings = replace(base, consumer_group=f"bench-{uuid.uuid4().hex[:8]}", **topics)
     try:
         fill(settings, n, seed)
@@ -77,7 +78,7 @@ def drain(base: Settings, n: int, seed: int, logs: Path, profile: Path | None) -
         if profile is not None:
             args = ["-m", "cProfile", "-o", str(profile), *args]
         prefix, first, count = f"stream{seed}", None, 0
-        with process(args, settings, logs / f"scorer-{seed}.log"):
+        with python_process(args, settings, logs / f"scorer-{seed}.log", STOP_S):
             deadline = time.monotonic() + 600
             while count < n and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -87,7 +88,7 @@ def drain(base: Settings, n: int, seed: int, logs: Path, profile: Path | None) -
             last = time.perf_counter()
         on_kafka = kafka_count(settings, settings.topic_scores)
     finally:
-        delete_topics(settings.kafka_bootstrap_servers, topics)
+        delete_topics(settings.kafka_bootstrap_servers, list(topics.values()))
     return DrainResult(n - first[1], last - first[0], count, on_kafka)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -224,10 +224,15 @@ class OnlineFeatures:
         """Features of a micro-batch, in order; static features are vectorised."""
         if not txs:
             return np.zeros((0, N_FEATURES), dtype=np.float32)
-        cols = {k: [tx[k] for tx in txs] for k in _STATIC_KEYS}
-        static = np.column_stack(_static_features(cols))
+        static = static_matrix(txs)
         velocity = np.asarray([self.velocity(tx) for tx in txs], dtype=np.float64)
         return np.hstack([static, velocity]).astype(np.float32)
+
+
+def static_matrix(txs: Sequence[Mapping]) -> np.ndarray:
+    """The per-transaction features of a micro-batch (N, static features), vectorised."""
+    cols = {k: [tx[k] for tx in txs] for k in _STATIC_KEYS}
+    return np.column_stack(_static_features(cols))
 
 
 _STATIC_KEYS = (

@@ -5,10 +5,15 @@ gRPC/Kafka validation in serving."""
 from __future__ import annotations
 
 import math
+import re
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from fraudops.settings import Settings
 
 TRANSACTION_TYPES: tuple[str, ...] = ("CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER")
 
@@ -52,6 +57,30 @@ MAX_ID_LENGTH = 64
 MAX_TEXT_LENGTH = 64
 _KNOWN_TYPES = frozenset(TRANSACTION_TYPES)
 MAX_AMOUNT = 1e12  # nothing real is larger; beyond this float32 features lose meaning
+MAX_INT64 = 2**63 - 1  # user_id and timestamp are BIGINT in Postgres, int64 on the wire
+# C0 and C1 control characters (NUL included) and lone surrogates: Postgres refuses NUL, a
+# surrogate has no UTF-8 encoding, and the others corrupt logs, CSV exports and the console.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class TimestampWindow:
+    """The event times a transaction may carry: none before `earliest`, none more than
+    `max_ahead_s` past the validating process's clock (clocks drift a little; simulated
+    and replayed traffic lies in the past, so there is no lower bound relative to now)."""
+
+    earliest: int
+    max_ahead_s: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TimestampWindow:
+        return cls(settings.min_event_ts, settings.max_event_ts_ahead_s)
+
+    def latest(self, now: float | None = None) -> int:
+        return int(time.time() if now is None else now) + self.max_ahead_s
+
+
+DEFAULT_WINDOW = TimestampWindow.from_settings(Settings())
 
 
 class InvalidTransaction(ValueError):
@@ -63,9 +92,32 @@ class InvalidTransaction(ValueError):
         self.problem = problem
 
 
+def text_problem(value: str, max_length: int, *, printable: bool = False) -> str | None:
+    """What makes a string field unfit to store, or None: too long, or a character that is
+    a control character or not UTF-8 (for identifiers: anything not printable)."""
+    if len(value) > max_length:
+        return f"longer than {max_length} characters"
+    if printable:
+        bad = next((i for i, c in enumerate(value) if not c.isprintable()), None)
+    else:
+        found = _CONTROL.search(value)
+        bad = found.start() if found else None
+    if bad is None:
+        return None
+    what = "printable characters" if printable else "no control characters and valid UTF-8"
+    return f"must hold {what}; U+{ord(value[bad]):04X} at position {bad}"
+
+
 def _check_number(name: str, value: Any, *, non_negative: bool = True) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise InvalidTransaction(name, f"must be a number, got {type(value).__name__}")
+    if isinstance(value, int):  # may be beyond float range: compare exactly, never convert
+        if non_negative and value < 0:
+            shown = value if value >= -MAX_AMOUNT else f"less than {-MAX_AMOUNT:g}"
+            raise InvalidTransaction(name, f"must not be negative, got {shown}")
+        if abs(value) > MAX_AMOUNT:
+            raise InvalidTransaction(name, f"is implausibly large (more than {MAX_AMOUNT:g})")
+        return
     if math.isnan(value):
         raise InvalidTransaction(name, "is NaN")
     if math.isinf(value):
@@ -76,21 +128,22 @@ def _check_number(name: str, value: Any, *, non_negative: bool = True) -> None:
         raise InvalidTransaction(name, f"is implausibly large ({value:g})")
 
 
-def validate_transaction(tx: Mapping[str, Any]) -> None:
+def validate_transaction(
+    tx: Mapping[str, Any], window: TimestampWindow = DEFAULT_WINDOW, now: float | None = None
+) -> None:
     """Raise InvalidTransaction naming the first field that breaks the schema.
 
-    Works on a dict or on anything with the proto's field names (see `as_dict`)."""
+    Works on a dict or on anything with the proto's field names (see `proto_to_dict`). `now`
+    (Unix seconds, default the clock) is where the timestamp window ends."""
     tx_id = tx.get(ID_COLUMN, "")
     if not isinstance(tx_id, str) or not tx_id.strip():
         raise InvalidTransaction(ID_COLUMN, "must be a non-empty string")
-    if len(tx_id) > MAX_ID_LENGTH:
-        raise InvalidTransaction(ID_COLUMN, f"longer than {MAX_ID_LENGTH} characters")
+    if problem := text_problem(tx_id, MAX_ID_LENGTH, printable=True):
+        raise InvalidTransaction(ID_COLUMN, problem)
     user_id = tx.get(USER_COLUMN)
-    if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
-        raise InvalidTransaction(USER_COLUMN, "must be a positive integer")
-    timestamp = tx.get(TIME_COLUMN)
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or timestamp <= 0:
-        raise InvalidTransaction(TIME_COLUMN, "must be positive Unix epoch seconds")
+    if not _is_int(user_id) or not 0 < user_id <= MAX_INT64:
+        raise InvalidTransaction(USER_COLUMN, "must be a positive 64-bit integer")
+    _check_timestamp(tx.get(TIME_COLUMN), window, now)
     tx_type = tx.get(TYPE_COLUMN)
     if tx_type not in TRANSACTION_TYPES:
         shown = str(tx_type)[:MAX_TEXT_LENGTH]
@@ -102,8 +155,23 @@ def validate_transaction(tx: Mapping[str, Any]) -> None:
     if tx[NUMERIC_COLUMNS[0]] == 0:
         raise InvalidTransaction("amount", "must be greater than zero")
     channel = tx.get("channel", "")
-    if isinstance(channel, str) and len(channel) > MAX_TEXT_LENGTH:
-        raise InvalidTransaction("channel", f"longer than {MAX_TEXT_LENGTH} characters")
+    if isinstance(channel, str) and (problem := text_problem(channel, MAX_TEXT_LENGTH)):
+        raise InvalidTransaction("channel", problem)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_timestamp(timestamp: Any, window: TimestampWindow, now: float | None) -> None:
+    if not _is_int(timestamp):
+        raise InvalidTransaction(TIME_COLUMN, "must be Unix epoch seconds (an integer)")
+    if not window.earliest <= timestamp <= window.latest(now):
+        raise InvalidTransaction(
+            TIME_COLUMN,
+            f"must be Unix epoch seconds from {window.earliest} to {window.max_ahead_s} s "
+            f"ahead of the clock, got {timestamp}",
+        )
 
 
 def proto_to_dict(msg: Any) -> dict[str, Any]:
@@ -149,7 +217,10 @@ def _bad_ids(ids: Sequence[Any]) -> np.ndarray:
     strings = ids if ok.all() else [v if good else "" for v, good in zip(ids, ok, strict=True)]
     lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(ids))
     blank = np.fromiter(map(str.isspace, strings), dtype=bool, count=len(ids))
-    return ~ok | (lengths == 0) | (lengths > MAX_ID_LENGTH) | blank
+    bad = ~ok | (lengths == 0) | (lengths > MAX_ID_LENGTH) | blank
+    if not "".join(strings).isprintable():  # rare: look row by row only then
+        bad |= ~np.fromiter(map(str.isprintable, strings), dtype=bool, count=len(ids))
+    return bad
 
 
 def _known_types(types: Sequence[Any]) -> np.ndarray:
@@ -159,22 +230,28 @@ def _known_types(types: Sequence[Any]) -> np.ndarray:
     return ok & np.fromiter(map(_KNOWN_TYPES.__contains__, strings), bool, len(types))
 
 
-def _long_channels(channel: Sequence[Any]) -> np.ndarray:
-    """Per row: the channel is a string longer than MAX_TEXT_LENGTH."""
-    if _of_types(channel, (str,)).all():
-        return np.fromiter(map(len, channel), np.int64, len(channel)) > MAX_TEXT_LENGTH
-    long = (isinstance(c, str) and len(c) > MAX_TEXT_LENGTH for c in channel)
-    return np.fromiter(long, bool, len(channel))
+def _bad_text(column: Sequence[Any], max_length: int) -> np.ndarray:
+    """Per row: the value is a string that text_problem refuses (other types pass)."""
+    strings = _of_types(column, (str,))
+    if not strings.all():
+        column = [c if ok else "" for c, ok in zip(column, strings, strict=True)]
+    bad = np.fromiter(map(len, column), np.int64, len(column)) > max_length
+    if _CONTROL.search("".join(column)):  # rare: look row by row only then
+        bad |= np.fromiter((bool(_CONTROL.search(c)) for c in column), bool, len(column))
+    return bad
 
 
-def _suspects(cols: Mapping[str, Sequence[Any]], n: int) -> np.ndarray:
+def _suspects(
+    cols: Mapping[str, Sequence[Any]], n: int, window: TimestampWindow, now: float
+) -> np.ndarray:
     """Rows that may break a rule of validate_transaction: never misses one, and flags a
-    valid row only in corner cases (an int too large for float64)."""
+    valid row only in corner cases (an int too large for float64, or within 512 of 2^63)."""
     missing = [None] * n
     bad = _bad_ids(cols.get(ID_COLUMN, missing))
-    for name in (USER_COLUMN, TIME_COLUMN):
-        values, wrong = _numbers(cols.get(name, missing), (int,))
-        bad |= wrong | ~(values > 0)
+    users, wrong = _numbers(cols.get(USER_COLUMN, missing), (int,))
+    bad |= wrong | ~((users > 0) & (users < 2.0**63))
+    times, wrong = _numbers(cols.get(TIME_COLUMN, missing), (int,))
+    bad |= wrong | ~((times >= window.earliest) & (times <= window.latest(now)))
     bad |= ~_known_types(cols.get(TYPE_COLUMN, missing))
     for name in NUMERIC_COLUMNS:
         values, wrong = _numbers(cols.get(name, missing), (int, float))
@@ -184,11 +261,13 @@ def _suspects(cols: Mapping[str, Sequence[Any]], n: int) -> np.ndarray:
             bad |= values == 0
     channel = cols.get("channel")
     if channel is not None:
-        bad |= _long_channels(channel)
+        bad |= _bad_text(channel, MAX_TEXT_LENGTH)
     return bad
 
 
-def validate_columns(cols: Mapping[str, Sequence[Any]]) -> list[tuple[int, InvalidTransaction]]:
+def validate_columns(
+    cols: Mapping[str, Sequence[Any]], window: TimestampWindow = DEFAULT_WINDOW
+) -> list[tuple[int, InvalidTransaction]]:
     """Validate a micro-batch given as columns (name -> values, one per row): for each
     row that breaks the schema, its index and the error validate_transaction raises.
 
@@ -196,10 +275,11 @@ def validate_columns(cols: Mapping[str, Sequence[Any]]) -> list[tuple[int, Inval
     judged by validate_transaction itself, so the field and message are the same by
     construction and a rule lives in one place."""
     n = len(cols[ID_COLUMN]) if ID_COLUMN in cols else len(next(iter(cols.values()), ()))
+    now = time.time()  # one clock reading for the batch: screen and judge agree
     errors: list[tuple[int, InvalidTransaction]] = []
-    for i in np.flatnonzero(_suspects(cols, n)).tolist():
+    for i in np.flatnonzero(_suspects(cols, n, window, now)).tolist():
         try:
-            validate_transaction({k: v[i] for k, v in cols.items()})
+            validate_transaction({k: v[i] for k, v in cols.items()}, window, now)
         except InvalidTransaction as err:
             errors.append((i, err))
     return errors

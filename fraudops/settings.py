@@ -1,18 +1,25 @@
 """Runtime endpoints and knobs, read from the environment once when a process starts
-(never at import). Pipeline parameters live in params.yaml instead (see fraudops.params)."""
+(never at import). Pipeline parameters live in params.yaml instead (see fraudops.params).
+
+This module is the one place that names a topic or an endpoint: everything else reads a
+field, builds a subprocess's environment with `to_environ` (the inverse of
+`load_settings`), and creates the topics `Settings.topics` lists."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     database_url: str | None = None  # None: no database (collect_feedback reads nothing)
+    redis_url: str | None = None  # None: per-user feature state in each process's memory
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
+    airflow_url: str = "http://127.0.0.1:8080"
     model_dir: Path = Path("models/serving")
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
@@ -26,21 +33,63 @@ class Settings:
     topic_labels: str = "transaction_labels"
     topic_dlq: str = "raw_transactions.dlq"
     topic_labels_dlq: str = "transaction_labels.dlq"
+    topic_inline_dlq: str = "inline_scores.dlq"
+    min_event_ts: int = 946_684_800  # 2000-01-01: an earlier transaction timestamp is refused
+    max_event_ts_ahead_s: int = 300  # and so is one further ahead of the validating clock
     scorer_batch_size: int = 2000
     scorer_poll_seconds: float = 0.05
     log_level: str = "INFO"
+    # The project-local dev stack (fraudops.devstack): its Postgres cluster and the KRaft
+    # controller listener of its one broker (the broker's own port is in the bootstrap).
+    postgres_port: int = 55432
+    kafka_controller_port: int = 9093
+    redis_port: int = 56379
+
+    def topics(self) -> dict[str, str]:
+        """Every topic the services use, keyed by field name: what a broker must hold."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name.startswith("topic_")}
+
+    def local_database_url(self) -> str:
+        """The dev stack's database: role and database `fraudops`, trust auth on loopback."""
+        return f"postgresql://fraudops@127.0.0.1:{self.postgres_port}/fraudops"
+
+    def local_redis_url(self) -> str:
+        """The dev stack's Redis, on its own port (not a system Redis on 6379)."""
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def with_local_services(self) -> Settings:
+        """These settings, with the dev stack's Postgres and Redis where none is configured."""
+        return replace(
+            self,
+            database_url=self.database_url or self.local_database_url(),
+            redis_url=self.redis_url or self.local_redis_url(),
+        )
+
+    def kafka_address(self) -> tuple[str, int]:
+        """Host and port of the first bootstrap server."""
+        host, _, port = self.kafka_bootstrap_servers.split(",")[0].rpartition(":")
+        return host, int(port)
 
 
 # Environment variable for each setting; the standard names where one exists.
 ENV_NAMES = {
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "database_url": "DATABASE_URL",
+    "redis_url": "REDIS_URL",
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+    "airflow_url": "AIRFLOW_URL",
 }
 
 
 def env_name(field_name: str) -> str:
     return ENV_NAMES.get(field_name, f"FRAUDOPS_{field_name.upper()}")
+
+
+def url_address(url: str) -> tuple[str, int]:
+    """Host and port of a URL, with the scheme's default port when it names none."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443, "postgresql": 5432, "redis": 6379}.get(parts.scheme, 0)
+    return parts.hostname or "127.0.0.1", parts.port or default
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -64,3 +113,14 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         except ValueError as err:
             raise ValueError(f"{env_name(f.name)}={raw!r} is not a valid {kind}") from err
     return Settings(**values)
+
+
+def to_environ(settings: Settings) -> dict[str, str]:
+    """The environment that `load_settings` turns back into `settings`: every field, so a
+    subprocess given it (over its parent's environment) inherits no stray value. An unset
+    optional field is the empty string, which `load_settings` reads as unset."""
+    environ = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        environ[env_name(f.name)] = "" if value is None else str(value)
+    return environ

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import psycopg2
 
 from fraudops.bands import BANDS
+from fraudops.db import connect
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.settings import load_settings
@@ -109,7 +109,7 @@ def fetch_tables(
     """Run every digest query for `day` in one read-only snapshot."""
     start, end = day_bounds(day)
     args = {"start": start, "end": end, "bins": bins, "top": top_users}
-    conn = psycopg2.connect(database_url)
+    conn = connect(database_url)
     try:
         conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
         with conn, conn.cursor() as cur:

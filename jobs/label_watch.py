@@ -16,8 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg2
-
+from fraudops.db import connect
 from fraudops.modelspec import published_versions
 
 log = logging.getLogger("fraudops.label_watch")
@@ -71,7 +70,7 @@ def watermark(serving_root: Path, last_event_extra: dict[str, Any] | None) -> da
 
 def count_new_labels(database_url: str, since: datetime | None, min_new_labels: int) -> NewLabels:
     """Count labels given after `since` (every label when there is no watermark yet)."""
-    conn = psycopg2.connect(database_url)
+    conn = connect(database_url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(_COUNT, (since or EPOCH,))

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The fraudops demo: run the training pipeline once through Airflow, then say where to look.
-# Assumes `make install` and `scripts/services.sh up` (the Makefile's demo target does both).
+# Assumes `make install` and `python -m fraudops.devstack up` (the Makefile's demo target
+# does both); the endpoints come from the dev stack's settings (`devstack env`).
 # Triggers the `fraud_training` DAG over Airflow's REST API, prints each task's state as it
 # changes, and exits non-zero if the run fails.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY="$ROOT/.venv/bin/python"
-AIRFLOW=${AIRFLOW_URL:-http://127.0.0.1:8080}
-MLFLOW=${MLFLOW_TRACKING_URI:-http://127.0.0.1:5000}
+eval "$(cd "$ROOT" && "$PY" -m fraudops.devstack env)"
+AIRFLOW=$AIRFLOW_URL
+MLFLOW=$MLFLOW_TRACKING_URI
 DAG=fraud_training
 TIMEOUT=${DEMO_TIMEOUT_SECONDS:-3600}
 
@@ -59,9 +61,10 @@ cat <<EOF
   Served model $ROOT/models/serving/ (newest v<N> is live)
 
   Start scoring against it (each in its own terminal, from $ROOT):
-    .venv/bin/fraudops-serve     # gRPC Score / SendTransaction / SubmitLabel on 127.0.0.1:50051
-    .venv/bin/fraudops-scorer    # Kafka raw_transactions -> transaction_scores + Postgres
-    .venv/bin/python -m serving.label_consumer   # Kafka transaction_labels -> feedback_labels
+    eval "\$(.venv/bin/python -m fraudops.devstack env)"
+    .venv/bin/fraudops-serve     # gRPC Score / SendTransaction / SubmitLabel on $FRAUDOPS_GRPC_HOST:$FRAUDOPS_GRPC_PORT
+    .venv/bin/fraudops-scorer    # Kafka $FRAUDOPS_TOPIC_RAW -> $FRAUDOPS_TOPIC_SCORES + Postgres
+    .venv/bin/python -m serving.label_consumer   # Kafka $FRAUDOPS_TOPIC_LABELS -> feedback_labels
   Both watch models/serving/ (FRAUDOPS_MODEL_DIR) and hot-reload each newly promoted model.
 EOF
 [[ "$state" == success ]]

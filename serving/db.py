@@ -1,8 +1,9 @@
-"""Postgres access and schema migrations.
+"""Postgres schema migrations, and databases made and dropped (tests, the demo).
 
 Migrations are the files `serving/migrations/NNN_name.sql`, applied in order, each in its
 own transaction together with its row in `schema_migrations`, so a failed migration leaves
-nothing half-applied and re-running `migrate` applies only what is new.
+nothing half-applied and re-running `migrate` applies only what is new. Connections come
+from `fraudops.db.connect`, shared with the pipeline and the jobs.
 
 CLI: `python -m serving.db migrate [--database-url URL]`
      `python -m serving.db create-database NAME [--database-url URL]`
@@ -18,9 +19,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
-import psycopg2.extensions
 from psycopg2 import sql
 
+from fraudops.db import connect
 from fraudops.pii import configure_logging
 from fraudops.settings import load_settings
 
@@ -30,13 +31,6 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Serialises concurrent `migrate` calls (several services starting at once).
 _MIGRATION_LOCK_ID = 0x6672_6175_6401
-
-
-def connect(url: str, **kwargs) -> psycopg2.extensions.connection:
-    """A psycopg2 connection; one place to add connection defaults for every caller."""
-    kwargs.setdefault("connect_timeout", 10)
-    kwargs.setdefault("application_name", "fraudops")
-    return psycopg2.connect(url, **kwargs)
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:

@@ -1,8 +1,8 @@
 """Kafka clients of the scoring service, configured in one place.
 
 Producers are idempotent with acks=all, so a retried send never duplicates or reorders a
-message within a partition. The scorer's consumer never auto-commits: offsets are
-committed by hand once the batch's scores are durable in Kafka and Postgres."""
+message within a partition. Consumers never auto-commit: the scorer and the label consumer
+commit a batch's offsets (`next_offsets`) by hand once everything it produced is durable."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from fraudops.settings import Settings
 from serving import metrics
@@ -39,8 +39,12 @@ def make_producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(producer_config(settings, **overrides))
 
 
-def make_consumer(settings: Settings, group: str | None = None, **overrides: Any) -> Consumer:
-    """A manual-commit consumer of the scorer's group; lag is reported via statistics."""
+def make_consumer(
+    settings: Settings, group: str | None = None, report_lag: bool = True, **overrides: Any
+) -> Consumer:
+    """A manual-commit consumer (default: the scorer's group); a new group starts at the
+    earliest offset, so nothing already on the topic is skipped. With `report_lag`, the
+    partitions' lag goes to the scorer's consumer-lag gauge via librdkafka statistics."""
     config = {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "group.id": group or settings.consumer_group,
@@ -51,12 +55,21 @@ def make_consumer(settings: Settings, group: str | None = None, **overrides: Any
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 50,
         "queued.max.messages.kbytes": 256 * 1024,
-        "statistics.interval.ms": 5000,
-        "stats_cb": record_lag,
         "error_cb": _log_error,
     }
+    if report_lag:
+        config.update({"statistics.interval.ms": 5000, "stats_cb": record_lag})
     config.update(overrides)
     return Consumer(config)
+
+
+def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
+    """The offsets to commit once every message of `msgs` is handled (a partition's
+    messages arrive in offset order, so its last one is its highest)."""
+    last: dict[tuple[str, int], int] = {}
+    for m in msgs:
+        last[m.topic(), m.partition()] = m.offset()
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
 def _log_error(err: KafkaError) -> None:

@@ -2,8 +2,9 @@
 
 Each message is a LabelRequest; it is stored with `serving.labels.record_label`, the same
 function the gRPC Feedback servicer uses. A message that cannot be decoded, or holds an
-invalid label (unknown transaction included), goes to `transaction_labels.dlq` with its
-original bytes and the reason in the `error` header. Offsets are committed only after the
+invalid label (unknown transaction included), or one the database refuses for what it
+holds, goes to `transaction_labels.dlq` with its original bytes and the reason in the
+`error` header; the labels around it are stored. Offsets are committed only after the
 database commit or the DLQ delivery of every message before them, so a crash redelivers
 and never loses a label (and `record_label` makes a redelivery a no-op).
 
@@ -19,14 +20,16 @@ import threading
 from dataclasses import dataclass, field
 
 import psycopg2
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message
 from google.protobuf.message import DecodeError
 
+from fraudops.db import connect
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings, load_settings
-from serving import db
+from serving.kafka_io import make_consumer, make_producer, next_offsets
 from serving.labels import LabelError, label_name, record_label
+from serving.persistence import refusal
 
 log = logging.getLogger("fraudops.label_consumer")
 
@@ -68,29 +71,14 @@ class LabelConsumer:
         self.settings = settings
         self.stop_event = threading.Event()
         self.counts = Counts()
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                # a new group reads the labels already on the topic: none may be skipped
-                "auto.offset.reset": "earliest",
-            }
-        )
-        self.producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "enable.idempotence": True,
-                "acks": "all",
-            }
-        )
+        self.consumer = make_consumer(settings, group, report_lag=False)
+        self.producer = make_producer(settings)
         self.conn = None
         self._delivery_errors: list[str] = []
 
     def _connect(self):
         if self.conn is None or self.conn.closed:
-            self.conn = db.connect(self.settings.database_url)
+            self.conn = connect(self.settings.database_url)
         return self.conn
 
     def _disconnect(self) -> None:
@@ -144,11 +132,17 @@ class LabelConsumer:
             self.counts.unchanged += 1
 
     def handle(self, msg: Message) -> None:
-        """Store one message or dead-letter it; only database outages propagate."""
+        """Store one message or dead-letter it (an invalid label, or one the database
+        refuses for what it holds); only database outages propagate."""
         try:
             self._store(decode(msg.value()))
         except LabelError as err:
             self._dead_letter(msg, str(err))
+        except psycopg2.Error as err:
+            reason = refusal(err)
+            if reason is None:
+                raise
+            self._dead_letter(msg, reason)
 
     def _commit(self, batch: list[Message]) -> None:
         """Commit after every DLQ message of the batch is acknowledged by the broker."""
@@ -157,11 +151,7 @@ class LabelConsumer:
             raise KafkaException(
                 f"DLQ delivery failed, offsets not committed: {errors or 'timeout'}"
             )
-        last: dict[tuple[str, int], int] = {}
-        for msg in batch:
-            last[(msg.topic(), msg.partition())] = msg.offset() + 1
-        offsets = [TopicPartition(t, p, o) for (t, p), o in last.items()]
-        self.consumer.commit(offsets=offsets, asynchronous=False)
+        self.consumer.commit(offsets=next_offsets(batch), asynchronous=False)
 
     def poll_once(self, timeout: float = 1.0) -> int:
         """Process one batch; returns how many messages it handled."""

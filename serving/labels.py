@@ -8,14 +8,14 @@ training run reads and the history an auditor reads can never disagree."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from fraudops.db import append_audit
 from fraudops.pii import mask_pii
-from fraudops.schema import MAX_ID_LENGTH
+from fraudops.schema import MAX_ID_LENGTH, text_problem
 
 LABELS: tuple[str, ...] = ("FRAUD", "LEGIT")
 MAX_SOURCE_LENGTH = 64
@@ -65,20 +65,20 @@ def validate_label(transaction_id: Any, label: Any, source: Any, note: Any) -> s
     """Check every field before touching the database; returns the normalised label."""
     if not isinstance(transaction_id, str) or not transaction_id.strip():
         raise LabelError("transaction_id", "must be a non-empty string")
-    if len(transaction_id) > MAX_ID_LENGTH:
-        raise LabelError("transaction_id", f"longer than {MAX_ID_LENGTH} characters")
+    if problem := text_problem(transaction_id, MAX_ID_LENGTH, printable=True):
+        raise LabelError("transaction_id", problem)
     name = label_name(label) if isinstance(label, int | str) else ""
     if name not in LABELS:
         shown = str(label)[:MAX_SOURCE_LENGTH]
         raise LabelError("label", f"must be one of {', '.join(LABELS)}, got {shown!r}")
     if not isinstance(source, str) or not source.strip():
         raise LabelError("source", "must name who labelled (e.g. 'analyst:alice')")
-    if len(source) > MAX_SOURCE_LENGTH:
-        raise LabelError("source", f"longer than {MAX_SOURCE_LENGTH} characters")
+    if problem := text_problem(source, MAX_SOURCE_LENGTH, printable=True):
+        raise LabelError("source", problem)
     if not isinstance(note, str):
         raise LabelError("note", "must be text")
-    if len(note) > MAX_NOTE_LENGTH:
-        raise LabelError("note", f"longer than {MAX_NOTE_LENGTH} characters")
+    if problem := text_problem(note, MAX_NOTE_LENGTH):
+        raise LabelError("note", problem)
     return name
 
 
@@ -105,7 +105,6 @@ ON CONFLICT (transaction_id) DO UPDATE
        labelled_at = EXCLUDED.labelled_at, supersedes = feedback_labels.label
 RETURNING supersedes, labelled_at
 """
-_AUDIT = "INSERT INTO audit_log (kind, subject, detail) VALUES (%s, %s, %s::jsonb)"
 
 
 def record_label(conn, transaction_id: str, label: str, source: str, note: str = "") -> LabelResult:
@@ -135,5 +134,5 @@ def record_label(conn, transaction_id: str, label: str, source: str, note: str =
             "labelled_at": labelled_at.isoformat(),
             "note": mask_pii(note),
         }
-        cur.execute(_AUDIT, (AUDIT_KIND, transaction_id, json.dumps(detail)))
+        append_audit(cur, AUDIT_KIND, transaction_id, detail)
     return LabelResult(transaction_id, name, previous is not None, previous)

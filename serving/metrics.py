@@ -76,6 +76,35 @@ PERSISTED = Counter(
     ["source"],
     registry=REGISTRY,
 )
+SCORED_WITHOUT_HISTORY = Counter(
+    "fraudops_scored_without_history_total",
+    "Transactions scored inline as if their user were new: the feature store was unreachable.",
+    registry=REGISTRY,
+)
+FEATURE_STORE_RETRIES = Counter(
+    "fraudops_feature_store_retries_total",
+    "Micro-batches the stream scorer held back and retried: the feature store was unreachable.",
+    registry=REGISTRY,
+)
+MISSING_HISTORY = Gauge(
+    "fraudops_feature_store_missing_history_rows",
+    "Recent scored transactions in Postgres when this process found the feature state empty "
+    "at start (0: nothing missing); fraudops-features rebuild restores them.",
+    registry=REGISTRY,
+)
+INLINE_DEAD_LETTERED = Counter(
+    "fraudops_inline_scores_dead_lettered_total",
+    "Inline scores sent to the inline dead-letter topic instead of Postgres, by reason "
+    "(refused: the database rejected the row; unwritten: Postgres unreachable after the "
+    "retries; queue_full: too many scores already waiting for Postgres).",
+    ["reason"],
+    registry=REGISTRY,
+)
+INLINE_LOST = Counter(
+    "fraudops_inline_scores_lost_total",
+    "Inline scores neither Postgres nor the inline dead-letter topic took.",
+    registry=REGISTRY,
+)
 
 _current_version: list[str] = []
 

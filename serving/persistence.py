@@ -2,14 +2,20 @@
 
 Score rows go in bulk: COPY into a per-connection temporary table, then one
 `INSERT ... SELECT ... ON CONFLICT (transaction_id) DO NOTHING`, so a redelivered message
-is written once and a batch of thousands costs two statements. Inline scores are handed
-to `InlineScoreSink`, a background thread that writes them in micro-batches, so the
-request path never waits on the database, and that drains completely on shutdown."""
+is written once and a batch of thousands costs two statements. A row the database refuses
+for what it holds (a data or integrity error) is isolated by halving the batch, so it never
+takes its neighbours down; a lost connection is retried and never blamed on a row.
+Inline scores are handed to `InlineScoreSink`, a background thread that writes them in
+micro-batches, so the request path never waits on the database, and that drains completely
+on shutdown; what it cannot store goes to the inline dead-letter topic."""
 
 from __future__ import annotations
 
+import bisect
+import collections
 import csv
 import io
+import itertools
 import json
 import logging
 import os
@@ -17,13 +23,17 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg2
+from confluent_kafka import Producer
 
+from fraudops.db import append_audit, connect
+from fraudops.pii import mask_pii
 from serving import metrics
-from serving.db import connect
 from serving.model_store import LoadedModel
 from serving.scoring import ScoredBatch
 
@@ -64,38 +74,66 @@ _RETRYABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
 _reasons_json = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
 
 
-def audit(conn, kind: str, subject: str, detail: dict[str, Any]) -> None:
-    """Append one audit_log row in the caller's transaction."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO audit_log (kind, subject, detail) VALUES (%s, %s, %s::jsonb)",
-            (kind, subject, json.dumps(detail)),
-        )
+def _rows(batch: ScoredBatch, source: str) -> Iterator[tuple]:
+    """The scored_transactions rows of one batch, in SCORE_COLUMNS order."""
+    version, latency = batch.model.version, batch.latency_us
+    for tx, score, band, reasons in zip(
+        batch.txs, batch.scores.tolist(), batch.band_names(), batch.reasons, strict=True
+    ):
+        yield (
+            tx["transaction_id"], tx["user_id"], tx["timestamp"], tx["type"], tx["amount"],
+            tx["old_balance_orig"], tx["new_balance_orig"], tx["old_balance_dest"],
+            tx["new_balance_dest"], tx["is_unauthorized_overdraft"], tx["dest_id"],
+            tx["channel"], score, band, version, _reasons_json(reasons), latency, source,
+        )  # fmt: skip
+
+
+def _csv(rows: list[tuple]) -> io.StringIO:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    buf.seek(0)
+    return buf
 
 
 def score_csv(batches: list[tuple[ScoredBatch, str]]) -> tuple[io.StringIO, int]:
     """The rows of scored batches as CSV for COPY (an empty channel is stored as NULL)."""
-    buf = io.StringIO()
-    write = csv.writer(buf).writerow
-    n = 0
-    for batch, source in batches:
-        version, latency = batch.model.version, batch.latency_us
-        for tx, score, band, reasons in zip(
-            batch.txs, batch.scores.tolist(), batch.band_names(), batch.reasons, strict=True
-        ):
-            write((
-                tx["transaction_id"], tx["user_id"], tx["timestamp"], tx["type"], tx["amount"],
-                tx["old_balance_orig"], tx["new_balance_orig"], tx["old_balance_dest"],
-                tx["new_balance_dest"], tx["is_unauthorized_overdraft"], tx["dest_id"],
-                tx["channel"], score, band, version, _reasons_json(reasons), latency, source,
-            ))  # fmt: skip
-        n += len(batch)
-    buf.seek(0)
-    return buf, n
+    rows = [row for batch, source in batches for row in _rows(batch, source)]
+    return _csv(rows), len(rows)
+
+
+@dataclass(frozen=True)
+class RefusedRow:
+    """A row the database refused for what it holds; `batch` and `row` index the batches
+    given to ScoreWriter.write, `reason` is the database's own message."""
+
+    batch: int
+    row: int
+    reason: str
+
+
+@dataclass
+class WriteResult:
+    inserted: int  # rows new to the table (a redelivered row is not)
+    refused: list[RefusedRow] = field(default_factory=list)
+
+
+def refusal(err: Exception) -> str | None:
+    """Why the database refused the data itself (SQLSTATE classes 22 data exception and
+    23 integrity violation, or text that cannot be sent as UTF-8); None for anything else
+    (a lost connection, a server in trouble, a bug), which must not be blamed on a row."""
+    if isinstance(err, UnicodeEncodeError):
+        return f"not valid UTF-8 ({err.reason})"
+    code = getattr(err, "pgcode", None) or ""
+    if isinstance(err, psycopg2.Error) and code[:2] in ("22", "23"):
+        return f"database refused the row ({code}): {err.diag.message_primary}"
+    return None
 
 
 class ScoreWriter:
-    """Writes score rows idempotently over one connection, reconnecting when it drops."""
+    """Writes score rows idempotently over one connection, reconnecting when it drops.
+
+    A row the database refuses is isolated by halving the rows until it stands alone;
+    every other row is written and the caller decides where the refused one goes."""
 
     def __init__(self, database_url: str, attempts: int = 5):
         self._url = database_url
@@ -109,30 +147,61 @@ class ScoreWriter:
                 cur.execute(_STAGE)
         return self._conn
 
-    def write(self, batches: list[tuple[ScoredBatch, str]]) -> int:
-        """Write (batch, source) pairs in one database transaction; returns rows new to the
-        table. Retries a dropped connection; other errors propagate."""
-        buf, n = score_csv(batches)
-        if n == 0:
-            return 0
-        for attempt in range(1, self._attempts + 1):
+    def write(self, batches: list[tuple[ScoredBatch, str]]) -> WriteResult:
+        """Write (batch, source) pairs; returns the rows new to the table and the rows the
+        database refused. Retries a dropped connection; such errors propagate at the end."""
+        rows = [row for batch, source in batches for row in _rows(batch, source)]
+        if not rows:
+            return WriteResult(0)
+        inserted, refused = self._isolating(rows, 0, len(rows))
+        starts = list(itertools.accumulate((len(b) for b, _ in batches), initial=0))
+        result = WriteResult(inserted)
+        for i, reason in refused:
+            b = bisect.bisect_right(starts, i) - 1
+            result.refused.append(RefusedRow(b, i - starts[b], reason))
+        lost = collections.Counter(r.batch for r in result.refused)
+        for b, (batch, source) in enumerate(batches):
+            metrics.PERSISTED.labels(source=source).inc(len(batch) - lost[b])
+        return result
+
+    def _isolating(self, rows: list[tuple], lo: int, hi: int) -> tuple[int, list]:
+        """Write rows[lo:hi] in one transaction; if the data is refused, each half on its
+        own, down to the single row: (rows inserted, [(index, reason)] refused)."""
+        try:
+            return self._copy(rows[lo:hi]), []
+        except (psycopg2.Error, UnicodeEncodeError) as err:
+            reason = refusal(err)
+            if reason is None:
+                raise
+            if hi - lo == 1:
+                return 0, [(lo, reason)]
+        mid = (lo + hi) // 2
+        first, refused_first = self._isolating(rows, lo, mid)
+        second, refused_second = self._isolating(rows, mid, hi)
+        return first + second, refused_first + refused_second
+
+    def _copy(self, rows: list[tuple]) -> int:
+        """COPY the rows and merge them, retrying a dropped connection with backoff."""
+        data = _csv(rows).getvalue().encode("utf-8")  # a refused character fails here
+        for attempt in range(1, self._attempts):
             try:
-                conn = self._connection()
-                with conn, conn.cursor() as cur:
-                    buf.seek(0)
-                    cur.copy_expert(_COPY, buf)
-                    cur.execute(_MERGE)
-                    inserted = cur.rowcount
-                break
+                return self._copy_once(data)
             except _RETRYABLE as err:
                 self.close()
-                if attempt == self._attempts:
-                    raise
                 log.warning("database write failed (%s); retry %d", err, attempt)
                 time.sleep(min(0.2 * 2**attempt, 5.0))
-        for batch, source in batches:
-            metrics.PERSISTED.labels(source=source).inc(len(batch))
-        return inserted
+        try:
+            return self._copy_once(data)
+        except _RETRYABLE:
+            self.close()
+            raise
+
+    def _copy_once(self, data: bytes) -> int:
+        conn = self._connection()
+        with conn, conn.cursor() as cur:
+            cur.copy_expert(_COPY, io.BytesIO(data))
+            cur.execute(_MERGE)
+            return cur.rowcount
 
     def close(self) -> None:
         if self._conn is not None:
@@ -142,32 +211,100 @@ class ScoreWriter:
                 self._conn = None
 
 
-class InlineScoreSink:
-    """Persists inline scores off the request path, in micro-batches, losing none on close.
+class InlineDeadLetters:
+    """Inline scores that could not be stored go to a Kafka topic of their own, one JSON
+    row (the scored_transactions columns) per message with the reason in an `error`
+    header, so they can be replayed into the table; a metric counts them by reason."""
 
-    `submit` only enqueues. One thread takes whatever has queued (up to max_rows, waiting
-    at most max_wait_s for more), writes it, and repeats; `close` drains the queue."""
+    def __init__(self, producer: Producer, topic: str):
+        self._producer = producer
+        self._topic = topic
+
+    def send(self, batch: ScoredBatch, reason: str, kind: str, rows: list[int] | None = None):
+        """Dead-letter the rows of `batch` (all, or those at the indices `rows`)."""
+        every = list(_rows(batch, "inline"))
+        chosen = every if rows is None else [every[i] for i in rows]
+        header = [("error", mask_pii(reason).encode())]
+        for row in chosen:
+            record = dict(zip(SCORE_COLUMNS, row, strict=True))
+            record["reasons"] = json.loads(record["reasons"])
+            self._produce(json.dumps(record).encode(), str(record["user_id"]).encode(), header)
+        metrics.INLINE_DEAD_LETTERED.labels(reason=kind).inc(len(chosen))
+        log.error("%d inline scores sent to %s: %s", len(chosen), self._topic, reason)
+
+    def _produce(self, value: bytes, key: bytes, headers) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    self._topic, value=value, key=key, headers=headers, on_delivery=_delivered
+                )
+                self._producer.poll(0)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain
+                self._producer.poll(0.05)
+
+    def close(self, timeout: float = 30.0) -> None:
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            metrics.INLINE_LOST.inc(remaining)
+            log.error("%d dead-lettered inline scores still undelivered at shutdown", remaining)
+
+
+def _delivered(err, _msg) -> None:
+    if err is not None:  # neither Postgres nor Kafka took the score: say so loudly
+        metrics.INLINE_LOST.inc()
+        log.error("an inline score could not be dead-lettered: %s", err)
+
+
+class InlineScoreSink:
+    """Persists inline scores off the request path, in micro-batches, losing none silently.
+
+    `submit` only enqueues, up to `max_queued_rows` waiting rows (a Postgres outage must not
+    grow the server without bound); beyond that, and whatever the writer cannot store after
+    its retries, goes to the dead letters. One thread takes whatever has queued (up to
+    max_rows, waiting at most max_wait_s for more), writes it, and repeats; a row the
+    database refuses is dead-lettered alone. `close` drains the queue."""
 
     _STOP = object()
 
-    def __init__(self, writer: ScoreWriter, max_rows: int = 2000, max_wait_s: float = 0.02):
+    def __init__(
+        self,
+        writer: ScoreWriter,
+        dead_letters: InlineDeadLetters,
+        max_rows: int = 2000,
+        max_wait_s: float = 0.02,
+        max_queued_rows: int = 100_000,
+    ):
         self._writer = writer
+        self._dead = dead_letters
         self._max_rows = max_rows
         self._max_wait = max_wait_s
+        self._max_queued = max_queued_rows
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._done = threading.Condition()
         self._submitted = 0
         self._finished = 0
+        self._queued_rows = 0
         self._thread = threading.Thread(target=self._run, name="inline-sink", daemon=True)
         self._thread.start()
 
     def submit(self, batch: ScoredBatch) -> None:
         with self._done:
             self._submitted += 1
-        self._queue.put(batch)
+            full = self._queued_rows + len(batch) > self._max_queued
+            if full:
+                self._finished += 1
+                self._done.notify_all()
+            else:
+                self._queued_rows += len(batch)
+        if full:
+            reason = f"inline queue full ({self._max_queued} rows wait for Postgres)"
+            self._dead.send(batch, reason, "queue_full")
+        else:
+            self._queue.put(batch)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything submitted so far is written (or given up on)."""
+        """Wait until everything submitted so far is written (or dead-lettered)."""
         with self._done:
             target = self._submitted
             return self._done.wait_for(lambda: self._finished >= target, timeout=timeout)
@@ -176,6 +313,7 @@ class InlineScoreSink:
         self._queue.put(self._STOP)
         self._thread.join(timeout=timeout)
         self._writer.close()
+        self._dead.close()
 
     def _take(self) -> tuple[list[ScoredBatch], bool]:
         """Block for one batch, then gather more until max_rows or max_wait."""
@@ -195,19 +333,29 @@ class InlineScoreSink:
             rows += len(item)
         return taken, False
 
+    def _store(self, taken: list[ScoredBatch]) -> None:
+        """Write, dead-letter what the database refused, and everything if it cannot be
+        reached after the writer's retries."""
+        try:
+            result = self._writer.write([(b, "inline") for b in taken])
+        except Exception as err:  # noqa: BLE001 - nothing may be dropped silently
+            log.exception("could not persist %d inline scores", sum(map(len, taken)))
+            for batch in taken:
+                self._dead.send(batch, f"not written to Postgres: {err}", "unwritten")
+            return
+        for refused in result.refused:
+            self._dead.send(taken[refused.batch], refused.reason, "refused", [refused.row])
+
     def _run(self) -> None:
         stopping = False
         while not stopping:
             taken, stopping = self._take()
             if not taken:
                 continue
-            try:
-                self._writer.write([(b, "inline") for b in taken])
-            except Exception:
-                lost = sum(len(b) for b in taken)
-                log.exception("could not persist %d inline scores", lost)
+            self._store(taken)
             with self._done:
                 self._finished += len(taken)
+                self._queued_rows -= sum(map(len, taken))
                 self._done.notify_all()
 
 
@@ -230,31 +378,29 @@ class DeploymentRecorder:
             try:
                 conn = connect(self._url)
                 try:
-                    with conn:
-                        work(conn)
+                    with conn, conn.cursor() as cur:
+                        work(cur)
                 finally:
                     conn.close()
             except psycopg2.Error:
                 log.exception("could not record %s in the database", what)
 
-    def _close_open(self, conn) -> None:
-        with conn.cursor() as cur:
-            cur.execute(
-                "UPDATE model_deployments SET served_until = now() "
-                "WHERE host = %s AND pid = %s AND served_until IS NULL",
-                (self._host, self._pid),
-            )
+    def _close_open(self, cur) -> None:
+        cur.execute(
+            "UPDATE model_deployments SET served_until = now() "
+            "WHERE host = %s AND pid = %s AND served_until IS NULL",
+            (self._host, self._pid),
+        )
 
     def reload(self, old: LoadedModel | None, new: LoadedModel, reason: str) -> None:
-        def work(conn) -> None:
-            self._close_open(conn)
-            with conn.cursor() as cur:
-                cur.execute(
-                    "INSERT INTO model_deployments "
-                    "(version, mlflow_run_id, host, pid, served_from, reason) "
-                    "VALUES (%s, %s, %s, %s, now(), %s)",
-                    (new.version, new.mlflow_run_id, self._host, self._pid, reason),
-                )
+        def work(cur) -> None:
+            self._close_open(cur)
+            cur.execute(
+                "INSERT INTO model_deployments "
+                "(version, mlflow_run_id, host, pid, served_from, reason) "
+                "VALUES (%s, %s, %s, %s, now(), %s)",
+                (new.version, new.mlflow_run_id, self._host, self._pid, reason),
+            )
             detail = self._detail(
                 previous=old.version if old else None,
                 path=str(new.path),
@@ -262,7 +408,7 @@ class DeploymentRecorder:
                 mlflow_run_id=new.mlflow_run_id,
                 reason=reason,
             )
-            audit(conn, "reload", new.version, detail)
+            append_audit(cur, "reload", new.version, detail)
 
         self._run(f"the swap to {new.version}", work)
 
@@ -270,7 +416,7 @@ class DeploymentRecorder:
         detail = self._detail(path=str(path), problem=problem, still_serving=serving)
         self._run(
             f"the rejection of {path}",
-            lambda conn: audit(conn, "reload_rejected", Path(path).name, detail),
+            lambda cur: append_audit(cur, "reload_rejected", Path(path).name, detail),
         )
 
     def stopped(self) -> None:

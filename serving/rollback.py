@@ -13,12 +13,11 @@ import os
 import socket
 from pathlib import Path
 
+from fraudops.db import append_audit_alone
 from fraudops.modelspec import publish, published_versions
 from fraudops.pii import configure_logging
 from fraudops.settings import load_settings
-from serving.db import connect
 from serving.model_store import ModelRejected, load_model
-from serving.persistence import audit
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +65,7 @@ def rollback(serving_root: Path, to: str | None, database_url: str | None) -> Pa
     if database_url:
         detail = {"from": current, "to": version, "path": str(path),
                   "host": socket.gethostname(), "user": os.environ.get("USER", "")}  # fmt: skip
-        conn = connect(database_url)
-        try:
-            with conn:
-                audit(conn, "rollback", version, detail)
-        finally:
-            conn.close()
+        append_audit_alone(database_url, "rollback", version, detail)
     return path
 
 

@@ -4,11 +4,12 @@ One consumer of the group polls micro-batches. Each batch is decoded and validat
 (failures go to the dead-letter topic with the reason in an `error` header, original bytes
 and key kept), scored with this process's per-user feature state, and its ScoreResponses
 produced to transaction_scores. A writer thread then stores the rows in Postgres
-(idempotently), waits until Kafka has acknowledged every message of the batch, and only
-then are the batch's offsets committed. At-least-once delivery plus the primary key on
-scored_transactions: no transaction is lost and none is written twice, even if the process
-dies anywhere in between. The writer overlaps the database round trip with scoring the
-next batch; batches are committed in order."""
+(idempotently; a row the database refuses for what it holds goes to the dead-letter topic
+with the database's reason, and only it), waits until Kafka has acknowledged every message
+of the batch, and only then are the batch's offsets committed. At-least-once delivery plus
+the primary key on scored_transactions: no transaction is lost and none is written twice,
+even if the process dies anywhere in between. The writer overlaps the database round trip
+with scoring the next batch; batches are committed in order."""
 
 from __future__ import annotations
 
@@ -26,11 +27,14 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from google.protobuf.message import DecodeError
 
 from fraudops.bands import BANDS
+from fraudops.feature_store import FeatureStateUnavailable
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from fraudops.schema import TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import metrics
-from serving.kafka_io import make_consumer, make_producer
+from serving.feature_state import BATCH_TIMEOUT_SECONDS, check_history, open_feature_state
+from serving.kafka_io import make_consumer, make_producer, next_offsets
 from serving.model_store import ModelStore
 from serving.persistence import DeploymentRecorder, ScoreWriter
 from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode_many
@@ -38,6 +42,8 @@ from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode_many
 log = logging.getLogger(__name__)
 
 _BAND_COUNTERS = [metrics.SCORES.labels(band=b, source="stream") for b in BANDS]
+# Waits between attempts while the feature store is unreachable: doubling, capped.
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.2, 5.0
 
 
 class ScorerFailed(RuntimeError):
@@ -51,19 +57,11 @@ class _Batch:
     offsets: list[TopicPartition]
     produced: int
     scored: ScoredBatch | None = None
+    sources: list[Message] = field(default_factory=list)  # the message of each scored row
     acks: list[Any] = field(default_factory=list)  # list.append is atomic: no lock needed
 
     def on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         self.acks.append(err)
-
-
-def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
-    """The offsets to commit once every message of `msgs` is handled (a partition's
-    messages arrive in offset order, so its last one is its highest)."""
-    last: dict[tuple[str, int], int] = {}
-    for m in msgs:
-        last[m.topic(), m.partition()] = m.offset()
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
 class StreamScorer:
@@ -77,12 +75,14 @@ class StreamScorer:
     ):
         self.settings = settings
         self.core = core
+        self._window = TimestampWindow.from_settings(settings)
         self._consumer = consumer
         self._producer = producer
         self._writer = writer
         self._handoff: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
         self._durable: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
         self._failure: Exception | None = None
+        self._stop = threading.Event()
         self._inflight = 0
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._write_loop, name="scorer-writer", daemon=True)
@@ -90,6 +90,7 @@ class StreamScorer:
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set or a batch fails; then make everything durable."""
         s = self.settings
+        self._stop = stop
         self._consumer.subscribe([s.topic_raw], on_revoke=self._on_revoke)
         self._thread.start()
         try:
@@ -126,10 +127,10 @@ class StreamScorer:
         """Decode, score and produce one micro-batch, then hand it to the writer."""
         started = time.perf_counter()
         batch = _Batch(next_offsets(msgs), produced=0)
-        txs, keys = self._decode_or_dlq(msgs, batch)
+        txs, batch.sources = self._decode_or_dlq(msgs, batch)
         if txs:
             batch.scored = self._score(txs, started)
-            self._produce_scores(batch, keys)
+            self._produce_scores(batch)
         with self._idle:
             self._inflight += 1
         self._handoff.put(batch)
@@ -137,17 +138,27 @@ class StreamScorer:
         metrics.BATCH_SIZE.observe(len(msgs))
 
     def _score(self, txs: list[dict], started: float) -> ScoredBatch:
-        """Score with the current model; without one yet, wait for it (nothing is lost)."""
+        """Score with the current model; without one yet, wait for it (nothing is lost).
+        Without the feature store, hold the batch (no further consuming, nothing committed)
+        and retry with backoff: the store records a batch all or nothing, by id."""
+        delay = RETRY_FIRST_SECONDS
         while True:
             try:
                 return self.core.score(txs, int(started * 1e9))
             except NoModel:
                 log.warning("no model loaded yet; holding %d transactions", len(txs))
                 time.sleep(1.0)
+            except FeatureStateUnavailable as err:
+                metrics.FEATURE_STORE_RETRIES.inc()
+                log.warning("feature store unavailable (%s); holding %d transactions, "
+                            "retrying in %.1f s", err, len(txs), delay)  # fmt: skip
+                if self._stop.wait(delay):
+                    raise ScorerFailed("stopped while the feature store was unavailable") from err
+                delay = min(2 * delay, RETRY_MAX_SECONDS)
 
     def _decode_or_dlq(self, msgs: list[Message], batch: _Batch) -> tuple[list[dict], list]:
-        """The valid transactions of a batch and their keys; the rest go to the DLQ with
-        the reason, in offset order (the batch is validated column-wise at once)."""
+        """The valid transactions of a batch and their messages; the rest go to the DLQ
+        with the reason, in offset order (the batch is validated column-wise at once)."""
         requests, decoded, failures = [], [], []
         for msg in msgs:
             try:
@@ -155,7 +166,7 @@ class StreamScorer:
                 decoded.append(msg)
             except DecodeError as err:
                 failures.append((msg, f"undecodable TransactionRequest: {err}", "decode"))
-        txs, errors = decode_many(requests)
+        txs, errors = decode_many(requests, self._window)
         bad = {i for i, _ in errors}
         failures += [(decoded[i], str(err), err.field) for i, err in errors]
         if failures:
@@ -163,7 +174,7 @@ class StreamScorer:
             for msg, reason, field_name in sorted(failures, key=lambda f: order[id(f[0])]):
                 self._dead_letter(msg, reason, field_name, batch)
         keep = [i for i in range(len(txs)) if i not in bad] if bad else range(len(txs))
-        return [txs[i] for i in keep], [decoded[i].key() for i in keep]
+        return [txs[i] for i in keep], [decoded[i] for i in keep]
 
     def _dead_letter(self, msg: Message, reason: str, field_name: str, batch: _Batch) -> None:
         reason = mask_pii(reason)  # the reason may quote a field value; headers get read and logged
@@ -173,11 +184,11 @@ class StreamScorer:
         log.warning("dead-lettered message at %s[%d]@%d: %s",
                     msg.topic(), msg.partition(), msg.offset(), reason)  # fmt: skip
 
-    def _produce_scores(self, batch: _Batch, keys: list[bytes | None]) -> None:
+    def _produce_scores(self, batch: _Batch) -> None:
         scored = batch.scored
         topic = self.settings.topic_scores
-        for key, response in zip(keys, scored.responses(), strict=True):
-            self._produce(topic, key, response.SerializeToString(), batch)
+        for msg, response in zip(batch.sources, scored.responses(), strict=True):
+            self._produce(topic, msg.key(), response.SerializeToString(), batch)
         for band, count in enumerate(np.bincount(scored.bands, minlength=len(BANDS)).tolist()):
             if count:
                 _BAND_COUNTERS[band].inc(count)
@@ -211,8 +222,12 @@ class StreamScorer:
                 self._idle.notify_all()
 
     def _make_durable(self, batch: _Batch) -> None:
+        """Rows into Postgres (a row it refuses goes to the DLQ, the rest are written), then
+        every Kafka acknowledgement of the batch, DLQ messages included."""
         if batch.scored is not None and self._writer is not None:
-            self._writer.write([(batch.scored, "stream")])
+            result = self._writer.write([(batch.scored, "stream")])
+            for refused in result.refused:
+                self._dead_letter(batch.sources[refused.row], refused.reason, "database", batch)
         while len(batch.acks) < batch.produced:
             self._producer.poll(0.05)
         errors = [e for e in batch.acks if e is not None]
@@ -248,7 +263,9 @@ def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamSc
     store.start_watching()
     writer = ScoreWriter(url) if url else None
     consumer = make_consumer(settings, group)
-    scorer = StreamScorer(settings, ScoringCore(store), consumer, make_producer(settings), writer)
+    core = ScoringCore(store, open_feature_state(settings, BATCH_TIMEOUT_SECONDS))
+    check_history(core.features, url)
+    scorer = StreamScorer(settings, core, consumer, make_producer(settings), writer)
     return scorer, store
 
 

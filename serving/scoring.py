@@ -7,6 +7,7 @@ a hot reload mid-batch cannot mix two models in one answer."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,19 +17,24 @@ from typing import Any
 import numpy as np
 
 from fraudops.bands import BANDS, bands_for
+from fraudops.feature_store import FeatureStateUnavailable, RedisFeatures, features_without_history
 from fraudops.features import OnlineFeatures
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.schema import (
+    DEFAULT_WINDOW,
     VALIDATED_COLUMNS,
     InvalidTransaction,
+    TimestampWindow,
     proto_to_dict,
     validate_columns,
     validate_transaction,
 )
+from serving import metrics
 from serving.model_store import LoadedModel, ModelStore
 
 # fraudops.bands index (0 ALLOW, 1 CHALLENGE, 2 BLOCK) -> proto enum value.
 BAND_PROTO = tuple(fraud_pb2.Band.Value(name) for name in BANDS)
+NO_HISTORY_REASON = "scored without this user's history: the feature store is unreachable"
 
 
 class NoModel(RuntimeError):
@@ -72,12 +78,14 @@ class ScoredBatch:
         ]
 
 
-def decode(msg: fraud_pb2.TransactionRequest, where: str = "") -> dict[str, Any]:
+def decode(
+    msg: fraud_pb2.TransactionRequest, where: str = "", window: TimestampWindow = DEFAULT_WINDOW
+) -> dict[str, Any]:
     """A validated transaction dict; InvalidTransaction names the field (`where` prefixes
     it, e.g. `transactions[3].` inside a batch)."""
     tx = proto_to_dict(msg)
     try:
-        validate_transaction(tx)
+        validate_transaction(tx, window)
     except InvalidTransaction as err:
         if not where:
             raise
@@ -85,32 +93,45 @@ def decode(msg: fraud_pb2.TransactionRequest, where: str = "") -> dict[str, Any]
     return tx
 
 
-def decode_batch(msgs: Iterable[fraud_pb2.TransactionRequest]) -> list[dict[str, Any]]:
+def decode_batch(
+    msgs: Iterable[fraud_pb2.TransactionRequest], window: TimestampWindow = DEFAULT_WINDOW
+) -> list[dict[str, Any]]:
     """Validate every transaction of a batch request; the first bad one names its index."""
-    return [decode(msg, f"transactions[{i}].") for i, msg in enumerate(msgs)]
+    return [decode(msg, f"transactions[{i}].", window) for i, msg in enumerate(msgs)]
 
 
 def decode_many(
-    msgs: Sequence[fraud_pb2.TransactionRequest],
+    msgs: Sequence[fraud_pb2.TransactionRequest], window: TimestampWindow = DEFAULT_WINDOW
 ) -> tuple[list[dict[str, Any]], list[tuple[int, InvalidTransaction]]]:
     """Every message as a dict, and the index and error of each invalid one: a stream
     micro-batch is validated column-wise at once, and a bad row only drops itself."""
     txs = [proto_to_dict(msg) for msg in msgs]
     if not txs:
         return txs, []
-    return txs, validate_columns({k: [tx[k] for tx in txs] for k in VALIDATED_COLUMNS})
+    columns = {k: [tx[k] for tx in txs] for k in VALIDATED_COLUMNS}
+    return txs, validate_columns(columns, window)
 
 
 class ScoringCore:
     """Scores batches against the store's current model with one per-user feature state.
 
-    The feature state is shared by every caller of this core (the inline server's worker
-    threads), so updating it is serialised; the model itself needs no lock."""
+    An in-memory state is shared by every caller of this core (the inline server's worker
+    threads), so updating it is serialised; a Redis state is atomic by itself. The model
+    needs no lock. With `without_history_ok` (the inline path), an unreachable feature
+    store does not fail the call: the batch is scored as if its users were new and every
+    answer says so in its reasons; otherwise FeatureStateUnavailable reaches the caller."""
 
-    def __init__(self, store: ModelStore, features: OnlineFeatures | None = None):
+    def __init__(
+        self,
+        store: ModelStore,
+        features: OnlineFeatures | RedisFeatures | None = None,
+        without_history_ok: bool = False,
+    ):
         self.store = store
         self.features = features if features is not None else OnlineFeatures()
-        self._state_lock = threading.Lock()
+        shared = getattr(self.features, "shared", False)
+        self._state_lock = contextlib.nullcontext() if shared else threading.Lock()
+        self._without_history_ok = without_history_ok
 
     def score(self, txs: Sequence[Mapping[str, Any]], started_ns: int | None = None) -> ScoredBatch:
         """Score validated transactions; `started_ns` (perf_counter_ns) sets where the
@@ -120,10 +141,22 @@ class ScoringCore:
         if model is None:
             raise NoModel("no model loaded yet")
         txs = list(txs)
-        with self._state_lock:
-            features = self.features.transform_many(txs)
+        features, with_history = self._features(txs)
         scores = model.predict(features)
         bands = bands_for(scores, model.thresholds)
         reasons = model.explainer.reasons(features) if txs else []
+        if not with_history:
+            reasons = [[NO_HISTORY_REASON, *r] for r in reasons]
         latency_us = (time.perf_counter_ns() - started_ns) // 1000
         return ScoredBatch(txs, scores, bands, reasons, model, latency_us, int(time.time() * 1000))
+
+    def _features(self, txs: list[Mapping[str, Any]]) -> tuple[np.ndarray, bool]:
+        """The batch's features, and whether they include the users' history."""
+        try:
+            with self._state_lock:
+                return self.features.transform_many(txs), True
+        except FeatureStateUnavailable:
+            if not self._without_history_ok:
+                raise
+            metrics.SCORED_WITHOUT_HISTORY.inc(len(txs))
+            return features_without_history(txs), False

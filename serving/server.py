@@ -8,6 +8,7 @@ Inline scores are persisted by a background sink, never on the request path."""
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import signal
 import threading
@@ -16,11 +17,14 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import replace
 from functools import wraps
+from typing import Any
 
 import grpc
 import numpy as np
 import psycopg2
 from confluent_kafka import KafkaException
+from google.protobuf import empty_pb2, unknown_fields
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg2.pool import ThreadedConnectionPool
@@ -28,12 +32,18 @@ from psycopg2.pool import ThreadedConnectionPool
 from fraudops.bands import BANDS
 from fraudops.pii import configure_logging
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
-from fraudops.schema import InvalidTransaction
+from fraudops.schema import InvalidTransaction, TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import labels, metrics
+from serving.feature_state import check_history, open_feature_state
 from serving.kafka_io import AckingProducer, make_producer
 from serving.model_store import LoadedModel, ModelStore
-from serving.persistence import DeploymentRecorder, InlineScoreSink, ScoreWriter
+from serving.persistence import (
+    DeploymentRecorder,
+    InlineDeadLetters,
+    InlineScoreSink,
+    ScoreWriter,
+)
 from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode, decode_batch
 from serving.tls import server_credentials
 
@@ -45,6 +55,80 @@ FRAUD_SERVICES = tuple(
 )
 MAX_BATCH = 10_000
 _BAND_COUNTERS = [metrics.SCORES.labels(band=b, source="inline") for b in BANDS]
+
+
+class Undecodable:
+    """A request whose bytes do not parse (a string field that is not UTF-8, or no message
+    at all): handed to the handler, which answers INVALID_ARGUMENT naming the field, where
+    grpc itself would answer INTERNAL."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+
+
+def _bad_string_field(data: bytes, descriptor, prefix: str = "") -> str | None:
+    """The first string field (nested messages included) of `data`, the wire bytes of a
+    `descriptor` message, that is not UTF-8; None if there is none or `data` is garbage."""
+    try:
+        items = unknown_fields.UnknownFieldSet(empty_pb2.Empty.FromString(data))
+    except DecodeError:
+        return None
+    seen: collections.Counter[str] = collections.Counter()
+    for item in items:
+        field = descriptor.fields_by_number.get(item.field_number)
+        if field is None or item.wire_type != 2:  # 2: length-delimited (strings, messages)
+            continue
+        name = prefix + field.name
+        if field.is_repeated:
+            name, seen[field.name] = f"{name}[{seen[field.name]}]", seen[field.name] + 1
+        if field.type == field.TYPE_STRING and not _is_utf8(item.data):
+            return name
+        nested = field.type == field.TYPE_MESSAGE
+        if nested and (found := _bad_string_field(item.data, field.message_type, f"{name}.")):
+            return found
+    return None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _lenient(message_class) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: what does not parse becomes Undecodable."""
+
+    def parse(data: bytes):
+        try:
+            return message_class.FromString(data)
+        except DecodeError as err:
+            field = _bad_string_field(data, message_class.DESCRIPTOR)
+            if field is not None:
+                return Undecodable(field, "not valid UTF-8")
+            return Undecodable("message", f"not a {message_class.__name__} ({err})")
+
+    return parse
+
+
+def add_service(server: grpc.Server, name: str, servicer: Any) -> None:
+    """Register a fraud.v1 service as its generated code would, but with lenient request
+    parsing (see Undecodable)."""
+    service = fraud_pb2.DESCRIPTOR.services_by_name[name]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(fraud_pb2, method.input_type.name)),
+            response_serializer=getattr(fraud_pb2, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 class RpcFailure(Exception):
@@ -81,6 +165,9 @@ def rpc(name: str) -> Callable:
         def wrapper(self, request, context):
             started = time.perf_counter()
             try:
+                if isinstance(request, Undecodable):
+                    message = f"{request.field}: {request.problem}"
+                    raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, message)
                 return handler(self, request, context)
             except Exception as err:  # noqa: BLE001 - mapped to a status below
                 code, message = _status_for(err)
@@ -97,13 +184,14 @@ def rpc(name: str) -> Callable:
 
 
 class Ingestion(fraud_pb2_grpc.FraudIngestionServicer):
-    def __init__(self, producer: AckingProducer, topic: str):
+    def __init__(self, producer: AckingProducer, topic: str, window: TimestampWindow):
         self._producer = producer
         self._topic = topic
+        self._window = window
 
     @rpc("SendTransaction")
     def SendTransaction(self, request, context):
-        decode(request)
+        decode(request, window=self._window)
         partition, offset = self._producer.send(
             self._topic, str(request.user_id), request.SerializeToString()
         )
@@ -113,9 +201,10 @@ class Ingestion(fraud_pb2_grpc.FraudIngestionServicer):
 
 
 class Scoring(fraud_pb2_grpc.FraudScoringServicer):
-    def __init__(self, core: ScoringCore, sink: InlineScoreSink | None):
+    def __init__(self, core: ScoringCore, sink: InlineScoreSink | None, window: TimestampWindow):
         self._core = core
         self._sink = sink
+        self._window = window
 
     def _record(self, batch: ScoredBatch) -> None:
         for band, count in enumerate(np.bincount(batch.bands, minlength=len(BANDS)).tolist()):
@@ -127,7 +216,7 @@ class Scoring(fraud_pb2_grpc.FraudScoringServicer):
     @rpc("Score")
     def Score(self, request, context):
         started = time.perf_counter_ns()
-        batch = self._core.score([decode(request)], started)
+        batch = self._core.score([decode(request, window=self._window)], started)
         self._record(batch)
         return batch.responses()[0]
 
@@ -136,7 +225,7 @@ class Scoring(fraud_pb2_grpc.FraudScoringServicer):
         started = time.perf_counter_ns()
         if len(request.transactions) > MAX_BATCH:
             raise InvalidTransaction("transactions", f"more than {MAX_BATCH} in one batch")
-        batch = self._core.score(decode_batch(request.transactions), started)
+        batch = self._core.score(decode_batch(request.transactions, self._window), started)
         self._record(batch)
         return fraud_pb2.ScoreBatchResponse(scores=batch.responses())
 
@@ -189,7 +278,7 @@ class ServingApp:
             DeploymentRecorder(settings.database_url, "server") if settings.database_url else None
         )
         self.store = ModelStore(settings.model_dir, self._recorder, prewarm=min(max_workers, 8))
-        self.core = ScoringCore(self.store)
+        self.core = ScoringCore(self.store, open_feature_state(settings), without_history_ok=True)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._max_workers = max_workers
         self._server: grpc.Server | None = None
@@ -208,16 +297,14 @@ class ServingApp:
 
     def _build(self) -> grpc.Server:
         s = self.settings
+        window = TimestampWindow.from_settings(s)
         server = grpc.server(
             futures.ThreadPoolExecutor(self._max_workers, thread_name_prefix="grpc"),
             options=[("grpc.so_reuseport", 0)],
         )
-        fraud_pb2_grpc.add_FraudIngestionServicer_to_server(
-            Ingestion(self._producer, s.topic_raw), server
-        )
-        fraud_pb2_grpc.add_FraudScoringServicer_to_server(Scoring(self.core, self._sink), server)
-        feedback = FeedbackService(self._pool, self._sink)
-        fraud_pb2_grpc.add_FeedbackServicer_to_server(feedback, server)
+        add_service(server, "FraudIngestion", Ingestion(self._producer, s.topic_raw, window))
+        add_service(server, "FraudScoring", Scoring(self.core, self._sink, window))
+        add_service(server, "Feedback", FeedbackService(self._pool, self._sink))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*FRAUD_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -237,9 +324,11 @@ class ServingApp:
         self.store.on_swap(self._set_health)
         self.store.load_latest()
         self.store.start_watching()
+        check_history(self.core.features, s.database_url)
         self._producer = AckingProducer(make_producer(s))
         if s.database_url:
-            self._sink = InlineScoreSink(ScoreWriter(s.database_url))
+            dead_letters = InlineDeadLetters(make_producer(s), s.topic_inline_dlq)
+            self._sink = InlineScoreSink(ScoreWriter(s.database_url), dead_letters)
             self._pool = ThreadedConnectionPool(1, self._max_workers, s.database_url)
         self._server = self._build()
         self._server.start()

@@ -1,13 +1,14 @@
 """Shared fixtures for tests against the real services (never mocks).
 
 - `project_root`: the repository root (Path).
-- `kafka_bootstrap`: bootstrap servers of the running broker; starts it with
-  `scripts/services.sh up kafka` when nothing listens there.
+- `kafka_bootstrap`: bootstrap servers of the running broker (from the settings); starts
+  it with `python -m fraudops.devstack up kafka` when nothing listens there.
 - `kafka_topics`: factory `kafka_topics(n_partitions=3)` -> dict of fresh, uniquely named
   topics keyed like the settings (topic_raw, topic_scores, topic_labels, topic_dlq,
-  topic_labels_dlq); deleted when the test ends.
-- `database_url`: a database created for this pytest session on the local Postgres
-  (started if needed), all migrations applied, dropped at the end.
+  topic_labels_dlq, topic_inline_dlq); deleted when the test ends.
+- `database_url`: a database created for this pytest session on DATABASE_URL's server, by
+  default the dev stack's Postgres (started if needed), all migrations applied, dropped at
+  the end.
 - `mlflow_tracking_uri`: a real `mlflow server` of this session on a free loopback port,
   with a temporary SQLite backend and artifact directory.
 """
@@ -17,31 +18,27 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
+
+from fraudops.settings import load_settings, url_address
+from tests.helpers.stack import (
+    create_topics,
+    delete_topics,
+    free_port,
+    fresh_database,
+    port_open,
+    wait_until,
+)
 
 pytest_plugins = ["tests.helpers.serving_env"]
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ROOT / "scripts" / "services.sh"
-DEFAULT_KAFKA = "127.0.0.1:9092"
-DEFAULT_DATABASE_URL = "postgresql://fraudops@127.0.0.1:55432/fraudops"
-TOPIC_KEYS = {
-    "topic_raw": "raw_transactions",
-    "topic_scores": "transaction_scores",
-    "topic_labels": "transaction_labels",
-    "topic_dlq": "raw_transactions.dlq",
-    "topic_labels_dlq": "transaction_labels.dlq",
-}
 
 
 TIERS = ("unit", "integration", "pipeline")
@@ -55,29 +52,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(tier)
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def _ensure_service(name: str, host: str, port: int) -> None:
-    """Start a local service through the project's script unless it already listens."""
-    if _port_open(host, port):
+    """Start a service of the dev stack unless something already listens there."""
+    if port_open(host, port):
         return
-    result = subprocess.run(
-        [str(SERVICES), "up", name], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    command = [sys.executable, "-m", "fraudops.devstack", "up", name]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
-        pytest.fail(f"scripts/services.sh up {name} failed:\n{result.stderr[-3000:]}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        pytest.fail(f"{' '.join(command[1:])} failed:\n{result.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="session")
@@ -87,87 +69,47 @@ def project_root() -> Path:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA)
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
-    _ensure_service("kafka", host, int(port))
+    settings = load_settings()
+    _ensure_service("kafka", *settings.kafka_address())
     from confluent_kafka.admin import AdminClient
 
+    bootstrap = settings.kafka_bootstrap_servers
     AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30)
     return bootstrap
 
 
-def _wait_for_topics(admin, names: list[str], present: bool, timeout: float = 30) -> None:
-    """Topic creation and deletion are asynchronous: wait until the metadata agrees, with
-    a leader for every partition, so a test's first produce cannot race it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        topics = admin.list_topics(timeout=10).topics
-        if present:
-            done = all(
-                n in topics
-                and topics[n].error is None
-                and all(p.leader >= 0 for p in topics[n].partitions.values())
-                for n in names
-            )
-        else:
-            done = not any(n in topics for n in names)
-        if done:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"topics {names} not {'created' if present else 'deleted'} in {timeout}s")
-
-
 @pytest.fixture
 def kafka_topics(kafka_bootstrap: str) -> Iterator[Callable[..., dict[str, str]]]:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    """Factory of fresh topics named after the settings' topics, deleted at the end."""
     created: list[str] = []
 
     def make(n_partitions: int = 3) -> dict[str, str]:
-        prefix = f"test-{uuid.uuid4().hex[:12]}"
-        names = {key: f"{prefix}.{base}" for key, base in TOPIC_KEYS.items()}
-        futures = admin.create_topics(
-            [NewTopic(name, num_partitions=n_partitions) for name in names.values()]
-        )
-        for future in futures.values():
-            future.result(timeout=30)
+        names = create_topics(kafka_bootstrap, "test", n_partitions)
         created.extend(names.values())
-        _wait_for_topics(admin, list(names.values()), present=True)
         return names
 
     yield make
-    if created:
-        from confluent_kafka import KafkaException
-
-        for future in admin.delete_topics(created).values():
-            try:
-                future.result(timeout=30)
-            except KafkaException as err:  # a test may delete its own topic
-                if "UNKNOWN_TOPIC" not in str(err):
-                    raise
+    delete_topics(kafka_bootstrap, created)
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    from serving import db
+def postgres_server_url() -> str:
+    """The local Postgres (started if needed), as a server URL to create databases on."""
+    server_url = load_settings().with_local_services().database_url
+    _ensure_service("postgres", *url_address(server_url))
+    return server_url
 
-    server_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
-    parts = urlsplit(server_url)
-    _ensure_service("postgres", parts.hostname or "127.0.0.1", parts.port or 5432)
-    name = f"fraudops_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    url = db.create_database(server_url, name)
-    try:
-        db.migrate(url)
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    with fresh_database(postgres_server_url, "fraudops_test") as url:
         yield url
-    finally:
-        db.drop_database(server_url, name)
 
 
 @pytest.fixture(scope="session")
 def mlflow_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [
@@ -207,14 +149,17 @@ def _stop_group(process: subprocess.Popen) -> None:
 
 
 def _wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if process.poll() is not None:
             pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=2):
-                return
+                return True
         except OSError:
-            time.sleep(0.5)
-    _stop_group(process)
-    pytest.fail(f"{url} not ready after {timeout}s; see {log}")
+            return False
+
+    try:
+        wait_until(answers, url, timeout, every=0.5)
+    except TimeoutError:
+        _stop_group(process)
+        pytest.fail(f"{url} not ready after {timeout}s; see {log}")

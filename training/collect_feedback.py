@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fraudops.db import connect
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.schema import LABEL_COLUMN, NUMERIC_COLUMNS, TRANSACTION_COLUMNS
@@ -88,7 +88,7 @@ def window_bounds(window_days: int, as_of: datetime) -> tuple[datetime, datetime
 
 def fetch_labels(database_url: str, start: datetime, end: datetime) -> list[tuple]:
     """The labelled, scored transactions in the window, in output order."""
-    conn = psycopg2.connect(database_url)
+    conn = connect(database_url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute(_QUERY, {"start": start, "end": end})

@@ -16,8 +16,10 @@ reports/metrics.json (a DVC metric, read by promote) holds at top level `candida
 `baseline`, `ablation`, `champion` (each a metrics summary with `pr_auc`), `feedback`,
 `champion_rejected` (newer publications the scorer refuses) and `candidate_run_id`. The PR
 curves go to `<plots>/pr_curve.csv` (recall, and the precision of each model at that
-recall) for DVC plots. Everything is logged to the candidate's run,
-and the baseline's test metrics to the baseline's run under the same names.
+recall) for DVC plots. Everything is logged to the candidate's run, and the baseline's and
+the ablation's test metrics to their own runs under the same names; each of the three runs
+gets the held-out set as a dataset input (context `test`) and the feedback set, when there
+is one (context `feedback`).
 """
 
 from __future__ import annotations
@@ -228,6 +230,28 @@ def mlflow_metrics(report: dict[str, Any]) -> tuple[dict[str, float], dict[str, 
     return cand, base
 
 
+def log_to_mlflow(
+    report: dict[str, Any],
+    info: dict[str, Any],
+    artifacts: list[Path],
+    features_dir: Path,
+    tracking_uri: str,
+) -> None:
+    """Metrics, artifacts and the evaluation sets (as dataset inputs) to the runs train made.
+    A candidate from before the ablation had its own run has no ablation run id."""
+    sets = {"test": Path(features_dir) / "test.parquet"}
+    if report["feedback"]:
+        sets["feedback"] = Path(features_dir) / "feedback.parquet"
+    inputs = tracking.split_inputs(sets)
+    tracking.use_experiment(tracking_uri, info["experiment"])
+    cand_metrics, base_metrics = mlflow_metrics(report)
+    tracking.log_to_run(info["mlflow_run_id"], cand_metrics, artifacts=artifacts, inputs=inputs)
+    tracking.log_to_run(info["baseline_run_id"], base_metrics, inputs=inputs)
+    if ablation_run_id := info["ablation"].get("run_id"):
+        ablation = metrics.flat_metrics(report["ablation"], "test")
+        tracking.log_to_run(ablation_run_id, ablation, inputs=inputs)
+
+
 def evaluate(
     features_dir: Path,
     candidate_dir: Path,
@@ -255,10 +279,7 @@ def evaluate(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     curves = write_pr_curves(test["is_fraud"].to_numpy(np.int8), scores, plots_dir)
-    tracking.use_experiment(tracking_uri, info["experiment"])
-    cand_metrics, base_metrics = mlflow_metrics(report)
-    tracking.log_to_run(info["mlflow_run_id"], cand_metrics, artifacts=[out, curves])
-    tracking.log_to_run(info["baseline_run_id"], base_metrics)
+    log_to_mlflow(report, info, [out, curves], features_dir, tracking_uri)
     log.info(
         "test PR-AUC: candidate %.4f, baseline %.4f, ablation %.4f, champion %s",
         report["candidate"]["pr_auc"],

@@ -160,18 +160,9 @@ def audit(database_url: str | None, kind: str, subject: str, detail: dict[str, A
     if not database_url:
         log.info("DATABASE_URL not set: no audit_log entry for %s", subject)
         return False
-    import psycopg2
-    from psycopg2.extras import Json
+    from fraudops.db import append_audit_alone
 
-    conn = psycopg2.connect(database_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO audit_log (kind, subject, detail) VALUES (%s, %s, %s)",
-                (kind, subject, Json(detail)),
-            )
-    finally:
-        conn.close()
+    append_audit_alone(database_url, kind, subject, detail)
     return True
 
 

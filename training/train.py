@@ -7,9 +7,14 @@ judged against, and record all of them in MLflow.
 - baseline: sklearn HistGradientBoostingClassifier on the same features and weights, logged
   as its own MLflow run with the same metric names, side by side with the candidate.
 - ablation: the same GBT without the balance-derived features (DESIGN 5b: PaySim balances
-  leak the label), reported in the candidate's run, so a near-perfect number fools no one.
+  leak the label), its own run and reported in the candidate's run as `ablation_valid_*`, so
+  a near-perfect number fools no one.
 - band thresholds calibrated on valid by false-positive rate; the `explain` block for
   fraudops.bands.Explainer (mean/std and a logistic regression on standardised features).
+
+The three runs are children of the pipeline run's parent (training.lib.tracking: the Airflow
+DAG run, or the commit/params/data of a run by hand) and carry the train and valid sets as
+dataset inputs (contexts `training`, `validation`, digest = DVC's md5 of the file).
 
 Writes models/candidate/{model.keras, baseline.joblib, ablation.joblib, train.json}.
 """
@@ -19,8 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -225,12 +231,12 @@ def _requirements(*packages: str) -> list[str]:
     return [f"{p}=={version(p)}" for p in packages]
 
 
-def baseline_run(train: tuple, valid: tuple, params: dict, tags: dict[str, str]) -> dict:
+def baseline_run(train: tuple, valid: tuple, params: dict, runs: tracking.RunContext) -> dict:
     """Fit and log the GBT baseline as its own run; the valid metrics share the candidate's
     names. Returns run id, model, thresholds and valid scores."""
     (x, y, w), (xv, yv, _) = train, valid
     sw, _ = class_weighted(y, w, float(params["positive_weight_power"]))
-    with mlflow.start_run(run_name="gbt-baseline", tags={**tags, tracking.TAG_ROLE: "baseline"}):
+    with runs.start("gbt-baseline", "baseline"):
         mlflow.log_params(tracking.flatten_params(params["baseline"], "baseline."))
         started = time.perf_counter()
         model = fit_gbt(x, y, sw, params["baseline"], int(params["seed"]))
@@ -262,14 +268,23 @@ def _valid_metrics(labels: np.ndarray, scores: np.ndarray, thresholds: dict) -> 
     return metrics.flat_metrics(metrics.summarize(labels, scores, thresholds), "valid")
 
 
-def ablation_fit(train: tuple, valid: tuple, params: dict) -> dict:
-    """The GBT without balance-derived features: what the model is worth without the leak."""
+def ablation_run(train: tuple, valid: tuple, params: dict, runs: tracking.RunContext) -> dict:
+    """The GBT without balance-derived features: what the model is worth without the leak.
+    Its own run with the baseline's params and metric names (no logged model: it is never
+    served), so the UI compares it with the others."""
     (x, y, w), (xv, yv, _) = train, valid
     sw, _ = class_weighted(y, w, float(params["positive_weight_power"]))
-    model = fit_gbt(x[:, ABLATION_COLUMNS], y, sw, params["baseline"], int(params["seed"]))
-    scores = model.predict_proba(xv[:, ABLATION_COLUMNS])[:, 1]
-    thresholds = _thresholds(yv, scores, params)
-    return {"model": model, "thresholds": thresholds, "scores": scores}
+    with runs.start("gbt-no-balance", "ablation"):
+        mlflow.log_params(tracking.flatten_params(params["baseline"], "baseline."))
+        mlflow.log_param("features", ",".join(ABLATION_FEATURES))
+        started = time.perf_counter()
+        model = fit_gbt(x[:, ABLATION_COLUMNS], y, sw, params["baseline"], int(params["seed"]))
+        fit_seconds = time.perf_counter() - started
+        scores = model.predict_proba(xv[:, ABLATION_COLUMNS])[:, 1]
+        thresholds = _thresholds(yv, scores, params)
+        mlflow.log_metrics(_valid_metrics(yv, scores, thresholds) | {"fit_seconds": fit_seconds})
+        run_id = mlflow.active_run().info.run_id
+    return {"run_id": run_id, "model": model, "thresholds": thresholds, "scores": scores}
 
 
 def _log_candidate(model, valid: tuple, scores: np.ndarray, thresholds: dict, others: dict):
@@ -293,13 +308,15 @@ def _log_candidate(model, valid: tuple, scores: np.ndarray, thresholds: dict, ot
     mlflow.log_metric("log_model_seconds", time.perf_counter() - started)
 
 
-def keras_run(train: tuple, valid: tuple, params: dict, tags: dict, others: dict) -> dict:
+def keras_run(
+    train: tuple, valid: tuple, params: dict, runs: tracking.RunContext, others: dict
+) -> dict:
     """Fit and log the candidate: params, per-epoch metrics, valid metrics (its own, and
     the ablation's as `ablation_valid_*`), plots and the Keras model."""
     from training.lib.model import predict
 
     yv, ablation = valid[1], others["ablation"]
-    with mlflow.start_run(run_name="keras-mlp", tags={**tags, tracking.TAG_ROLE: "candidate"}):
+    with runs.start("keras-mlp", "candidate"):
         skip = ("baseline", "experiment")
         mlflow.log_params(
             tracking.flatten_params({k: v for k, v in params.items() if k not in skip})
@@ -348,6 +365,25 @@ def _lineage(features_dir: Path, meta: dict) -> dict[str, str]:
     return tags
 
 
+def _run_context(
+    features_dir: Path, params: dict, tags: dict, experiment_id: str, environ: Mapping[str, str]
+) -> tracking.RunContext:
+    """What the three runs share: lineage tags, the pipeline run's parent (the Airflow DAG
+    run this task belongs to, else named by commit, params and data), the two datasets."""
+    local_key = tracking.local_pipeline_key(
+        tags[tracking.TAG_GIT_COMMIT], params, tags[tracking.TAG_DATA_HASH]
+    )
+    pipeline = tracking.pipeline_of(environ, local_key)
+    parent = tracking.pipeline_parent(experiment_id, pipeline)
+    splits = {"training": "train", "validation": "valid"}
+    inputs = tracking.split_inputs(
+        {context: Path(features_dir) / f"{name}.parquet" for context, name in splits.items()}
+    )
+    return tracking.RunContext(
+        {**tags, tracking.TAG_PIPELINE_RUN: pipeline.key}, parent, tuple(inputs)
+    )
+
+
 def synthesizer_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
     """The SDV quality scores per class (overall, column shapes, pair trends), without the
     per-column and per-segment detail."""
@@ -386,12 +422,18 @@ def _train_info(fits: dict[str, Any], meta: dict, tags: dict, rows: dict) -> dic
         "baseline_run_id": baseline["run_id"],
         "experiment_id": fits["experiment_id"],
         "experiment": fits["experiment"],
+        "pipeline_run": fits["runs"].tags[tracking.TAG_PIPELINE_RUN],
+        "parent_run_id": fits["runs"].parent_run_id,
         "data_hash": tags[tracking.TAG_DATA_HASH],
         "git_commit": tracking.git_commit(),
         "feature_names": list(FEATURE_NAMES),
         "thresholds": candidate["thresholds"],
         "baseline_thresholds": baseline["thresholds"],
-        "ablation": {"features": list(ABLATION_FEATURES), "thresholds": ablation["thresholds"]},
+        "ablation": {
+            "run_id": ablation["run_id"],
+            "features": list(ABLATION_FEATURES),
+            "thresholds": ablation["thresholds"],
+        },
         "explain": fits["explain"],
         "positive_weight": candidate["positive_weight"],
         "metrics": candidate["metrics"],
@@ -409,10 +451,12 @@ def train(
     params: dict[str, Any],
     tracking_uri: str,
     synthesizer_report: Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Fit candidate, baseline and ablation; log to MLflow; write the candidate directory.
 
-    Returns train.json's content."""
+    `environ` is the process environment, read for the Airflow DAG run (none: a run by
+    hand). Returns train.json's content."""
     seconds: dict[str, float] = {}
     with _timed(seconds, "load"):
         train_set, valid_set = load_split(features_dir, "train"), load_split(features_dir, "valid")
@@ -421,12 +465,15 @@ def train(
     fits: dict[str, Any] = {"experiment": params["experiment"], "seconds": seconds}
     fits["experiment_id"] = tracking.use_experiment(tracking_uri, params["experiment"])
     fits["synthesizer"] = synthesizer_summary(_read_json(synthesizer_report))
+    with _timed(seconds, "datasets"):
+        runs = _run_context(features_dir, params, tags, fits["experiment_id"], environ or {})
+    fits["runs"] = runs
     with _timed(seconds, "baseline"):
-        fits["baseline"] = baseline_run(train_set, valid_set, params, tags)
+        fits["baseline"] = baseline_run(train_set, valid_set, params, runs)
     with _timed(seconds, "ablation"):
-        fits["ablation"] = ablation_fit(train_set, valid_set, params)
+        fits["ablation"] = ablation_run(train_set, valid_set, params, runs)
     with _timed(seconds, "keras"):
-        fits["candidate"] = keras_run(train_set, valid_set, params, tags, fits)
+        fits["candidate"] = keras_run(train_set, valid_set, params, runs, fits)
     with _timed(seconds, "explain"):
         weights = class_weighted(train_set[1], train_set[2], float(params["positive_weight_power"]))
         fits["explain"] = fit_explainer(
@@ -459,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params, "train")
     tracking_uri = load_settings().mlflow_tracking_uri
     try:
-        train(args.features, args.out, params, tracking_uri, args.synthesizer_report)
+        train(args.features, args.out, params, tracking_uri, args.synthesizer_report, os.environ)
     except TrainError as err:
         log.error("train refused: %s", err)
         raise SystemExit(1) from err

@@ -11,11 +11,13 @@ import uuid
 
 import psycopg2
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
+from google.protobuf.message import DecodeError
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from serving import db
 from serving.labels import LabelError, UnknownTransaction, label_name, record_label, validate_label
+from tests.helpers.serving_env import committed
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +138,12 @@ def test_a_failed_audit_write_rolls_the_label_back(conn, database_url):
         (("tx-1", "FRAUD", "s" * 65, ""), "source"),
         (("tx-1", "FRAUD", "analyst:a", "n" * 513), "note"),
         (("tx-1", "FRAUD", "analyst:a", None), "note"),
+        (("a\x00b", "FRAUD", "analyst:a", ""), "transaction_id"),
+        (("tx-1\n", "FRAUD", "analyst:a", ""), "transaction_id"),
+        (("tx-1", "FRAUD", "analyst:\x00", ""), "source"),
+        (("tx-1", "FRAUD", "analyst:a\tb", ""), "source"),
+        (("tx-1", "FRAUD", "analyst:a", "stolen\x00card"), "note"),
+        (("tx-1", "FRAUD", "analyst:a", "bad \ud800 surrogate"), "note"),
     ],
 )
 def test_invalid_fields_are_named(fields, field):
@@ -171,10 +179,20 @@ def label_bytes(tx_id: str, label: int, source: str = "chargeback:visa", note: s
     return request.SerializeToString()
 
 
+def message_key(i: int, value: bytes) -> bytes:
+    """Keyed by transaction id, as a label producer should: a transaction's labels stay in
+    order on one partition. Undecodable values get a key of their own."""
+    try:
+        tx_id = fraud_pb2.LabelRequest.FromString(value).transaction_id
+    except DecodeError:
+        tx_id = ""
+    return (tx_id or f"undecodable-{i}").encode()
+
+
 def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     for i, value in enumerate(values):
-        producer.produce(topic, value=value, key=str(i % 5).encode())
+        producer.produce(topic, value=value, key=message_key(i, value))
     assert producer.flush(30) == 0
 
 
@@ -193,14 +211,6 @@ def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 60) 
         found += [m for m in consumer.consume(100, 0.5) if not m.error()]
     consumer.close()
     return found
-
-
-def committed(bootstrap: str, group: str, topic: str, partitions: int = 3) -> int:
-    """Sum of the group's committed offsets on `topic` (= messages it is done with)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 30)
-    consumer.close()
-    return sum(max(tp.offset, 0) for tp in offsets)
 
 
 def labels_in(conn, tx_ids: list[str]) -> dict[str, str]:
@@ -297,11 +307,20 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
     try:
         time.sleep(3)
         assert committed(kafka_bootstrap, group, topics["topic_labels"]) == 0
-        db.create_database(server, name)
-        db.migrate(url)
-        outage_conn = db.connect(url)
+        # The database comes back whole: built under another name, then renamed into place,
+        # so the consumer never sees it without the scored transactions its labels name.
+        staging = f"{name}_staging"
+        staging_conn = db.connect(db.create_database(server, staging))
+        db.migrate(db.with_database(server, staging))
         for tx_id in tx_ids:
-            scored(outage_conn, tx_id=tx_id)
+            scored(staging_conn, tx_id=tx_id)
+        staging_conn.close()
+        admin = db.connect(server)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{staging}" RENAME TO "{name}"')
+        admin.close()
+        outage_conn = db.connect(url)
         assert wait_until(lambda: committed(kafka_bootstrap, group, topics["topic_labels"]) == 3)
         assert labels_in(outage_conn, tx_ids) == dict.fromkeys(tx_ids, "FRAUD")
         outage_conn.close()

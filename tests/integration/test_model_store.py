@@ -13,6 +13,7 @@ import pytest
 
 from fraudops.bands import band_name
 from fraudops.features import N_FEATURES
+from fraudops.schema import proto_to_dict
 from serving.model_store import ModelRejected, ModelStore, load_model
 from serving.persistence import SCORE_COLUMNS, score_csv
 from serving.rollback import RollbackError, choose_version
@@ -162,8 +163,8 @@ def test_copy_rows_survive_awkward_text(built_models, serving_root):
     publish_model(built_models, serving_root, "v1")
     store = ModelStore(serving_root)
     store.load_latest()
-    awkward = 'a,"b"\n\\c\td'
-    batch = ScoringCore(store).score([decode(transaction(0, channel=awkward))])
+    awkward = 'a,"b"\n\\c\td'  # control characters fail validation; COPY must cope anyway
+    batch = ScoringCore(store).score([proto_to_dict(transaction(0, channel=awkward))])
     buf, n = score_csv([(batch, "inline")])
     [row] = list(csv.reader(buf))
     assert n == 1 and len(row) == len(SCORE_COLUMNS)

@@ -108,6 +108,9 @@ INVALID = [
     ({"transaction_id": "x" * 500}, "transaction_id"),
     ({"user_id": 0}, "user_id"),
     ({"channel": "c" * 1000}, "channel"),
+    ({"channel": "a\x00b"}, "channel"),
+    ({"transaction_id": "a\x00b"}, "transaction_id"),
+    ({"timestamp": 2**63 - 1}, "timestamp"),
 ]
 
 
@@ -126,6 +129,29 @@ def test_invalid_input_is_rejected_naming_the_field(channel, fields, field):
         scoring.ScoreBatch(batch, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(f"transactions[1].{field}:")
+    assert scoring.Score(transaction(4), timeout=10).model_version == "v1"  # still up
+
+
+def test_strings_that_are_not_utf8_are_rejected_naming_the_field(channel):
+    """Raw wire bytes (a client not built on protobuf), each replacement as long as what it
+    replaces; grpc itself would answer INTERNAL."""
+    tx = transaction(3, transaction_id="tx-\u00e9", channel="web").SerializeToString()
+    batch = fraud_pb2.ScoreBatchRequest(transactions=[transaction(1), transaction(2)])
+    label = fraud_pb2.LabelRequest(transaction_id="tx-1", label=fraud_pb2.FRAUD, source="a:b")
+    cases = [
+        ("FraudScoring/Score", tx.replace(b"web", b"w\xffb"), "channel"),
+        ("FraudIngestion/SendTransaction", tx.replace(b"\xc3\xa9", b"\xc3("), "transaction_id"),
+        ("FraudScoring/ScoreBatch", batch.SerializeToString().replace(b"tx-2", b"tx-\xfe"),
+         "transactions[1].transaction_id"),
+        ("Feedback/SubmitLabel", label.SerializeToString().replace(b"a:b", b"a:\x80"), "source"),
+        ("FraudScoring/Score", b"\xff\xff\xff not protobuf", "message"),
+    ]  # fmt: skip
+    for method, payload, field in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            channel.unary_unary(f"/fraud.v1.{method}")(payload, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert err.value.details().startswith(f"{field}: "), err.value.details()
+    scoring = fraud_pb2_grpc.FraudScoringStub(channel)
     assert scoring.Score(transaction(4), timeout=10).model_version == "v1"  # still up
 
 
@@ -151,6 +177,8 @@ def test_labels_are_recorded_superseded_and_checked(app, channel):
         (dict(transaction_id="never-scored", label=fraud_pb2.FRAUD, source="a"), "NOT_FOUND"),
         (dict(transaction_id=tx_id, label=fraud_pb2.LABEL_UNSPECIFIED, source="a"), "label"),
         (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source=""), "source"),
+        (dict(transaction_id="a\x00b", label=fraud_pb2.FRAUD, source="a"), "transaction_id"),
+        (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source="a", note="\x00"), "note"),
     ]
     for fields, expected in cases:
         with pytest.raises(grpc.RpcError) as err:

@@ -47,10 +47,11 @@ def test_kafka_roundtrip_on_fresh_topic(kafka_bootstrap, kafka_topics):
 def test_topic_factory_names_are_unique_and_complete(kafka_topics):
     first, second = kafka_topics(), kafka_topics(n_partitions=1)
     assert set(first) == {
-        "topic_raw", "topic_scores", "topic_labels", "topic_dlq", "topic_labels_dlq"
+        "topic_raw", "topic_scores", "topic_labels", "topic_dlq", "topic_labels_dlq",
+        "topic_inline_dlq",
     }  # fmt: skip
     assert not set(first.values()) & set(second.values())
-    assert first["topic_dlq"].endswith("raw_transactions.dlq")
+    assert first["topic_dlq"].endswith("raw_transactions.dlq")  # literal-ok: the default name
 
 
 def _tables(url: str) -> set[str]:

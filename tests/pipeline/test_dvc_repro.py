@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from fraudops.modelspec import published_versions
+from tests.helpers.lineage import dataset_inputs, dvc_recorded, training_runs
 from tests.helpers.pipeline_project import dvc, make_project, pipeline_env
 
 # The whole pipeline, even on tiny params, takes minutes on two busy cores.
@@ -54,6 +55,27 @@ def test_first_repro_runs_every_stage_and_promotes(repro):
     assert [v for v, _ in published_versions(project / "models" / "serving")] == [
         f"v{promotion['registered_version']}"
     ]
+
+
+def test_train_runs_carry_dvc_digests_under_one_parent(repro, mlflow_tracking_uri):
+    """Under `dvc repro` the runs' dataset digests are the md5s dvc.lock's features out
+    records, and the runs of the repro share a parent named by commit, params and data."""
+    from mlflow import MlflowClient
+
+    project = repro[0]
+    info = json.loads((project / "models" / "candidate" / "train.json").read_text())
+    sets = {"training": "train", "validation": "valid", "test": "test"}
+    if json.loads((project / "reports" / "metrics.json").read_text())["feedback"]:
+        sets["feedback"] = "feedback"
+    paths = {context: f"data/features/{name}.parquet" for context, name in sets.items()}
+    expected = {(c, p, dvc_recorded(project, "featurize", p)) for c, p in paths.items()}
+    for run in training_runs(MlflowClient(mlflow_tracking_uri), info).values():
+        inputs = dataset_inputs(run)
+        seen = {(c, json.loads(d.source)["uri"], d.digest) for c, d, _ in inputs}
+        assert seen == expected
+        assert {tags["fraudops.digest_source"] for _, _, tags in inputs} == {"dvc"}
+        assert run.data.tags["mlflow.parentRunId"] == info["parent_run_id"]
+    assert info["pipeline_run"].startswith(f"local:{info['git_commit'][:12]}-")
 
 
 def test_second_repro_runs_nothing(repro):

@@ -1,8 +1,12 @@
 """evaluate: corrections on hand-made data, and the stage with a real MLflow server and a
-TFLite champion."""
+TFLite champion.
+
+Train and evaluate run here as by hand, outside DVC and Airflow: dataset digests are content
+hashes, and the runs' parent is named by commit, params and data."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -13,6 +17,7 @@ import pytest
 
 from fraudops.features import FEATURE_NAMES, N_FEATURES
 from fraudops.modelspec import MODEL_FILE, now_iso, publish, write_spec
+from tests.helpers.lineage import dataset_inputs, training_runs
 from tests.helpers.transactions import make_transactions
 from training.evaluate import corrections, evaluate
 from training.featurize import featurize
@@ -184,6 +189,35 @@ def test_evaluate_judges_the_champion_the_scorer_serves(project, mlflow_tracking
     assert report["champion"]["version"] == "v1"  # v2 is newer, but no scorer loads it
     (rejected,) = report["champion_rejected"]
     assert rejected["version"] == "v2" and "golden outputs off" in rejected["problem"]
+
+
+def test_each_run_records_every_set_it_was_scored_on_once(project, mlflow_tracking_uri, tmp_path):
+    """Train's sets and evaluate's (test, feedback) as dataset inputs of the candidate,
+    baseline and ablation runs; evaluating again adds no second copy."""
+    from mlflow import MlflowClient
+
+    for attempt in ("first", "second"):
+        run_evaluate(project, tmp_path / attempt / "serving", mlflow_tracking_uri)
+    info = json.loads((project["candidate"] / "train.json").read_text())
+    md5 = {
+        name: hashlib.md5((project["features"] / f"{name}.parquet").read_bytes()).hexdigest()
+        for name in ("train", "valid", "test", "feedback")
+    }
+    contexts = {"training": "train", "validation": "valid", "test": "test", "feedback": "feedback"}
+    expected = sorted((context, name, md5[name]) for context, name in contexts.items())
+    client = MlflowClient(mlflow_tracking_uri)
+    runs = training_runs(client, info)
+    for run in runs.values():
+        inputs = dataset_inputs(run)
+        assert sorted((context, d.name, d.digest) for context, d, _ in inputs) == expected
+        assert {tags["fraudops.digest_source"] for _, _, tags in inputs} == {"content"}
+        assert run.data.tags["mlflow.parentRunId"] == info["parent_run_id"]
+    report = json.loads((tmp_path / "second" / "metrics.json").read_text())
+    logged = runs["ablation"].data.metrics["test_pr_auc"]
+    assert logged == pytest.approx(report["ablation"]["pr_auc"])
+    assert info["pipeline_run"].startswith("local:")
+    parent = client.get_run(info["parent_run_id"]).data.tags
+    assert parent["fraudops.pipeline_run"] == info["pipeline_run"]
 
 
 def test_cli_refuses_missing_inputs_with_a_clear_error(tmp_path, capsys):

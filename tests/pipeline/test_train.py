@@ -1,17 +1,24 @@
 """train: the Keras model (unit), the stage against a real MLflow server (integration), and
-the trained candidate's behaviour (model tests: direction, calibrated scale)."""
+the trained candidate's behaviour (model tests: direction, calibrated scale).
+
+The stage runs as an Airflow task would (the DAG run's context variables in its environment)
+on features that a real DVC project records, so the runs' dataset digests are DVC's."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.metrics import average_precision_score
 
 from fraudops.features import FEATURE_NAMES, N_FEATURES, OnlineFeatures
+from tests.helpers.lineage import dataset_inputs, dvc_recorded, training_runs
 from tests.helpers.transactions import make_transactions
 from training.featurize import featurize
 
@@ -51,6 +58,7 @@ AGREED_METRICS = {
 }
 
 
+DAG_RUN = f"manual__{uuid.uuid4().hex[:8]}"
 SYNTH_REPORT = {
     "quality": {
         "legit": {"overall": 0.95, "column_shapes": 0.96, "columns": {"amount": 0.9}},
@@ -99,8 +107,14 @@ def test_correct_prior_divides_the_class_weight_out_of_the_odds():
     np.testing.assert_allclose(odds(after), odds(before) / 4.0, rtol=1e-4)
 
 
+def dvc(root: Path, *args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+
+
 @pytest.fixture(scope="module")
 def features_dir(tmp_path_factory) -> Path:
+    """Featurized toy data, recorded as the out of a `featurize` stage of a DVC project."""
     root = tmp_path_factory.mktemp("train-data")
     make_transactions(8000, fraud_rate=0.03, seed=11, days=20).to_parquet(root / "raw.parquet")
     make_transactions(2000, fraud_rate=0.03, seed=12, days=5, start_day=20).to_parquet(
@@ -112,6 +126,10 @@ def features_dir(tmp_path_factory) -> Path:
         root / "raw.parquet", root / "holdout.parquet", None, root / "result.json", out,
         {"valid_fraction": 0.25, "feedback_weight": 5.0},
     )  # fmt: skip
+    dvc(root, "init", "--no-scm", "-q")
+    stage = {"cmd": "true", "outs": ["features"]}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"featurize": stage}}))
+    dvc(root, "commit", "--force", "-q", "featurize")
     return out
 
 
@@ -123,8 +141,93 @@ def trained(features_dir, mlflow_tracking_uri, tmp_path_factory) -> dict:
     params = {**TINY, "experiment": f"test-train-{uuid.uuid4().hex[:8]}"}
     quality = out.parent / "synthesizer_quality.json"
     quality.write_text(json.dumps(SYNTH_REPORT))
-    info = train(features_dir, out, params, mlflow_tracking_uri, quality)
+    environ = {"AIRFLOW_CTX_DAG_ID": "fraud_training", "AIRFLOW_CTX_DAG_RUN_ID": DAG_RUN}
+    info = train(features_dir, out, params, mlflow_tracking_uri, quality, environ)
     return {"info": info, "dir": out, "uri": mlflow_tracking_uri}
+
+
+def _runs(trained) -> dict:
+    from mlflow import MlflowClient
+
+    return training_runs(MlflowClient(trained["uri"]), trained["info"])
+
+
+def test_runs_read_the_train_and_valid_sets_with_dvc_digests(trained, features_dir):
+    expected = {
+        (context, name, dvc_recorded(features_dir.parent, "featurize", f"features/{name}.parquet"))
+        for context, name in (("training", "train"), ("validation", "valid"))
+    }
+    rows = trained["info"]["rows"]
+    for role, run in _runs(trained).items():
+        inputs = dataset_inputs(run)
+        assert {(context, d.name, d.digest) for context, d, _ in inputs} == expected, role
+        assert {tags["fraudops.digest_source"] for _, _, tags in inputs} == {"dvc"}
+        assert run.data.tags["fraudops.role"] == role
+        for _, dataset, _ in inputs:
+            assert dataset.source_type == "local"
+            assert json.loads(dataset.source)["uri"] == f"features/{dataset.name}.parquet"
+            profile = json.loads(dataset.profile)  # counted, never the rows themselves
+            assert profile["num_rows"] == rows[dataset.name]
+            assert 0 < profile["frauds"] < profile["num_rows"]
+            columns = {c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]}
+            assert columns >= {*FEATURE_NAMES, "is_fraud", "weight"}
+
+
+def test_runs_share_the_parent_run_of_their_airflow_dag_run(trained):
+    from mlflow import MlflowClient
+
+    from training.lib import tracking
+
+    client, info = MlflowClient(trained["uri"]), trained["info"]
+    parents = {run.data.tags.get("mlflow.parentRunId") for run in _runs(trained).values()}
+    assert parents == {info["parent_run_id"]}
+    parent = client.get_run(info["parent_run_id"])
+    key = f"airflow:fraud_training/{DAG_RUN}"
+    assert info["pipeline_run"] == key
+    assert parent.data.tags["fraudops.pipeline_run"] == key
+    assert parent.data.tags["fraudops.role"] == "pipeline"
+    assert parent.data.tags["airflow.dag_run_id"] == DAG_RUN
+    assert parent.info.status == "FINISHED" and parent.inputs.dataset_inputs == []
+    for run in _runs(trained).values():
+        assert run.data.tags["fraudops.pipeline_run"] == key
+    # A later stage (or a retry) of the same DAG run finds the parent; another run does not.
+    same = {"AIRFLOW_CTX_DAG_ID": "fraud_training", "AIRFLOW_CTX_DAG_RUN_ID": DAG_RUN}
+    other = {**same, "AIRFLOW_CTX_DAG_RUN_ID": f"{DAG_RUN}-next"}
+    found = {
+        name: tracking.pipeline_parent(info["experiment_id"], tracking.pipeline_of(env, "unused"))
+        for name, env in (("same", same), ("other", other))
+    }
+    assert found["same"] == parent.info.run_id != found["other"]
+
+
+def test_a_run_by_hand_is_keyed_by_commit_params_and_data():
+    """Outside Airflow the parent is named by what the run trains on: a retry with the same
+    commit, params and data joins it, a change of any starts another."""
+    from training.lib.tracking import local_pipeline_key, pipeline_of
+
+    key = local_pipeline_key("c0ffee" * 7, TINY, "d" * 32)
+    assert key == local_pipeline_key("c0ffee" * 7, dict(TINY), "d" * 32)
+    assert key != local_pipeline_key("c0ffee" * 7, {**TINY, "seed": 8}, "d" * 32)
+    assert key != local_pipeline_key("c0ffee" * 7, TINY, "e" * 32)
+    assert key != local_pipeline_key("beef" * 10, TINY, "d" * 32)
+    assert pipeline_of({}, key).key == f"local:{key}"
+    assert pipeline_of({"AIRFLOW_CTX_DAG_ID": "fraud_training"}, key).key == f"local:{key}"
+
+
+def test_the_experiment_opens_on_its_runs(trained):
+    """MLflow 3's UI opens an experiment of the model-training kind on its runs; a kind set
+    by hand (in the UI) is kept."""
+    from mlflow import MlflowClient
+
+    from training.lib import tracking
+
+    client = MlflowClient(trained["uri"])
+    tags = client.get_experiment(trained["info"]["experiment_id"]).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    chosen = f"test-kind-{uuid.uuid4().hex[:8]}"
+    client.create_experiment(chosen, tags={"mlflow.experimentKind": "genai_development"})
+    experiment_id = tracking.use_experiment(trained["uri"], chosen)
+    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "genai_development"
 
 
 def test_train_writes_the_candidate_directory(trained):

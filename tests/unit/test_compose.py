@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from fraudops.settings import Settings, env_name
+from fraudops.settings import Settings, env_name, url_address
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
@@ -33,9 +33,8 @@ def test_valid_against_compose_spec(compose):
 
 
 def test_the_whole_stack_is_there(compose):
-    assert {"kafka", "kafka-topics", "postgres", "mlflow", "airflow"} | APP_SERVICES <= set(
-        compose["services"]
-    )
+    infrastructure = {"kafka", "kafka-topics", "postgres", "redis", "mlflow", "airflow"}
+    assert infrastructure | APP_SERVICES <= set(compose["services"])
 
 
 def test_scorer_replicas_share_one_consumer_group(compose):
@@ -73,3 +72,28 @@ def test_env_example_lists_every_interpolated_variable(compose):
         if line and not line.startswith("#")
     }
     assert used <= example, f"missing from .env.example: {sorted(used - example)}"
+
+
+def test_topics_created_are_the_settings_topics(compose):
+    script = " ".join(compose["services"]["kafka-topics"]["command"])
+    listed = script.split("for topic in", 1)[1].split("; do", 1)[0].split()
+    assert sorted(listed) == sorted(Settings().topics().values())
+
+
+def _published(compose: dict, service: str) -> list[str]:
+    return [str(p) for p in compose["services"][service]["ports"]]
+
+
+def test_published_ports_are_the_settings_ports(compose):
+    settings = Settings()
+    expected = {
+        "mlflow": url_address(settings.mlflow_tracking_uri)[1],
+        "airflow": url_address(settings.airflow_url)[1],
+        "server": settings.grpc_port,
+    }
+    for service, port in expected.items():
+        assert f"127.0.0.1:{port}:{port}" in _published(compose, service), service
+    postgres = f"127.0.0.1:${{POSTGRES_HOST_PORT:-{settings.postgres_port}}}:5432"
+    assert postgres in _published(compose, "postgres")
+    kafka = compose["services"]["kafka"]["environment"]
+    assert kafka["KAFKA_ADVERTISED_LISTENERS"].endswith(f":{settings.kafka_address()[1]}")

@@ -4,6 +4,7 @@ validate_transaction does: the same rows fail, naming the same field with the sa
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -60,6 +61,28 @@ CASES = {
     "overdraft_negative": {"is_unauthorized_overdraft": -0.5},
     "two_faults_first_named": {"user_id": -1, "amount": -1.0},
     "channel_too_long": {"channel": "c" * 65},
+    "good_unicode_channel": {"channel": "caf\u00e9 \u9280\u884c \U0001f4b3"},
+    "good_unicode_id": {"transaction_id": "tx-\u00e9\u9280"},
+    "good_max_user": {"user_id": 2**63 - 1},
+    "good_earliest_timestamp": {"timestamp": 946_684_800},
+    "good_simulator_start": {"timestamp": 1_704_067_200},
+    "id_nul": {"transaction_id": "a\x00b"},
+    "id_newline": {"transaction_id": "tx-1\n"},
+    "id_tab": {"transaction_id": "tx\t1"},
+    "id_zero_width": {"transaction_id": "tx\u200b1"},
+    "id_surrogate": {"transaction_id": "tx\ud800"},
+    "channel_nul": {"channel": "a\x00b"},
+    "channel_escape": {"channel": "web\x1b[31m"},
+    "channel_c1": {"channel": "web\x85"},
+    "channel_del": {"channel": "web\x7f"},
+    "channel_surrogate": {"channel": "web\udfff"},
+    "user_beyond_int64": {"user_id": 2**63},
+    "timestamp_int64_max": {"timestamp": 2**63 - 1},
+    "timestamp_before_2000": {"timestamp": 946_684_799},
+    "timestamp_next_year": {"timestamp": int(time.time()) + 366 * 86400},
+    "amount_beyond_float": {"amount": 10**400},
+    "amount_beyond_float_negative": {"amount": -(10**400)},
+    "balance_beyond_float": {"new_balance_dest": 10**309},
 }
 
 
@@ -99,3 +122,24 @@ def test_a_missing_column_fails_every_row():
 
 def test_an_empty_batch_has_no_errors():
     assert validate_columns({k: [] for k in good()}) == []
+
+
+def test_an_amount_beyond_float_range_is_invalid_not_an_overflow():
+    with pytest.raises(InvalidTransaction) as err:
+        validate_transaction(good(amount=10**400))
+    assert err.value.field == "amount"
+
+
+def test_the_timestamp_window_is_configurable():
+    from fraudops.schema import TimestampWindow
+
+    now = 1_800_000_000
+    narrow = TimestampWindow(earliest=1_700_000_000, max_ahead_s=60)
+    validate_transaction(good(timestamp=now + 60), narrow, now=now)
+    for ts in (1_699_999_999, now + 61):
+        with pytest.raises(InvalidTransaction, match="^timestamp: "):
+            validate_transaction(good(timestamp=ts), narrow, now=now)
+    clock = int(time.time())  # validate_columns reads the clock itself
+    txs = [good(0, timestamp=clock + 3600), good(1, timestamp=clock), good(2, timestamp=1)]
+    got = [(i, e.field) for i, e in validate_columns(_columns(txs), narrow)]
+    assert got == [(0, "timestamp"), (2, "timestamp")]

@@ -11,7 +11,7 @@ from confluent_kafka import TopicPartition
 
 from fraudops.schema import InvalidTransaction
 from serving import metrics
-from serving.scorer import next_offsets
+from serving.kafka_io import next_offsets
 from serving.scoring import decode, decode_batch
 from serving.tls import InsecureBinding, is_loopback, server_credentials
 from tests.helpers.serving_env import (
@@ -54,6 +54,9 @@ def test_serving_imports_without_tensorflow():
         ({"user_id": 0}, "user_id"),
         ({"timestamp": 0}, "timestamp"),
         ({"channel": "c" * 65}, "channel"),
+        ({"channel": "a\x00b"}, "channel"),
+        ({"transaction_id": "a\x00b"}, "transaction_id"),
+        ({"timestamp": 2**63 - 1}, "timestamp"),
     ],
 )
 def test_invalid_transactions_name_the_field(fields, field):

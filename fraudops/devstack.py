@@ -1,0 +1,790 @@
+"""The local dev stack: `python -m fraudops.devstack up|down|status|env [service ...]`.
+
+Kafka (one KRaft broker), Postgres (a project-local cluster of Debian's PostgreSQL), MLflow
+(server, SQLite backend) and Airflow (the components of `airflow standalone`), bound to
+loopback, ports from Settings, state and logs under run/ (git-ignored). `up` is idempotent
+and returns once every named service answers (no names: all, in order); `down` stops, in
+reverse order, exactly what `up` started; a port already served by a process not started
+here is used as it is and never stopped. `env` prints the export lines of the settings.
+A service is one record in SERVICES: adding one is adding a record.
+
+Installing is not `up`'s job: `make install` resolves the Kafka jars, `.ci/run` installs
+Debian's PostgreSQL; `up` fails naming the missing piece.
+
+A small supervisor of our own rather than one from PyPI: supervisor (4.3) runs its own
+daemon and knows readiness only as "still running after startsecs"; circus (0.19) brings
+ZeroMQ and a daemon too, readiness left to hooks; honcho (2.0) runs a Procfile in the
+foreground and has no detached services, readiness or ordering. None of them can use a
+service already listening on its port. What is needed (a detached start in its own process
+group, a readiness check per service, ordered start, stop by process group) is this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fraudops.settings import Settings, load_settings, to_environ, url_address
+
+ROOT = Path(__file__).resolve().parents[1]
+# Where `make kafka-jars` (a dependency of `make install`) puts the broker's jars.
+KAFKA_LIBS = ROOT / "build" / "kafka" / "libs"
+LOCK_TIMEOUT_S = 900
+STOP_TIMEOUT_S = 30
+LOG_TAIL_LINES = 30
+# At least the number of scorer replicas (one consumer group spreads partitions over them).
+TOPIC_PARTITIONS = 3
+
+
+class StackError(Exception):
+    """A service cannot be brought up; the message says why and where to look."""
+
+
+def say(message: str) -> None:
+    print(f"[devstack] {message}", file=sys.stderr, flush=True)
+
+
+# --- generic helpers (tests.helpers re-exports the first two) ---------------------------
+
+
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(check: Callable[[], object], what: str, timeout: float = 60, every: float = 0.1):
+    """Poll `check` until it returns something truthy (and return that); a TimeoutError
+    naming `what` otherwise. Exceptions from `check` propagate."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def endpoint_address(endpoint: str) -> tuple[str, int]:
+    """Host and port of a URL or of a bare host:port."""
+    if "://" in endpoint:
+        return url_address(endpoint)
+    host, _, port = endpoint.split(",")[0].rpartition(":")
+    return host, int(port)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+# --- the stack and its services -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stack:
+    """Where one dev stack lives: its settings, run directory and installed pieces."""
+
+    settings: Settings
+    run_dir: Path = ROOT / "run"
+    kafka_libs: Path = KAFKA_LIBS
+    root: Path = ROOT
+
+    def dir(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def log(self, name: str) -> Path:
+        return self.run_dir / "logs" / f"{name}.log"
+
+    def tool(self, name: str) -> Path:
+        """An executable of the environment this module runs in (mlflow, airflow)."""
+        path = Path(sys.executable).parent / name
+        if not path.exists():
+            raise StackError(f"{path} is missing: run `make install` first")
+        return path
+
+    def environ(self) -> dict[str, str]:
+        """The environment every service starts with: ours plus the stack's settings."""
+        return {**os.environ, **to_environ(self.settings), "FRAUDOPS_PROJECT_DIR": str(self.root)}
+
+
+def _nothing(stack: Stack) -> None:
+    return None
+
+
+def _no_environ(stack: Stack) -> dict[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service of the dev stack. `commands` are run detached in one process group of
+    their own (several: supervised together, one exiting stops the rest); `ready` says
+    whether it answers; `prepare` checks what it needs and does one-time set-up before a
+    start; `after_ready` runs on every `up` (topics, role, migrations)."""
+
+    name: str
+    endpoint: Callable[[Settings], str]
+    commands: Callable[[Stack], list[list[str]]]
+    ready: Callable[[Stack], bool]
+    prepare: Callable[[Stack], None] = _nothing
+    after_ready: Callable[[Stack], None] = _nothing
+    environ: Callable[[Stack], dict[str, str]] = _no_environ
+    user: str | None = None  # the OS user it runs as when we are root
+    stop_signal: int = signal.SIGTERM
+    ready_timeout_s: float = 120
+
+    def address(self, settings: Settings) -> tuple[str, int]:
+        return endpoint_address(self.endpoint(settings))
+
+    def pidfile(self, stack: Stack) -> Path:
+        return stack.dir(self.name) / f"{self.name}.pid"
+
+
+# --- Kafka --------------------------------------------------------------------------------
+
+
+def _kafka_prepare(stack: Stack) -> None:
+    """server.properties from the template; storage formatted once."""
+    if not any(stack.kafka_libs.glob("*.jar")):
+        raise StackError(
+            f"the Kafka broker's jars are missing in {stack.kafka_libs}: run `make install` "
+            "(its kafka-jars target resolves them from Maven Central)"
+        )
+    if shutil.which("java") is None:
+        raise StackError("java not found: Java 17+ is needed (.ci/run installs it)")
+    home = stack.dir("kafka")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "server.properties").write_text(kafka_properties(stack))
+    shutil.copy(stack.root / "infra" / "kafka" / "log4j2.properties", home / "log4j2.properties")
+    if not (home / "data" / "meta.properties").exists():
+        _kafka_format(stack)
+
+
+def kafka_properties(stack: Stack) -> str:
+    """infra/kafka/server.properties with the data directory and the settings' ports."""
+    host, port = stack.settings.kafka_address()
+    text = (stack.root / "infra" / "kafka" / "server.properties").read_text()
+    for key, value in {
+        "@DATA_DIR@": str(stack.dir("kafka") / "data"),
+        "@HOST@": host,
+        "@PORT@": str(port),
+        "@CONTROLLER_PORT@": str(stack.settings.kafka_controller_port),
+    }.items():
+        text = text.replace(key, value)
+    return text
+
+
+def _kafka_java(stack: Stack, *args: str) -> list[str]:
+    home = stack.dir("kafka")
+    return ["java", f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
+            "-cp", f"{stack.kafka_libs}/*", *args]  # fmt: skip
+
+
+def _kafka_format(stack: Stack) -> None:
+    tool = "kafka.tools.StorageTool"
+    cluster_id = subprocess.run(
+        _kafka_java(stack, tool, "random-uuid"), capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    say(f"kafka: formatting storage (cluster id {cluster_id})")
+    config = str(stack.dir("kafka") / "server.properties")
+    command = _kafka_java(stack, tool, "format", "--standalone", "-t", cluster_id, "-c", config)
+    _run_logged(command, stack.log("kafka"), "kafka: storage format failed")
+
+
+def _kafka_commands(stack: Stack) -> list[list[str]]:
+    heap = ["-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+    return [
+        [
+            *_kafka_java(stack, *heap, "-Djava.awt.headless=true", "kafka.Kafka"),
+            str(stack.dir("kafka") / "server.properties"),
+        ]
+    ]
+
+
+def _kafka_admin(stack: Stack):
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": stack.settings.kafka_bootstrap_servers})
+
+
+def _kafka_ready(stack: Stack) -> bool:
+    if not port_open(*stack.settings.kafka_address()):
+        return False
+    _kafka_admin(stack).list_topics(timeout=3)  # raises when the broker does not answer
+    return True
+
+
+def _kafka_topics(stack: Stack) -> None:
+    """Create the settings' topics that are missing (the broker auto-creates none)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    admin = _kafka_admin(stack)
+    existing = admin.list_topics(timeout=10).topics
+    missing = [
+        NewTopic(name, num_partitions=TOPIC_PARTITIONS)
+        for name in stack.settings.topics().values()
+        if name not in existing
+    ]
+    for name, future in (admin.create_topics(missing) if missing else {}).items():
+        try:
+            future.result(timeout=30)
+            say(f"kafka: created topic {name}")
+        except KafkaException as err:
+            if "TOPIC_ALREADY_EXISTS" not in str(err):
+                raise
+
+
+KAFKA = Service(
+    name="kafka",
+    endpoint=lambda s: s.kafka_bootstrap_servers,
+    commands=_kafka_commands,
+    ready=_kafka_ready,
+    prepare=_kafka_prepare,
+    after_ready=_kafka_topics,
+)
+
+
+# --- Postgres -----------------------------------------------------------------------------
+# Trust authentication, on loopback and the socket only: a local development cluster
+# reachable from this machine alone. Anything shared uses passwords (see .env.example).
+PG_HBA = "local all all trust\nhost  all all 127.0.0.1/32 trust\n"
+PG_CONF = """
+# fraudops local development cluster (fraudops.devstack); address, port and socket
+# directory are given on the command line, from the settings.
+max_connections = 100
+shared_buffers = 256MB
+fsync = on
+synchronous_commit = on
+max_wal_size = 2GB
+log_min_duration_statement = 1000
+"""
+
+
+def _pg_bin() -> Path:
+    """Debian's PostgreSQL binaries, the newest installed major version."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if not found:
+        raise StackError(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin): .ci/run installs "
+            "it; by hand: apt-get install -y postgresql"
+        )
+    return found[-1]
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _user_kwargs(user: str | None) -> dict:
+    """Popen arguments that run a child as `user` (PostgreSQL refuses to run as root)."""
+    if user is None or not _as_root():
+        return {}
+    return {"user": user, "group": user, "extra_groups": []}
+
+
+def _pg_traversable(directory: Path) -> None:
+    """Let the postgres user reach `directory` (o+x on any parent that blocks it, from the
+    root down, so that only the blocking ones change)."""
+    for parent in reversed(directory.parents):
+        reachable = subprocess.run(["test", "-x", str(parent)], **_user_kwargs("postgres"))
+        if reachable.returncode != 0:
+            say(f"postgres: chmod o+x {parent} so the postgres user can reach its data")
+            parent.chmod(parent.stat().st_mode | 0o001)
+
+
+def _pg_prepare(stack: Stack) -> None:
+    """A cluster initialised once in run/postgres/data, owned by the postgres user."""
+    home, data = stack.dir("postgres"), stack.dir("postgres") / "data"
+    initdb = _pg_bin() / "initdb"
+    home.mkdir(parents=True, exist_ok=True)
+    if _as_root():
+        shutil.chown(home, "postgres", "postgres")
+        _pg_traversable(home)
+    if (data / "PG_VERSION").exists():
+        return
+    say(f"postgres: initdb in {data}")
+    command = [str(initdb), "-D", str(data), "-U", "postgres", "--encoding=UTF8",
+               "--locale=C", "--auth=trust"]  # fmt: skip
+    _run_logged(command, stack.log("postgres"), "postgres: initdb failed", user="postgres")
+    (data / "pg_hba.conf").write_text(PG_HBA)
+    with open(data / "postgresql.conf", "a") as conf:
+        conf.write(PG_CONF)
+
+
+def _pg_commands(stack: Stack) -> list[list[str]]:
+    home = stack.dir("postgres")
+    return [
+        [str(_pg_bin() / "postgres"), "-D", str(home / "data"),
+         "-p", str(stack.settings.postgres_port), "-c", "listen_addresses=127.0.0.1",
+         "-c", f"unix_socket_directories={home}"]
+    ]  # fmt: skip
+
+
+def _pg_superuser_url(stack: Stack) -> str:
+    return f"postgresql://postgres@127.0.0.1:{stack.settings.postgres_port}/postgres"
+
+
+def _pg_ready(stack: Stack) -> bool:
+    import psycopg2
+
+    if not port_open("127.0.0.1", stack.settings.postgres_port):
+        return False
+    psycopg2.connect(_pg_superuser_url(stack), connect_timeout=3).close()
+    return True
+
+
+def _pg_database(stack: Stack) -> None:
+    """Role and database `fraudops` when missing, then the project's migrations."""
+    import psycopg2
+
+    conn = psycopg2.connect(_pg_superuser_url(stack), connect_timeout=10)
+    conn.autocommit = True  # CREATE DATABASE cannot run in a transaction
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = 'fraudops'")
+            if cur.fetchone() is None:
+                cur.execute("CREATE ROLE fraudops LOGIN CREATEDB")
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = 'fraudops'")
+            if cur.fetchone() is None:
+                cur.execute("CREATE DATABASE fraudops OWNER fraudops")
+    finally:
+        conn.close()
+    url = stack.settings.local_database_url()
+    command = [sys.executable, "-m", "serving.db", "migrate", "--database-url", url]
+    _run_logged(command, stack.log("postgres"), "postgres: migrations failed", cwd=stack.root)
+
+
+POSTGRES = Service(
+    name="postgres",
+    endpoint=lambda s: s.local_database_url(),
+    commands=_pg_commands,
+    ready=_pg_ready,
+    prepare=_pg_prepare,
+    after_ready=_pg_database,
+    user="postgres",
+    # Fast shutdown: SIGTERM would wait for every client to disconnect.
+    stop_signal=signal.SIGINT,
+    ready_timeout_s=60,
+)
+
+
+# --- Redis --------------------------------------------------------------------------------
+# The per-user online feature state. Append-only file fsynced every second, no snapshots:
+# a crash of Redis itself can lose up to a second of history, which
+# `fraudops-features rebuild` restores from Postgres.
+
+
+def _redis_prepare(stack: Stack) -> None:
+    if shutil.which("redis-server") is None:
+        raise StackError("redis-server is not installed (apt-get install -y redis-server)")
+    stack.dir("redis").mkdir(parents=True, exist_ok=True)
+
+
+def _redis_url(settings: Settings) -> str:
+    return settings.redis_url or settings.local_redis_url()
+
+
+def _redis_commands(stack: Stack) -> list[list[str]]:
+    host, port = url_address(_redis_url(stack.settings))
+    return [
+        ["redis-server", "--bind", host, "--port", str(port), "--dir", str(stack.dir("redis")),
+         "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+         "--protected-mode", "yes", "--daemonize", "no"]
+    ]  # fmt: skip
+
+
+def _redis_ready(stack: Stack) -> bool:
+    """PING answered with PONG (RESP over a plain socket: no client library needed here)."""
+    try:
+        with socket.create_connection(url_address(_redis_url(stack.settings)), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+REDIS = Service(
+    name="redis",
+    endpoint=_redis_url,
+    commands=_redis_commands,
+    ready=_redis_ready,
+    prepare=_redis_prepare,
+    ready_timeout_s=30,
+)
+
+
+# --- MLflow -------------------------------------------------------------------------------
+
+
+def _mlflow_prepare(stack: Stack) -> None:
+    stack.tool("mlflow")
+    stack.dir("mlflow").mkdir(parents=True, exist_ok=True)
+    (stack.root / "mlruns").mkdir(exist_ok=True)
+
+
+def _mlflow_commands(stack: Stack) -> list[list[str]]:
+    host, port = url_address(stack.settings.mlflow_tracking_uri)
+    return [
+        [str(stack.tool("mlflow")), "server", "--host", host, "--port", str(port),
+         "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{stack.dir('mlflow') / 'mlflow.db'}",
+         "--artifacts-destination", str(stack.root / "mlruns"), "--serve-artifacts"]
+    ]  # fmt: skip
+
+
+MLFLOW = Service(
+    name="mlflow",
+    endpoint=lambda s: s.mlflow_tracking_uri,
+    commands=_mlflow_commands,
+    ready=lambda stack: http_ok(f"{stack.settings.mlflow_tracking_uri}/health"),
+    prepare=_mlflow_prepare,
+    # No job runner: its dozen huey workers would compete for the machine's 2 cores.
+    environ=lambda stack: {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+)
+
+
+# --- Airflow ------------------------------------------------------------------------------
+# The components `airflow standalone` runs, started here instead because standalone starts
+# the scheduler's and triggerer's log servers on every interface (0.0.0.0:8793/8794); with
+# the LocalExecutor on one machine the API server reads task logs from disk, so they are
+# skipped. SQLite metadata in run/airflow (the embedded default, see DESIGN.md).
+
+
+def _airflow_secret(stack: Stack, name: str) -> str:
+    """A random secret generated once and kept in run/airflow (mode 600)."""
+    import secrets
+
+    path = stack.dir("airflow") / f".{name}"
+    if not path.exists() or not path.read_text().strip():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(64) + "\n")
+    return path.read_text().strip()
+
+
+def _airflow_environ(stack: Stack) -> dict[str, str]:
+    """The configuration of the local Airflow, as environment variables."""
+    url = stack.settings.airflow_url
+    host, port = url_address(url)
+    auth = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+    return {
+        "AIRFLOW_HOME": str(stack.dir("airflow")),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(stack.root / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        # Two cores: a few tasks at once, two per DAG run.
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "2",
+        # Airflow 3's API server binds every interface unless told otherwise.
+        "AIRFLOW__API__HOST": host,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__BASE_URL": url,
+        # Local demo only: SimpleAuthManager with every user an admin and no login page, on
+        # a loopback-only server. A shared deployment configures real users (docker-compose).
+        "AIRFLOW__CORE__AUTH_MANAGER": auth,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        # Signing keys generated once per run/ (Airflow's own default is too short for HS512).
+        "AIRFLOW__API_AUTH__JWT_SECRET": _airflow_secret(stack, "jwt_secret"),
+        "AIRFLOW__API__SECRET_KEY": _airflow_secret(stack, "secret_key"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def _airflow_prepare(stack: Stack) -> None:
+    (stack.root / "dags").mkdir(exist_ok=True)
+    environ = {**stack.environ(), **_airflow_environ(stack)}
+    command = [str(stack.tool("airflow")), "db", "migrate"]
+    _run_logged(command, stack.log("airflow"), "airflow: db migrate failed", env=environ)
+
+
+def _airflow_commands(stack: Stack) -> list[list[str]]:
+    airflow = str(stack.tool("airflow"))
+    return [
+        [airflow, "scheduler", "--skip-serve-logs"],
+        [airflow, "dag-processor"],
+        [airflow, "triggerer", "--skip-serve-logs"],
+        [airflow, "api-server"],
+    ]
+
+
+def _airflow_ready(stack: Stack) -> bool:
+    """The API answers and reports a live scheduler and DAG processor."""
+    url = f"{stack.settings.airflow_url}/api/v2/monitor/health"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            health = json.load(reply)
+    except OSError:
+        return False
+    return all(health[c]["status"] == "healthy" for c in ("scheduler", "dag_processor"))
+
+
+AIRFLOW = Service(
+    name="airflow",
+    endpoint=lambda s: s.airflow_url,
+    commands=_airflow_commands,
+    ready=_airflow_ready,
+    prepare=_airflow_prepare,
+    environ=_airflow_environ,
+    ready_timeout_s=300,
+)
+
+SERVICES = {s.name: s for s in (KAFKA, POSTGRES, REDIS, MLFLOW, AIRFLOW)}
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def _run_logged(command: list[str], log: Path, failure: str, user: str | None = None, **kw):
+    """Run a set-up step to completion, its output appended to the service's log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        result = subprocess.run(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            **_user_kwargs(user), **kw,
+        )  # fmt: skip
+    if result.returncode != 0:
+        raise StackError(f"{failure}; last lines of {log}:\n{log_tail(log)}")
+
+
+def _read_pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_pid(service: Service, stack: Stack) -> int | None:
+    """The pid of the service as started here, if it is still running."""
+    pid = _read_pid(service.pidfile(stack))
+    return pid if pid is not None and _alive(pid) else None
+
+
+def _spawn(service: Service, stack: Stack) -> subprocess.Popen:
+    """Start the service detached, in its own session and process group, so that a
+    caller's exit or Ctrl-C does not take it down and `down` can stop all of it."""
+    commands = service.commands(stack)
+    if len(commands) > 1:
+        commands = [[sys.executable, "-m", "fraudops.devstack", "_group", json.dumps(commands)]]
+    log = stack.log(service.name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    service.pidfile(stack).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            commands[0], cwd=stack.root, env={**stack.environ(), **service.environ(stack)},
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, **_user_kwargs(service.user),
+        )  # fmt: skip
+    service.pidfile(stack).write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _answers(service: Service, stack: Stack) -> bool:
+    try:
+        return bool(service.ready(stack))
+    except Exception:  # noqa: BLE001 - any failure of a probe means "not yet"
+        return False
+
+
+def up(service: Service, stack: Stack) -> None:
+    """Bring one service up (or find it up) and wait until it answers."""
+    name, endpoint = service.name, service.endpoint(stack.settings)
+    proc = None
+    pid = running_pid(service, stack)
+    if pid is not None:
+        say(f"{name}: already running (pid {pid})")
+    elif port_open(*service.address(stack.settings)):
+        say(f"{name}: {endpoint} already in use by a process not started here; using it")
+    else:
+        service.prepare(stack)
+        say(f"{name}: starting on {endpoint} (log: {stack.log(name)})")
+        proc = _spawn(service, stack)
+        pid = proc.pid
+
+    def answers() -> bool:
+        exited = proc.poll() if proc is not None else None
+        if exited is not None or (pid is not None and not _alive(pid)):
+            log = stack.log(name)
+            code = "" if exited is None else f" with code {exited}"
+            raise StackError(
+                f"{name} exited during start-up{code}; last lines of {log}:\n{log_tail(log)}"
+            )
+        return _answers(service, stack)
+
+    try:
+        wait_until(answers, f"{name} to answer", service.ready_timeout_s, every=0.5)
+    except TimeoutError as err:
+        log = stack.log(name)
+        tail = log_tail(log)
+        raise StackError(f"{name} not ready: {err}; last lines of {log}:\n{tail}") from None
+    service.after_ready(stack)
+    say(f"{name}: ready on {endpoint}")
+
+
+def down(service: Service, stack: Stack) -> None:
+    """Stop the process group this stack started for the service, and nothing else:
+    its stop signal first, SIGKILL when it lingers."""
+    pidfile = service.pidfile(stack)
+    pid = running_pid(service, stack)
+    if pid is None:
+        pidfile.unlink(missing_ok=True)
+        if port_open(*service.address(stack.settings)):
+            say(f"{service.name}: not started here; left running")
+        else:
+            say(f"{service.name}: not running")
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, service.stop_signal)
+    try:
+        wait_until(lambda: not _group_alive(pid), f"{service.name} to stop", STOP_TIMEOUT_S)
+    except TimeoutError:
+        say(f"{service.name}: still running after {STOP_TIMEOUT_S} s, killing")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+    say(f"{service.name}: stopped")
+
+
+def status_line(service: Service, stack: Stack) -> str:
+    endpoint = service.endpoint(stack.settings)
+    if not port_open(*service.address(stack.settings)):
+        return f"{service.name:<9} down  {endpoint}"
+    pid = running_pid(service, stack)
+    origin = f"pid {pid}" if pid is not None else "not started here"
+    return f"{service.name:<9} up    {endpoint}  ({origin})"
+
+
+def env_lines(settings: Settings) -> list[str]:
+    """Export lines for a shell: `eval "$(python -m fraudops.devstack env)"`."""
+    return [f"export {k}={shlex.quote(v)}" for k, v in to_environ(settings).items()]
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """One `up`/`down` at a time: sessions starting together must not start two brokers.
+    Services are started without this descriptor (close_fds), so they never hold it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".services.lock", "w") as lock:
+
+        def acquired() -> bool:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        try:
+            wait_until(acquired, "the dev stack lock", timeout, every=0.2)
+        except TimeoutError:
+            raise StackError(f"another devstack up/down still runs after {timeout} s") from None
+        yield
+
+
+def run_group(commands: list[list[str]]) -> int:
+    """Supervise several commands as one service (Airflow's components): when one exits,
+    or on SIGTERM, stop the others and wait for them."""
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    procs = [subprocess.Popen(c) for c in commands]
+    while not stopping and all(p.poll() is None for p in procs):
+        time.sleep(0.5)
+    for p in procs:
+        if p.poll() is not None and not stopping:
+            say(f"{p.args[1]} exited ({p.returncode}); stopping the others")
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fraudops.devstack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status", "env", "_group"])
+    parser.add_argument("services", nargs="*", help=f"default: all ({', '.join(SERVICES)})")
+    parser.add_argument("--run-dir", type=Path, default=ROOT / "run")
+    parser.add_argument("--kafka-libs", type=Path, default=KAFKA_LIBS)
+    args = parser.parse_args(argv)
+    if args.command == "_group":
+        return run_group(json.loads(args.services[0]))
+    unknown = [n for n in args.services if n not in SERVICES]
+    if unknown:
+        parser.error(f"unknown service {unknown[0]!r} (one of: {', '.join(SERVICES)})")
+    chosen = [SERVICES[n] for n in args.services or SERVICES]
+    settings = load_settings().with_local_services()
+    stack = Stack(settings, args.run_dir.resolve(), args.kafka_libs.resolve())
+    if args.command == "env":
+        print("\n".join(env_lines(settings)))
+    elif args.command == "status":
+        print("\n".join(status_line(s, stack) for s in chosen))
+    else:
+        try:
+            with locked(stack.run_dir):
+                if args.command == "up":
+                    for service in chosen:
+                        up(service, stack)
+                else:  # Airflow and MLflow may be writing to the others while they stop.
+                    for service in reversed(chosen):
+                        down(service, stack)
+        except StackError as err:
+            say(f"ERROR: {err}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

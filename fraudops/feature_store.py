@@ -1,0 +1,208 @@
+"""Per-user online feature state in Redis, shared by every scoring process.
+
+`RedisFeatures` has the interface of `fraudops.features.OnlineFeatures` (`transform`,
+`transform_many`), so the scoring core takes either. The difference is where the history
+lives: one Redis for the inline server's processes and every scorer replica, so a restart,
+a second process or a consumer-group rebalance sees the same history and gives the same
+features.
+
+Each user has one key, `<prefix>:{user}` (hash-tagged, for a cluster): a sorted set of
+the user's recent events, score = timestamp, member = "amount|the velocity features it was
+first scored with|transaction_id". One Lua script reads a user's events, computes a
+transaction's velocity features and records it, for a whole micro-batch at once: one round
+trip, atomic, so two processes scoring the same user at once each count the other. A
+transaction costs three commands inside the script (read the events, add one, refresh the
+expiry) and work linear in the user's kept events.
+
+The features of a transaction are those `batch_features` gives it over the stream seen so
+far: windows count earlier events with a timestamp in (ts - window, ts], ties included,
+and the gap is to the latest earlier event at or before ts. In time order that is exactly
+the batch transform. A late event (older than the user's newest) is counted against the
+events before it in time, and the events after it count it once they come; up to
+LATENESS_SECONDS late this is exact, since the history keeps that much beyond the longest
+window. A transaction_id seen before gets the features of its first scoring and is not
+counted again (redelivery, retry, or inline then Kafka), for as long as its event is kept.
+
+Keys expire after the longest window plus MAX_GAP_SECONDS of inactivity: by then the
+user would read as "never seen" anyway."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from fraudops.features import MAX_GAP_SECONDS, N_FEATURES, WINDOWS_SECONDS, static_matrix
+
+log = logging.getLogger(__name__)
+
+LATENESS_SECONDS = 86400  # how late an event may be and still get exact batch features
+RETENTION_SECONDS = max(WINDOWS_SECONDS) + LATENESS_SECONDS
+TTL_SECONDS = max(WINDOWS_SECONDS) + MAX_GAP_SECONDS
+# How long a call may wait on Redis, by default: the inline path answers without history
+# rather than wait longer; the stream scorer passes a longer one for its large batches.
+# The URL's query string overrides it (`?socket_timeout=0.5`).
+INLINE_TIMEOUT_SECONDS = 0.25
+# After a failure, calls fail fast for this long instead of each waiting out a timeout.
+RETRY_AFTER_SECONDS = 0.5
+NO_HISTORY = [0.0] * (2 * len(WINDOWS_SECONDS)) + [math.log1p(MAX_GAP_SECONDS)]
+
+# KEYS: one per transaction, its user's. ARGV: retention, ttl, window count, the windows
+# (ascending), then (transaction_id, timestamp, amount) per transaction. Returns one
+# string per transaction: "count sum" per window, then the gap (-1: no earlier event).
+_SCRIPT = """
+local retention, ttl, nw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local windows = {}
+for w = 1, nw do windows[w] = tonumber(ARGV[3 + w]) end
+local longest, base = windows[nw], 3 + nw
+local format = string.rep('%d %.17g ', nw) .. '%d'
+local out = {}
+for i = 1, #KEYS do
+  local key, id = KEYS[i], ARGV[base + 3 * i - 2]
+  local ts, amount = tonumber(ARGV[base + 3 * i - 1]), ARGV[base + 3 * i]
+  local events = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local suffix, found, prev = '|' .. id, nil, nil
+  local counts, sums = {}, {}
+  for w = 1, nw do counts[w], sums[w] = 0, 0 end
+  for j = 1, #events, 2 do
+    local member, t = events[j], tonumber(events[j + 1])
+    if string.find(member, suffix, -#suffix, true) then
+      local bar = string.find(member, '|', 1, true)
+      local second = string.find(member, '|', bar + 1, true)
+      if second == #member - #id then
+        found = string.sub(member, bar + 1, second - 1)
+        break
+      end
+    end
+    if t <= ts then
+      prev = t
+      if t > ts - longest then
+        local a = tonumber(string.sub(member, 1, string.find(member, '|', 1, true) - 1))
+        for w = 1, nw do
+          if t > ts - windows[w] then counts[w], sums[w] = counts[w] + 1, sums[w] + a end
+        end
+      end
+    end
+  end
+  if not found then
+    local values = {}
+    for w = 1, nw do values[2 * w - 1], values[2 * w] = counts[w], sums[w] end
+    values[2 * nw + 1] = prev and (ts - prev) or -1
+    found = string.format(format, unpack(values))
+    redis.call('ZADD', key, ts, amount .. '|' .. found .. '|' .. id)
+    if #events > 0 and tonumber(events[2]) <= ts - retention then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', ts - retention)
+    end
+    redis.call('EXPIRE', key, ttl)
+  end
+  out[i] = found
+end
+return out
+"""
+
+# Errors that mean "Redis cannot serve now" rather than a bug in the script.
+_UNAVAILABLE = ("MISCONF", "OOM", "LOADING", "READONLY", "MASTERDOWN")
+
+
+class FeatureStateUnavailable(RuntimeError):
+    """The shared feature state could not be read or updated; nothing was recorded."""
+
+
+def connect(url: str, timeout: float = INLINE_TIMEOUT_SECONDS) -> redis.Redis:
+    """A client that fails fast: no client-side retries (the callers decide what to do)."""
+    return redis.Redis.from_url(
+        url, retry=Retry(NoBackoff(), 0), socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+
+
+class RedisFeatures:
+    """Online features with the per-user history in Redis (see the module docstring)."""
+
+    shared = True  # the state is updated atomically in Redis: callers need no lock
+
+    def __init__(self, client: redis.Redis, prefix: str = "fo"):
+        self.client = client
+        self.prefix = prefix
+        self._script = client.register_script(_SCRIPT)
+        self._fixed_args = [RETENTION_SECONDS, TTL_SECONDS, len(WINDOWS_SECONDS)]
+        self._fixed_args += sorted(WINDOWS_SECONDS)
+        self._down_until = 0.0
+
+    @classmethod
+    def from_url(
+        cls, url: str, prefix: str = "fo", timeout: float = INLINE_TIMEOUT_SECONDS
+    ) -> RedisFeatures:
+        return cls(connect(url, timeout), prefix)
+
+    def key_of(self, user_id: int) -> str:
+        return f"{self.prefix}:{{{user_id}}}"
+
+    def history(self, user_id: int) -> list[tuple[str, int, float]]:
+        """A user's recorded (transaction_id, timestamp, amount), in time order."""
+        events = self.client.zrange(self.key_of(user_id), 0, -1, withscores=True)
+        out = []
+        for member, ts in events:
+            amount, _features, tx_id = member.decode().split("|", 2)
+            out.append((tx_id, int(ts), float(amount)))
+        return out
+
+    def transform(self, tx: Mapping) -> np.ndarray:
+        """Features of one transaction; records it in the user's history."""
+        return self.transform_many([tx])[0]
+
+    def transform_many(self, txs: Sequence[Mapping]) -> np.ndarray:
+        """Features of a micro-batch, in order, in one round trip to Redis."""
+        if not txs:
+            return np.zeros((0, N_FEATURES), dtype=np.float32)
+        return np.hstack([static_matrix(txs), self.velocity_many(txs)]).astype(np.float32)
+
+    def velocity_many(self, txs: Sequence[Mapping]) -> np.ndarray:
+        """The velocity features (N, 2 * windows + 1) of a micro-batch; records it."""
+        raw = self._run(txs)
+        values = np.array(b" ".join(raw).split(), dtype=np.float64).reshape(len(txs), -1)
+        out = np.empty_like(values)
+        for w in range(len(WINDOWS_SECONDS)):
+            out[:, 2 * w] = values[:, 2 * w]
+            out[:, 2 * w + 1] = np.log1p(np.maximum(values[:, 2 * w + 1], 0.0))
+        gap = values[:, -1]
+        out[:, -1] = np.log1p(np.where(gap < 0, MAX_GAP_SECONDS, np.minimum(gap, MAX_GAP_SECONDS)))
+        return out
+
+    def record(self, txs: Sequence[Mapping]) -> None:
+        """Add transactions to the history without computing static features (rebuild)."""
+        if txs:
+            self._run(txs)
+
+    def is_empty(self) -> bool:
+        """Whether no user has any history under this prefix."""
+        return next(iter(self.client.scan_iter(match=f"{self.prefix}:*", count=1000)), None) is None
+
+    def _run(self, txs: Sequence[Mapping]) -> list[bytes]:
+        if time.monotonic() < self._down_until:
+            raise FeatureStateUnavailable("Redis failed moments ago; not retried yet")
+        keys: list[str] = []
+        args: list = list(self._fixed_args)
+        for tx in txs:
+            keys.append(self.key_of(int(tx["user_id"])))
+            args += [tx["transaction_id"], int(tx["timestamp"]), repr(float(tx["amount"]))]
+        try:
+            return self._script(keys=keys, args=args)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as err:
+            if isinstance(err, redis.ResponseError) and not str(err).startswith(_UNAVAILABLE):
+                raise  # a real error in the script or its arguments, not an outage
+            self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+            log.warning("feature store unavailable: %s", err)
+            raise FeatureStateUnavailable(f"Redis unavailable: {err}") from err
+
+
+def features_without_history(txs: Sequence[Mapping]) -> np.ndarray:
+    """Features of transactions as if their users had never been seen: the answer the
+    inline path gives when the shared state is unreachable."""
+    velocity = np.tile(np.asarray(NO_HISTORY), (len(txs), 1))
+    return np.hstack([static_matrix(txs), velocity]).astype(np.float32)

@@ -1,0 +1,36 @@
+"""Fixtures of the integration tier that the session-wide conftest does not hold.
+
+- `redis_servers`: factory `redis_servers()` -> a started `RedisServer` (real
+  `redis-server`, free loopback port, its own directory, append-only file, no snapshots);
+  every server it made is stopped when the test ends. `server.stop()` and `server.start()`
+  take Redis away and bring it back with its data.
+- `redis_server`: one such server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.redis_server import RedisServer
+
+
+@pytest.fixture
+def redis_servers(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+    started: list[RedisServer] = []
+
+    def make() -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(started)}")
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_servers) -> RedisServer:
+    return redis_servers()

@@ -1,0 +1,106 @@
+"""The dev stack's service records, without starting anything: every address comes from
+the settings, every server binds loopback, and `env` is the settings' inverse."""
+
+from __future__ import annotations
+
+import shlex
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from fraudops import devstack
+from fraudops.settings import Settings, load_settings
+
+MOVED = replace(
+    Settings(),
+    kafka_bootstrap_servers="127.0.0.1:19092",
+    kafka_controller_port=19093,
+    postgres_port=15432,
+    redis_port=16379,
+    mlflow_tracking_uri="http://127.0.0.1:15000",
+    airflow_url="http://127.0.0.1:18080",
+)
+MOVED_PORTS = {"kafka": 19092, "postgres": 15432, "redis": 16379, "mlflow": 15000, "airflow": 18080}
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> devstack.Stack:
+    return devstack.Stack(MOVED, run_dir=tmp_path / "run", kafka_libs=tmp_path / "libs")
+
+
+def test_the_stack_has_its_services_in_start_order():
+    assert list(devstack.SERVICES) == ["kafka", "postgres", "redis", "mlflow", "airflow"]
+
+
+@pytest.mark.parametrize("name", sorted(MOVED_PORTS))
+def test_each_address_follows_the_settings(name):
+    service = devstack.SERVICES[name]
+    assert service.address(MOVED) == ("127.0.0.1", MOVED_PORTS[name])
+    assert service.address(Settings()) != service.address(MOVED)
+
+
+@pytest.mark.parametrize("name", sorted(MOVED_PORTS))
+def test_state_lives_under_the_run_directory(stack, name):
+    service = devstack.SERVICES[name]
+    assert service.pidfile(stack).is_relative_to(stack.run_dir)
+    assert stack.log(name).is_relative_to(stack.run_dir)
+
+
+def test_kafka_properties_carry_the_settings_ports_and_nothing_left_to_fill(stack):
+    text = devstack.kafka_properties(stack)
+    settings_lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert not [line for line in settings_lines if "@" in line]
+    assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in text
+    assert f"log.dirs={stack.run_dir / 'kafka' / 'data'}" in text
+    assert "auto.create.topics.enable=false" in text
+
+
+def test_postgres_command_binds_loopback_on_the_settings_port(stack, monkeypatch):
+    monkeypatch.setattr(devstack, "_pg_bin", lambda: Path("/usr/lib/postgresql/99/bin"))
+    (command,) = devstack.POSTGRES.commands(stack)
+    assert command[command.index("-p") + 1] == "15432"
+    assert "listen_addresses=127.0.0.1" in command
+
+
+def test_mlflow_command_binds_loopback_and_runs_no_job_runner(stack, monkeypatch):
+    monkeypatch.setattr(devstack.Stack, "tool", lambda self, name: Path("/venv/bin") / name)
+    (command,) = devstack.MLFLOW.commands(stack)
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--port") + 1] == "15000"
+    assert devstack.MLFLOW.environ(stack)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_airflow_binds_loopback_with_secrets_generated_once(stack, monkeypatch):
+    monkeypatch.setattr(devstack.Stack, "tool", lambda self, name: Path("/venv/bin") / name)
+    environ = devstack.AIRFLOW.environ(stack)
+    assert (environ["AIRFLOW__API__HOST"], environ["AIRFLOW__API__PORT"]) == ("127.0.0.1", "18080")
+    assert environ["AIRFLOW__API__BASE_URL"] == MOVED.airflow_url
+    assert environ["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
+    assert len(environ["AIRFLOW__API_AUTH__JWT_SECRET"]) == 128
+    assert devstack.AIRFLOW.environ(stack) == environ  # the same secrets the second time
+    secret = stack.dir("airflow") / ".jwt_secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    components = [c[1] for c in devstack.AIRFLOW.commands(stack)]
+    assert components == ["scheduler", "dag-processor", "triggerer", "api-server"]
+
+
+def test_env_lines_are_the_settings_inverse():
+    settings = MOVED.with_local_services()
+    exported = {}
+    for line in devstack.env_lines(settings):
+        name, _, value = line.removeprefix("export ").partition("=")
+        exported[name] = " ".join(shlex.split(value))
+    assert load_settings(exported) == settings
+
+
+def test_unknown_service_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        devstack.main(["up", "zookeeper"])
+    assert "unknown service 'zookeeper'" in capsys.readouterr().err
+
+
+def test_a_missing_jar_directory_is_named(stack):
+    with pytest.raises(devstack.StackError, match="make install"):
+        devstack.KAFKA.prepare(stack)
