@@ -2,8 +2,9 @@
 synthesizer never saw), and on analysts' feedback when there is any.
 
 Models: the candidate (Keras), the GBT baseline, the no-balance-features ablation, and the
-current champion (the newest model published in the serving directory, scored with the
-TFLite interpreter exactly as the scorer runs it; null when none is published). Each gets
+current champion: the model the scorers serve from the served-model directory
+(`FRAUDOPS_MODEL_DIR`, the one they watch), loaded through the scorer's checked loader and
+scored by its TFLite runner (`fraudops.runner`); null when none is published. Each gets
 PR-AUC, ROC-AUC, recall at `evaluate.fpr` false-positive rate and per-band precision/recall
 at its own thresholds.
 
@@ -12,12 +13,13 @@ the report counts how many of its false positives and missed frauds the candidat
 right, and how many new mistakes it makes, at the challenge and block lines.
 
 reports/metrics.json (a DVC metric, read by promote) holds at top level `candidate`,
-`baseline`, `ablation`, `champion` (each a metrics summary with `pr_auc`), `feedback` and
-`candidate_run_id`. The PR curves go to `<plots>/pr_curve.csv` (recall, and the precision
-of each model at that recall) for DVC plots. Everything is logged to the candidate's run,
-and the baseline's and the ablation's test metrics to their own runs under the same names;
-each of the three runs gets the held-out set as a dataset input (context `test`) and the
-feedback set, when there is one (context `feedback`).
+`baseline`, `ablation`, `champion` (each a metrics summary with `pr_auc`), `feedback`,
+`champion_rejected` (newer publications the scorer refuses) and `candidate_run_id`. The PR
+curves go to `<plots>/pr_curve.csv` (recall, and the precision of each model at that
+recall) for DVC plots. Everything is logged to the candidate's run, and the baseline's and
+the ablation's test metrics to their own runs under the same names; each of the three runs
+gets the held-out set as a dataset input (context `test`) and the feedback set, when there
+is one (context `feedback`).
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from fraudops.features import FEATURE_NAMES, N_FEATURES
-from fraudops.modelspec import MODEL_FILE, published_versions
+from fraudops.features import FEATURE_NAMES
+from fraudops.modelspec import published_versions
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
+from fraudops.runner import LoadedModel, newest_valid
 from fraudops.settings import load_settings
 from training.lib import metrics, tracking
 from training.train import ABLATION_COLUMNS, ABLATION_FILE, BASELINE_FILE, KERAS_FILE, TRAIN_INFO
@@ -64,32 +67,14 @@ def features_of(frame: pd.DataFrame) -> np.ndarray:
     return np.ascontiguousarray(frame[list(FEATURE_NAMES)].to_numpy(np.float32))
 
 
-def tflite_scores(model_path: Path, x: np.ndarray, batch: int) -> np.ndarray:
-    """Scores from a .tflite model with the interpreter the scorer uses, `batch` rows a call."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(model_path))
-    index = interp.get_input_details()[0]["index"]
-    out = np.empty(len(x), dtype=np.float32)
-    for start in range(0, len(x), batch):
-        chunk = x[start : start + batch]
-        interp.resize_tensor_input(index, [len(chunk), N_FEATURES])
-        interp.allocate_tensors()
-        interp.set_tensor(index, chunk)
-        interp.invoke()
-        out[start : start + len(chunk)] = interp.get_tensor(
-            interp.get_output_details()[0]["index"]
-        ).reshape(-1)
-    return out
-
-
-def current_champion(serving_dir: Path) -> tuple[str, dict[str, Any], Path] | None:
-    """(version, spec, directory) of the newest published model, or None."""
-    published = published_versions(serving_dir) if Path(serving_dir).is_dir() else []
-    if not published:
-        return None
-    version, spec = published[-1]
-    return version, spec, Path(serving_dir) / version
+def current_champion(serving_dir: Path) -> tuple[LoadedModel | None, list[dict[str, str]]]:
+    """The model the scorers serve (the newest publication that passes the scorer's own
+    checks, `fraudops.runner.load_model`, or None), and each newer publication the scorer
+    rejects: those are reported, never scored, so evaluate judges the model that serves."""
+    champion, rejected = newest_valid(serving_dir)
+    for version, problem in rejected:
+        log.warning("published %s is not served (the scorer rejects it): %s", version, problem)
+    return champion, [{"version": v, "problem": p} for v, p in rejected]
 
 
 def candidate_scorers(candidate_dir: Path, batch: int) -> dict[str, Any]:
@@ -123,12 +108,12 @@ def model_thresholds(info: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def served_thresholds(
-    versions: pd.Series, published: list[tuple[str, dict]], champion: tuple | None
+    versions: pd.Series, published: list[tuple[str, dict]], champion: LoadedModel | None
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per feedback row, the thresholds of the model version that scored it (the current
     champion's when that version is no longer published); mask of rows with any."""
     by_version = {v: spec["thresholds"] for v, spec in published}
-    fallback = champion[1]["thresholds"] if champion else None
+    fallback = champion.thresholds if champion else None
     rows = [by_version.get(v, fallback) for v in versions]
     known = np.array([t is not None for t in rows], dtype=bool)
     arrays = {
@@ -167,7 +152,7 @@ def feedback_report(
     frame: pd.DataFrame | None,
     scorers: dict[str, Any],
     serving_dir: Path,
-    champion: tuple | None,
+    champion: LoadedModel | None,
     fpr: float,
 ) -> dict[str, Any] | None:
     """Metrics on the labelled live transactions; None when there are none yet."""
@@ -196,7 +181,7 @@ def feedback_report(
 
 
 def holdout_report(
-    test: pd.DataFrame, scorers: dict[str, Any], champion: tuple | None, params: dict
+    test: pd.DataFrame, scorers: dict[str, Any], champion: LoadedModel | None, params: dict
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Summaries of every model on the held-out set, and the scores behind them."""
     labels, x = test["is_fraud"].to_numpy(np.int8), features_of(test)
@@ -207,10 +192,9 @@ def holdout_report(
     }
     report["champion"] = None
     if champion is not None:
-        version, spec, path = champion
-        scores["champion"] = tflite_scores(path / MODEL_FILE, x, int(params["score_batch"]))
-        summary = metrics.summarize(labels, scores["champion"], spec["thresholds"], fpr)
-        report["champion"] = {"version": version, **summary}
+        scores["champion"] = champion.predict(x)
+        summary = metrics.summarize(labels, scores["champion"], champion.thresholds, fpr)
+        report["champion"] = {"version": champion.version, **summary}
     return report, scores
 
 
@@ -282,8 +266,9 @@ def evaluate(
     if test.empty or not 0 < test["is_fraud"].sum() < len(test):
         raise EvaluateError(f"{features_dir}/test.parquet: needs frauds and legitimate rows")
     scorers = candidate_scorers(candidate_dir, int(params["score_batch"]))
-    champion = current_champion(serving_dir)
+    champion, rejected = current_champion(serving_dir)
     report, scores = holdout_report(test, scorers, champion, params)
+    report["champion_rejected"] = rejected
     feedback = load_set(features_dir, "feedback")
     report["feedback"] = feedback_report(
         feedback, scorers, serving_dir, champion, float(params["fpr"])
@@ -309,16 +294,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=Path, required=True)
     parser.add_argument("--candidate", type=Path, required=True)
-    parser.add_argument("--serving", type=Path, required=True, help="published models")
     parser.add_argument("--out", type=Path, required=True, help="metrics.json")
     parser.add_argument("--plots", type=Path, required=True, help="directory for plot data")
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     args = parser.parse_args(argv)
     configure_logging()
     params = load_params(args.params, "evaluate")
-    uri = load_settings().mlflow_tracking_uri
+    settings = load_settings()
+    serving, uri = settings.model_dir, settings.mlflow_tracking_uri
     try:
-        evaluate(args.features, args.candidate, args.serving, args.out, args.plots, params, uri)
+        evaluate(args.features, args.candidate, serving, args.out, args.plots, params, uri)
     except EvaluateError as err:
         log.error("evaluate refused: %s", err)
         raise SystemExit(1) from err

@@ -1,9 +1,10 @@
 """export: turn the trained Keras candidate into the artifact the scorer serves.
 
 Converts `model.keras` to TFLite (float32; dynamic-range quantisation only when asked for
-*and* it keeps parity), runs the TFLite interpreter the scorer uses (ai_edge_litert) on the
-test features and holds it to the Keras outputs within `export.parity_tolerance`. Measures
-per-transaction latency of both, and writes `model.tflite` + a full `model.json` (version
+*and* it keeps parity), scores the test features with the scorer's own runner
+(`fraudops.runner.TfliteRunner`: same interpreter, batch buckets and thread count) and holds
+it to the Keras outputs within `export.parity_tolerance`. Measures per-transaction latency
+of that runner beside Keras, and writes `model.tflite` + a full `model.json` (version
 "candidate" until promote publishes it) and a report that promote's gate reads.
 
     python -m training.export --candidate models/candidate --features data/features \
@@ -31,6 +32,7 @@ from fraudops.features import FEATURE_NAMES, N_FEATURES
 from fraudops.modelspec import MODEL_FILE, now_iso, write_spec
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
+from fraudops.runner import ModelRejected, TfliteRunner, check_signature
 from fraudops.schema import LABEL_COLUMN
 
 log = logging.getLogger("fraudops.export")
@@ -43,42 +45,6 @@ PARITY_BATCH = 4096
 
 class ExportError(RuntimeError):
     """The candidate cannot be exported: bad input, or TFLite disagrees with Keras."""
-
-
-class TfliteModel:
-    """The TFLite interpreter exactly as the scorer runs it, resized per batch shape."""
-
-    def __init__(self, model_bytes: bytes, num_threads: int = 1):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self._interp = Interpreter(model_content=model_bytes, num_threads=num_threads)
-        self._in = self._interp.get_input_details()[0]
-        self._out = self._interp.get_output_details()[0]
-        self._shape: tuple[int, ...] | None = None
-
-    @property
-    def input_shape(self) -> list[int]:
-        return [int(d) for d in self._in["shape_signature"]]
-
-    def prepare(self, rows: int) -> None:
-        if self._shape != (rows, N_FEATURES):
-            self._interp.resize_tensor_input(self._in["index"], [rows, N_FEATURES])
-            self._interp.allocate_tensors()
-            self._shape = (rows, N_FEATURES)
-
-    def invoke(self, x: np.ndarray) -> np.ndarray:
-        """Score one batch whose shape was prepared (the timed path: no resizing)."""
-        self._interp.set_tensor(self._in["index"], x)
-        self._interp.invoke()
-        return self._interp.get_tensor(self._out["index"])
-
-    def predict(self, x: np.ndarray, batch: int = PARITY_BATCH) -> np.ndarray:
-        out = []
-        for start in range(0, len(x), batch):
-            chunk = np.ascontiguousarray(x[start : start + batch], dtype=np.float32)
-            self.prepare(len(chunk))
-            out.append(self.invoke(chunk).reshape(-1).copy())
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
 def convert(model: Any, quantize: bool) -> bytes:
@@ -115,10 +81,9 @@ def convert_checked(
     Returns (flatbuffer, parity result, quantisation used). A float32 model that fails
     parity is an export failure: the scorer would not serve what was evaluated."""
     tolerance = float(params["parity_tolerance"])
-    threads = int(params["num_threads"])
     if params["quantize"]:
         model_bytes = convert(model, quantize=True)
-        check = parity(reference, TfliteModel(model_bytes, threads).predict(x), tolerance)
+        check = parity(reference, TfliteRunner(model_bytes).run(x), tolerance)
         if check["passed"]:
             return model_bytes, check, "dynamic_range"
         log.warning(
@@ -128,7 +93,7 @@ def convert_checked(
             tolerance,
         )
     model_bytes = convert(model, quantize=False)
-    check = parity(reference, TfliteModel(model_bytes, threads).predict(x), tolerance)
+    check = parity(reference, TfliteRunner(model_bytes).run(x), tolerance)
     return model_bytes, check, "none"
 
 
@@ -156,19 +121,19 @@ def latency_profile(single: Callable[[], Any], batch: Callable[[], Any], runs: i
 def measure_latency(
     model_bytes: bytes, model: Any, x: np.ndarray, params: dict[str, Any]
 ) -> dict[str, Any]:
-    """TFLite (as served) side by side with Keras predict() and a direct Keras call."""
+    """The scorer's runner side by side with Keras predict() and a direct Keras call.
+
+    The TFLite figures are what a request pays inside the scorer: one `TfliteRunner.run`
+    call (copy in, pad to its bucket, invoke on one interpreter thread, copy out)."""
     rows = int(params["latency_batch"])
     one = np.ascontiguousarray(x[:1], dtype=np.float32)
     many = np.ascontiguousarray(np.resize(x, (rows, N_FEATURES)), dtype=np.float32)
-    tfl_one = TfliteModel(model_bytes, int(params["num_threads"]))
-    tfl_many = TfliteModel(model_bytes, int(params["num_threads"]))
-    tfl_one.prepare(1)
-    tfl_many.prepare(rows)
+    runner = TfliteRunner(model_bytes)
     keras_runs = int(params["keras_latency_runs"])
     return {
         "tflite": latency_profile(
-            lambda: tfl_one.invoke(one),
-            lambda: tfl_many.invoke(many),
+            lambda: runner.run(one),
+            lambda: runner.run(many),
             int(params["latency_runs"]),
             rows,
         ),
@@ -250,7 +215,7 @@ def load_candidate(candidate_dir: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def build_spec(
-    info: dict[str, Any], tflite: TfliteModel, golden: dict[str, Any], export: dict[str, Any]
+    info: dict[str, Any], input_shape: list[int], golden: dict[str, Any], export: dict[str, Any]
 ) -> dict[str, Any]:
     """model.json as exported; promote adds registered_version, publish sets version and
     published_at."""
@@ -264,7 +229,7 @@ def build_spec(
         "created_at": now_iso(),
         "published_at": None,
         "feature_names": list(FEATURE_NAMES),
-        "input": {"dtype": "float32", "shape": tflite.input_shape},
+        "input": {"dtype": "float32", "shape": input_shape},
         "output": {"dtype": "float32", "shape": [-1, 1], "meaning": "probability of fraud"},
         "thresholds": info["thresholds"],
         "explain": info["explain"],
@@ -277,14 +242,14 @@ def build_spec(
 
 
 def golden_set(
-    tflite: TfliteModel, x: np.ndarray, labels: np.ndarray, params: dict[str, Any]
+    runner: TfliteRunner, x: np.ndarray, labels: np.ndarray, params: dict[str, Any]
 ) -> dict[str, Any]:
     """Inputs and this TFLite model's own outputs: what the scorer checks on load."""
     rows = golden_rows(labels, int(params["golden_rows"]), int(params["seed"]))
     inputs = x[rows]
     return {
         "inputs": inputs.tolist(),
-        "outputs": tflite.predict(inputs).astype(float).tolist(),
+        "outputs": runner.run(inputs).astype(float).tolist(),
         "tolerance": float(params["golden_tolerance"]),
     }
 
@@ -299,6 +264,10 @@ def export_model(
     model, info = load_candidate(candidate_dir)
     reference = keras_predict(model, x)
     model_bytes, check, quantization = convert_checked(model, x, reference, params)
+    try:
+        input_shape = check_signature(model_bytes)
+    except ModelRejected as err:
+        raise ExportError(f"the scorer would reject the TFLite model: {err}") from err
     report: dict[str, Any] = {
         "parity": check,
         "quantization": quantization,
@@ -313,11 +282,10 @@ def export_model(
             f"{check['max_abs_diff']:.3g} > tolerance {check['tolerance']:.3g}"
         )
     report["latency"] = measure_latency(model_bytes, model, x, params)
-    tflite = TfliteModel(model_bytes, int(params["num_threads"]))
-    golden = golden_set(tflite, x, labels, params)
+    golden = golden_set(TfliteRunner(model_bytes), x, labels, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MODEL_FILE).write_bytes(model_bytes)
-    write_spec(out_dir, build_spec(info, tflite, golden, report))
+    write_spec(out_dir, build_spec(info, input_shape, golden, report))
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 

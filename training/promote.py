@@ -5,17 +5,22 @@ bound, beats the current champion's PR-AUC on the same test set by `promote.min_
 (no champion: nothing to beat), and is not worse than the gradient-boosted baseline by more
 than `promote.max_gap_to_baseline`.
 
-Either way the export is registered in MLflow as a version of `promote.registered_model`
-with alias `challenger`, and tagged with its lineage and the decision. On a pass it is
-published to `models/serving/v<registered version>` (atomic rename; the scorer hot-reloads
-it), alias `champion` moves to it, the promotion goes to the audit log when DATABASE_URL is
-set, and `dvc push` sends the data and models behind it to the DVC remote. A rejection
-publishes nothing. reports/promotion.json records the decision; a rejection exits 0 (it is
-a decision, not a failure), only errors exit non-zero.
+Either way the export is registered in MLflow as a version of `promote.registered_model`,
+tagged with its lineage and the decision, with alias `challenger`; each version is an MLflow
+pyfunc model (`fraudops.mlflow_model`: raw transactions in, score and band out) that
+`mlflow.pyfunc.load_model("models:/<name>@champion")` and `mlflow models serve` can run.
+On a pass it is published to `<served-model directory>/v<registered version>` (atomic
+rename; the scorers hot-reload it), the published directory becomes the version's MLflow
+model byte for byte, alias `champion` moves to it, the promotion goes to the audit log when
+DATABASE_URL is set, and `dvc push` sends the data and models behind it to the DVC remote.
+A rejection publishes nothing; its MLflow model holds the export as it is. The served-model
+directory is the one the scorers watch, `FRAUDOPS_MODEL_DIR` (fraudops.settings; relative
+to the working directory, the project root under DVC and Airflow), so a promoted model
+cannot land where nothing watches. reports/promotion.json records the decision; a
+rejection exits 0 (it is a decision, not a failure), only errors exit non-zero.
 
     python -m training.promote --export models/export --metrics reports/metrics.json \
-        --export-report reports/export.json --serving models/serving \
-        --out reports/promotion.json [--params params.yaml]
+        --export-report reports/export.json --out reports/promotion.json [--params params.yaml]
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ from fraudops.modelspec import MODEL_FILE, now_iso, publish, read_spec, write_sp
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.settings import load_settings
+from training.lib import registry
+from training.lib.registry import Registered
 
 log = logging.getLogger("fraudops.promote")
 
 CHALLENGER, CHAMPION = "challenger", "champion"
-ARTIFACT_PATH = "tflite"  # where the served artifact is logged in the candidate's MLflow run
 
 
 class PromotionError(RuntimeError):
@@ -122,50 +128,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def registry(tracking_uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-def ensure_registered_model(client, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException as err:
-        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        try:
-            client.create_registered_model(name, description="fraudops fraud scorer (TFLite)")
-        except MlflowException as race:  # another promote created it meanwhile
-            if race.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-
-
-def register(client, name: str, export_dir: Path, spec: dict[str, Any], sha: str) -> str:
-    """The registered version of this export: logged into the candidate's MLflow run and
-    registered once. A retried promote finds the version it already made (same TFLite
-    bytes, same run) instead of registering a duplicate."""
-    run_id = spec["mlflow_run_id"]
-    ensure_registered_model(client, name)
-    for mv in client.search_model_versions(f"name='{name}' and run_id='{run_id}'"):
-        if mv.tags.get("tflite_sha256") == sha:
-            log.info("export already registered as %s version %s", name, mv.version)
-            return str(mv.version)
-    client.log_artifacts(run_id, str(export_dir), ARTIFACT_PATH)
-    source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_PATH}"
-    lineage = {
-        "tflite_sha256": sha,
-        "data_hash": str(spec["data_hash"]),
-        "git_commit": str(spec.get("git_commit")),
-        "validation": json.dumps(spec.get("validation", {}), sort_keys=True),
-    }
-    mv = client.create_model_version(name, source, run_id=run_id, tags=lineage)
-    log.info("registered %s version %s from run %s", name, mv.version, run_id)
-    return str(mv.version)
-
-
 def tag_decision(client, name: str, version: str, checks: list[Check], passed: bool) -> None:
     client.set_model_version_tag(name, version, "promotion", "passed" if passed else "rejected")
     failed = "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.passed)
@@ -229,14 +191,30 @@ def _load_json(path: Path) -> dict[str, Any]:
         raise PromotionError(f"{path}: not JSON ({err})") from err
 
 
-def carry_out(client, name: str, version: str, export_dir: Path, serving: Path, metrics, db_url):
-    """A passed candidate: push its data, publish it, then move `champion` to it (the
-    alias never names a version that is not served), then record it in the audit log."""
+def fill_candidate(client, registered: Registered, export_dir: Path) -> None:
+    """A rejected candidate's MLflow model: the export as it is, in a directory named after
+    its model.json version (the checked loader holds the two equal)."""
+    spec = read_spec(export_dir)
+    with tempfile.TemporaryDirectory(prefix="fraudops-candidate-") as tmp:
+        stage = Path(tmp) / spec["version"]
+        shutil.copytree(export_dir, stage)
+        registry.fill(client, registered, stage, spec["mlflow_run_id"])
+
+
+def carry_out(
+    client, name: str, registered: Registered, export_dir: Path, serving: Path, metrics, db_url
+):
+    """A passed candidate: push its data, publish it, store the published directory as the
+    version's MLflow model, then move the aliases to it (`champion` never names a version
+    that is not served, or that MLflow cannot load), then record it in the audit log."""
+    version = registered.version
     pushed = dvc_push()
     path = publish_version(export_dir, serving, version, name, metrics)
-    client.set_registered_model_alias(name, CHAMPION, version)
-    log.info("published %s; alias %s -> %s version %s", path, CHAMPION, name, version)
     spec = read_spec(path)
+    registry.fill(client, registered, path, spec["mlflow_run_id"])
+    for alias in (CHALLENGER, CHAMPION):
+        client.set_registered_model_alias(name, alias, version)
+    log.info("published %s; alias %s -> %s version %s", path, CHAMPION, name, version)
     detail = {
         "registered_model": name,
         "registered_version": int(version),
@@ -265,9 +243,9 @@ def promote(
     checks = decide(_load_json(export_report_path), metrics, params)
     passed = all(c.passed for c in checks)
     name = params["registered_model"]
-    client = registry(tracking_uri)
-    version = register(client, name, export_dir, spec, _sha256(export_dir / MODEL_FILE))
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    client = registry.client_for(tracking_uri)
+    registered = registry.register(client, name, spec, _sha256(export_dir / MODEL_FILE))
+    version = registered.version
     tag_decision(client, name, version, checks, passed)
     result: dict[str, Any] = {
         "decision": "promoted" if passed else "rejected",
@@ -280,9 +258,13 @@ def promote(
         "decided_at": now_iso(),
     }
     if passed:
-        result.update(carry_out(client, name, version, export_dir, serving, metrics, database_url))
+        result.update(
+            carry_out(client, name, registered, export_dir, serving, metrics, database_url)
+        )
     else:
         log.warning("candidate %s v%s rejected: %s", name, version, "; ".join(result["reasons"]))
+        fill_candidate(client, registered, export_dir)
+        client.set_registered_model_alias(name, CHALLENGER, version)
     return result
 
 
@@ -291,7 +273,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", type=Path, required=True, help="models/export")
     parser.add_argument("--metrics", type=Path, required=True, help="reports/metrics.json")
     parser.add_argument("--export-report", type=Path, required=True, help="reports/export.json")
-    parser.add_argument("--serving", type=Path, required=True, help="models/serving")
     parser.add_argument("--out", type=Path, required=True, help="reports/promotion.json")
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     args = parser.parse_args(argv)
@@ -303,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             args.export,
             args.metrics,
             args.export_report,
-            args.serving,
+            settings.model_dir,
             params,
             settings.mlflow_tracking_uri,
             settings.database_url,

@@ -100,8 +100,11 @@ def project(tmp_path_factory, mlflow_tracking_uri) -> dict[str, Path]:
     return {"root": root, "features": root / "features", "candidate": root / "candidate"}
 
 
-def publish_candidate_as_champion(candidate: Path, serving: Path, version: str) -> None:
-    """The candidate converted to TFLite and published, as promote would leave it."""
+def publish_candidate_as_champion(
+    candidate: Path, serving: Path, version: str, golden_output: float = 0.0
+) -> None:
+    """The candidate converted to TFLite and published, as promote would leave it (with a
+    golden output far from the model's, a publication the scorer rejects)."""
     import keras
 
     from training.export import convert
@@ -118,7 +121,7 @@ def publish_candidate_as_champion(candidate: Path, serving: Path, version: str) 
         "feature_names": list(FEATURE_NAMES),
         "thresholds": info["thresholds"],
         "metrics": {},
-        "golden": {"inputs": [[0.0] * N_FEATURES], "outputs": [0.0], "tolerance": 1.0},
+        "golden": {"inputs": [[0.0] * N_FEATURES], "outputs": [golden_output], "tolerance": 1.0},
         "explain": info["explain"],
         "published_at": now_iso(),
     }
@@ -178,6 +181,16 @@ def test_evaluate_with_a_champion_scores_it_with_tflite(project, mlflow_tracking
     assert {"metrics.json", "pr_curve.csv"} <= artifacts
 
 
+def test_evaluate_judges_the_champion_the_scorer_serves(project, mlflow_tracking_uri, tmp_path):
+    serving = tmp_path / "serving"
+    publish_candidate_as_champion(project["candidate"], serving, "v1")
+    publish_candidate_as_champion(project["candidate"], serving, "v2", golden_output=5.0)
+    report = run_evaluate(project, serving, mlflow_tracking_uri)
+    assert report["champion"]["version"] == "v1"  # v2 is newer, but no scorer loads it
+    (rejected,) = report["champion_rejected"]
+    assert rejected["version"] == "v2" and "golden outputs off" in rejected["problem"]
+
+
 def test_each_run_records_every_set_it_was_scored_on_once(project, mlflow_tracking_uri, tmp_path):
     """Train's sets and evaluate's (test, feedback) as dataset inputs of the candidate,
     baseline and ablation runs; evaluating again adds no second copy."""
@@ -213,8 +226,8 @@ def test_cli_refuses_missing_inputs_with_a_clear_error(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text("evaluate:\n  fpr: 0.01\n  score_batch: 100\n")
     argv = ["--features", str(tmp_path / "nowhere"), "--candidate", str(tmp_path / "c"),
-            "--serving", str(tmp_path / "s"), "--out", str(tmp_path / "m.json"),
-            "--plots", str(tmp_path / "p"), "--params", str(params)]  # fmt: skip
+            "--out", str(tmp_path / "m.json"), "--plots", str(tmp_path / "p"),
+            "--params", str(params)]  # fmt: skip
     with pytest.raises(SystemExit) as refused:
         main(argv)
     assert refused.value.code == 1

@@ -1,22 +1,33 @@
-"""promote against a real MLflow server and Postgres: registry, atomic publishing, audit log.
+"""promote against a real MLflow server and Postgres: registry, atomic publishing, audit log,
+and the champion as an MLflow model that scores raw transactions as the scorer does.
 
 Each test registers under its own model name and publishes into its own serving directory,
 so tests do not see each other's champions."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import psycopg2
 import pytest
 import yaml
 
-from fraudops.modelspec import MODEL_FILE, read_spec, write_spec
+from fraudops.modelspec import MODEL_FILE, SPEC_FILE, read_spec, write_spec
+from tests.helpers.pipeline_project import BIN
+from tests.helpers.serving_env import free_port, wait_until
+from tests.helpers.transactions import make_transactions
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CANDIDATE = ROOT / "tests" / "helpers" / "tiny_candidate.py"
@@ -100,8 +111,9 @@ def promote(project: Path, case: dict, found: dict, env: dict, export: Path | No
     ]
     command += ["--export", str(export or project / "models" / "export")]
     command += ["--metrics", str(metrics_path), "--export-report", "reports/export.json"]
-    command += ["--serving", str(case["serving"]), "--out", str(out)]
-    result = _run(command, project, env)
+    command += ["--out", str(out)]
+    # The served-model directory comes from the scorers' own setting, nowhere else.
+    result = _run(command, project, {**env, "FRAUDOPS_MODEL_DIR": str(case["serving"])})
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text()), result.stderr
 
@@ -153,6 +165,8 @@ def test_passing_candidate_is_registered_published_and_champion(
 def test_worse_candidate_is_rejected_and_nothing_is_published(
     project, case, env, mlflow_client, experiment_id
 ):
+    import mlflow
+
     first, _ = promote(project, case, metrics(0.90, 0.90), env)
     assert first["decision"] == "promoted"
     before = {p.name: (p / MODEL_FILE).stat().st_mtime_ns for p in case["serving"].iterdir()}
@@ -174,3 +188,111 @@ def test_worse_candidate_is_rejected_and_nothing_is_published(
     assert mlflow_client.get_model_version_by_alias(name, "challenger").version == rejected
     tags = mlflow_client.get_model_version(name, rejected).tags
     assert tags["promotion"] == "rejected" and "champion 0.9000" in tags["rejection_reason"]
+    mlflow.set_tracking_uri(mlflow_client.tracking_uri)
+    challenger = mlflow.pyfunc.load_model(f"models:/{name}@challenger")  # the export, as is
+    assert set(challenger.predict(raw_rows().head(5))["model_version"]) == {"candidate"}
+
+
+# --- the champion as an MLflow model ---------------------------------------------------------
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def raw_rows() -> pd.DataFrame:
+    """Raw transactions in time order (the order the scorer sees them), ~20 per user."""
+    return make_transactions(300, fraud_rate=0.1, seed=4, days=2)
+
+
+def scorer_scores(serving: Path, rows: pd.DataFrame):
+    """The serving scoring core, from a fresh per-user state, over the rows one by one."""
+    from serving.model_store import ModelStore
+    from serving.scoring import ScoringCore
+
+    store = ModelStore(serving, prewarm=0)
+    assert store.load_latest() is not None
+    core = ScoringCore(store)
+    batches = [core.score([tx]) for tx in rows.to_dict("records")]
+    return np.concatenate([b.scores for b in batches]), [b.band_names()[0] for b in batches]
+
+
+@pytest.fixture
+def champion(project, case, env, mlflow_tracking_uri) -> dict:
+    """A promoted candidate: its served directory and its `models:/<name>@champion` URI."""
+    import mlflow
+
+    result, _ = promote(project, case, metrics(0.80, 0.81), env)
+    assert result["decision"] == "promoted", result
+    mlflow.set_tracking_uri(mlflow_tracking_uri)
+    return {"served": Path(result["serving_path"]), "uri": f"models:/{case['name']}@champion"}
+
+
+@pytest.mark.slow
+def test_champion_is_an_mlflow_model_of_the_served_bytes(champion, project, case, env):
+    import mlflow
+
+    served, uri = champion["served"], champion["uri"]
+    promote(project, case, metrics(0.80, 0.81), env)  # a retry re-publishes: MLflow follows
+    local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(case["dir"] / "dl")))
+    for name in (MODEL_FILE, SPEC_FILE):
+        assert sha256(local / "artifacts" / served.name / name) == sha256(served / name)
+    model = mlflow.pyfunc.load_model(uri)
+    assert [c.name for c in model.metadata.get_input_schema().inputs][:3] == [
+        "transaction_id", "user_id", "timestamp",
+    ]  # fmt: skip
+    requirements = (local / "requirements.txt").read_text()
+    assert "ai-edge-litert" in requirements and "tensorflow" not in requirements
+    rows = raw_rows()
+    got = model.predict(rows)  # is_fraud and dest_id ride along; the model ignores them
+    scores, bands = scorer_scores(served.parent, rows)
+    assert list(got["transaction_id"]) == list(rows["transaction_id"])
+    np.testing.assert_allclose(got["score"].to_numpy(), scores, rtol=0, atol=1e-6)
+    assert list(got["band"]) == bands
+    assert set(got["model_version"]) == {served.name}
+
+
+@contextlib.contextmanager
+def mlflow_serve(uri: str, port: int, env: dict, log_path: Path):
+    """`mlflow models serve` in its own process group, stopped with it on exit (it runs
+    uvicorn from PATH, hence the venv first)."""
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local"]
+    command += ["-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    env = {**env, "PATH": f"{BIN}:{env.get('PATH', '')}"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def responds(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_scores_like_the_scorer(champion, case, env):
+    rows = raw_rows().head(50)
+    scores, bands = scorer_scores(champion["served"].parent, rows)
+    port = free_port()
+    with mlflow_serve(champion["uri"], port, env, case["dir"] / "serve.log") as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: proc.poll() is not None or responds(f"{base}/ping"), "mlflow serve", 180)
+        assert proc.poll() is None, (case["dir"] / "serve.log").read_text()[-3000:]
+        body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+        request = urllib.request.Request(
+            f"{base}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            predictions = json.loads(response.read())["predictions"]
+    np.testing.assert_allclose([p["score"] for p in predictions], scores, rtol=0, atol=1e-6)
+    assert [p["band"] for p in predictions] == bands

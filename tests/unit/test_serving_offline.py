@@ -23,7 +23,7 @@ from tests.helpers.serving_env import (
 SERVING_MODULES = (
     "serving.server", "serving.scorer", "serving.rollback", "serving.model_store",
     "serving.scoring", "serving.persistence", "serving.kafka_io", "serving.metrics",
-    "serving.tls", "serving.labels",
+    "serving.tls", "serving.labels", "fraudops.runner",
 )  # fmt: skip
 
 
