@@ -21,6 +21,7 @@ COPY pyproject.toml README.md ./
 COPY fraudops ./fraudops
 COPY serving ./serving
 COPY training ./training
+COPY jobs ./jobs
 COPY feature_checks ./feature_checks
 COPY proto ./proto
 COPY dags ./dags
