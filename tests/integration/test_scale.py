@@ -2,11 +2,15 @@
 scorer count each other's transactions; two scorers in one group, one SIGKILLed mid-stream,
 give every transaction the batch transform's features and count none twice; a server run
 as two worker processes on one port gives a transaction the same score from either worker
-and across a restart."""
+and across a restart, and stops as a whole when a worker dies; the dev stack starts scorer
+replicas in one consumer group."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import urllib.request
 import uuid
 from dataclasses import replace
@@ -20,14 +24,19 @@ from fraudops.features import FEATURE_NAMES, batch_features
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving.server import WORKER_METADATA_KEY
 from tests.helpers.serving_env import (
+    ROOT,
     free_port,
+    process_env,
     query,
     scored_ids,
     service_process,
     stop_process,
+    transaction,
+    unique_ids,
     wait_serving,
     wait_until,
 )
+from tests.helpers.stack import port_open
 from tests.helpers.transactions import make_transactions
 from tests.integration.test_feature_store_serving import expected_scores, one_users_transfers
 from tests.integration.test_scorer import produce_raw
@@ -185,3 +194,44 @@ def scores_counted(metrics_text: str) -> float:
         for line in metrics_text.splitlines()
         if line.startswith("fraudops_scores_total{")
     )
+
+
+def test_the_supervisor_stops_when_a_worker_dies(stream_settings, tmp_path):
+    settings = replace(stream_settings, server_workers=2)
+    with service_process("serving.server", settings, tmp_path / "server.log") as proc:
+        with fresh_channel(settings.grpc_port) as ch:
+            wait_serving(ch, timeout=120)
+        _, worker = score_with_worker(settings.grpc_port, one_users_transfers(1)[0])
+        os.kill(int(worker), signal.SIGKILL)
+        wait_until(lambda: proc.poll() is not None, "the supervisor to exit", 90)
+    assert proc.returncode == 1
+    assert not port_open("127.0.0.1", settings.grpc_port)  # the other worker stopped too
+    assert f"worker pid {worker} exited" in (tmp_path / "server.log").read_text()
+
+
+def test_the_dev_stack_starts_scorer_replicas_in_one_group(stream_settings, tmp_path):
+    """`devstack up scorer` with two replicas against the shared broker: both join the
+    group, the stream is scored once, and `down scorer` stops both."""
+    metrics_port = free_port()
+    settings = replace(stream_settings, scorer_replicas=2, metrics_port=metrics_port)
+    command = [sys.executable, "-m", "fraudops.devstack", "--run-dir", str(tmp_path / "run")]
+    env = process_env(settings)
+
+    def devstack(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+
+    ids = unique_ids("replicas", 200)
+    requests = [transaction(i, user_id=600 + i % 9, transaction_id=t) for i, t in enumerate(ids)]
+    try:
+        assert devstack("up", "scorer").returncode == 0
+        bootstrap, group = settings.kafka_bootstrap_servers, settings.consumer_group
+        wait_until(lambda: members_with_partitions(bootstrap, group) == 2, "two members", 120)
+        produce_raw(settings, [(str(r.user_id).encode(), r.SerializeToString()) for r in requests])
+        url = settings.database_url
+        wait_until(lambda: len(scored_ids(url, ids)) == len(ids), "every transaction", 120)
+    finally:
+        stopped = devstack("down", "scorer")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(port_open("127.0.0.1", metrics_port + n) for n in (1, 2))
+    assert sorted(scored_ids(settings.database_url, ids)) == sorted(ids)
