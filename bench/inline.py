@@ -150,3 +150,18 @@ def report(inline: InlineResult, reload: ReloadResult) -> list[str]:
         f"  reload window {reload.during.summary()}  (publish .. first new answer + 1 s)",
         f"  p99 ratio reload/steady {reload.during.pct(99) / reload.steady.pct(99):.2f}",
     ]
+
+
+def state_report(memory: InlineResult, in_redis: InlineResult) -> list[str]:
+    """The same sequential Score calls with per-user state in memory and in Redis."""
+    lines = ["inline Score, per-user state in memory beside in Redis (same calls, medians):"]
+    p50 = {}
+    for label, result in (("in memory", memory), ("Redis", in_redis)):
+        p50[label] = median([s.pct(50) for s in result.score_rounds])
+        p99 = median([s.pct(99) for s in result.score_rounds])
+        server = median(result.server_us)
+        lines.append(f"  {label:<10} p50 {p50[label]:6.0f} µs  p99 {p99:6.0f} µs  "
+                     f"(server-side {server:.0f} µs)")  # fmt: skip
+    grown = p50["Redis"] - p50["in memory"]
+    lines.append(f"  Redis adds {grown:+.0f} µs to p50 (target: at most +150 µs)")
+    return lines

@@ -36,7 +36,7 @@ from tests.helpers.serving_env import (
     wait_serving,
     wait_until,
 )
-from tests.helpers.stack import port_open
+from tests.helpers.stack import port_open, wait_for_members
 from tests.helpers.transactions import make_transactions
 from tests.integration.test_feature_store_serving import expected_scores, one_users_transfers
 from tests.integration.test_scorer import produce_raw
@@ -110,15 +110,6 @@ def as_request(row: dict) -> fraud_pb2.TransactionRequest:
     )  # fmt: skip
 
 
-def members_with_partitions(bootstrap: str, group: str) -> int:
-    """How many members of the consumer group hold at least one partition."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the future resolves
-    members = admin.describe_consumer_groups([group])[group].result(timeout=10).members
-    return sum(1 for m in members if m.assignment and m.assignment.topic_partitions)
-
-
 def test_two_scorers_one_killed_give_the_batch_features_and_count_nothing_twice(
     stream_settings, redis_server, tmp_path
 ):
@@ -134,7 +125,7 @@ def test_two_scorers_one_killed_give_the_batch_features_and_count_nothing_twice(
     survivor = service_process("serving.scorer", small, tmp_path / "scorer-b.log")
     with survivor, service_process("serving.scorer", small, tmp_path / "scorer-a.log") as doomed:
         bootstrap, group = stream_settings.kafka_bootstrap_servers, stream_settings.consumer_group
-        wait_until(lambda: members_with_partitions(bootstrap, group) == 2, "two members", 120)
+        wait_for_members(bootstrap, group, 2)
         produce_raw(stream_settings, messages[:half])
         wait_until(lambda: len(scored_ids(url, ids)) >= half // 2, "both mid-stream", 120)
         stop_process(doomed, signal.SIGKILL)
@@ -226,7 +217,7 @@ def test_the_dev_stack_starts_scorer_replicas_in_one_group(stream_settings, tmp_
     try:
         assert devstack("up", "scorer").returncode == 0
         bootstrap, group = settings.kafka_bootstrap_servers, settings.consumer_group
-        wait_until(lambda: members_with_partitions(bootstrap, group) == 2, "two members", 120)
+        wait_for_members(bootstrap, group, 2)
         produce_raw(settings, [(str(r.user_id).encode(), r.SerializeToString()) for r in requests])
         url = settings.database_url
         wait_until(lambda: len(scored_ids(url, ids)) == len(ids), "every transaction", 120)
