@@ -468,6 +468,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.port is not None:
         settings = replace(settings, grpc_port=args.port)
     configure_logging(settings.log_level)
+    if settings.server_workers > 1 and not settings.redis_url:
+        log.error("FRAUDOPS_SERVER_WORKERS=%d needs REDIS_URL: each worker would keep its own "
+                  "per-user history, and a score would depend on which one answered",
+                  settings.server_workers)  # fmt: skip
+        return 2
     if settings.server_workers > 1:
         return supervise(settings, args.workers)
     metrics.serve(settings.metrics_port)

@@ -187,6 +187,14 @@ def scores_counted(metrics_text: str) -> float:
     )
 
 
+def test_several_workers_without_shared_state_are_refused(stream_settings, tmp_path):
+    settings = replace(stream_settings, server_workers=2, redis_url=None)
+    with service_process("serving.server", settings, tmp_path / "server.log") as proc:
+        wait_until(lambda: proc.poll() is not None, "the server to refuse", 60)
+    assert proc.returncode == 2
+    assert "needs REDIS_URL" in (tmp_path / "server.log").read_text()
+
+
 def test_the_supervisor_stops_when_a_worker_dies(stream_settings, tmp_path):
     settings = replace(stream_settings, server_workers=2)
     with service_process("serving.server", settings, tmp_path / "server.log") as proc:
