@@ -73,7 +73,8 @@ def run_inline(settings, redis_url: str, work: Path, built: Path, calls: int, ro
             latency.noop_rounds = inline.call_latency(noop_port, txs, 500, rounds)
     finally:
         delete_topics(settings.kafka_bootstrap_servers, list(topics.values()))
-    return inline.report(latency, reload) + inline.state_report(latency, in_redis)
+    ping_us = inline.redis_ping_us(redis_url)
+    return inline.report(latency, reload) + inline.state_report(latency, in_redis, ping_us)
 
 
 def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: float):
