@@ -24,6 +24,8 @@ class Settings:
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
     metrics_port: int = 9108
+    server_workers: int = 1  # fraudops-serve processes sharing the gRPC port (SO_REUSEPORT)
+    scorer_replicas: int = 1  # stream scorers the dev stack starts, in one consumer group
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
