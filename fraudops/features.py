@@ -118,6 +118,18 @@ def mask_balances(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def model_inputs(missing_balance_share: float) -> dict[str, object]:
+    """model.json's `inputs`: the transaction fields a model reads, which of them may be
+    absent (`balances_missing`), and the share of training rows that had them marked so."""
+    return {
+        "required": ["user_id", "timestamp", "type", "amount"],
+        "balances": ["old_balance_orig", "new_balance_orig", "old_balance_dest",
+                     "new_balance_dest", "is_unauthorized_overdraft"],
+        "balances_optional": missing_balance_share > 0,
+        "missing_balance_share": missing_balance_share,
+    }  # fmt: skip
+
+
 def _velocity_features(user: np.ndarray, ts: np.ndarray, amount: np.ndarray) -> list[np.ndarray]:
     """Per-user counts and sums over each window, and the gap since the previous row."""
     n = len(user)
