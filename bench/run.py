@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import argparse
 import pstats
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from bench import inline, stream
-from bench.common import LOG_LEVEL, STOP_S, transactions
-from fraudops.modelspec import publish
+from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
 from fraudops.settings import load_settings
 from tests.helpers.stack import (
-    build_models,
     channel_to,
     create_topics,
     delete_topics,
     free_port,
-    fresh_database,
     loopback_settings,
     port_open,
     python_process,
@@ -71,16 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     base = load_settings().with_local_services()
-    with (
-        tempfile.TemporaryDirectory(prefix="fraudops-bench-") as tmp,
-        fresh_database(base.database_url, "fraudops_bench") as url,
-    ):
-        work = Path(tmp)
-        built = build_models(work / "built", timeout=900)
-        serving_root = work / "serving"
-        publish(built / "v1", serving_root, "v1")
+    with workspace(base.database_url, "fraudops-bench") as (work, built, url):
         settings = loopback_settings(
-            base, database_url=url, model_dir=serving_root, log_level=LOG_LEVEL
+            base, database_url=url, model_dir=work / "serving", log_level=LOG_LEVEL
         )
         lines = run_inline(settings, work, built, args.calls, args.rounds)
         drains = [stream.drain(settings, args.stream_n, seed, work, None)

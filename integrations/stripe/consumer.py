@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import Message
 
 from fraudops.db import connect
 from fraudops.pii import configure_logging
@@ -31,7 +31,13 @@ from fraudops.schema import InvalidTransaction, TimestampWindow, proto_to_dict
 from fraudops.schema import validate_transaction as validate
 from fraudops.settings import Settings, load_settings
 from integrations.stripe.events import PAYMENT_EVENTS, NotAPayment, label_of, transaction
-from serving.kafka_io import AckingProducer, make_consumer, make_producer, next_offsets
+from serving.kafka_io import (
+    AckingProducer,
+    consume_messages,
+    make_consumer,
+    make_producer,
+    next_offsets,
+)
 
 log = logging.getLogger("fraudops.stripe.consumer")
 
@@ -151,14 +157,9 @@ class StripeConsumer:
         raise InterruptedError("stopped while the database was unavailable")
 
     def poll_once(self, timeout: float = POLL_SECONDS) -> int:
-        batch = []
-        for msg in self.consumer.consume(BATCH_SIZE, timeout):
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.error("consumer error: %s", msg.error())
-                continue
+        batch = consume_messages(self.consumer, BATCH_SIZE, timeout)
+        for msg in batch:
             self.handle(msg)
-            batch.append(msg)
         if batch:
             self.consumer.commit(offsets=next_offsets(batch), asynchronous=False)
         return len(batch)
