@@ -17,15 +17,17 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 import stripe
-from fastapi import Body, FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from fraudops.bands import BANDS
 from fraudops.pii import configure_logging
@@ -88,6 +90,7 @@ class Parts:
         recorder = DeploymentRecorder(url, "stripe") if url else None
         self.store = ModelStore(settings.model_dir, recorder)
         self.core = ScoringCore(self.store, open_feature_state(settings), without_history_ok=True)
+        self.blocking = bool(getattr(self.core.features, "shared", False))
         self.producer: AckingProducer | None = None
         self.sink: InlineScoreSink | None = None
 
@@ -154,16 +157,21 @@ def create_app(settings: Settings) -> FastAPI:
         return {"received": event["id"]}
 
     @app.post("/stripe/decide")
-    def decide(
-        payment_intent: Annotated[dict[str, Any], Body()],
-        x_api_key: Annotated[str | None, Header()] = None,
-    ) -> dict[str, Any]:
+    async def decide(request: Request) -> JSONResponse:
         expected = settings.stripe_decide_api_key
-        if not expected or not hmac.compare_digest((x_api_key or "").encode(), expected.encode()):
+        given = request.headers.get("x-api-key") or ""
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             raise HTTPException(401, "a valid X-Api-Key header is required")
         try:
-            return parts.decide(payment_intent)
-        except (NotAPayment, InvalidTransaction) as err:
+            intent = json.loads(await request.body())
+            if not isinstance(intent, dict):
+                raise NotAPayment("payment_intent", "must be a JSON object")
+            # A Redis state is a network call: off the event loop. In memory it is cheaper
+            # to score here than to hop to a worker thread.
+            if parts.blocking:
+                return JSONResponse(await run_in_threadpool(parts.decide, intent))
+            return JSONResponse(parts.decide(intent))
+        except (UnicodeDecodeError, json.JSONDecodeError, NotAPayment, InvalidTransaction) as err:
             raise HTTPException(422, str(err)) from err
         except NoModel as err:
             raise HTTPException(503, "no model loaded yet; retry shortly") from err
