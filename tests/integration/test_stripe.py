@@ -200,8 +200,9 @@ def test_a_fraudulent_dispute_is_a_label_for_the_next_training_run(stack, tmp_pa
     assert label_of(url, tx_id) == ("FRAUD", "stripe:dispute", None)
     collect_feedback(url, tmp_path / "labels.parquet", tmp_path / "feedback.json", 0)
     rows = pq.read_table(tmp_path / "labels.parquet").to_pylist()
-    mine = [(r["is_fraud"], r["label_source"]) for r in rows if r["transaction_id"] == tx_id]
-    assert mine == [(1, "stripe:dispute")]
+    mine = [(r["is_fraud"], r["label_source"], r["balances_missing"])
+            for r in rows if r["transaction_id"] == tx_id]  # fmt: skip
+    assert mine == [(1, "stripe:dispute", True)]
     won = dispute(ch, status="won")
     assert deliver(client, event("charge.dispute.closed", won)).status_code == 200
     wait_until(lambda: label_of(url, tx_id)[0] == "LEGIT", "the won dispute to supersede", 60)

@@ -92,3 +92,13 @@ def test_bad_stripe_fields_are_named_row_by_row_and_in_batches(field, value):
     rows = [_valid(), _valid(**{field: value})]
     cols = {k: [r[k] for r in rows] for k in rows[0]}
     assert [(i, e.field) for i, e in validate_columns(cols)] == [(1, field)]
+
+
+def test_live_labels_without_balances_train_as_unknown_balances(tmp_path, frame):
+    from training.featurize import feedback_set
+
+    live = frame.head(6).assign(label="FRAUD", balances_missing=[True, False] * 3)
+    live.to_parquet(tmp_path / "labels.parquet")
+    features, window = feedback_set(tmp_path / "labels.parquet", weight=5.0)
+    assert window["count"] == 6
+    assert features["balances_present"].tolist() == [0.0, 1.0] * 3
