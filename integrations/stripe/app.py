@@ -33,7 +33,7 @@ from fraudops.bands import BANDS
 from fraudops.pii import configure_logging
 from fraudops.schema import InvalidTransaction, TimestampWindow
 from fraudops.settings import Settings, load_settings
-from integrations.stripe.events import NotAPayment, transaction
+from integrations.stripe.events import NotAPayment, transaction, transaction_id_of
 from serving.feature_state import open_feature_state
 from serving.kafka_io import AckingProducer, make_producer
 from serving.model_store import ModelStore
@@ -74,8 +74,11 @@ def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, 
             continue
         except ValueError as err:  # verified, yet not JSON (or not UTF-8)
             raise WebhookRejected(f"body is not a JSON event: {err}") from err
+        data = event.get("data")
         if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
             raise WebhookRejected("body is not a Stripe event (no id or type)")
+        if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+            raise WebhookRejected("body is not a Stripe event (no data.object)")
         return event
     raise WebhookRejected(problem)
 
@@ -152,8 +155,10 @@ def create_app(settings: Settings) -> FastAPI:
         except WebhookRejected as err:
             log.warning("webhook refused: %s", err)
             raise HTTPException(400, str(err)) from err
+        # Keyed by the payment, so a payment's events stay in order on one partition.
+        key = transaction_id_of(event["data"]["object"]) or event["id"]
         topic = settings.topic_stripe_events
-        await run_in_threadpool(parts.producer.send, topic, event["id"], payload)
+        await run_in_threadpool(parts.producer.send, topic, key, payload)
         return {"received": event["id"]}
 
     @app.post("/stripe/decide")

@@ -61,6 +61,9 @@ def test_signed_garbage_and_no_secret_are_rejected():
     body = b'{"hello": "world"}'
     with pytest.raises(WebhookRejected, match="no id or type"):
         verify(body, sign(body), SECRETS)
+    body = b'{"id": "evt_1", "type": "charge.succeeded", "data": []}'
+    with pytest.raises(WebhookRejected, match="no data.object"):
+        verify(body, sign(body), SECRETS)
     with pytest.raises(WebhookRejected, match="no webhook secret"):
         verify(body, sign(body), [])
 
