@@ -45,7 +45,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("amount_to_balance_orig", "amount relative to origin balance", True),
     Feature("orig_emptied", "origin account emptied", True),
     Feature("is_unauthorized_overdraft", "unauthorized overdraft", True),
-    Feature("balances_present", "account balances known"),
+    Feature("balances_present", "whether account balances are known"),
     Feature("hour_sin", "hour of day"),
     Feature("hour_cos", "hour of day"),
     *(Feature(f"type_{t}", f"type {t}") for t in TRANSACTION_TYPES),

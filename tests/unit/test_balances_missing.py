@@ -10,6 +10,7 @@ import pytest
 from fraudops.features import (
     BALANCE_FEATURES,
     FEATURE_NAMES,
+    FEATURES,
     OnlineFeatures,
     batch_features,
     mask_balances,
@@ -102,3 +103,19 @@ def test_live_labels_without_balances_train_as_unknown_balances(tmp_path, frame)
     features, window = feedback_set(tmp_path / "labels.parquet", weight=5.0)
     assert window["count"] == 6
     assert features["balances_present"].tolist() == [0.0, 1.0] * 3
+
+
+def test_reasons_never_cite_balances_a_payment_did_not_have(frame):
+    from fraudops.bands import Explainer
+
+    x = batch_features(frame)
+    n = x.shape[1]
+    weight = np.full(n, 0.01)
+    weight[BALANCE] = -50.0  # low (zeroed) balances would dominate every reason
+    explainer = Explainer({"mean": x.mean(axis=0).tolist(), "std": [1.0] * n,
+                           "weight": weight.tolist()})  # fmt: skip
+    missing = frame["balances_missing"].to_numpy()
+    balance_labels = {f.label for f in FEATURES if f.balance_derived}
+    cited = [{r.rsplit(" (", 1)[0] for r in rs} for rs in explainer.reasons(x)]
+    assert not any(c & balance_labels for c, m in zip(cited, missing, strict=True) if m)
+    assert any(c & balance_labels for c, m in zip(cited, missing, strict=True) if not m)
