@@ -23,6 +23,7 @@ COPY fraudops ./fraudops
 COPY serving ./serving
 COPY integrations ./integrations
 COPY training ./training
+COPY jobs ./jobs
 COPY feature_checks ./feature_checks
 COPY proto ./proto
 COPY dags ./dags

@@ -476,7 +476,7 @@ MLFLOW = Service(
 # The components `airflow standalone` runs, started here instead because standalone starts
 # the scheduler's and triggerer's log servers on every interface (0.0.0.0:8793/8794); with
 # the LocalExecutor on one machine the API server reads task logs from disk, so they are
-# skipped. SQLite metadata in run/airflow (the embedded default, see DESIGN.md).
+# skipped. SQLite metadata in run/airflow (the embedded default).
 
 
 def _airflow_secret(stack: Stack, name: str) -> str:

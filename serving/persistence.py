@@ -33,6 +33,7 @@ from confluent_kafka import Producer
 
 from fraudops.db import append_audit, connect
 from fraudops.pii import mask_pii
+from fraudops.schema import NUMERIC_COLUMNS
 from serving import metrics
 from serving.model_store import LoadedModel
 from serving.scoring import ScoredBatch
@@ -44,12 +45,7 @@ SCORE_COLUMNS = (
     "user_id",
     "event_ts",
     "type",
-    "amount",
-    "old_balance_orig",
-    "new_balance_orig",
-    "old_balance_dest",
-    "new_balance_dest",
-    "is_unauthorized_overdraft",
+    *NUMERIC_COLUMNS,
     "dest_id",
     "channel",
     "score",

@@ -98,12 +98,11 @@ def class_weighted(y: np.ndarray, w: np.ndarray, power: float) -> tuple[np.ndarr
 def fit_gbt(x: np.ndarray, y: np.ndarray, sw: np.ndarray, params: dict, seed: int):
     """The gradient-boosted-trees yardstick, fixed size (no random inner split), seeded.
 
-    Regularised (large leaves, L2): unregularised trees fitted the synthesizer's artefacts
-    in the balance columns and fell from 0.85 PR-AUC on synthetic valid to 0.52 on the
-    real holdout (1M rows, measured); a straw-man baseline would make the gate meaningless.
+    Regularised (large leaves, L2) so that it learns the traffic, not the synthesizer's
+    artefacts in the balance columns: a straw-man baseline would make the gate meaningless.
 
-    OpenMP threads are capped (`threads`): on a small shared box, busy-waiting OpenMP
-    workers competing with other processes made a 5 s fit take minutes (measured)."""
+    OpenMP threads are capped (`threads`): idle OpenMP workers busy-wait, and beside other
+    processes on a few cores that turns a fit of seconds into minutes."""
     model = HistGradientBoostingClassifier(
         max_iter=int(params["max_iter"]),
         learning_rate=float(params["learning_rate"]),
