@@ -52,6 +52,7 @@ def stack(built_models, kafka_bootstrap, database_url, tmp_path_factory):
         stripe_port=free_port(),
         stripe_webhook_secrets=f"{OLD_SECRET}, {SECRET}",
         stripe_decide_api_key=API_KEY,
+        log_level="DEBUG",  # so that the PII check below sees everything the processes say
         **topics,
     )
     group = f"test-stripe-{uuid.uuid4().hex[:8]}"
@@ -243,3 +244,19 @@ def test_the_inline_decision_asks_for_3d_secure_in_the_challenge_band(stack, bui
     assert scored(settings.database_url, pi["id"])[0][3:] == (None, "stripe", "inline")
     bad = decide(client, {**intent(), "amount": "lots"})
     assert bad.status_code == 422 and "amount" in bad.json()["detail"]
+
+
+def test_no_e_mail_or_card_number_from_stripe_reaches_a_log(stack):
+    settings, client, root = stack
+    email, pan = "alice.payer@example.com", "4242424242424242"
+    details = {"email": email, "name": "Alice Payer"}
+    ch = charge(customer="cus_pii", receipt_email=email, billing_details=details,
+                description=f"card {pan}")  # fmt: skip
+    assert deliver(client, event("charge.succeeded", ch)).status_code == 200
+    assert deliver(client, event("charge.succeeded", ch), "t=1,v1=00").status_code == 400
+    assert decide(client, intent(receipt_email=email, description=pan)).status_code == 200
+    assert decide(client, {**intent(receipt_email=email), "amount": -5}).status_code == 422
+    wait_until(lambda: scored(settings.database_url, ch["payment_intent"]), "the payment", 90)
+    for log in root.glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert email not in text and pan not in text, log.name
