@@ -18,24 +18,20 @@ from __future__ import annotations
 
 import argparse
 import pstats
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import redis
 
 from bench import capacity, inline, stream
-from bench.common import LOG_LEVEL, STOP_S, transactions
-from fraudops.modelspec import publish
+from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
 from fraudops.settings import Settings, load_settings
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.stack import (
-    build_models,
     channel_to,
     create_topics,
     delete_topics,
     free_port,
-    fresh_database,
     loopback_settings,
     port_open,
     python_process,
@@ -146,16 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(parts) - set(PARTS):
         parser.error(f"unknown part(s) {sorted(unknown)}; choose from {PARTS}")
     base = load_settings().with_local_services()
-    with (
-        tempfile.TemporaryDirectory(prefix="fraudops-bench-") as tmp,
-        fresh_database(base.database_url, "fraudops_bench") as url,
-    ):
-        work = Path(tmp)
-        built = build_models(work / "built", timeout=900)
-        serving_root = work / "serving"
-        publish(built / "v1", serving_root, "v1")
+    with workspace(base.database_url, "fraudops-bench") as (work, built, url):
         settings = loopback_settings(
-            base, database_url=url, model_dir=serving_root, log_level=LOG_LEVEL, redis_url=None
+            base, database_url=url, model_dir=work / "serving", log_level=LOG_LEVEL, redis_url=None
         )
         redis_server = RedisServer(work / "redis").start()
         shared = redis_server.url

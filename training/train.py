@@ -41,7 +41,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from fraudops.features import BALANCE_FEATURES, FEATURE_NAMES
+from fraudops.features import BALANCE_FEATURES, FEATURE_NAMES, mask_balances, model_inputs
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.settings import load_settings
@@ -76,6 +76,16 @@ def load_split(features_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, n
         raise TrainError(f"{path}: needs both frauds and legitimate rows, has {y.sum()} frauds")
     x = np.ascontiguousarray(frame[list(FEATURE_NAMES)].to_numpy(np.float32))
     return x, y, frame["weight"].to_numpy(np.float32)
+
+
+def with_missing_balances(split: tuple, share: float, seed: int) -> tuple:
+    """The split with the balances of a random `share` of its rows marked missing, as a
+    card payment's are, so one model learns to score traffic with and without them."""
+    x, y, w = split
+    if share <= 0:
+        return split
+    rows = np.random.default_rng(seed).random(len(y)) < share
+    return mask_balances(x, rows), y, w
 
 
 def class_weighted(y: np.ndarray, w: np.ndarray, power: float) -> tuple[np.ndarray, float]:
@@ -459,6 +469,9 @@ def train(
     seconds: dict[str, float] = {}
     with _timed(seconds, "load"):
         train_set, valid_set = load_split(features_dir, "train"), load_split(features_dir, "valid")
+        share, seed = float(params["missing_balance_share"]), int(params["seed"])
+        train_set = with_missing_balances(train_set, share, seed)
+        valid_set = with_missing_balances(valid_set, share, seed + 1)
         meta = _read_json(Path(features_dir) / META_FILE) or {}
         tags = _lineage(features_dir, meta)
     fits: dict[str, Any] = {"experiment": params["experiment"], "seconds": seconds}
@@ -487,6 +500,7 @@ def train(
     tracking.log_to_run(fits["candidate"]["run_id"], _synthesizer_metrics(fits["synthesizer"]))
     rows = {"train": len(train_set[1]), "valid": len(valid_set[1])}
     info = _train_info(fits, meta, tags, rows)
+    info["inputs"] = model_inputs(float(params["missing_balance_share"]))
     (out_dir / TRAIN_INFO).write_text(json.dumps(info, indent=2))
     log.info("candidate written to %s; seconds per phase %s", out_dir, seconds)
     return info
