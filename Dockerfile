@@ -1,6 +1,7 @@
 # One image per install group:
 #   docker build --build-arg INSTALL_GROUP=serving  -t fraudops-serving .   (gRPC server, scorer)
 #   docker build --build-arg INSTALL_GROUP=pipeline -t fraudops-pipeline .  (Airflow, MLflow, training)
+#   docker build --build-arg INSTALL_GROUP=serving,console -t fraudops-console .  (analyst console)
 # The serving image stays light: no TensorFlow, no Airflow (see pyproject.toml).
 FROM python:3.11-slim
 
@@ -24,6 +25,7 @@ COPY training ./training
 COPY feature_checks ./feature_checks
 COPY proto ./proto
 COPY dags ./dags
+COPY console/*.py ./console/
 RUN pip install ".[${INSTALL_GROUP}]"
 
 RUN useradd --create-home --uid 10001 fraudops \
