@@ -33,7 +33,7 @@ SELECT 'b-' || i, 1 + (i * 7919) %% %(users)s, 1767225600 + i * 3,
        '["amount drains the origin balance"]'::jsonb, 300,
        CASE WHEN i %% 4 = 0 THEN 'inline' ELSE 'stream' END,
        now() - make_interval(secs => (%(rows)s - i) * 0.5)
-FROM (SELECT i, power(random(), 12) AS s FROM generate_series(1, %(rows)s) AS i) AS g
+FROM (SELECT i, power(random(), 12) AS s FROM generate_series(1::bigint, %(rows)s) AS i) AS g
 """
 _LABEL = """
 INSERT INTO feedback_labels (transaction_id, label, source)

@@ -55,9 +55,11 @@ def serve(settings) -> int:
     from console.app import create_app
 
     app = create_app(settings)
-    # Behind a TLS proxy, X-Forwarded-Proto makes the cookies Secure.
+    # Behind a TLS proxy, X-Forwarded-Proto makes the cookies Secure. No log_config: uvicorn's
+    # loggers (access lines hold search terms) go through the root's PII-masking handler.
     uvicorn.run(app, host=settings.console_host, port=settings.console_port,
-                proxy_headers=True, log_level=settings.log_level.lower())  # fmt: skip
+                proxy_headers=True, log_config=None,
+                log_level=settings.log_level.lower())  # fmt: skip
     return 0
 
 
