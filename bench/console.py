@@ -1,25 +1,46 @@
-"""The analyst console's read paths at scale: queue pages and the transaction page with
-1,000,000 rows in scored_transactions (about 6% flagged, some labelled, 50,000 users).
+"""The analyst console at scale: queue pages and the transaction page with 1,000,000 rows
+in scored_transactions (about 6% flagged, some labelled, 50,000 users), and how soon a
+transaction the Kafka scorer scores reaches the live screen's stream while 2,000 tx/s flow.
 
-`python -m bench.console [--rows N] [--requests N]` creates a database of its own on the
-dev stack's Postgres (`fraudops.devstack up postgres`), fills it with one INSERT ...
-SELECT over generate_series, runs the console uvicorn on a free loopback port, times
-HTTP requests from a signed-in client (p50 / p95 in milliseconds) and drops the database."""
+`python -m bench.console [--rows N] [--requests N] [--rate N --seconds N]` creates a
+database of its own on the dev stack's Postgres and topics of its own on its Kafka
+(`fraudops.devstack up kafka postgres`), fills the table with one INSERT ... SELECT over
+generate_series, runs the console (uvicorn) on a free loopback port and times HTTP requests
+from a signed-in client (p50 / p95 in milliseconds); then it runs a scorer with the tiny
+test model, produces raw transactions at the rate and measures, for every score the
+stream delivers, the time from producing the transaction to receiving its score."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import random
 import statistics
+import tempfile
+import threading
 import time
+import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
+from confluent_kafka import Producer
 
+from bench.common import transactions
 from console import auth
 from fraudops.db import connect
-from fraudops.settings import load_settings
-from tests.helpers.stack import free_port, fresh_database, python_process, wait_until
+from fraudops.modelspec import publish
+from fraudops.settings import Settings, load_settings
+from tests.helpers.stack import (
+    build_models,
+    create_topics,
+    delete_topics,
+    free_port,
+    fresh_database,
+    python_process,
+    wait_until,
+)
 
 USERS = 50_000
 PASSWORD = "bench-analyst-password"
@@ -89,10 +110,111 @@ def scenarios(client: httpx.Client, n: int, rows: int) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
+def console_process(settings: Settings, log: Path):
+    """The console's process (a context manager) and a check that it answers."""
+    proc = python_process(["-m", "console", "serve"], settings, log)
+    base_url = settings.console_url()
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{base_url}/api/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return proc, answers
+
+
+def signed_in(settings: Settings) -> httpx.Client:
+    client = httpx.Client(base_url=settings.console_url(), timeout=30)
+    client.post("/api/auth/login", json={"name": "bench", "password": PASSWORD}).raise_for_status()
+    return client
+
+
+def read_stream(client: httpx.Client, arrivals: list[tuple[float, str]], stop: threading.Event,
+                ready: threading.Event) -> None:  # fmt: skip
+    """Record (arrival time, transaction id) of every score the live stream delivers."""
+    with client.stream("GET", "/api/live/stream", timeout=None) as stream:
+        event = None
+        for line in stream.iter_lines():
+            now = time.time()
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event == "ready":
+                ready.set()
+            elif line.startswith("data: ") and event == "tick":
+                items = json.loads(line.removeprefix("data: "))["items"]
+                arrivals.extend((now, item["transaction_id"]) for item in items)
+            if stop.is_set():
+                return
+
+
+def produce_at(settings: Settings, rate: int, seconds: float) -> int:
+    """Raw transactions at `rate` per second for `seconds`; each id carries its send time."""
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "linger.ms": 2})  # fmt: skip
+    pool = transactions(rate, 5000, seed=1, prefix="x")
+    sent, started, step = 0, time.time(), 0.01
+    while time.time() - started < seconds:
+        due = int((time.time() - started) * rate)
+        for i in range(sent, due):
+            msg = pool[i % len(pool)]
+            msg.transaction_id = f"lv-{time.time_ns()}-{i}"
+            producer.produce(settings.topic_raw, msg.SerializeToString(),
+                             key=str(msg.user_id).encode())  # fmt: skip
+            producer.poll(0)
+        sent = due
+        time.sleep(step)
+    producer.flush(30)
+    return sent
+
+
+def live_latency(base: Settings, url: str, rate: int, seconds: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        built = build_models(tmp / "built")
+        publish(built / "v2", tmp / "serving", "v2")
+        topics = create_topics(base.kafka_bootstrap_servers, "bench-console")
+        settings = replace(base, database_url=url, model_dir=tmp / "serving", **topics,
+                           console_port=free_port(), log_level="WARNING",
+                           consumer_group=f"bench-console-{uuid.uuid4().hex[:8]}")  # fmt: skip
+        try:
+            scorer = python_process(["-m", "serving.scorer"], settings, tmp / "scorer.log")
+            console, answers = console_process(settings, tmp / "console.log")
+            with scorer, console:
+                wait_until(answers, "the console", 60)
+                arrivals: list[tuple[float, str]] = []
+                stop, ready = threading.Event(), threading.Event()
+                client = signed_in(settings)
+                args = (client, arrivals, stop, ready)
+                reader = threading.Thread(target=read_stream, args=args, daemon=True)
+                reader.start()
+                ready.wait(60)
+                produce_at(settings, rate, 10)  # warm-up: the scorer joins its group
+                measured_from = time.time()
+                sent = produce_at(settings, rate, seconds)
+                time.sleep(3)
+                stop.set()
+        finally:
+            delete_topics(base.kafka_bootstrap_servers, list(topics.values()))
+    lags = [(at - int(tx.split("-")[1]) / 1e9) * 1000 for at, tx in arrivals
+            if int(tx.split("-")[1]) / 1e9 >= measured_from]  # fmt: skip
+    if len(lags) < 20:
+        print(f"live: only {len(lags)} scores reached the stream")
+        return
+    cuts = statistics.quantiles(lags, n=100)
+    print(
+        f"live at {rate} tx/s for {seconds:.0f} s ({sent} sent, {len(lags)} shown): produce -> "
+        f"stream p50 {statistics.median(lags):.0f} ms  p95 {cuts[94]:.0f} ms  "
+        f"max {max(lags):.0f} ms"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--rate", type=int, default=2000, help="live part: raw tx/s")
+    parser.add_argument("--seconds", type=float, default=30, help="live part: measured span")
     args = parser.parse_args(argv)
     base = load_settings().with_local_services()
     with fresh_database(base.database_url, "fraudops_bench_console") as url:
@@ -100,23 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         bands = fill(url, args.rows)
         print(f"filled {args.rows:,} rows in {time.perf_counter() - started:.0f} s: {bands}")
         settings = replace(base, database_url=url, console_port=free_port(), log_level="WARNING")
-        log = f"/tmp/bench-console-{settings.console_port}.log"
-        with python_process(["-m", "console", "serve"], settings, log):
-            base_url = settings.console_url()
-
-            def answers() -> bool:
-                try:
-                    return httpx.get(f"{base_url}/api/health", timeout=2).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
+        console, answers = console_process(settings, Path(tempfile.gettempdir()) / "console.log")
+        with console:
             wait_until(answers, "the console", 60)
-            with httpx.Client(base_url=base_url, timeout=30) as client:
-                login = {"name": "bench", "password": PASSWORD}
-                client.post("/api/auth/login", json=login).raise_for_status()
+            with contextlib.closing(signed_in(settings)) as client:
                 for name, paths in scenarios(client, args.requests, args.rows).items():
                     p50, p95 = timed(client, paths)
                     print(f"{name:42s} p50 {p50:6.1f} ms   p95 {p95:6.1f} ms")
+        live_latency(base, url, args.rate, args.seconds)
     return 0
 
 

@@ -23,6 +23,17 @@ interface Second {
   counts: Record<string, number>;
 }
 
+/** Ticks come several times a second: their counts add up into one-second buckets. */
+function addTick(seconds: Second[], at: number, counts: Record<string, number>): Second[] {
+  const last = seconds[seconds.length - 1];
+  if (last && last.at === at) {
+    const merged = { ...last.counts };
+    for (const [band, n] of Object.entries(counts)) merged[band] = (merged[band] ?? 0) + n;
+    return [...seconds.slice(0, -1), { at, counts: merged }];
+  }
+  return [...seconds, { at, counts }].slice(-WINDOW_S);
+}
+
 export function Live() {
   const [seconds, setSeconds] = useState<Second[]>([]);
   const [recent, setRecent] = useState<LiveItem[]>([]);
@@ -34,7 +45,7 @@ export function Live() {
     source.addEventListener("ready", () => setConnected(true));
     source.addEventListener("tick", (event) => {
       const tick = JSON.parse((event as MessageEvent).data) as { counts: Record<string, number>; items: LiveItem[] };
-      setSeconds((s) => [...s, { at: Date.now(), counts: tick.counts }].slice(-WINDOW_S));
+      setSeconds((s) => addTick(s, Math.floor(Date.now() / 1000) * 1000, tick.counts));
       if (tick.items.length) setRecent((r) => [...tick.items.reverse(), ...r].slice(0, RECENT));
     });
     source.onerror = () => setConnected(false);
