@@ -249,17 +249,25 @@ def add_queue_routes(app: FastAPI, settings: Settings) -> None:
             raise HTTPException(422, f"cursor: {err}") from err
 
     @app.get("/api/queue.csv")
-    def queue_csv(params: Annotated[QueueQuery, Query()], conn: Db, user: CurrentUser):
-        rows = queries.queue_export(conn, params.to_filter(), settings.console_export_max_rows)
+    def queue_csv(params: Annotated[QueueQuery, Query()], request: Request, user: CurrentUser):
+        pool: ThreadedConnectionPool = request.app.state.pool
+        limit = settings.console_export_max_rows
 
         def lines() -> Iterator[str]:
+            # A connection of the stream's own: the request's is given back before the
+            # body is sent, and the export reads for as long as the download lasts.
+            conn = pool.getconn()
+            conn.autocommit = True
             buf = io.StringIO()
             writer = csv.writer(buf)
-            for row in rows:
-                writer.writerow([csv_cell(v) for v in row])
-                yield buf.getvalue()
-                buf.seek(0)
-                buf.truncate()
+            try:
+                for row in queries.queue_export(conn, params.to_filter(), limit):
+                    writer.writerow([csv_cell(v) for v in row])
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
+            finally:
+                pool.putconn(conn, close=bool(conn.closed))
 
         headers = {"Content-Disposition": 'attachment; filename="queue.csv"'}
         return StreamingResponse(lines(), media_type="text/csv", headers=headers)
