@@ -16,10 +16,11 @@ from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg2.pool import ThreadedConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
@@ -169,6 +170,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
+        if request.method not in SAFE_METHODS and not same_origin(request):
+            return JSONResponse({"detail": "cross-origin write refused"}, status_code=403)
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         if request.url.path.startswith("/api/"):
@@ -182,6 +185,15 @@ def create_app(settings: Settings) -> FastAPI:
     add_live_routes(app, settings)
     add_frontend(app)
     return app
+
+
+def same_origin(request: Request) -> bool:
+    """A browser names the page a write comes from in Origin; another site's page is
+    refused before anything runs (sign-in included, which has no CSRF token yet)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # not a browser's cross-site request (curl, scripts, tests)
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 def client_address(request: Request) -> str:

@@ -22,11 +22,15 @@ INT64_MAX = 2**63 - 1
 USER_HISTORY_S = 24 * 3600
 USER_HISTORY_ROWS = 500
 
-QUEUE_COLUMNS = (
-    "s.transaction_id, s.user_id, s.event_ts, s.type, s.amount, s.channel, s.score, s.band,"
-    " s.model_version, s.source, s.scored_at, f.label, c.user_name AS claimed_by,"
-    " c.expires_at AS claim_expires_at"
-)
+# (expression, name) of each queue column: the SELECT list and the CSV header.
+_QUEUE_SELECT = (
+    *((f"s.{c}", c) for c in ("transaction_id", "user_id", "event_ts", "type", "amount",
+                               "channel", "score", "band", "model_version", "source",
+                               "scored_at")),
+    ("f.label", "label"), ("c.user_name", "claimed_by"), ("c.expires_at", "claim_expires_at"),
+)  # fmt: skip
+QUEUE_COLUMNS = ", ".join(f"{expr} AS {name}" for expr, name in _QUEUE_SELECT)
+EXPORT_COLUMNS = [name for _, name in _QUEUE_SELECT]
 # Sort key column and its cast for the keyset comparison.
 SORTS = {"score": ("s.score", "float8"), "newest": ("s.scored_at", "timestamptz")}
 
@@ -161,22 +165,19 @@ def queue_page(conn, f: QueueFilter, limit: int, cursor: str | None) -> dict[str
 
 
 def queue_export(conn, f: QueueFilter, max_rows: int, batch: int = 2000):
-    """Every row of the filter (up to `max_rows`), fetched in batches by a server cursor."""
+    """The header, then every row of the filter (up to `max_rows`), fetched in batches by
+    a server cursor."""
     where, params = queue_where(f)
     column, _ = SORTS[f.sort]
     sql = (
         f"SELECT {QUEUE_COLUMNS}{_QUEUE_FROM} WHERE {where}"
         f" ORDER BY {column} DESC, s.transaction_id DESC LIMIT %s"
     )
+    yield EXPORT_COLUMNS
     with conn.cursor(name="console_export", withhold=True) as cur:
         cur.itersize = batch
         cur.execute(sql, [*params, max_rows])
-        columns = None
-        for row in cur:
-            if columns is None:
-                columns = [d[0] for d in cur.description]
-                yield columns
-            yield row
+        yield from cur
 
 
 _TX_COLUMNS = (

@@ -363,3 +363,17 @@ def test_one_client_spraying_accounts_is_limited(database_url):
             for i in range(6)
         ]
     assert codes == [401, 401, 401, 401, 429, 429]
+
+
+def test_cross_origin_writes_are_refused(client, analyst):
+    evil = {"Origin": "http://evil.example"}
+    login = {"name": analyst, "password": PASSWORD}
+    assert client.post("/api/auth/login", json=login, headers=evil).status_code == 403
+    same = {"Origin": "http://testserver"}
+    assert client.post("/api/auth/login", json=login, headers=same).status_code == 200
+
+
+def test_an_empty_export_still_has_its_header(client, analyst, version):
+    signed_in(client, analyst)
+    response = client.get("/api/queue.csv", params={"model_version": version})
+    assert response.text.strip().split(",")[:2] == ["transaction_id", "user_id"]
