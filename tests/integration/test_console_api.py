@@ -377,3 +377,18 @@ def test_an_empty_export_still_has_its_header(client, analyst, version):
     signed_in(client, analyst)
     response = client.get("/api/queue.csv", params={"model_version": version})
     assert response.text.strip().split(",")[:2] == ["transaction_id", "user_id"]
+
+
+def test_digests_are_listed_and_downloadable(database_url, analyst, tmp_path):
+    day = tmp_path / "2026-01-01"
+    day.mkdir()
+    (day / "summary.csv").write_text("metric,value\ntransactions,3\n")
+    (tmp_path / "not-a-day").mkdir()
+    with client_for(console_settings(database_url, console_digest_dir=tmp_path)) as client:
+        signed_in(client, analyst)
+        listed = client.get("/api/trends").json()["digests"]
+        assert listed == [{"day": "2026-01-01", "files": ["summary.csv"]}]
+        file = client.get("/api/digests/2026-01-01/summary.csv")
+        assert file.status_code == 200 and "transactions,3" in file.text
+        assert client.get("/api/digests/2026-01-01/index.html").status_code == 404
+        assert client.get("/api/digests/not-a-day/summary.csv").status_code == 422
