@@ -2,6 +2,7 @@
 #   docker build --build-arg INSTALL_GROUP=serving  -t fraudops-serving .   (gRPC server, scorer)
 #   docker build --build-arg INSTALL_GROUP=pipeline -t fraudops-pipeline .  (Airflow, MLflow, training)
 #   docker build --build-arg INSTALL_GROUP=serving,stripe -t fraudops-stripe .  (Stripe endpoint)
+#   docker build --build-arg INSTALL_GROUP=serving,console -t fraudops-console .  (analyst console)
 # The serving image stays light: no TensorFlow, no Airflow (see pyproject.toml).
 FROM python:3.11-slim
 
@@ -27,6 +28,7 @@ COPY jobs ./jobs
 COPY feature_checks ./feature_checks
 COPY proto ./proto
 COPY dags ./dags
+COPY console/*.py ./console/
 RUN pip install ".[${INSTALL_GROUP}]"
 
 RUN useradd --create-home --uid 10001 fraudops \

@@ -17,12 +17,19 @@ DEVSTACK := $(PY) -m fraudops.devstack
 KAFKA_LIBS := build/kafka/libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.resolved
 
-.PHONY: help install install-serving kafka-jars proto lint test test-unit test-integration test-pipeline services-up services-down \
+# The console's frontend, built into console/web/dist (served by the console's backend).
+CONSOLE_WEB := console/web
+CONSOLE_WEB_BUILT := $(CONSOLE_WEB)/dist/index.html
+CONSOLE_WEB_SOURCES := $(shell find $(CONSOLE_WEB)/src -type f 2>/dev/null) \
+	$(addprefix $(CONSOLE_WEB)/,package.json package-lock.json index.html vite.config.ts tsconfig.json)
+
+.PHONY: help install install-serving kafka-jars console-web console-web-test proto lint test test-unit test-integration test-pipeline services-up services-down \
 	services-status demo bench clean
 
 help:
 	@echo "make install          .venv with the serving, pipeline and dev groups, and the Kafka jars"
 	@echo "make install-serving  .venv-serving with the light scoring install only"
+	@echo "make console-web      build the console's frontend (npm ci && npm run build)"
 	@echo "make test             install, start Kafka + Postgres, run pytest (what CI runs)"
 	@echo "make test-unit        the quick tier only: no services, no TensorFlow (under 2 min)"
 	@echo "make test-integration real Kafka + Postgres; make test-pipeline: the pipeline stack"
@@ -33,13 +40,22 @@ help:
 	@echo "make proto            regenerate the gRPC stubs from proto/"
 	@echo "make clean            remove caches and run/ (stops the services first)"
 
-install: $(STAMP) kafka-jars
+install: $(STAMP) kafka-jars console-web
+
+console-web: $(CONSOLE_WEB_BUILT)
+
+$(CONSOLE_WEB_BUILT): $(CONSOLE_WEB_SOURCES)
+	@command -v npm >/dev/null || { echo "npm not found (Node 20+ is needed)" >&2; exit 1; }
+	cd $(CONSOLE_WEB) && npm ci --no-audit --no-fund && npm run build
+
+console-web-test: console-web
+	cd $(CONSOLE_WEB) && npm test
 
 $(STAMP): pyproject.toml
 	@command -v uv >/dev/null || [ -x "$$HOME/.local/bin/uv" ] || \
 		python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@[ -x $(PY) ] || $(UV) venv --python $(PYTHON_VERSION) $(VENV)
-	$(UV) pip install --python $(PY) -e '.[serving,pipeline,stripe,dev]'
+	$(UV) pip install --python $(PY) -e '.[serving,pipeline,stripe,console,dev]'
 	@touch $@
 
 kafka-jars: $(KAFKA_STAMP)
@@ -73,7 +89,7 @@ lint: install
 TEST_TIERS := unit integration pipeline
 PYTEST_ARGS ?=
 
-test: install
+test: install console-web-test
 	$(DEVSTACK) up kafka postgres
 	@failed=""; for tier in $(TEST_TIERS); do \
 		start=$$SECONDS; \

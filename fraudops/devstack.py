@@ -1,8 +1,9 @@
 """The local dev stack: `python -m fraudops.devstack up|down|status|env [service ...]`.
 
 Kafka (one KRaft broker), Postgres (a project-local cluster of Debian's PostgreSQL), MLflow
-(server, SQLite backend) and Airflow (the components of `airflow standalone`), bound to
-loopback, ports from Settings, state and logs under run/ (git-ignored). `up` is idempotent
+(server, SQLite backend), Airflow (the components of `airflow standalone`) and the analyst
+console (uvicorn), bound to loopback, ports from Settings, state and logs under run/
+(git-ignored). `up` is idempotent
 and returns once every named service answers (no names: all, in order); `down` stops, in
 reverse order, exactly what `up` started; a port already served by a process not started
 here is used as it is and never stopped. `env` prints the export lines of the settings.
@@ -562,7 +563,24 @@ AIRFLOW = Service(
     ready_timeout_s=300,
 )
 
-SERVICES = {s.name: s for s in (KAFKA, POSTGRES, REDIS, MLFLOW, AIRFLOW)}
+# --- the analyst console ------------------------------------------------------------------
+
+
+def _console_prepare(stack: Stack) -> None:
+    if not (stack.root / "console" / "web" / "dist" / "index.html").exists():
+        say("console: the frontend is not built (`make console-web`); the API serves alone")
+
+
+CONSOLE = Service(
+    name="console",
+    endpoint=lambda s: s.console_url(),
+    commands=lambda stack: [[sys.executable, "-m", "console", "serve"]],
+    ready=lambda stack: http_ok(f"{stack.settings.console_url()}/api/health"),
+    prepare=_console_prepare,
+    ready_timeout_s=60,
+)
+
+SERVICES = {s.name: s for s in (KAFKA, POSTGRES, REDIS, MLFLOW, AIRFLOW, CONSOLE)}
 
 
 # --- stream scorers -----------------------------------------------------------------------

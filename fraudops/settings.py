@@ -54,6 +54,16 @@ class Settings:
     postgres_port: int = 55432
     kafka_controller_port: int = 9093
     redis_port: int = 56379
+    # The analyst console (console/): where it listens and how long its grants last.
+    console_host: str = "127.0.0.1"
+    console_port: int = 8000
+    console_session_ttl_s: int = 8 * 3600
+    console_claim_ttl_s: int = 15 * 60
+    console_login_max_failures: int = 5  # per account, within the window
+    console_login_max_client_failures: int = 20  # per client address, any accounts
+    console_login_window_s: int = 15 * 60
+    console_export_max_rows: int = 100_000
+    console_digest_dir: Path = Path("reports/digest")
 
     def topics(self) -> dict[str, str]:
         """Every topic the services use, keyed by field name: what a broker must hold."""
@@ -78,6 +88,9 @@ class Settings:
             database_url=self.database_url or self.local_database_url(),
             redis_url=self.redis_url or self.local_redis_url(),
         )
+
+    def console_url(self) -> str:
+        return f"http://{self.console_host}:{self.console_port}"
 
     def kafka_address(self) -> tuple[str, int]:
         """Host and port of the first bootstrap server."""

@@ -53,8 +53,11 @@ def choose_version(serving_root: Path, to: str | None) -> tuple[str, str | None]
     return earlier[0], current
 
 
-def rollback(serving_root: Path, to: str | None, database_url: str | None) -> Path:
-    """Check the target loads, re-publish it, and audit the rollback."""
+def rollback(
+    serving_root: Path, to: str | None, database_url: str | None, user: str | None = None
+) -> Path:
+    """Check the target loads, re-publish it, and audit the rollback (by `user`, default
+    the OS user: the console passes its signed-in admin)."""
     version, current = choose_version(serving_root, to)
     try:
         load_model(serving_root / version, prewarm=0)
@@ -63,8 +66,8 @@ def rollback(serving_root: Path, to: str | None, database_url: str | None) -> Pa
     path = publish(serving_root / version, serving_root, version)
     log.info("rolled back from %s to %s (%s)", current, version, path)
     if database_url:
-        detail = {"from": current, "to": version, "path": str(path),
-                  "host": socket.gethostname(), "user": os.environ.get("USER", "")}  # fmt: skip
+        detail = {"from": current, "to": version, "path": str(path), "host": socket.gethostname(),
+                  "user": user or os.environ.get("USER", "")}  # fmt: skip
         append_audit_alone(database_url, "rollback", version, detail)
     return path
 

@@ -16,7 +16,7 @@ from fraudops.settings import Settings, env_name, url_address
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
-APP_SERVICES = {"migrate", "server", "scorer", "airflow"}
+APP_SERVICES = {"migrate", "server", "scorer", "airflow", "console"}
 SETTINGS_ENV = {env_name(f.name) for f in fields(Settings)}
 
 
@@ -90,6 +90,7 @@ def test_published_ports_are_the_settings_ports(compose):
         "mlflow": url_address(settings.mlflow_tracking_uri)[1],
         "airflow": url_address(settings.airflow_url)[1],
         "server": settings.grpc_port,
+        "console": settings.console_port,
     }
     for service, port in expected.items():
         assert f"127.0.0.1:{port}:{port}" in _published(compose, service), service

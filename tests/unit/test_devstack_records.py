@@ -21,8 +21,10 @@ MOVED = replace(
     redis_port=16379,
     mlflow_tracking_uri="http://127.0.0.1:15000",
     airflow_url="http://127.0.0.1:18080",
+    console_port=18000,
 )
-MOVED_PORTS = {"kafka": 19092, "postgres": 15432, "redis": 16379, "mlflow": 15000, "airflow": 18080}
+MOVED_PORTS = {"kafka": 19092, "postgres": 15432, "redis": 16379, "mlflow": 15000, "airflow": 18080,
+               "console": 18000}  # fmt: skip
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def stack(tmp_path: Path) -> devstack.Stack:
 
 
 def test_the_stack_has_its_services_in_start_order():
-    assert list(devstack.SERVICES) == ["kafka", "postgres", "redis", "mlflow", "airflow"]
+    assert list(devstack.SERVICES) == ["kafka", "postgres", "redis", "mlflow", "airflow", "console"]
 
 
 @pytest.mark.parametrize("name", sorted(MOVED_PORTS))

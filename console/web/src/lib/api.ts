@@ -1,0 +1,77 @@
+/** The console API: same-origin fetches with the session cookie; every write repeats the
+ *  CSRF cookie in the X-CSRF-Token header (the server checks both against the session). */
+
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function cookie(name: string): string {
+  const entry = document.cookie.split("; ").find((c) => c.startsWith(`${name}=`));
+  return entry ? decodeURIComponent(entry.slice(name.length + 1)) : "";
+}
+
+async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") headers["X-CSRF-Token"] = cookie("fraudops_csrf");
+  const response = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!response.ok) {
+    let detail = response.statusText;
+    try {
+      const data = await response.json();
+      detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
+    } catch {
+      /* not JSON: keep the status text */
+    }
+    if (response.status === 401 && !path.endsWith("/login")) window.dispatchEvent(new Event("signed-out"));
+    throw new ApiError(response.status, detail);
+  }
+  return (await response.json()) as T;
+}
+
+export const api = {
+  get: <T>(path: string) => request<T>("GET", path),
+  post: <T>(path: string, body: unknown = {}) => request<T>("POST", path, body),
+  del: <T>(path: string) => request<T>("DELETE", path),
+};
+
+export interface Me {
+  name: string;
+  role: string;
+  may: string[];
+}
+
+export interface QueueItem {
+  transaction_id: string;
+  user_id: number;
+  event_ts: number;
+  type: string;
+  amount: number;
+  channel: string | null;
+  score: number;
+  band: string;
+  model_version: string;
+  source: string;
+  scored_at: string;
+  label: string | null;
+  claimed_by: string | null;
+}
+
+export interface LiveItem {
+  transaction_id: string;
+  score: number;
+  band: string;
+  model_version: string;
+  reasons: string[];
+  latency_us: number;
+}

@@ -1,0 +1,138 @@
+import type { ChartConfiguration } from "chart.js";
+import { useEffect, useMemo, useState } from "react";
+import { Link } from "react-router-dom";
+import { Chart } from "../components/Chart";
+import { Badge } from "../components/ui/badge";
+import { Card, CardTitle } from "../components/ui/card";
+import { Table, Td, Th } from "../components/ui/table";
+import { api, type LiveItem } from "../lib/api";
+import { BAND_COLOURS, formatLatency, formatScore } from "../lib/format";
+
+const WINDOW_S = 15 * 60;
+const RECENT = 50;
+const BANDS = ["ALLOW", "CHALLENGE", "BLOCK"];
+
+interface Status {
+  model_version: string | null;
+  thresholds: { challenge: number; block: number } | null;
+  consumer_lag: number | null;
+}
+
+interface Second {
+  at: number;
+  counts: Record<string, number>;
+}
+
+/** Ticks come several times a second: their counts add up into one-second buckets. */
+function addTick(seconds: Second[], at: number, counts: Record<string, number>): Second[] {
+  const last = seconds[seconds.length - 1];
+  if (last && last.at === at) {
+    const merged = { ...last.counts };
+    for (const [band, n] of Object.entries(counts)) merged[band] = (merged[band] ?? 0) + n;
+    return [...seconds.slice(0, -1), { at, counts: merged }];
+  }
+  return [...seconds, { at, counts }].slice(-WINDOW_S);
+}
+
+export function Live() {
+  const [seconds, setSeconds] = useState<Second[]>([]);
+  const [recent, setRecent] = useState<LiveItem[]>([]);
+  const [status, setStatus] = useState<Status | null>(null);
+  const [connected, setConnected] = useState(false);
+
+  useEffect(() => {
+    const source = new EventSource("/api/live/stream");
+    source.addEventListener("ready", () => setConnected(true));
+    source.addEventListener("tick", (event) => {
+      const tick = JSON.parse((event as MessageEvent).data) as { counts: Record<string, number>; items: LiveItem[] };
+      setSeconds((s) => addTick(s, Math.floor(Date.now() / 1000) * 1000, tick.counts));
+      if (tick.items.length) setRecent((r) => [...tick.items.reverse(), ...r].slice(0, RECENT));
+    });
+    source.onerror = () => setConnected(false);
+    return () => source.close();
+  }, []);
+
+  useEffect(() => {
+    const load = () => api.get<Status>("/api/live/status").then(setStatus, () => undefined);
+    load();
+    const timer = window.setInterval(load, 5000);
+    return () => window.clearInterval(timer);
+  }, []);
+
+  const chart = useMemo<ChartConfiguration>(
+    () => ({
+      type: "line",
+      data: {
+        labels: seconds.map((s) => new Date(s.at).toISOString().slice(11, 19)),
+        datasets: BANDS.map((band) => ({
+          label: band,
+          data: seconds.map((s) => s.counts[band] ?? 0),
+          borderColor: BAND_COLOURS[band],
+          pointRadius: 0,
+        })),
+      },
+      options: { scales: { y: { beginAtZero: true, title: { display: true, text: "per second" } } } },
+    }),
+    [seconds],
+  );
+
+  return (
+    <div className="grid gap-4">
+      <div className="grid grid-cols-4 gap-4">
+        <Card>
+          <CardTitle>Stream</CardTitle>
+          <p data-testid="live-connected">{connected ? "connected" : "connecting…"}</p>
+        </Card>
+        <Card>
+          <CardTitle>Served model</CardTitle>
+          <p className="text-xl font-semibold" data-testid="served-version">{status?.model_version ?? "—"}</p>
+        </Card>
+        <Card>
+          <CardTitle>Thresholds</CardTitle>
+          <p>
+            challenge ≥ {formatScore(status?.thresholds?.challenge)} · block ≥ {formatScore(status?.thresholds?.block)}
+          </p>
+        </Card>
+        <Card>
+          <CardTitle>Consumer lag</CardTitle>
+          <p className="text-xl font-semibold">{status?.consumer_lag ?? "—"}</p>
+        </Card>
+      </div>
+      <Card>
+        <CardTitle>Scores by band, last 15 minutes</CardTitle>
+        <Chart config={chart} />
+      </Card>
+      <Card>
+        <CardTitle>Arriving now (flagged first)</CardTitle>
+        <Table data-testid="live-table">
+          <thead>
+            <tr>
+              <Th>Transaction</Th>
+              <Th>Band</Th>
+              <Th>Score</Th>
+              <Th>Model</Th>
+              <Th>Reasons</Th>
+              <Th>Latency</Th>
+            </tr>
+          </thead>
+          <tbody>
+            {recent.map((item) => (
+              <tr key={item.transaction_id}>
+                <Td>
+                  <Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(item.transaction_id)}`}>
+                    {item.transaction_id}
+                  </Link>
+                </Td>
+                <Td><Badge value={item.band} /></Td>
+                <Td>{formatScore(item.score)}</Td>
+                <Td>{item.model_version}</Td>
+                <Td className="text-slate-600">{item.reasons.join("; ")}</Td>
+                <Td>{formatLatency(item.latency_us)}</Td>
+              </tr>
+            ))}
+          </tbody>
+        </Table>
+      </Card>
+    </div>
+  );
+}

@@ -1,0 +1,119 @@
+import { useCallback, useEffect, useState } from "react";
+import { useMe } from "../App";
+import { Badge } from "../components/ui/badge";
+import { Button } from "../components/ui/button";
+import { Card, CardTitle } from "../components/ui/card";
+import { ConfirmDialog } from "../components/ui/dialog";
+import { Table, Td, Th } from "../components/ui/table";
+import { api } from "../lib/api";
+import { formatScore, formatTime } from "../lib/format";
+
+interface Version {
+  version: string;
+  published_at: string;
+  mlflow_run_url: string | null;
+  data_hash: string | null;
+  thresholds: { challenge: number; block: number };
+  metrics: Record<string, unknown>;
+}
+
+interface Models {
+  served: string | null;
+  deployments: { id: number; version: string; host: string; pid: number; served_from: string; served_until: string | null; reason: string | null; mlflow_run_url: string | null }[];
+  events: { at: string; kind: string; subject: string; detail: Record<string, unknown> }[];
+  versions: Version[];
+}
+
+function metric(value: unknown): string {
+  return typeof value === "number" ? formatScore(value) : value === null || value === undefined ? "—" : String(value);
+}
+
+export function Models() {
+  const me = useMe();
+  const [models, setModels] = useState<Models | null>(null);
+  const [message, setMessage] = useState("");
+  const load = useCallback(() => api.get<Models>("/api/models").then(setModels, (e: Error) => setMessage(e.message)), []);
+  useEffect(() => void load(), [load]);
+
+  async function rollback(to: string) {
+    try {
+      const result = await api.post<{ published: string }>("/api/models/rollback", { to });
+      setMessage(`re-published ${result.published}; the scorers reload it`);
+      void load();
+    } catch (err) {
+      setMessage(err instanceof Error ? err.message : "rollback refused");
+    }
+  }
+
+  if (!models) return <p>{message || "Loading…"}</p>;
+  const metricNames = [...new Set(models.versions.flatMap((v) => Object.keys(v.metrics).filter((k) => typeof v.metrics[k] === "number")))].slice(0, 6);
+  return (
+    <div className="grid gap-4">
+      {message && <p role="status">{message}</p>}
+      <Card>
+        <CardTitle>Published versions (served: {models.served ?? "—"})</CardTitle>
+        <Table>
+          <thead>
+            <tr>
+              <Th>Version</Th><Th>Published</Th><Th>Challenge ≥</Th><Th>Block ≥</Th>
+              {metricNames.map((m) => <Th key={m}>{m}</Th>)}
+              <Th>MLflow</Th><Th />
+            </tr>
+          </thead>
+          <tbody>
+            {models.versions.map((v) => (
+              <tr key={v.version}>
+                <Td className="font-semibold">{v.version}</Td>
+                <Td>{formatTime(v.published_at)}</Td>
+                <Td>{formatScore(v.thresholds.challenge)}</Td>
+                <Td>{formatScore(v.thresholds.block)}</Td>
+                {metricNames.map((m) => <Td key={m}>{metric(v.metrics[m])}</Td>)}
+                <Td>{v.mlflow_run_url ? <a className="text-blue-700 hover:underline" href={v.mlflow_run_url} rel="noreferrer" target="_blank">run</a> : "—"}</Td>
+                <Td>
+                  {me.may.includes("rollback") && v.version !== models.served && (
+                    <ConfirmDialog
+                      title={`Serve ${v.version} again?`}
+                      description="The version is re-published; every scorer checks and hot-reloads it."
+                      trigger={<Button size="sm" variant="outline">Roll back to {v.version}</Button>}
+                      confirm={<Button size="sm" onClick={() => rollback(v.version)}>Roll back</Button>}
+                    />
+                  )}
+                </Td>
+              </tr>
+            ))}
+          </tbody>
+        </Table>
+      </Card>
+      <div className="grid grid-cols-2 gap-4">
+        <Card>
+          <CardTitle>Deployments</CardTitle>
+          <Table>
+            <thead><tr><Th>Version</Th><Th>From</Th><Th>Until</Th><Th>Where</Th><Th>Reason</Th></tr></thead>
+            <tbody>
+              {models.deployments.map((d) => (
+                <tr key={d.id}>
+                  <Td>{d.version}</Td><Td>{formatTime(d.served_from)}</Td>
+                  <Td>{d.served_until ? formatTime(d.served_until) : <Badge value="serving" />}</Td>
+                  <Td>{d.host}:{d.pid}</Td><Td>{d.reason ?? ""}</Td>
+                </tr>
+              ))}
+            </tbody>
+          </Table>
+        </Card>
+        <Card>
+          <CardTitle>Promotions and rollbacks</CardTitle>
+          <Table>
+            <thead><tr><Th>When</Th><Th>What</Th><Th>Version</Th><Th>By</Th></tr></thead>
+            <tbody>
+              {models.events.map((e, i) => (
+                <tr key={i}>
+                  <Td>{formatTime(e.at)}</Td><Td>{e.kind}</Td><Td>{e.subject}</Td><Td>{String(e.detail.user ?? "")}</Td>
+                </tr>
+              ))}
+            </tbody>
+          </Table>
+        </Card>
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,200 @@
+import { useCallback, useEffect, useMemo, useState } from "react";
+import { Link, useNavigate, useSearchParams } from "react-router-dom";
+import { useMe } from "../App";
+import { Badge } from "../components/ui/badge";
+import { Button } from "../components/ui/button";
+import { Card } from "../components/ui/card";
+import { Input, Label, NativeSelect } from "../components/ui/input";
+import { Table, Td, Th } from "../components/ui/table";
+import { api, type QueueItem } from "../lib/api";
+import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
+import { formatAmount, formatScore, formatTime } from "../lib/format";
+import { cn } from "../lib/utils";
+
+interface Page {
+  items: QueueItem[];
+  next_cursor: string | null;
+}
+
+export function Queue() {
+  const me = useMe();
+  const mayLabel = me.may.includes("label");
+  const navigate = useNavigate();
+  const [params, setParams] = useSearchParams();
+  const search = params.toString();
+  const filters = useMemo(() => filtersFromSearch(search), [search]);
+  const [items, setItems] = useState<QueueItem[]>([]);
+  const [cursor, setCursor] = useState<string | null>(null);
+  const [selected, setSelected] = useState(0);
+  const [error, setError] = useState("");
+
+  const load = useCallback(
+    (after: string | null) => {
+      const query = new URLSearchParams(searchFromFilters(filters));
+      query.set("limit", "50");
+      if (after) query.set("cursor", after);
+      api.get<Page>(`/api/queue?${query}`).then(
+        (page) => {
+          setItems((old) => (after ? [...old, ...page.items] : page.items));
+          setCursor(page.next_cursor);
+          setError("");
+        },
+        (err: Error) => setError(err.message),
+      );
+    },
+    [filters],
+  );
+
+  useEffect(() => {
+    setSelected(0);
+    load(null);
+  }, [load]);
+
+  const update = (change: Partial<QueueFilters>) => setParams(searchFromFilters({ ...filters, ...change }));
+
+  const label = useCallback(
+    async (item: QueueItem | undefined, verdict: "FRAUD" | "LEGIT") => {
+      if (!item || !mayLabel) return;
+      await api.post(`/api/transactions/${encodeURIComponent(item.transaction_id)}/label`, { label: verdict, note: "" });
+      setItems((old) => old.filter((i) => i.transaction_id !== item.transaction_id));
+    },
+    [mayLabel],
+  );
+
+  useEffect(() => {
+    function onKey(event: KeyboardEvent) {
+      if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
+      const item = items[selected];
+      const move = (to: number) => setSelected(Math.max(0, Math.min(items.length - 1, to)));
+      if (event.key === "j") move(selected + 1);
+      else if (event.key === "k") move(selected - 1);
+      else if (event.key === "f") void label(item, "FRAUD");
+      else if (event.key === "l") void label(item, "LEGIT");
+      else if (event.key === "n") {
+        const next = items[selected + 1];
+        if (next && mayLabel) void api.post(`/api/transactions/${encodeURIComponent(next.transaction_id)}/claim`).catch(() => undefined);
+        move(selected + 1);
+      } else if (event.key === "Enter" && item) navigate(`/transactions/${encodeURIComponent(item.transaction_id)}`);
+    }
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [items, selected, label, mayLabel, navigate]);
+
+  const toggle = (list: string[], value: string) => (list.includes(value) ? list.filter((v) => v !== value) : [...list, value]);
+
+  return (
+    <div className="grid gap-4">
+      <Card className="flex flex-wrap items-end gap-3">
+        <div className="flex flex-col gap-1">
+          <Label htmlFor="q">Transaction or user id</Label>
+          <Input id="q" name="q" defaultValue={filters.q} key={filters.q}
+            onKeyDown={(e) => e.key === "Enter" && update({ q: e.currentTarget.value })} />
+        </div>
+        <div className="flex flex-col gap-1">
+          <Label>Band</Label>
+          <div className="flex gap-1">
+            {BANDS.map((b) => (
+              <Button key={b} size="sm" variant={filters.band.includes(b) ? "default" : "outline"} data-testid={`band-${b}`}
+                onClick={() => update({ band: toggle(filters.band, b) })}>{b}</Button>
+            ))}
+          </div>
+        </div>
+        <div className="flex flex-col gap-1">
+          <Label htmlFor="type">Type</Label>
+          <NativeSelect id="type" value={filters.type[0] ?? ""} onChange={(e) => update({ type: e.target.value ? [e.target.value] : [] })}>
+            <option value="">any</option>
+            {TYPES.map((t) => <option key={t}>{t}</option>)}
+          </NativeSelect>
+        </div>
+        <div className="flex flex-col gap-1">
+          <Label htmlFor="amount_min">Amount from / to</Label>
+          <div className="flex gap-1">
+            <Input id="amount_min" className="w-24" defaultValue={filters.amount_min} key={`min${filters.amount_min}`}
+              onBlur={(e) => update({ amount_min: e.target.value })} />
+            <Input id="amount_max" className="w-24" defaultValue={filters.amount_max} key={`max${filters.amount_max}`}
+              onBlur={(e) => update({ amount_max: e.target.value })} />
+          </div>
+        </div>
+        <div className="flex flex-col gap-1">
+          <Label htmlFor="since">Scored since / until (UTC)</Label>
+          <div className="flex gap-1">
+            <Input id="since" type="datetime-local" value={filters.since} onChange={(e) => update({ since: e.target.value })} />
+            <Input id="until" type="datetime-local" value={filters.until} onChange={(e) => update({ until: e.target.value })} />
+          </div>
+        </div>
+        <div className="flex flex-col gap-1">
+          <Label htmlFor="model_version">Model</Label>
+          <Input id="model_version" className="w-20" defaultValue={filters.model_version} key={`mv${filters.model_version}`}
+            onBlur={(e) => update({ model_version: e.target.value })} />
+        </div>
+        <div className="flex flex-col gap-1">
+          <Label htmlFor="source">Scored</Label>
+          <NativeSelect id="source" value={filters.source} onChange={(e) => update({ source: e.target.value as QueueFilters["source"] })}>
+            <option value="">both</option>
+            <option value="inline">inline</option>
+            <option value="stream">stream</option>
+          </NativeSelect>
+        </div>
+        <div className="flex flex-col gap-1">
+          <Label htmlFor="labelled">Labelled</Label>
+          <NativeSelect id="labelled" value={filters.labelled} onChange={(e) => update({ labelled: e.target.value as QueueFilters["labelled"] })}>
+            <option value="no">no</option>
+            <option value="yes">yes</option>
+            <option value="any">any</option>
+          </NativeSelect>
+        </div>
+        <div className="flex flex-col gap-1">
+          <Label htmlFor="sort">Order</Label>
+          <NativeSelect id="sort" value={filters.sort} onChange={(e) => update({ sort: e.target.value as QueueFilters["sort"] })}>
+            <option value="score">highest score</option>
+            <option value="newest">newest</option>
+          </NativeSelect>
+        </div>
+        <Button asChild variant="outline">
+          <a href={`/api/queue.csv?${searchFromFilters(filters)}`}>Export CSV</a>
+        </Button>
+      </Card>
+      {error && <p className="text-sm text-red-600" role="alert">{error}</p>}
+      <Card>
+        <p className="mb-2 text-xs text-slate-500">
+          j / k move · Enter opens · n next (claims it){mayLabel ? " · f fraud · l legit" : ""}
+        </p>
+        <Table data-testid="queue-table">
+          <thead>
+            <tr>
+              <Th>Transaction</Th><Th>User</Th><Th>Type</Th><Th className="text-right">Amount</Th><Th>Channel</Th>
+              <Th>Band</Th><Th>Score</Th><Th>Model</Th><Th>Scored</Th><Th>Claimed by</Th>
+            </tr>
+          </thead>
+          <tbody>
+            {items.map((item, i) => (
+              <tr key={item.transaction_id} onClick={() => setSelected(i)}
+                className={cn(i === selected && "bg-blue-50")} data-selected={i === selected}>
+                <Td>
+                  <Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(item.transaction_id)}`}>
+                    {item.transaction_id}
+                  </Link>
+                </Td>
+                <Td>{item.user_id}</Td>
+                <Td>{item.type}</Td>
+                <Td className="text-right">{formatAmount(item.amount)}</Td>
+                <Td>{item.channel ?? ""}</Td>
+                <Td><Badge value={item.band} /></Td>
+                <Td>{formatScore(item.score)}</Td>
+                <Td>{item.model_version}</Td>
+                <Td>{formatTime(item.scored_at)}</Td>
+                <Td>{item.claimed_by ?? ""}</Td>
+              </tr>
+            ))}
+          </tbody>
+        </Table>
+        {items.length === 0 && <p className="p-4 text-sm text-slate-500">Nothing to review for this filter.</p>}
+        {cursor && (
+          <Button variant="outline" className="mt-3" onClick={() => load(cursor)}>
+            More
+          </Button>
+        )}
+      </Card>
+    </div>
+  );
+}

@@ -1,0 +1,161 @@
+import type { ChartConfiguration } from "chart.js";
+import { useCallback, useEffect, useMemo, useState } from "react";
+import { useParams } from "react-router-dom";
+import { useMe } from "../App";
+import { Chart } from "../components/Chart";
+import { Badge } from "../components/ui/badge";
+import { Button } from "../components/ui/button";
+import { Card, CardTitle } from "../components/ui/card";
+import { Input, Label } from "../components/ui/input";
+import { Table, Td, Th } from "../components/ui/table";
+import { api } from "../lib/api";
+import { BAND_COLOURS, formatAmount, formatLatency, formatScore, formatTime } from "../lib/format";
+
+interface Detail {
+  transaction: Record<string, unknown> & { transaction_id: string; band: string; score: number; reasons: string[] | null; latency_us: number | null; model_version: string };
+  label: { label: string; source: string; note: string | null; labelled_at: string; supersedes: string | null } | null;
+  label_history: { at: string; source: string; old: string | null; new: string; note: string }[];
+  claim: { claimed_by: string; expires_at: string } | null;
+  user_last_24h: { transaction_id: string; event_ts: number; type: string; amount: number; score: number; band: string; channel: string | null }[];
+}
+
+const HIDDEN = new Set(["reasons"]);
+
+function text(value: unknown): string {
+  if (value === null || value === undefined) return "—";
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+export function Transaction() {
+  const { id = "" } = useParams();
+  const me = useMe();
+  const [detail, setDetail] = useState<Detail | null>(null);
+  const [note, setNote] = useState("");
+  const [message, setMessage] = useState("");
+
+  const load = useCallback(() => {
+    api.get<Detail>(`/api/transactions/${encodeURIComponent(id)}`).then(setDetail, (err: Error) => setMessage(err.message));
+  }, [id]);
+  useEffect(load, [load]);
+
+  async function label(verdict: "FRAUD" | "LEGIT") {
+    try {
+      await api.post(`/api/transactions/${encodeURIComponent(id)}/label`, { label: verdict, note });
+      setMessage(`labelled ${verdict}`);
+      setNote("");
+      load();
+    } catch (err) {
+      setMessage(err instanceof Error ? err.message : "label refused");
+    }
+  }
+
+  async function claim() {
+    try {
+      await api.post(`/api/transactions/${encodeURIComponent(id)}/claim`);
+      load();
+    } catch (err) {
+      setMessage(err instanceof Error ? err.message : "claim refused");
+    }
+  }
+
+  const chart = useMemo<ChartConfiguration>(() => {
+    const rows = detail?.user_last_24h ?? [];
+    return {
+      type: "scatter",
+      data: {
+        datasets: ["ALLOW", "CHALLENGE", "BLOCK"].map((band) => ({
+          label: band,
+          backgroundColor: BAND_COLOURS[band],
+          data: rows.filter((r) => r.band === band).map((r) => ({ x: r.event_ts - (detail?.transaction.event_ts as number), y: r.amount })),
+        })),
+      },
+      options: { scales: { x: { type: "linear", title: { display: true, text: "seconds before this transaction" } }, y: { title: { display: true, text: "amount" } } } },
+    };
+  }, [detail]);
+
+  if (!detail) return <p role="alert">{message || "Loading…"}</p>;
+  const tx = detail.transaction;
+  return (
+    <div className="grid gap-4">
+      <div className="flex items-center gap-3">
+        <h1 className="text-xl font-semibold">{tx.transaction_id}</h1>
+        <Badge value={tx.band} />
+        <span>score {formatScore(tx.score)}</span>
+        <span className="text-slate-500">model {tx.model_version} · {formatLatency(tx.latency_us)}</span>
+        {detail.label && <Badge value={detail.label.label} data-testid="current-label" />}
+      </div>
+      <div className="grid grid-cols-3 gap-4">
+        <Card className="col-span-2">
+          <CardTitle>Fields</CardTitle>
+          <Table>
+            <tbody>
+              {Object.entries(tx).filter(([k]) => !HIDDEN.has(k)).map(([key, value]) => (
+                <tr key={key}>
+                  <Th className="w-56">{key}</Th>
+                  <Td data-field={key}>{key === "event_ts" ? `${text(value)} (${formatTime(value as number)})` : text(value)}</Td>
+                </tr>
+              ))}
+            </tbody>
+          </Table>
+        </Card>
+        <div className="grid content-start gap-4">
+          <Card>
+            <CardTitle>Why</CardTitle>
+            <ul className="list-disc pl-5 text-sm">
+              {(tx.reasons ?? []).map((r) => <li key={r}>{r}</li>)}
+            </ul>
+          </Card>
+          <Card>
+            <CardTitle>Verdict</CardTitle>
+            {detail.claim && <p className="mb-2 text-sm text-slate-600">claimed by {detail.claim.claimed_by}</p>}
+            {me.may.includes("label") ? (
+              <div className="flex flex-col gap-2" data-testid="label-controls">
+                <Label htmlFor="note">Note</Label>
+                <Input id="note" value={note} maxLength={512} onChange={(e) => setNote(e.target.value)} />
+                <div className="flex gap-2">
+                  <Button variant="fraud" onClick={() => label("FRAUD")}>FRAUD</Button>
+                  <Button variant="legit" onClick={() => label("LEGIT")}>LEGIT</Button>
+                  <Button variant="outline" onClick={claim}>Claim</Button>
+                </div>
+              </div>
+            ) : (
+              <p className="text-sm text-slate-500">Viewers cannot label.</p>
+            )}
+            {message && <p className="mt-2 text-sm" role="status">{message}</p>}
+          </Card>
+          <Card>
+            <CardTitle>Label history</CardTitle>
+            <ol className="text-sm">
+              {detail.label_history.map((h, i) => (
+                <li key={i} className="border-b border-slate-100 py-1">
+                  {formatTime(h.at)}: <b>{h.new}</b> by {h.source}
+                  {h.old && <span className="text-slate-500"> (supersedes {h.old})</span>}
+                  {h.note && <span className="text-slate-500"> “{h.note}”</span>}
+                </li>
+              ))}
+              {detail.label_history.length === 0 && <li className="text-slate-500">No label yet.</li>}
+            </ol>
+          </Card>
+        </div>
+      </div>
+      <Card>
+        <CardTitle>User {String(tx.user_id)}: last 24 hours</CardTitle>
+        <Chart config={chart} height={200} />
+        <Table className="mt-3">
+          <thead>
+            <tr><Th>Transaction</Th><Th>Time</Th><Th>Type</Th><Th className="text-right">Amount</Th><Th>Channel</Th><Th>Band</Th><Th>Score</Th></tr>
+          </thead>
+          <tbody>
+            {detail.user_last_24h.map((r) => (
+              <tr key={r.transaction_id}>
+                <Td>{r.transaction_id}</Td><Td>{formatTime(r.event_ts)}</Td><Td>{r.type}</Td>
+                <Td className="text-right">{formatAmount(r.amount)}</Td><Td>{r.channel ?? ""}</Td>
+                <Td><Badge value={r.band} /></Td><Td>{formatScore(r.score)}</Td>
+              </tr>
+            ))}
+          </tbody>
+        </Table>
+      </Card>
+    </div>
+  );
+}

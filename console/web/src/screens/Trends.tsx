@@ -1,0 +1,84 @@
+import type { ChartConfiguration } from "chart.js";
+import { useEffect, useMemo, useState } from "react";
+import { Chart } from "../components/Chart";
+import { Card, CardTitle } from "../components/ui/card";
+import { Table, Td, Th } from "../components/ui/table";
+import { api } from "../lib/api";
+import { BAND_COLOURS, formatPercent } from "../lib/format";
+
+interface Trends {
+  daily: { day: string; transactions: number; challenge: number; block: number; labelled: number; fraud: number; fraud_rate: number | null }[];
+  precision: { band: string; labelled: number; fraud: number; precision: number | null }[];
+  throughput: { day: string; source: string; labels: number }[];
+  digests: { day: string; files: string[] }[];
+}
+
+export function Trends() {
+  const [trends, setTrends] = useState<Trends | null>(null);
+  useEffect(() => void api.get<Trends>("/api/trends?days=30").then(setTrends, () => undefined), []);
+
+  const volume = useMemo<ChartConfiguration>(() => ({
+    type: "bar",
+    data: {
+      labels: trends?.daily.map((d) => d.day) ?? [],
+      datasets: [
+        { label: "CHALLENGE", data: trends?.daily.map((d) => d.challenge) ?? [], backgroundColor: BAND_COLOURS.CHALLENGE },
+        { label: "BLOCK", data: trends?.daily.map((d) => d.block) ?? [], backgroundColor: BAND_COLOURS.BLOCK },
+      ],
+    },
+    options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
+  }), [trends]);
+
+  const rate = useMemo<ChartConfiguration>(() => ({
+    type: "line",
+    data: {
+      labels: trends?.daily.map((d) => d.day) ?? [],
+      datasets: [{ label: "fraud among labelled", data: trends?.daily.map((d) => d.fraud_rate) ?? [], borderColor: BAND_COLOURS.BLOCK }],
+    },
+    options: { scales: { y: { beginAtZero: true, max: 1 } } },
+  }), [trends]);
+
+  if (!trends) return <p>Loading…</p>;
+  return (
+    <div className="grid grid-cols-2 gap-4">
+      <Card><CardTitle>Alert volume by band, per day</CardTitle><Chart config={volume} /></Card>
+      <Card><CardTitle>Daily fraud rate (labelled transactions)</CardTitle><Chart config={rate} /></Card>
+      <Card>
+        <CardTitle>Precision of the flagged bands (by labels)</CardTitle>
+        <Table>
+          <thead><tr><Th>Band</Th><Th>Labelled</Th><Th>Fraud</Th><Th>Precision</Th></tr></thead>
+          <tbody>
+            {trends.precision.map((p) => (
+              <tr key={p.band}><Td>{p.band}</Td><Td>{p.labelled}</Td><Td>{p.fraud}</Td><Td>{formatPercent(p.precision)}</Td></tr>
+            ))}
+          </tbody>
+        </Table>
+      </Card>
+      <Card>
+        <CardTitle>Analysts' throughput (labels per day)</CardTitle>
+        <Table>
+          <thead><tr><Th>Day</Th><Th>Analyst</Th><Th>Labels</Th></tr></thead>
+          <tbody>
+            {trends.throughput.map((t) => (
+              <tr key={`${t.day}${t.source}`}><Td>{t.day}</Td><Td>{t.source.replace(/^analyst:/, "")}</Td><Td>{t.labels}</Td></tr>
+            ))}
+          </tbody>
+        </Table>
+      </Card>
+      <Card className="col-span-2">
+        <CardTitle>Daily digests</CardTitle>
+        <ul className="text-sm">
+          {trends.digests.map((d) => (
+            <li key={d.day}>
+              {d.day}:{" "}
+              {d.files.map((f) => (
+                <a key={f} className="mr-2 text-blue-700 hover:underline" href={`/api/digests/${d.day}/${f}`}>{f}</a>
+              ))}
+            </li>
+          ))}
+          {trends.digests.length === 0 && <li className="text-slate-500">No digest written yet.</li>}
+        </ul>
+      </Card>
+    </div>
+  );
+}
