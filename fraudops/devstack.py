@@ -164,6 +164,7 @@ class Service:
     user: str | None = None  # the OS user it runs as when we are root
     stop_signal: int = signal.SIGTERM
     ready_timeout_s: float = 120
+    listens: bool = True  # False: no port of its own (a consumer); judged by its process
 
     def address(self, settings: Settings) -> tuple[str, int]:
         return endpoint_address(self.endpoint(settings))
@@ -625,7 +626,33 @@ SCORER = Service(
     ready_timeout_s=60,
 )
 
-APPS = {s.name: s for s in (SCORER,)}
+# The inline gRPC server and the label consumer: the rest of the live loop, for the demo.
+SERVER = Service(
+    name="server",
+    endpoint=lambda s: f"{s.grpc_host}:{s.grpc_port}",
+    commands=lambda stack: [[sys.executable, "-m", "serving.server"]],
+    ready=lambda stack: port_open(stack.settings.grpc_host, stack.settings.grpc_port),
+    ready_timeout_s=120,
+)
+
+LABEL_CONSUMER = Service(
+    name="label-consumer",
+    endpoint=lambda s: s.kafka_bootstrap_servers,
+    commands=lambda stack: [[sys.executable, "-m", "serving.label_consumer"]],
+    ready=lambda stack: True,  # once it runs; `status` says whether it still does
+    listens=False,
+)
+
+# Held-out transactions sent through the server at a modest rate, so the live screens move.
+REPLAY = Service(
+    name="replay",
+    endpoint=lambda s: f"{s.grpc_host}:{s.grpc_port}",
+    commands=lambda stack: [[sys.executable, str(stack.root / "scripts" / "replay.py")]],
+    ready=lambda stack: True,
+    listens=False,
+)
+
+APPS = {s.name: s for s in (SCORER, SERVER, LABEL_CONSUMER, REPLAY)}
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -709,7 +736,7 @@ def up(service: Service, stack: Stack) -> None:
     pid = running_pid(service, stack)
     if pid is not None:
         say(f"{name}: already running (pid {pid})")
-    elif port_open(*service.address(stack.settings)):
+    elif service.listens and port_open(*service.address(stack.settings)):
         say(f"{name}: {endpoint} already in use by a process not started here; using it")
     else:
         service.prepare(stack)
@@ -744,7 +771,7 @@ def down(service: Service, stack: Stack) -> None:
     pid = running_pid(service, stack)
     if pid is None:
         pidfile.unlink(missing_ok=True)
-        if port_open(*service.address(stack.settings)):
+        if service.listens and port_open(*service.address(stack.settings)):
             say(f"{service.name}: not started here; left running")
         else:
             say(f"{service.name}: not running")
@@ -763,9 +790,9 @@ def down(service: Service, stack: Stack) -> None:
 
 def status_line(service: Service, stack: Stack) -> str:
     endpoint = service.endpoint(stack.settings)
-    if not port_open(*service.address(stack.settings)):
-        return f"{service.name:<9} down  {endpoint}"
     pid = running_pid(service, stack)
+    if not (port_open(*service.address(stack.settings)) if service.listens else pid):
+        return f"{service.name:<9} down  {endpoint}"
     origin = f"pid {pid}" if pid is not None else "not started here"
     return f"{service.name:<9} up    {endpoint}  ({origin})"
 

@@ -54,17 +54,26 @@ for reason in p['reasons']: print(f'[demo]   {reason}')" "$ROOT/reports/promotio
 v = p(sys.argv[1]); print('[demo] served (newest published):', v[-1][0] if v else 'nothing yet')" \
   "$ROOT/models/serving"
 
+[[ "$state" == success ]] || exit 1
+
+# The live loop: inline server, stream scorer, label consumer, the console, and a replay of
+# held-out transactions; a demo analyst with a password generated here (not in the repo).
+(cd "$ROOT" && "$PY" -m fraudops.devstack up server scorer label-consumer console)
+PASSWORD=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(12))')
+printf '%s\n' "$PASSWORD" | (cd "$ROOT" && "$PY" -m console users add demo-analyst --role analyst)
+(cd "$ROOT" && "$PY" -m fraudops.devstack up replay)
+CONSOLE=$(cd "$ROOT" && "$PY" -c 'from fraudops.settings import load_settings; print(load_settings().console_url())')
+
 cat <<EOF
 
-  Airflow UI   $AIRFLOW  (DAG $DAG; task logs show each stage's output)
-  MLflow UI    $MLFLOW  (experiment fraud-training; model fraud-detector, alias champion)
-  Served model $ROOT/models/serving/ (newest v<N> is live)
+  Analyst console  $CONSOLE  (sign in as demo-analyst / $PASSWORD)
+  Airflow UI       $AIRFLOW  (DAG $DAG; task logs show each stage's output)
+  MLflow UI        $MLFLOW  (experiment fraud-training; model fraud-detector, alias champion)
+  Served model     $ROOT/models/serving/ (newest v<N> is live)
 
-  Start scoring against it (each in its own terminal, from $ROOT):
-    eval "\$(.venv/bin/python -m fraudops.devstack env)"
-    .venv/bin/fraudops-serve     # gRPC Score / SendTransaction / SubmitLabel on $FRAUDOPS_GRPC_HOST:$FRAUDOPS_GRPC_PORT
-    .venv/bin/fraudops-scorer    # Kafka $FRAUDOPS_TOPIC_RAW -> $FRAUDOPS_TOPIC_SCORES + Postgres
-    .venv/bin/python -m serving.label_consumer   # Kafka $FRAUDOPS_TOPIC_LABELS -> feedback_labels
-  Both watch models/serving/ (FRAUDOPS_MODEL_DIR) and hot-reload each newly promoted model.
+  Running now (logs in run/logs/): the gRPC server on $FRAUDOPS_GRPC_HOST:$FRAUDOPS_GRPC_PORT,
+  the stream scorer ($FRAUDOPS_TOPIC_RAW -> $FRAUDOPS_TOPIC_SCORES + Postgres), the label
+  consumer ($FRAUDOPS_TOPIC_LABELS -> feedback_labels), the console, and a replay of held-out
+  transactions through SendTransaction. They watch models/serving/ and hot-reload each newly
+  promoted model. Stop them: .venv/bin/python -m fraudops.devstack down replay label-consumer scorer server
 EOF
-[[ "$state" == success ]]
