@@ -11,8 +11,9 @@ come; once `label_delay_days` have passed since it happened, it is exported as L
 source `matured` (kind delayed, labelled_at = its time plus the delay). That is how the
 delayed labels become a sample of all traffic rather than of the frauds alone.
 
-The file is byte-identical for the same labels, so DVC sees no change and nothing downstream re-runs when no label arrived. A small
-JSON report beside it (count and window) feeds train's MLflow run and the model.json.
+The file is byte-identical for the same labels, so DVC sees no change and nothing
+downstream re-runs when no label arrived. A small JSON report beside it (count and window)
+feeds train's MLflow run and the model.json.
 
 Without DATABASE_URL the stage writes an empty file with the same columns: the pipeline
 still runs on synthetic data alone.
