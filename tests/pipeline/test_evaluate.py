@@ -93,7 +93,8 @@ def project(tmp_path_factory, mlflow_tracking_uri) -> dict[str, Path]:
     (root / "result.json").write_text(json.dumps({"success": True, "failed": []}))
     featurize(
         root / "raw.parquet", root / "holdout.parquet", root / "labels.parquet",
-        root / "result.json", root / "features", {"valid_fraction": 0.25, "feedback_weight": 3},
+        root / "result.json", root / "features",
+        {"valid_fraction": 0.25, "feedback_weight": 3, "delayed_weight": 3, "recent_fraction": 0},
     )  # fmt: skip
     params = {**TINY_TRAIN, "experiment": f"test-evaluate-{uuid.uuid4().hex[:8]}"}
     train(root / "features", root / "candidate", params, mlflow_tracking_uri)
