@@ -23,7 +23,7 @@ from training.evaluate import corrections, evaluate
 from training.featurize import featurize
 from training.lib import metrics
 
-EVAL_PARAMS = {"fpr": 0.01, "score_batch": 1000}
+EVAL_PARAMS = {"fpr": 0.01, "score_batch": 1000, "daily_budget": 50}
 
 
 def test_corrections_count_what_the_candidate_fixes_and_breaks():
