@@ -225,7 +225,7 @@ def test_cli_refuses_missing_inputs_with_a_clear_error(tmp_path, capsys):
     from training.evaluate import main
 
     params = tmp_path / "params.yaml"
-    params.write_text("evaluate:\n  fpr: 0.01\n  score_batch: 100\n")
+    params.write_text("evaluate:\n  fpr: 0.01\n  score_batch: 100\nqueue:\n  daily_budget: 10\n")
     argv = ["--features", str(tmp_path / "nowhere"), "--candidate", str(tmp_path / "c"),
             "--out", str(tmp_path / "m.json"), "--plots", str(tmp_path / "p"),
             "--params", str(params)]  # fmt: skip
