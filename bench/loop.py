@@ -304,8 +304,9 @@ def retrain(lane: Lane, stream: Stream, params: dict, tracking_uri: str, t: int)
     """collect_feedback then the stages; a promoted model is loaded by the lane's store."""
     data = lane.work / "data"
     collect_feedback(lane.url, data / "labels.parquet", data / "feedback.json", 0)
+    own = f"{params['train']['experiment']}-{lane.name}"
     lane_params = merged(
-        params, {"train": {"experiment": f"{params['train']['experiment']}-{lane.name}"}}
+        params, {"train": {"experiment": own}, "promote": {"registered_model": own}}
     )
     decision = run_pipeline(lane.work, stream, lane_params, tracking_uri, lane.url,
                             lane.store.serving_root)  # fmt: skip
