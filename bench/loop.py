@@ -305,9 +305,9 @@ def retrain(lane: Lane, stream: Stream, params: dict, tracking_uri: str, t: int)
     data = lane.work / "data"
     collect_feedback(lane.url, data / "labels.parquet", data / "feedback.json", 0)
     own = f"{params['train']['experiment']}-{lane.name}"
-    lane_params = merged(
-        params, {"train": {"experiment": own}, "promote": {"registered_model": own}}
-    )
+    # One registered model per seed: its versions name the published directories, which
+    # must not collide across the lanes (all start from the seed's day-0 version).
+    lane_params = merged(params, {"train": {"experiment": own}})
     decision = run_pipeline(lane.work, stream, lane_params, tracking_uri, lane.url,
                             lane.store.serving_root)  # fmt: skip
     if decision["decision"] == "promoted":
