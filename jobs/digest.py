@@ -2,7 +2,10 @@
 
 For the transactions scored on a UTC day (`scored_at`): volume, score and band
 distributions, the fraud rate among those analysts have labelled, the precision of BLOCK
-and CHALLENGE against those labels, the riskiest users (ids only, PII masked) and the model
+and CHALLENGE against those labels, alert precision P@k (the fraud share among the labelled
+of the day's k highest scores, k = `daily_budget`, the review queue's budget) with how many
+of those k were labelled, the review queue's precision per reason (exploit, and the two
+kinds of exploration, from `review_queue`), the riskiest users (ids only, PII masked) and the model
 versions that served (from `scored_transactions` and `model_deployments`). Written to
 `<out-dir>/<date>/` as CSV files and an `index.html` with the plots embedded, one folder
 per day, so past days stay readable. Labels keep arriving after the day ends: re-running a
@@ -30,6 +33,7 @@ from fraudops.bands import BANDS
 from fraudops.db import connect
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging, mask_pii
+from fraudops.review_queue import REASONS
 from fraudops.settings import load_settings
 
 log = logging.getLogger("fraudops.digest")
@@ -72,6 +76,18 @@ QUERIES = {
         SELECT s.model_version, count(*) AS transactions, avg(s.score) AS mean_score,
                min(s.scored_at) AS first_scored, max(s.scored_at) AS last_scored
           FROM scored_transactions s WHERE {_DAY} GROUP BY 1 ORDER BY min(s.scored_at)""",
+    "alerts": f"""
+        WITH top AS (
+            SELECT s.transaction_id FROM scored_transactions s WHERE {_DAY}
+             ORDER BY s.score DESC, s.transaction_id LIMIT %(k)s)
+        SELECT count(*) AS alerts, count(f.label) AS labelled,
+               count(*) FILTER (WHERE f.label = 'FRAUD') AS fraud
+          FROM top LEFT JOIN feedback_labels f USING (transaction_id)""",
+    "queue": """
+        SELECT q.reason, count(*) AS items, count(f.label) AS labelled,
+               count(*) FILTER (WHERE f.label = 'FRAUD') AS fraud
+          FROM review_queue q LEFT JOIN feedback_labels f USING (transaction_id)
+         WHERE q.queue_date = %(day)s GROUP BY q.reason""",
     "deployments": """
         SELECT version, mlflow_run_id, host, pid, served_from, served_until, reason
           FROM model_deployments
@@ -104,11 +120,11 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def fetch_tables(
-    database_url: str, day: date, top_users: int, bins: int
+    database_url: str, day: date, top_users: int, bins: int, k: int
 ) -> dict[str, pd.DataFrame]:
     """Run every digest query for `day` in one read-only snapshot."""
     start, end = day_bounds(day)
-    args = {"start": start, "end": end, "bins": bins, "top": top_users}
+    args = {"start": start, "end": end, "bins": bins, "top": top_users, "k": k, "day": day}
     conn = connect(database_url)
     try:
         conn.set_session(readonly=True, isolation_level="REPEATABLE READ")
@@ -130,6 +146,10 @@ def shape_tables(tables: dict[str, pd.DataFrame], bins: int) -> dict[str, pd.Dat
     scores.insert(2, "score_to", scores["bin"] / bins)
     users = tables["top_users"].copy()
     users["user_id"] = [mask_pii(str(u)) for u in users["user_id"]]
+    queue = tables["queue"].set_index("reason").reindex(REASONS, fill_value=0).reset_index()
+    queue["precision"] = [
+        _ratio(f, n) for f, n in zip(queue["fraud"], queue["labelled"], strict=True)
+    ]
     deployments = tables["deployments"].copy()
     deployments["reason"] = [mask_pii(str(r)) if r else "" for r in deployments["reason"]]
     return {
@@ -137,6 +157,7 @@ def shape_tables(tables: dict[str, pd.DataFrame], bins: int) -> dict[str, pd.Dat
         "bands": bands,
         "scores": scores,
         "top_users": users,
+        "queue": queue,
         "deployments": deployments,
     }
 
@@ -160,6 +181,16 @@ def summarise(day: date, tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
         ),
         "model_versions": ",".join(tables["models"]["model_version"].astype(str)),
     }
+    alerts = tables["alerts"].to_dict("records")[0]
+    summary |= {
+        "alerts_top_k": int(alerts["alerts"]),
+        "alerts_labelled": int(alerts["labelled"]),
+        "alert_precision_at_k": _ratio(int(alerts["fraud"]), int(alerts["labelled"])),
+    }
+    for row in tables["queue"].to_dict("records"):
+        name = row["reason"].replace("-", "_")
+        summary[f"queue_{name}_items"] = int(row["items"])
+        summary[f"queue_{name}_precision"] = _plain(row["precision"])
     return summary
 
 
@@ -172,8 +203,8 @@ def _plain(value: Any) -> Any:
     return round(float(value), 6) if not isinstance(value, int | str) else value
 
 
-def build_digest(database_url: str, day: date, top_users: int, bins: int) -> Digest:
-    tables = shape_tables(fetch_tables(database_url, day, top_users, bins), bins)
+def build_digest(database_url: str, day: date, top_users: int, bins: int, k: int) -> Digest:
+    tables = shape_tables(fetch_tables(database_url, day, top_users, bins, k), bins)
     return Digest(day, summarise(day, tables), tables)
 
 
@@ -257,7 +288,13 @@ def write_digest(digest: Digest, out_dir: Path) -> Path:
 
 def run_digest(database_url: str, day: date, out_dir: Path, params: dict[str, Any]) -> Path:
     """Build and write one day's digest; the DAG and the CLI both call this."""
-    digest = build_digest(database_url, day, int(params["top_users"]), int(params["score_bins"]))
+    digest = build_digest(
+        database_url,
+        day,
+        int(params["top_users"]),
+        int(params["score_bins"]),
+        int(params["daily_budget"]),
+    )
     day_dir = write_digest(digest, out_dir)
     log.info(
         "digest for %s: %s transactions, %s labelled, written to %s",

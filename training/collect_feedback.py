@@ -3,9 +3,17 @@
 Exports the labels in `feedback_labels`, joined with the transactions exactly as they were
 scored (raw fields, score, band, model version), to a Parquet file with
 TRANSACTION_COLUMNS (is_fraud = the label) plus score, band, model_version, label,
-label_source and labelled_at, sorted by timestamp. The file is byte-identical for the same
-labels, so DVC sees no change and nothing downstream re-runs when no label arrived. A small
-JSON report beside it (count and window) feeds train's MLflow run and the model.json.
+label_source, label_kind (fraudops.label_kinds: `feedback` from analysts, `delayed` from
+chargebacks and the like) and labelled_at, sorted by timestamp.
+
+A transaction nobody labelled is not evidence of anything while a chargeback may still
+come; once `label_delay_days` have passed since it happened, it is exported as LEGIT with
+source `matured` (kind delayed, labelled_at = its time plus the delay). That is how the
+delayed labels become a sample of all traffic rather than of the frauds alone.
+
+The file is byte-identical for the same labels, so DVC sees no change and nothing
+downstream re-runs when no label arrived. A small JSON report beside it (count and window)
+feeds train's MLflow run and the model.json.
 
 Without DATABASE_URL the stage writes an empty file with the same columns: the pipeline
 still runs on synthetic data alone.
@@ -28,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fraudops.db import connect
+from fraudops.label_kinds import MATURED_SOURCE, label_kind
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.schema import LABEL_COLUMN, NUMERIC_COLUMNS, TRANSACTION_COLUMNS
@@ -42,6 +51,7 @@ FEEDBACK_COLUMNS: tuple[str, ...] = (
     "model_version",
     "label",
     "label_source",
+    "label_kind",
     "labelled_at",
     "balances_missing",  # the producer had no balances (a card payment): not zeros
 )
@@ -58,6 +68,7 @@ _TYPES: dict[str, pa.DataType] = {
     "model_version": pa.string(),
     "label": pa.string(),
     "label_source": pa.string(),
+    "label_kind": pa.string(),
     "labelled_at": pa.timestamp("us", tz="UTC"),
     "balances_missing": pa.bool_(),
 }
@@ -65,20 +76,29 @@ SCHEMA = pa.schema([pa.field(name, _TYPES[name], nullable=False) for name in FEE
 
 # The row order is part of the output: ties on timestamp break on the id, so the same
 # labels always give the same bytes.
-_QUERY = """
+_COLUMNS = """
 SELECT s.transaction_id, s.user_id, s.event_ts, s.type, s.amount,
        -- balances the producer did not have are stored as NULL: 0 here, and flagged in
        -- balances_missing so the features mark them unknown, as the scorer did
        COALESCE(s.old_balance_orig, 0), COALESCE(s.new_balance_orig, 0),
        COALESCE(s.old_balance_dest, 0), COALESCE(s.new_balance_dest, 0),
        COALESCE(s.is_unauthorized_overdraft, 0), COALESCE(s.dest_id, 0),
+"""
+_LABELLED = f"""{_COLUMNS}
        (f.label = 'FRAUD')::int, s.score, COALESCE(s.band, ''), COALESCE(s.model_version, ''),
        f.label, f.source, f.labelled_at, s.old_balance_orig IS NULL
   FROM feedback_labels f
   JOIN scored_transactions s USING (transaction_id)
- WHERE f.labelled_at >= %(start)s AND f.labelled_at < %(end)s
- ORDER BY s.event_ts, s.transaction_id
-"""
+ WHERE f.labelled_at >= %(start)s AND f.labelled_at < %(end)s"""
+# Unlabelled transactions older than the label delay: no chargeback came, so legitimate.
+_MATURED = f"""{_COLUMNS}
+       0, s.score, COALESCE(s.band, ''), COALESCE(s.model_version, ''),
+       'LEGIT', '{MATURED_SOURCE}', to_timestamp(s.event_ts) + %(delay)s
+  FROM scored_transactions s
+ WHERE NOT EXISTS (SELECT 1 FROM feedback_labels f WHERE f.transaction_id = s.transaction_id)
+   AND to_timestamp(s.event_ts) + %(delay)s >= %(start)s
+   AND to_timestamp(s.event_ts) + %(delay)s < %(end)s"""
+_ORDER = " ORDER BY 3, 1"
 
 
 def window_bounds(window_days: int, as_of: datetime) -> tuple[datetime, datetime]:
@@ -89,15 +109,27 @@ def window_bounds(window_days: int, as_of: datetime) -> tuple[datetime, datetime
     return start, as_of
 
 
-def fetch_labels(database_url: str, start: datetime, end: datetime) -> list[tuple]:
-    """The labelled, scored transactions in the window, in output order."""
+def fetch_labels(
+    database_url: str, start: datetime, end: datetime, label_delay_days: int | None = None
+) -> list[tuple]:
+    """The labelled, scored transactions in the window, in output order; with a label delay
+    also the unlabelled ones that matured inside the window."""
+    query, args = _LABELLED, {"start": start, "end": end}
+    if label_delay_days is not None:
+        query = f"{_LABELLED} UNION ALL {_MATURED}"
+        args["delay"] = timedelta(days=label_delay_days)
     conn = connect(database_url)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(_QUERY, {"start": start, "end": end})
+            cur.execute(query + _ORDER, args)
             return cur.fetchall()
     finally:
         conn.close()
+
+
+def with_kinds(rows: list[tuple]) -> list[tuple]:
+    """Each row with its label kind inserted before labelled_at (the source is before it)."""
+    return [(*row[:-1], label_kind(row[-2]), row[-1]) for row in rows]
 
 
 def to_table(rows: list[tuple]) -> pa.Table:
@@ -136,11 +168,15 @@ def collect_feedback(
     report: Path,
     window_days: int,
     as_of: datetime | None = None,
+    label_delay_days: int | None = None,
 ) -> dict[str, Any]:
-    """Export the window's labels to `out`, their summary to `report`; returns the summary."""
+    """Export the window's labels to `out`, their summary to `report`; returns the summary.
+
+    `label_delay_days` None exports labels only; a number also exports the transactions
+    that stayed unlabelled that long (as LEGIT, kind delayed)."""
     if database_url:
         start, end = window_bounds(window_days, as_of or datetime.now(UTC))
-        table = to_table(fetch_labels(database_url, start, end))
+        table = to_table(with_kinds(fetch_labels(database_url, start, end, label_delay_days)))
         source = "postgres"
     else:
         log.warning("DATABASE_URL is not set: writing an empty feedback set to %s", out)
@@ -163,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     configure_logging(settings.log_level)
     params = load_params(args.params, "collect_feedback")
-    collect_feedback(settings.database_url, args.out, args.report, int(params["window_days"]))
+    collect_feedback(
+        settings.database_url,
+        args.out,
+        args.report,
+        int(params["window_days"]),
+        label_delay_days=int(params["label_delay_days"]),
+    )
     return 0
 
 

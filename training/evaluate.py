@@ -5,8 +5,13 @@ Models: the candidate (Keras), the GBT baseline, the no-balance-features ablatio
 current champion: the model the scorers serve from the served-model directory
 (`FRAUDOPS_MODEL_DIR`, the one they watch), loaded through the scorer's checked loader and
 scored by its TFLite runner (`fraudops.runner`); null when none is published. Each gets
-PR-AUC, ROC-AUC, recall at `evaluate.fpr` false-positive rate and per-band precision/recall
-at its own thresholds.
+PR-AUC, ROC-AUC, recall at `evaluate.fpr` false-positive rate, alert precision P@k (the
+mean over days of the fraud share among each day's k highest scores, k = the review queue's
+`queue.daily_budget`) and per-band precision/recall at its own thresholds.
+
+On the recent window (featurize's recent.parquet: the newest live labels, which neither the
+candidate nor the champion trained on) candidate, baseline and champion are all re-scored
+on the same rows: `recent` in the report, what promote's fresh-traffic check reads.
 
 On feedback the champion is judged by the scores it actually served (champion_score), and
 the report counts how many of its false positives and missed frauds the candidate now gets
@@ -14,7 +19,8 @@ right, and how many new mistakes it makes, at the challenge and block lines.
 
 reports/metrics.json (a DVC metric, read by promote) holds at top level `candidate`,
 `baseline`, `ablation`, `champion` (each a metrics summary with `pr_auc`), `feedback`,
-`champion_rejected` (newer publications the scorer refuses) and `candidate_run_id`. The PR
+`recent`, `champion_rejected` (newer publications the scorer refuses) and
+`candidate_run_id`. The PR
 curves go to `<plots>/pr_curve.csv` (recall, and the precision of each model at that
 recall) for DVC plots. Everything is logged to the candidate's run, and the baseline's and
 the ablation's test metrics to their own runs under the same names; each of the three runs
@@ -47,6 +53,7 @@ log = logging.getLogger(__name__)
 
 PR_CURVE_FILE = "pr_curve.csv"
 CURVE_MODELS = ("candidate", "baseline", "ablation")
+LIVE_SETS = ("feedback", "recent")
 
 
 class EvaluateError(ValueError):
@@ -54,10 +61,10 @@ class EvaluateError(ValueError):
 
 
 def load_set(features_dir: Path, name: str) -> pd.DataFrame | None:
-    """A featurized split; None for an absent feedback file (test must exist)."""
+    """A featurized split; None for an absent live-label file (test must exist)."""
     path = Path(features_dir) / f"{name}.parquet"
     if not path.is_file():
-        if name == "feedback":
+        if name in LIVE_SETS:
             return None
         raise EvaluateError(f"{path}: missing (run featurize first)")
     return pd.read_parquet(path)
@@ -148,22 +155,32 @@ def corrections(
     return out
 
 
+def _summaries(
+    frame: pd.DataFrame, scores: dict[str, np.ndarray], thresholds: dict, params: dict
+) -> dict[str, Any]:
+    """Each model's summary on one labelled frame, P@k per day of the frame's timestamps."""
+    labels, when = frame["is_fraud"].to_numpy(np.int8), frame["timestamp"].to_numpy(np.int64)
+    fpr, k = float(params["fpr"]), int(params["daily_budget"])
+    return {
+        name: metrics.summarize(labels, s, thresholds[name], fpr, when, k)
+        for name, s in scores.items()
+    }
+
+
 def feedback_report(
     frame: pd.DataFrame | None,
     scorers: dict[str, Any],
     serving_dir: Path,
     champion: LoadedModel | None,
-    fpr: float,
+    params: dict[str, Any],
 ) -> dict[str, Any] | None:
     """Metrics on the labelled live transactions; None when there are none yet."""
     if frame is None or frame.empty:
         return None
     labels, x = frame["is_fraud"].to_numpy(np.int8), features_of(frame)
-    thresholds = model_thresholds(scorers["info"])
+    fpr, thresholds = float(params["fpr"]), model_thresholds(scorers["info"])
     scores = {name: scorers[name](x) for name in ("candidate", "baseline")}
-    report: dict[str, Any] = {
-        name: metrics.summarize(labels, s, thresholds[name], fpr) for name, s in scores.items()
-    }
+    report: dict[str, Any] = _summaries(frame, scores, thresholds, params)
     report.update(rows=len(labels), frauds=int(labels.sum()), champion=None, corrections=None)
     published = published_versions(serving_dir) if Path(serving_dir).is_dir() else []
     served_t, known = served_thresholds(frame["model_version"], published, champion)
@@ -181,26 +198,42 @@ def feedback_report(
 
 
 def holdout_report(
-    test: pd.DataFrame, scorers: dict[str, Any], champion: LoadedModel | None, params: dict
+    test: pd.DataFrame,
+    scorers: dict[str, Any],
+    champion: LoadedModel | None,
+    params: dict,
+    names: tuple[str, ...] = CURVE_MODELS,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Summaries of every model on the held-out set, and the scores behind them."""
-    labels, x = test["is_fraud"].to_numpy(np.int8), features_of(test)
-    fpr, thresholds = float(params["fpr"]), model_thresholds(scorers["info"])
-    scores = {name: scorers[name](x) for name in CURVE_MODELS}
-    report: dict[str, Any] = {
-        name: metrics.summarize(labels, s, thresholds[name], fpr) for name, s in scores.items()
-    }
-    # The same held-out rows as a card payment would send them: no balances at all.
-    no_balances = scorers["candidate"](mask_balances(x, np.ones(len(x), dtype=bool)))
-    report["candidate_without_balances"] = metrics.summarize(
-        labels, no_balances, thresholds["candidate"], fpr
-    )
+    """Summaries of the `names` models and of the champion (None without one) on one
+    labelled set, every model re-scored on it, and the scores behind them."""
+    x = features_of(test)
+    thresholds = model_thresholds(scorers["info"])
+    scores = {name: scorers[name](x) for name in names}
+    report: dict[str, Any] = _summaries(test, scores, thresholds, params)
+    if "candidate" in names:
+        # The same rows as a card payment would send them: no balances at all.
+        no_balances = {"candidate": scorers["candidate"](mask_balances(x, np.ones(len(x), bool)))}
+        masked = _summaries(test, no_balances, thresholds, params)
+        report["candidate_without_balances"] = masked["candidate"]
     report["champion"] = None
     if champion is not None:
         scores["champion"] = champion.predict(x)
-        summary = metrics.summarize(labels, scores["champion"], champion.thresholds, fpr)
+        champ = {"champion": champion.thresholds}
+        summary = _summaries(test, {"champion": scores["champion"]}, champ, params)["champion"]
         report["champion"] = {"version": champion.version, **summary}
     return report, scores
+
+
+def recent_report(
+    frame: pd.DataFrame | None, scorers: dict[str, Any], champion: LoadedModel | None, params
+) -> dict[str, Any] | None:
+    """Candidate, baseline and champion on the newest live labels none of them trained on;
+    None without such a window or when it holds one class only (nothing to rank)."""
+    if frame is None or not 0 < int(frame["is_fraud"].sum()) < len(frame):
+        return None
+    report, _ = holdout_report(frame, scorers, champion, params, ("candidate", "baseline"))
+    report.update(rows=len(frame), frauds=int(frame["is_fraud"].sum()))
+    return report
 
 
 def write_pr_curves(labels: np.ndarray, scores: dict[str, np.ndarray], plots_dir: Path) -> Path:
@@ -225,6 +258,11 @@ def mlflow_metrics(report: dict[str, Any]) -> tuple[dict[str, float], dict[str, 
     cand |= metrics.flat_metrics(report["candidate_without_balances"], "no_balances_test")
     if report["champion"]:
         cand |= metrics.flat_metrics(report["champion"], "champion_test")
+    if recent := report.get("recent"):
+        cand |= metrics.flat_metrics(recent["candidate"], "recent")
+        base |= metrics.flat_metrics(recent["baseline"], "recent")
+        if recent["champion"]:
+            cand |= metrics.flat_metrics(recent["champion"], "champion_recent")
     feedback = report["feedback"]
     if feedback:
         cand |= metrics.flat_metrics(feedback["candidate"], "feedback")
@@ -246,8 +284,9 @@ def log_to_mlflow(
     """Metrics, artifacts and the evaluation sets (as dataset inputs) to the runs train made.
     A candidate from before the ablation had its own run has no ablation run id."""
     sets = {"test": Path(features_dir) / "test.parquet"}
-    if report["feedback"]:
-        sets["feedback"] = Path(features_dir) / "feedback.parquet"
+    for name in LIVE_SETS:
+        if report.get(name):
+            sets[name] = Path(features_dir) / f"{name}.parquet"
     inputs = tracking.split_inputs(sets)
     tracking.use_experiment(tracking_uri, info["experiment"])
     cand_metrics, base_metrics = mlflow_metrics(report)
@@ -276,9 +315,8 @@ def evaluate(
     report, scores = holdout_report(test, scorers, champion, params)
     report["champion_rejected"] = rejected
     feedback = load_set(features_dir, "feedback")
-    report["feedback"] = feedback_report(
-        feedback, scorers, serving_dir, champion, float(params["fpr"])
-    )
+    report["feedback"] = feedback_report(feedback, scorers, serving_dir, champion, params)
+    report["recent"] = recent_report(load_set(features_dir, "recent"), scorers, champion, params)
     info = scorers["info"]
     report["candidate_run_id"] = info["mlflow_run_id"]
     out = Path(out)
@@ -308,6 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging()
     params = load_params(args.params, "evaluate")
+    params["daily_budget"] = load_params(args.params, "queue")["daily_budget"]
     settings = load_settings()
     serving, uri = settings.model_dir, settings.mlflow_tracking_uri
     try:

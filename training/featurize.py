@@ -6,9 +6,16 @@ transactions, written as the train / valid / test / feedback sets the later stag
   validation looks like the future the model will face. Velocity features are computed on
   the whole synthetic set first, so the first valid rows still see their users' history.
 - test: the held-out reference (never seen by the synthesizer), featurized on its own.
-- feedback: labelled live transactions, merged into train with `feedback_weight` (a
-  verdict on real traffic is worth more than a synthetic row) and also written alone,
-  with the champion's score and version, so evaluate can ask what the candidate fixes.
+- feedback: labelled live transactions, merged into train and also written alone, with
+  the champion's score and version, so evaluate can ask what the candidate fixes. Each
+  row's weight follows its label kind (fraudops.label_kinds): `feedback_weight` for an
+  analyst's verdict, `delayed_weight` for chargebacks, claims and matured transactions.
+  Analysts only see the alerts the queue put in front of them, a sample biased toward
+  what the serving model already flags; weighting it far above the delayed labels makes
+  the next model fit the reviewed rows instead of the traffic.
+- recent: the newest `recent_fraction` of the live labels by the time they were given
+  (labelled_at), kept out of train: neither the candidate nor the champion, trained
+  before those labels existed, has seen them, so promote compares the two on them.
 
 The stage refuses to run when the validation stage says the batch failed.
 """
@@ -25,14 +32,15 @@ import numpy as np
 import pandas as pd
 
 from fraudops.features import FEATURE_NAMES, batch_features
+from fraudops.label_kinds import FEEDBACK, label_kind
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.schema import TRANSACTION_COLUMNS
-from training.lib.split import split_by_time
+from training.lib.split import split_by_time, time_cutoff
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test", "feedback")
+SPLITS = ("train", "valid", "test", "feedback", "recent")
 META_FILE = "meta.json"
 KEEP_COLUMNS = ("transaction_id", "timestamp", "is_fraud", "weight")
 FEEDBACK_EXTRA = ("champion_score", "model_version")
@@ -107,8 +115,24 @@ def _label_window(labelled: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def feedback_set(path: Path | None, weight: float) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Features of the labelled live transactions, with champion_score and model_version.
+def kind_weights(df: pd.DataFrame, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(label kind, row weight) per row: the file's label_kind, else the kind of its
+    label_source, else feedback (a file from before sources were kept)."""
+    if "label_kind" in df.columns:
+        kinds = df["label_kind"].fillna(FEEDBACK).astype(str)
+    elif "label_source" in df.columns:
+        kinds = df["label_source"].fillna("").astype(str).map(label_kind)
+    else:
+        kinds = pd.Series(FEEDBACK, index=df.index)
+    weights = np.where(
+        kinds == FEEDBACK, float(params["feedback_weight"]), float(params["delayed_weight"])
+    )
+    return kinds.to_numpy(object), weights.astype(np.float32)
+
+
+def feedback_set(path: Path | None, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Features of the labelled live transactions, with champion_score, model_version,
+    label_kind, labelled_at (Unix seconds) and the kind's weight.
 
     Velocity features are computed over every row in the file before unlabelled rows are
     dropped, so context rows (if collect_feedback provides them) give users their history.
@@ -117,13 +141,40 @@ def feedback_set(path: Path | None, weight: float) -> tuple[pd.DataFrame, dict[s
     df = _read_feedback(path)
     if "label" in df.columns:
         df["is_fraud"] = (df["label"] == "FRAUD").astype(np.int8)
-    frame = feature_frame(df, weight)
+    frame = feature_frame(df)
+    frame["label_kind"], frame["weight"] = kind_weights(df, params)
     frame["champion_score"] = df["score"].astype(np.float64)
     frame["model_version"] = df["model_version"].astype(object)
+    frame["labelled_at"] = _labelled_seconds(df)
     if "label" in df.columns:
         labelled = df["label"].notna().to_numpy()
         frame, df = frame[labelled], df[labelled]
     return frame.reset_index(drop=True), _label_window(df)
+
+
+def _labelled_seconds(df: pd.DataFrame) -> np.ndarray:
+    """When each label was given, in Unix seconds (the transaction's time if unknown)."""
+    if "labelled_at" not in df.columns or df.empty:
+        return df["timestamp"].to_numpy(np.int64)
+    when = pd.to_datetime(df["labelled_at"], utc=True)
+    seconds = (when - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    return seconds.fillna(df["timestamp"]).to_numpy(np.int64)
+
+
+def recent_split(feedback: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(older, recent) live labels: recent is the last `fraction` of the labelled_at span
+    (training/lib/split.py's rule). 0 keeps nothing back; so do labels all given at once."""
+    if not 0.0 <= fraction < 1.0:
+        raise FeaturizeError(f"featurize.recent_fraction must be in [0, 1), got {fraction}")
+    when = feedback["labelled_at"].to_numpy(np.int64)
+    if fraction == 0.0 or feedback.empty or when.min() == when.max():
+        return feedback, feedback.iloc[:0]
+    recent = when >= time_cutoff(int(when.min()), int(when.max()), fraction)
+    return feedback[~recent].reset_index(drop=True), feedback[recent].reset_index(drop=True)
+
+
+def _kind_counts(frame: pd.DataFrame) -> dict[str, int]:
+    return {str(k): int(n) for k, n in frame["label_kind"].value_counts().sort_index().items()}
 
 
 def _train_valid(frame: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -146,12 +197,13 @@ def featurize(
     validation = check_validation(validation_path)
     train, valid = _train_valid(feature_frame(read_transactions(train_path)), params)
     test = feature_frame(read_transactions(holdout_path))
-    feedback, labels = feedback_set(feedback_path, float(params["feedback_weight"]))
-    if not feedback.empty:
-        train = pd.concat([train, feedback[train.columns]], ignore_index=True)
+    feedback, labels = feedback_set(feedback_path, params)
+    older, recent = recent_split(feedback, float(params["recent_fraction"]))
+    if not older.empty:
+        train = pd.concat([train, older[train.columns]], ignore_index=True)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sets = {"train": train, "valid": valid, "test": test, "feedback": feedback}
+    sets = {"train": train, "valid": valid, "test": test, "feedback": feedback, "recent": recent}
     for name, frame in sets.items():
         frame.to_parquet(out_dir / f"{name}.parquet", index=False)
     meta = {
@@ -159,6 +211,11 @@ def featurize(
         "frauds": {name: int(frame["is_fraud"].sum()) for name, frame in sets.items()},
         "valid_from": int(valid["timestamp"].min()),
         "labels": labels,
+        "label_kinds": {"train": _kind_counts(older), "recent": _kind_counts(recent)},
+        "label_weights": {
+            "feedback": float(params["feedback_weight"]),
+            "delayed": float(params["delayed_weight"]),
+        },
         "validation": {
             "success": True,
             "failed": validation.get("failed", []),

@@ -2,8 +2,12 @@
 
 The candidate passes when its TFLite export holds parity with Keras, meets the latency
 bound, beats the current champion's PR-AUC on the same test set by `promote.min_pr_auc_gain`
-(no champion: nothing to beat), and is not worse than the gradient-boosted baseline by more
-than `promote.max_gap_to_baseline`.
+(no champion: nothing to beat), is not worse than the gradient-boosted baseline by more
+than `promote.max_gap_to_baseline`, and is not worse than the champion on fresh traffic:
+on evaluate's `recent` window (the newest live labels, which neither model trained on)
+its PR-AUC and alert precision P@k may trail the champion's by `promote.max_recent_drop`
+at most. A model that fits the labelled rows better but the next day's traffic worse is
+caught there, not by the synthetic test set.
 
 Either way the export is registered in MLflow as a version of `promote.registered_model`,
 tagged with its lineage and the decision, with alias `challenger`; each version is an MLflow
@@ -97,6 +101,35 @@ def quality_checks(metrics: dict[str, Any], params: dict[str, Any]) -> list[Chec
     return [vs_champion, vs_baseline]
 
 
+RECENT_METRICS = {"pr_auc": "PR-AUC", "p_at_k": "P@k"}
+
+
+def recent_check(metrics: dict[str, Any], params: dict[str, Any]) -> Check:
+    """Candidate vs champion on the recent labelled window, both re-scored on its rows.
+
+    Passes, saying why, when there is nothing to compare: no window, no champion, or too
+    few frauds in it for a difference to mean anything."""
+    recent = metrics.get("recent")
+    if not recent:
+        return Check("recent_not_worse", True, "no recent labelled window")
+    champion = recent.get("champion")
+    if not champion:
+        return Check("recent_not_worse", True, "no champion scored on the recent window")
+    frauds, least = int(recent["frauds"]), int(params["min_recent_frauds"])
+    if frauds < least:
+        return Check("recent_not_worse", True, f"{frauds} frauds in the recent window (< {least})")
+    drop = float(params["max_recent_drop"])
+    passed, parts = True, []
+    for key, shown in RECENT_METRICS.items():
+        cand, champ = recent["candidate"].get(key), champion.get(key)
+        if cand is None or champ is None:
+            continue
+        passed &= cand >= champ - drop
+        parts.append(f"{shown} {cand:.4f} vs champion {champ:.4f}")
+    window = f"recent window ({recent['rows']} rows, {frauds} frauds)"
+    return Check("recent_not_worse", passed, f"{window}: {'; '.join(parts)} (max drop {drop})")
+
+
 def export_checks(report: dict[str, Any], params: dict[str, Any]) -> list[Check]:
     """The artifact itself: TFLite parity with Keras and the latency bound."""
     check = report["parity"]
@@ -119,7 +152,8 @@ def decide(
     export_report: dict[str, Any], metrics: dict[str, Any], params: dict[str, Any]
 ) -> list[Check]:
     """Every gate check, in the order an operator reads them."""
-    return export_checks(export_report, params) + quality_checks(metrics, params)
+    checks = export_checks(export_report, params) + quality_checks(metrics, params)
+    return [*checks, recent_check(metrics, params)]
 
 
 def _sha256(path: Path) -> str:

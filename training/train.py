@@ -361,7 +361,8 @@ def _read_json(path: Path | None) -> dict[str, Any] | None:
 
 
 def _lineage(features_dir: Path, meta: dict) -> dict[str, str]:
-    """Tags every run of this training carries: data hash, commit, which labels were used."""
+    """Tags every run of this training carries: data hash, commit, which labels were used
+    and how they were weighted by kind (feedback vs delayed), and how many were held out."""
     labels = meta.get("labels", {})
     tags = {
         tracking.TAG_DATA_HASH: tracking.files_hash(
@@ -370,6 +371,9 @@ def _lineage(features_dir: Path, meta: dict) -> dict[str, str]:
         tracking.TAG_GIT_COMMIT: tracking.git_commit() or "none",
         "labels_count": str(labels.get("count", 0)),
         "labels_window": f"{labels.get('window_start')}..{labels.get('window_end')}",
+        # how live labels entered the fit: one model, rows weighted by label kind
+        "label_weighting": json.dumps(meta.get("label_weights", {}), sort_keys=True),
+        "label_kinds": json.dumps(meta.get("label_kinds", {}), sort_keys=True),
     }
     return tags
 

@@ -66,6 +66,31 @@ def test_same_labels_give_byte_identical_files_and_a_new_label_changes_them(seed
             cur.execute("DELETE FROM feedback_labels WHERE transaction_id = 'tx-d'")
 
 
+def test_each_label_carries_its_kind(seeded_url, tmp_path):
+    url, _ = seeded_url
+    collect_feedback(url, tmp_path / "labels.parquet", tmp_path / "fb.json", 90)
+    rows = pq.read_table(tmp_path / "labels.parquet").to_pylist()
+    kinds = {r["transaction_id"]: r["label_kind"] for r in rows}
+    assert kinds == {"tx-a": "feedback", "tx-b": "feedback", "tx-c": "delayed"}
+
+
+def test_an_unlabelled_transaction_counts_as_legit_only_after_the_label_delay(seeded_url, tmp_path):
+    url, _ = seeded_url
+    out, report = tmp_path / "l.parquet", tmp_path / "f.json"
+    event_time = datetime.fromtimestamp(1_700_000_200, UTC)  # tx-d's
+    before = event_time + timedelta(days=29)
+    collect_feedback(url, out, report, 0, as_of=before, label_delay_days=30)
+    assert "tx-d" not in pq.read_table(out).column("transaction_id").to_pylist()
+    after = event_time + timedelta(days=31)
+    collect_feedback(url, out, report, 0, as_of=after, label_delay_days=30)
+    rows = {r["transaction_id"]: r for r in pq.read_table(out).to_pylist()}
+    assert set(rows) == {"tx-d"}  # the others were labelled today, after `as_of`
+    matured = rows["tx-d"]
+    assert (matured["label"], matured["is_fraud"], matured["label_kind"]) == ("LEGIT", 0, "delayed")
+    assert matured["label_source"] == "matured"
+    assert matured["labelled_at"] == event_time + timedelta(days=30)
+
+
 def test_labels_outside_the_window_are_left_out(seeded_url, tmp_path):
     url, _ = seeded_url
     later = datetime.now(UTC) + timedelta(days=10)

@@ -122,7 +122,7 @@ def test_the_digest_cli_writes_the_days_numbers(seeded_day, tmp_path, project_ro
 def test_a_day_without_traffic_still_gets_a_page(seeded_day, tmp_path):
     from jobs.digest import build_digest, write_digest
 
-    digest = build_digest(seeded_day, date(2025, 6, 1), top_users=5, bins=10)
+    digest = build_digest(seeded_day, date(2025, 6, 1), top_users=5, bins=10, k=3)
     day_dir = write_digest(digest, tmp_path)
     assert digest.summary["transactions"] == 0
     assert digest.summary["precision_block"] is None
@@ -135,3 +135,28 @@ def test_without_a_database_the_cli_says_so(tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "DATABASE_URL is not set" in result.stderr
+
+
+def test_alert_precision_counts_the_days_top_k_and_the_queue_by_reason(seeded_day):
+    from fraudops.review_queue import QueuePolicy, build_queue
+    from jobs.digest import build_digest
+
+    # top 3 by score: b1 (FRAUD), b2 (LEGIT), c1 (FRAUD)
+    digest = build_digest(seeded_day, date.fromisoformat(DAY), top_users=5, bins=10, k=3)
+    summary = digest.summary
+    assert (summary["alerts_top_k"], summary["alerts_labelled"]) == (3, 3)
+    assert summary["alert_precision_at_k"] == pytest.approx(2 / 3, abs=1e-6)
+    day, conn = date.fromisoformat(DAY), db.connect(seeded_day)
+    try:
+        policy = QueuePolicy(daily_budget=4, explore_share=0.5, random_share=0.5, seed=1)
+        # among the unlabelled transactions that happened on the day (x-before too: the
+        # queue goes by the payment's time, the digest by when it was scored)
+        items = build_queue(conn, day, policy)
+        queued = build_digest(seeded_day, day, top_users=5, bins=10, k=3).summary
+    finally:
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM review_queue")  # leave the module's day as it was
+        conn.close()
+    assert [q.transaction_id for q in items if q.reason == "exploit"] == ["x-before", "c2"]
+    assert (queued["queue_exploit_items"], queued["queue_exploit_precision"]) == (2, None)
+    assert queued["queue_explore_threshold_items"] + queued["queue_explore_random_items"] == 2

@@ -23,7 +23,7 @@ from training.evaluate import corrections, evaluate
 from training.featurize import featurize
 from training.lib import metrics
 
-EVAL_PARAMS = {"fpr": 0.01, "score_batch": 1000}
+EVAL_PARAMS = {"fpr": 0.01, "score_batch": 1000, "daily_budget": 50}
 
 
 def test_corrections_count_what_the_candidate_fixes_and_breaks():
@@ -94,7 +94,8 @@ def project(tmp_path_factory, mlflow_tracking_uri) -> dict[str, Path]:
     (root / "result.json").write_text(json.dumps({"success": True, "failed": []}))
     featurize(
         root / "raw.parquet", root / "holdout.parquet", root / "labels.parquet",
-        root / "result.json", root / "features", {"valid_fraction": 0.25, "feedback_weight": 3},
+        root / "result.json", root / "features",
+        {"valid_fraction": 0.25, "feedback_weight": 3, "delayed_weight": 3, "recent_fraction": 0},
     )  # fmt: skip
     params = {**TINY_TRAIN, "experiment": f"test-evaluate-{uuid.uuid4().hex[:8]}"}
     train(root / "features", root / "candidate", params, mlflow_tracking_uri)
@@ -227,7 +228,7 @@ def test_cli_refuses_missing_inputs_with_a_clear_error(tmp_path, capsys):
     from training.evaluate import main
 
     params = tmp_path / "params.yaml"
-    params.write_text("evaluate:\n  fpr: 0.01\n  score_batch: 100\n")
+    params.write_text("evaluate:\n  fpr: 0.01\n  score_batch: 100\nqueue:\n  daily_budget: 10\n")
     argv = ["--features", str(tmp_path / "nowhere"), "--candidate", str(tmp_path / "c"),
             "--out", str(tmp_path / "m.json"), "--plots", str(tmp_path / "p"),
             "--params", str(params)]  # fmt: skip

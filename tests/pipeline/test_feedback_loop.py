@@ -222,6 +222,7 @@ def loop_env(tmp_path, mlflow_tracking_uri, database_url, kafka_bootstrap, kafka
             "registered_model": f"fraud-detector-loop-{tag}",
             "min_pr_auc_gain": -1.0,
             "max_batch1_p99_us": 1_000_000,
+            "max_recent_drop": 1.0,
         },
         "featurize": {"feedback_weight": 20.0},
         "label_watch": {"min_new_labels": MIN_NEW_LABELS},

@@ -125,7 +125,8 @@ def features_dir(tmp_path_factory) -> Path:
     out = root / "features"
     featurize(
         root / "raw.parquet", root / "holdout.parquet", None, root / "result.json", out,
-        {"valid_fraction": 0.25, "feedback_weight": 5.0},
+        {"valid_fraction": 0.25, "feedback_weight": 5.0, "delayed_weight": 5.0,
+         "recent_fraction": 0.0},
     )  # fmt: skip
     dvc(root, "init", "--no-scm", "-q")
     stage = {"cmd": "true", "outs": ["features"]}

@@ -28,7 +28,8 @@ def test_window_bounds():
 
 
 def test_without_a_database_the_cli_writes_an_empty_file_with_the_schema(tmp_path):
-    (tmp_path / "params.yaml").write_text("collect_feedback:\n  window_days: 30\n")
+    params = "collect_feedback:\n  window_days: 30\n  label_delay_days: 30\n"
+    (tmp_path / "params.yaml").write_text(params)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     out, report = tmp_path / "data" / "labels.parquet", tmp_path / "reports" / "feedback.json"
     command = [sys.executable, "-m", "training.collect_feedback", "--out", str(out)]

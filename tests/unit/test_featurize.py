@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from fraudops.features import FEATURE_NAMES
 from fraudops.schema import TRANSACTION_COLUMNS
@@ -15,7 +16,12 @@ from tests.helpers.transactions import make_transactions
 from training.featurize import FeaturizeError, featurize, main
 from training.lib.split import split_by_time
 
-PARAMS = {"valid_fraction": 0.25, "feedback_weight": 4.0}
+PARAMS = {
+    "valid_fraction": 0.25,
+    "feedback_weight": 4.0,
+    "delayed_weight": 4.0,
+    "recent_fraction": 0.0,
+}
 
 
 @pytest.fixture
@@ -142,7 +148,7 @@ def test_refuses_a_batch_that_failed_validation(inputs, result):
 
 def test_cli_exits_non_zero_on_failed_validation_or_missing_result(inputs, tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("featurize:\n  valid_fraction: 0.25\n  feedback_weight: 4.0\n")
+    params.write_text(yaml.safe_dump({"featurize": PARAMS}))
     argv = [
         "--train", str(inputs["train"]), "--holdout", str(inputs["holdout"]),
         "--validation", str(inputs["validation"]), "--out-dir", str(inputs["out"]),
@@ -168,3 +174,53 @@ def test_rejects_a_meaningless_valid_fraction(inputs, fraction):
             inputs["train"], inputs["holdout"], None, inputs["validation"], inputs["out"],
             {**PARAMS, "valid_fraction": fraction},
         )  # fmt: skip
+
+
+def test_weights_follow_the_label_kind_and_the_newest_labels_are_held_out(inputs):
+    live = make_transactions(40, seed=6, days=1, start_day=20)
+    rows = feedback_rows(live, ["FRAUD", "LEGIT"] * 20)
+    rows["label_kind"] = ["feedback", "delayed"] * 20
+    rows["labelled_at"] = pd.Timestamp("2024-01-21", tz="UTC") + pd.to_timedelta(
+        np.arange(40), unit="h"
+    )
+    rows.to_parquet(inputs["feedback"])
+    params = {**PARAMS, "feedback_weight": 1.0, "delayed_weight": 3.0, "recent_fraction": 0.25}
+    featurize(
+        inputs["train"],
+        inputs["holdout"],
+        inputs["feedback"],
+        inputs["validation"],
+        inputs["out"],
+        params,
+    )
+    feedback = pd.read_parquet(inputs["out"] / "feedback.parquet")
+    by_kind = feedback.groupby("label_kind")["weight"].unique().to_dict()
+    assert {k: list(v) for k, v in by_kind.items()} == {"delayed": [3.0], "feedback": [1.0]}
+    recent = pd.read_parquet(inputs["out"] / "recent.parquet")
+    train = pd.read_parquet(inputs["out"] / "train.parquet")
+    assert len(recent) == 10  # the last quarter of 40 hourly labels
+    assert (
+        recent["labelled_at"].min()
+        > feedback["labelled_at"].drop(recent.index, errors="ignore").min()
+    )
+    live_in_train = train[train["transaction_id"].isin(feedback["transaction_id"])]
+    assert len(live_in_train) == 30
+    assert not set(recent["transaction_id"]) & set(train["transaction_id"])
+    meta = json.loads((inputs["out"] / "meta.json").read_text())
+    assert meta["label_kinds"] == {
+        "train": {"delayed": 15, "feedback": 15},
+        "recent": {"delayed": 5, "feedback": 5},
+    }
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0])
+def test_rejects_a_meaningless_recent_fraction(inputs, fraction):
+    with pytest.raises(FeaturizeError, match="recent_fraction"):
+        featurize(
+            inputs["train"],
+            inputs["holdout"],
+            None,
+            inputs["validation"],
+            inputs["out"],
+            {**PARAMS, "recent_fraction": fraction},
+        )

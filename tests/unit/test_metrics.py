@@ -55,3 +55,28 @@ def test_interpolated_precision_never_rises_with_recall():
     precision = metrics.interpolated_precision(labels, rng.random(2000) + labels * 0.5)
     assert len(precision) == len(metrics.RECALL_GRID)
     assert np.all(np.diff(precision) <= 1e-12)
+
+
+def test_precision_at_k_counts_frauds_among_the_top_k():
+    labels = np.array([0, 1, 0, 1, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.1, 0.0])
+    assert metrics.precision_at_k(labels, scores, 2) == 0.5
+    assert metrics.precision_at_k(labels, scores, 4) == 0.5
+    assert metrics.precision_at_k(labels, scores, 100) == 2 / 6  # fewer rows than k
+    assert metrics.precision_at_k(labels[:0], scores[:0], 2) is None
+
+
+def test_alert_precision_is_per_day_then_averaged():
+    day = metrics.DAY_SECONDS
+    # day 0: the top-2 are both fraud; day 1: the top-2 hold one fraud
+    labels = np.array([1, 1, 0, 0, 1, 0])
+    scores = np.array([0.9, 0.8, 0.1, 0.9, 0.5, 0.4])
+    timestamps = np.array([0, 10, 20, day, day + 1, day + 2])
+    assert metrics.daily_precision_at_k(labels, scores, timestamps, 2) == {0: 1.0, 1: 0.5}
+    assert metrics.mean_daily_precision_at_k(labels, scores, timestamps, 2) == 0.75
+    summary = metrics.summarize(
+        labels, scores, {"challenge": 0.5, "block": 0.8}, 0.1, timestamps, 2
+    )
+    assert (summary["p_at_k"], summary["k"]) == (0.75, 2)
+    assert metrics.flat_metrics(summary, "test")["test_p_at_k"] == 0.75
+    assert "p_at_k" not in metrics.summarize(labels, scores, {"challenge": 0.5, "block": 0.8})

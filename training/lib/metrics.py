@@ -3,7 +3,9 @@ and evaluate (held-out and feedback sets).
 
 Accuracy means nothing at 0.1-1% fraud, so everything here is about ranking and about the
 operating points the bands use: PR-AUC (average precision), recall at a fixed false-positive
-rate, and precision/recall of each risk band. Thresholds are set by false-positive rate on
+rate, precision/recall of each risk band, and alert precision P@k: the fraud share among the
+k highest-scored transactions of each day, the k alerts investigators can check (the
+number a fraud team is judged on). Thresholds are set by false-positive rate on
 legitimate traffic because that is what an operator budgets (challenged or blocked customers).
 """
 
@@ -17,6 +19,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from fraudops.bands import ALLOW, BANDS, BLOCK, CHALLENGE, bands_for
 
 RECALL_GRID = np.linspace(0.0, 1.0, 101)
+DAY_SECONDS = 86_400
 
 
 def _both_classes(labels: np.ndarray) -> bool:
@@ -86,15 +89,52 @@ def band_metrics(
     return out
 
 
+def precision_at_k(labels: np.ndarray, scores: np.ndarray, k: int) -> float | None:
+    """Fraud share among the k highest scores (all rows when there are fewer); ties on the
+    score keep the rows' order, so the figure is deterministic."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    if len(labels) == 0 or k <= 0:
+        return None
+    top = np.argsort(-scores, kind="stable")[:k]
+    return float(labels[top].mean())
+
+
+def daily_precision_at_k(
+    labels: np.ndarray, scores: np.ndarray, timestamps: np.ndarray, k: int
+) -> dict[int, float]:
+    """P@k of each UTC day (day number since the epoch -> precision), each day's own top k."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    days = np.asarray(timestamps, dtype=np.int64) // DAY_SECONDS
+    out = {}
+    for day in np.unique(days):
+        mask = days == day
+        out[int(day)] = precision_at_k(labels[mask], scores[mask], k)
+    return out
+
+
+def mean_daily_precision_at_k(
+    labels: np.ndarray, scores: np.ndarray, timestamps: np.ndarray, k: int
+) -> float | None:
+    """P@k averaged over the days, each day weighted alike (as the team's days are)."""
+    daily = daily_precision_at_k(labels, scores, timestamps, k)
+    return float(np.mean(list(daily.values()))) if daily else None
+
+
 def summarize(
-    labels: np.ndarray, scores: np.ndarray, thresholds: dict[str, float], fpr: float = 0.01
+    labels: np.ndarray,
+    scores: np.ndarray,
+    thresholds: dict[str, float],
+    fpr: float = 0.01,
+    timestamps: np.ndarray | None = None,
+    k: int | None = None,
 ) -> dict[str, Any]:
     """The headline numbers for one model on one labelled set (None where undefined,
-    e.g. ROC-AUC on a feedback set holding only one class)."""
+    e.g. ROC-AUC on a feedback set holding only one class). With the rows' timestamps and
+    the daily budget k it also holds `p_at_k`, the mean daily alert precision."""
     labels = np.asarray(labels).astype(np.int8)
     scores = np.asarray(scores, dtype=np.float64)
     both = _both_classes(labels)
-    return {
+    summary = {
         "rows": len(labels),
         "frauds": int(labels.sum()),
         "pr_auc": float(average_precision_score(labels, scores)) if both else None,
@@ -104,13 +144,18 @@ def summarize(
         "thresholds": dict(thresholds),
         "bands": band_metrics(labels, scores, thresholds),
     }
+    if timestamps is not None and k:
+        summary["p_at_k"] = mean_daily_precision_at_k(labels, scores, timestamps, k)
+        summary["k"] = int(k)
+    return summary
 
 
 def flat_metrics(summary: dict[str, Any], prefix: str) -> dict[str, float]:
     """A summary as MLflow metric names, e.g. `test_pr_auc`, `test_block_precision`.
 
     The same names for every model, so the MLflow UI compares runs column by column."""
-    out = {f"{prefix}_{k}": summary[k] for k in ("pr_auc", "roc_auc", "recall_at_fpr")}
+    names = ("pr_auc", "roc_auc", "recall_at_fpr", "p_at_k")
+    out = {f"{prefix}_{k}": summary[k] for k in names if k in summary}
     for band in (CHALLENGE, BLOCK, "FLAGGED"):
         for k in ("precision", "recall"):
             out[f"{prefix}_{band.lower()}_{k}"] = summary["bands"][band][k]

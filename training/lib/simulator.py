@@ -18,6 +18,10 @@ Each step is simulated in three vectorised phases over the customers' balance ve
      testing (fraud pattern 2: several tiny PAYMENT/DEBIT probes, then a larger one);
   C. follow-ups: the mule's CASH_OUT of the stolen amount minutes after the takeover, and
      some legit drain recipients cashing out too.
+  D. (off unless `cash_drain_rate` > 0, from step `cash_drain_from_step`) fraud pattern 3,
+     one the reference never holds: a taken-over account emptied by its own CASH_OUTs,
+     two to four within the hour, no transfer to a mule. The loop benchmark turns it on
+     mid-stream to see whether labels teach the next model a pattern it never saw.
 Legit drains, large cash-outs and legit bursts are there on purpose: without the balance
 columns, fraud is not trivially separable. Balances within one row are exact (an outflow
 leaves max(old - amount, 0)); across rows they are exact per phase, approximate only when
@@ -68,6 +72,8 @@ class SimConfig:
     ato_rate: float  # account takeovers per customer per day
     card_testing_rate: float  # card-testing episodes per customer per day
     seed: int
+    cash_drain_rate: float = 0.0  # cash-out drains per customer per day (pattern 3)
+    cash_drain_from_step: int = 0  # the hour pattern 3 starts
 
 
 @dataclass
@@ -281,6 +287,27 @@ def _card_testing(w: World, rng: np.random.Generator, victims: np.ndarray, step_
     return _burst_block(w, rng, victims, sizes, amount, gap, types, step_ts, 1)
 
 
+def _cash_drains(w: World, rng: np.random.Generator, victims: np.ndarray, step_ts: int):
+    """Fraud pattern 3: the victim's balance taken out in 2-4 CASH_OUTs minutes apart (settled
+    as a burst: the cash agents' balances are not credited)."""
+    sizes = rng.integers(2, 5, len(victims))
+    n = int(sizes.sum())
+    owner = np.repeat(victims, sizes)
+    share = rng.dirichlet(np.ones(4), len(victims))
+    share = np.concatenate([sh[:k] / sh[:k].sum() for sh, k in zip(share, sizes, strict=True)])
+    amount = np.round(np.repeat(w.balance[victims], sizes) * share, 2)
+    first = np.zeros(n, dtype=bool)
+    first[np.cumsum(sizes) - sizes] = True
+    gap = rng.integers(60, 600, n)
+    offset = np.where(first, 0, gap)
+    offset = _exclusive_group_cumsum(offset, first) + offset
+    s0 = np.repeat(rng.integers(0, 3600 - 1800, len(victims)), sizes)
+    types = np.full(n, CASH_OUT)
+    dest_idx, dest_id = _destinations(w, rng, types, owner)
+    b = _block(owner, dest_idx, dest_id, step_ts + s0 + offset, types, amount, 1)
+    return b, first
+
+
 def _pick_victims(rng: np.random.Generator, lam: float, eligible: np.ndarray) -> np.ndarray:
     """A Poisson number of distinct customers among the eligible ones."""
     k = rng.poisson(lam)
@@ -305,6 +332,11 @@ def _simulate_step(w: World, cfg: SimConfig, rng: np.random.Generator, step: int
     free[ato] = False
     carded = _pick_victims(rng, cfg.card_testing_rate * per_hour, free)
     free[carded] = False
+    drained = np.zeros(0, dtype=np.int64)
+    if cfg.cash_drain_rate > 0 and step >= cfg.cash_drain_from_step:
+        lam = cfg.cash_drain_rate * per_hour * ATO_HOURS[hour] / ATO_HOURS.mean()
+        drained = _pick_victims(rng, lam, free & (w.balance[: w.n_users] >= ATO_MIN_BALANCE))
+        free[drained] = False
     activity = w.rate * LEGIT_HOURS[hour] / LEGIT_HOURS.mean() / 24.0
     active = np.flatnonzero((rng.random(w.n_users) < activity) & (free | is_mule))
     spree = rng.random(len(active)) < BURST_P
@@ -316,8 +348,13 @@ def _simulate_step(w: World, cfg: SimConfig, rng: np.random.Generator, step: int
         _legit_bursts(w, rng, active[spree], step_ts),
         _card_testing(w, rng, carded, step_ts),
     )
-    bursts = _concat([legit_b, card_b])
-    _settle_bursts(w, bursts, np.concatenate([legit_first, card_first]))
+    parts, firsts = [legit_b, card_b], [legit_first, card_first]
+    if len(drained):
+        drain_b, drain_first = _cash_drains(w, rng, drained, step_ts)
+        parts.append(drain_b)
+        firsts.append(drain_first)
+    bursts = _concat(parts)
+    _settle_bursts(w, bursts, np.concatenate(firsts))
     follow = _follow_ups(w, rng, singles)
     del singles["follow"]
     return [singles, bursts, follow]
