@@ -100,7 +100,8 @@ def test_live_labels_without_balances_train_as_unknown_balances(tmp_path, frame)
 
     live = frame.head(6).assign(label="FRAUD", balances_missing=[True, False] * 3)
     live.to_parquet(tmp_path / "labels.parquet")
-    features, window = feedback_set(tmp_path / "labels.parquet", weight=5.0)
+    weights = {"feedback_weight": 5.0, "delayed_weight": 5.0}
+    features, window = feedback_set(tmp_path / "labels.parquet", weights)
     assert window["count"] == 6
     assert features["balances_present"].tolist() == [0.0, 1.0] * 3
 
