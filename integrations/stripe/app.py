@@ -60,6 +60,23 @@ class WebhookRejected(ValueError):
     """A webhook request that is not a verified Stripe event."""
 
 
+# Stripe's events are a few KB; anything far larger is not one, and must not be buffered.
+MAX_BODY_BYTES = 1 << 20
+
+
+async def bounded_body(request: Request) -> bytes:
+    """The request body, refused with 413 past MAX_BODY_BYTES (declared or actual)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"body: larger than {MAX_BODY_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"body: larger than {MAX_BODY_BYTES} bytes")
+    return body
+
+
 def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, Any]:
     """The event (as a dict), if any secret verifies the signature; else WebhookRejected
     saying why."""
@@ -149,7 +166,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/stripe/webhook")
     async def webhook(request: Request) -> dict[str, Any]:
-        payload = await request.body()
+        payload = await bounded_body(request)
         try:
             event = verify(payload, request.headers.get("stripe-signature"), secrets)
         except WebhookRejected as err:
@@ -168,7 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             raise HTTPException(401, "a valid X-Api-Key header is required")
         try:
-            intent = json.loads(await request.body())
+            intent = json.loads(await bounded_body(request))
             if not isinstance(intent, dict):
                 raise NotAPayment("payment_intent", "must be a JSON object")
             # A Redis state is a network call: off the event loop. In memory it is cheaper

@@ -189,6 +189,15 @@ def test_a_request_that_is_not_a_verified_event_gets_400_and_changes_nothing(sta
     assert events_recorded(settings.database_url, [event_id]) == []
 
 
+def test_a_body_past_the_limit_gets_413_before_anything_is_read_into_an_event(stack):
+    settings, client, _ = stack
+    padded = json.loads(event("charge.succeeded", charge(customer="cus_huge")))
+    padded["padding"] = "x" * (1 << 20)
+    body = json.dumps(padded).encode()
+    assert deliver(client, body, sign(body)).status_code == 413
+    assert events_recorded(settings.database_url, [padded["id"]]) == []
+
+
 def test_a_fraudulent_dispute_is_a_label_for_the_next_training_run(stack, tmp_path):
     settings, client, _ = stack
     url = settings.database_url
