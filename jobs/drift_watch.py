@@ -3,7 +3,7 @@ features match the batch transform's?
 
 The `fraud_drift_watch` DAG calls `watch_window` every hour. For the window of rows scored
 in the last `monitoring.window_minutes`, it reads those rows and the same users' earlier
-transactions (the longest velocity window back), recomputes the features with the one batch
+transactions (as far back as a feature looks), recomputes the features with the one batch
 transform, and holds them to the reference profile published beside the served model
 (`fraudops.drift`): PSI per feature (with Jensen-Shannon, KS and Wasserstein beside it),
 the score distribution and the band mix against the model's held-out scores, and, where
@@ -39,7 +39,7 @@ import pandas as pd
 from fraudops import drift
 from fraudops.bands import BANDS
 from fraudops.db import connect
-from fraudops.features import FEATURE_NAMES, WINDOWS_SECONDS, batch_features
+from fraudops.features import FEATURE_NAMES, MAX_GAP_SECONDS, WINDOWS_SECONDS, batch_features
 from fraudops.modelspec import published_versions
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
@@ -47,8 +47,10 @@ from fraudops.settings import load_settings
 
 log = logging.getLogger("fraudops.drift_watch")
 
-HORIZON_SECONDS = max(WINDOWS_SECONDS)
-# The window's rows and every earlier row of the same users within the velocity horizon,
+# The batch transform needs a user's rows as far back as any feature looks: the velocity
+# windows, and the gap since the previous transaction (capped at MAX_GAP_SECONDS).
+HORIZON_SECONDS = max(*WINDOWS_SECONDS, MAX_GAP_SECONDS)
+# The window's rows and every earlier row of the same users within that horizon,
 # in the order the scorer saw them, with the analysts' label where there is one.
 _ROWS = """
 COPY (
@@ -195,7 +197,8 @@ def skew_check(
 def judge(stats: dict[str, Any], params: dict[str, Any]) -> tuple[bool, list[str]]:
     """Is the window drifted, and which features passed their threshold (worst first)."""
     limit = float(params["feature_psi_max"])
-    psis = {n: s["psi"] for n, s in stats["features"].items()}
+    unjudged = set(params.get("unjudged_features") or ())
+    psis = {n: s["psi"] for n, s in stats["features"].items() if n not in unjudged}
     named = sorted((n for n, v in psis.items() if v > limit), key=lambda n: -psis[n])
     drifted = (
         bool(named)
@@ -349,8 +352,9 @@ def render_html(reference: dict[str, Any], report: dict[str, Any]) -> str:
         parts.append(f"<img alt='histograms' src='data:image/png;base64,"
                      f"{_histograms(reference, report)}'/>")  # fmt: skip
     skew = report["skew"]
+    by_feature = e(json.dumps(skew["by_feature"]))
     parts.append(f"<h2>Skew</h2><p>{skew['checked']} sampled rows checked, "
-                 f"{skew['mismatches']} mismatches: {e(json.dumps(skew['by_feature']))}</p>")  # fmt: skip
+                 f"{skew['mismatches']} mismatches: {by_feature}</p>")  # fmt: skip
     parts.append("</body></html>")
     return "\n".join(parts)
 
