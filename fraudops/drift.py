@@ -5,7 +5,9 @@ The reference profile is a small JSON sidecar (`drift_reference.json`) published
 model.json, so the job needs only the served model directory: per feature, the quantile
 bin edges of the training features and the share of training rows in each bin, plus a
 fixed-size sample for the two-sample statistics; the same for the model's scores on its
-held-out data, and the band mix those scores give under the model's thresholds.
+held-out data, and the band mix those scores give under the model's thresholds. Fraud moves
+within segments (one type's amounts, the type mix) as much as across all traffic, so the
+profile also holds the type mix and each type's amount distribution.
 
 Population stability index, on the reference's bins (a floor keeps empty bins finite):
     PSI = sum_i (live_i - ref_i) * ln(live_i / ref_i)
@@ -24,6 +26,7 @@ from scipy.spatial import distance
 
 from fraudops.bands import BANDS, bands_for
 from fraudops.features import FEATURE_NAMES
+from fraudops.schema import TRANSACTION_TYPES
 
 REFERENCE_FILE = "drift_reference.json"
 PROPORTION_FLOOR = 1e-4  # an empty bin counts as this share: PSI stays finite
@@ -68,6 +71,26 @@ def profile_column(
     }
 
 
+_TYPE_COLUMNS = [FEATURE_NAMES.index(f"type_{t}") for t in TRANSACTION_TYPES]
+_AMOUNT = FEATURE_NAMES.index("log_amount")
+
+
+def types_of(features: np.ndarray) -> np.ndarray:
+    """The transaction type of each feature row, from its one-hot columns."""
+    return np.asarray(TRANSACTION_TYPES)[np.argmax(features[:, _TYPE_COLUMNS], axis=1)]
+
+
+def type_shares(features: np.ndarray) -> dict[str, float]:
+    types = types_of(features)
+    return {t: float(np.mean(types == t)) if len(types) else 0.0 for t in TRANSACTION_TYPES}
+
+
+def segments(features: np.ndarray) -> dict[str, np.ndarray]:
+    """`log_amount[TYPE]`: the amounts of each type, the segments the profile holds."""
+    types = types_of(features)
+    return {f"log_amount[{t}]": features[types == t, _AMOUNT] for t in TRANSACTION_TYPES}
+
+
 def build_reference(
     features: np.ndarray,
     scores: np.ndarray,
@@ -87,6 +110,12 @@ def build_reference(
             name: profile_column(features[:, i], n_bins, sample_size, rng)
             for i, name in enumerate(FEATURE_NAMES)
         },
+        "segments": {
+            name: profile_column(values, n_bins, sample_size, rng)
+            for name, values in segments(features).items()
+            if len(values)
+        },
+        "type_mix": type_shares(features),
         "score": profile_column(scores, n_bins, sample_size, rng),
         "bands": dict(zip(BANDS, bands.astype(float).tolist(), strict=True)),
     }
@@ -131,10 +160,9 @@ def band_shares(bands: Sequence[str]) -> dict[str, float]:
     return {b: found.get(b, 0) / total for b in BANDS}
 
 
-def alarm(drifted: Sequence[bool], k: int) -> bool:
-    """Alarm when the newest window completes a run of exactly `k` drifted windows (oldest
-    first in `drifted`): one noisy window does not retrain, and a drift that persists
-    alarms once per run rather than every window."""
-    if k < 1 or len(drifted) < k or not all(drifted[-k:]):
-        return False
-    return len(drifted) == k or not drifted[-k - 1]
+def next_run(previous_run: int, drifted: bool, k: int) -> tuple[int, bool]:
+    """(drifted windows in a row ending at this one, alarm) given the run before it. The
+    alarm goes off when a run reaches exactly `k`: one noisy window does not retrain, and a
+    drift that persists alarms once per run rather than every window."""
+    run = previous_run + 1 if drifted else 0
+    return run, k >= 1 and run == k

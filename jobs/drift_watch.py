@@ -78,10 +78,10 @@ SELECT p.transaction_id, p.features FROM feature_samples p
   JOIN scored_transactions s USING (transaction_id)
  WHERE s.scored_at >= %(start)s AND s.scored_at < %(end)s
 """
-_HISTORY = """
-SELECT drifted FROM drift_reports
+_PREVIOUS_RUN = """
+SELECT consecutive FROM drift_reports
  WHERE model_version = %s AND window_end < %s AND drifted IS NOT NULL
- ORDER BY window_end DESC LIMIT %s
+ ORDER BY window_end DESC LIMIT 1
 """
 _STORE = """
 INSERT INTO drift_reports (window_start, window_end, model_version, rows, drifted,
@@ -116,7 +116,13 @@ def read_window(conn, start: datetime, end: datetime) -> pd.DataFrame:
         buf = io.BytesIO()
         cur.copy_expert(query.decode(), buf)
     buf.seek(0)
-    frame = pd.read_csv(buf, dtype={"transaction_id": str, "type": str, "label": str})
+    # round_trip: the fast float parser can be one ulp off, and a balance error that is
+    # exactly zero in the scorer must stay zero here.
+    frame = pd.read_csv(
+        buf,
+        dtype={"transaction_id": str, "type": str, "label": str},
+        float_precision="round_trip",
+    )
     frame["in_window"] = frame["in_window"].astype(str).str.lower().isin(("t", "true"))
     return frame
 
@@ -136,12 +142,34 @@ def window_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     return frame[mask].reset_index(drop=True), features[mask]
 
 
-def compare(reference: dict[str, Any], live: pd.DataFrame, features: np.ndarray) -> dict:
-    """Per-feature statistics, the score distribution and the band mix."""
+def compare_segments(reference: dict[str, Any], features: np.ndarray, min_rows: int) -> dict:
+    """The type mix, and each type's amounts where the window has `min_rows` of the type
+    (fewer rows make a PSI of noise)."""
+    ref_mix = reference["type_mix"]
+    live_mix = drift.type_shares(features)
+    out: dict[str, Any] = {
+        "type_mix": {
+            "psi": drift.psi(list(ref_mix.values()), [live_mix[t] for t in ref_mix]),
+            "reference": ref_mix,
+            "live": live_mix,
+        }
+    }
+    for name, values in drift.segments(features).items():
+        if name in reference["segments"] and len(values) >= min_rows:
+            out[name] = {"rows": int(len(values)),
+                         **drift.compare_column(reference["segments"][name], values)}  # fmt: skip
+    return out
+
+
+def compare(
+    reference: dict[str, Any], live: pd.DataFrame, features: np.ndarray, params: dict
+) -> dict:
+    """Per-feature and per-segment statistics, the score distribution and the band mix."""
     per_feature = {
         name: drift.compare_column(reference["features"][name], features[:, i])
         for i, name in enumerate(FEATURE_NAMES)
     }
+    per_segment = compare_segments(reference, features, int(params["min_segment_rows"]))
     score = drift.compare_column(reference["score"], live["score"].to_numpy())
     shares = drift.band_shares(live["band"].to_numpy())
     ref_bands = [reference["bands"][b] for b in BANDS]
@@ -150,7 +178,7 @@ def compare(reference: dict[str, Any], live: pd.DataFrame, features: np.ndarray)
         "live": shares,
         "psi": drift.psi(ref_bands, [shares[b] for b in BANDS]),
     }
-    return {"features": per_feature, "score": score, "bands": bands}
+    return {"features": per_feature, "segments": per_segment, "score": score, "bands": bands}
 
 
 def label_metrics(live: pd.DataFrame) -> dict[str, Any]:
@@ -198,7 +226,8 @@ def judge(stats: dict[str, Any], params: dict[str, Any]) -> tuple[bool, list[str
     """Is the window drifted, and which features passed their threshold (worst first)."""
     limit = float(params["feature_psi_max"])
     unjudged = set(params.get("unjudged_features") or ())
-    psis = {n: s["psi"] for n, s in stats["features"].items() if n not in unjudged}
+    judged = {**stats["features"], **stats["segments"]}
+    psis = {n: s["psi"] for n, s in judged.items() if n not in unjudged}
     named = sorted((n for n, v in psis.items() if v > limit), key=lambda n: -psis[n])
     drifted = (
         bool(named)
@@ -209,19 +238,15 @@ def judge(stats: dict[str, Any], params: dict[str, Any]) -> tuple[bool, list[str
 
 
 def streak(conn, version: str, end: datetime, drifted: bool | None, k: int) -> tuple[int, bool]:
-    """(drifted windows in a row ending here, alarm) from this model's earlier reports."""
+    """(drifted windows in a row ending here, alarm), continuing the run of this model's
+    latest judged window before `end`; a window too small to judge leaves the run alone."""
     with conn.cursor() as cur:
-        cur.execute(_HISTORY, (version, end, k))
-        earlier = [row[0] for row in cur.fetchall()][::-1]
+        cur.execute(_PREVIOUS_RUN, (version, end))
+        found = cur.fetchone()
+    previous = found[0] if found else 0
     if drifted is None:
-        return 0, False
-    history = [*earlier, drifted]
-    run = 0
-    for value in reversed(history):
-        if not value:
-            break
-        run += 1
-    return run, drift.alarm(history, k)
+        return previous, False
+    return drift.next_run(previous, drifted, k)
 
 
 def analyse(
@@ -243,7 +268,7 @@ def analyse(
         "drifted_features": [],
     }
     if len(live) >= int(params["min_rows"]):
-        report.update(compare(reference, live, features))
+        report.update(compare(reference, live, features, params))
         report["labels"] = label_metrics(live)
         report["drifted"], report["drifted_features"] = judge(report, params)
     return report, live, features
@@ -283,7 +308,7 @@ def gauges(report: dict[str, Any]) -> list[tuple[str, str, dict[str, str], float
     if "score" in report:
         out.append(("fraudops_drift_score_psi", "PSI of the score", base, report["score"]["psi"]))
         out.append(("fraudops_drift_band_psi", "PSI of the band mix", base, report["bands"]["psi"]))
-        for name, stats in report["features"].items():
+        for name, stats in {**report["features"], **report["segments"]}.items():
             labels = {**base, "feature": name}
             out.append(("fraudops_drift_feature_psi", "PSI per feature", labels, stats["psi"]))
     return out
@@ -312,6 +337,8 @@ def _histograms(reference: dict[str, Any], report: dict[str, Any]) -> str:
     import matplotlib.pyplot as plt
 
     panels = [(n, reference["features"][n], report["features"][n]) for n in FEATURE_NAMES]
+    panels += [(n, reference["segments"][n], stats) for n, stats in report["segments"].items()
+               if n in reference["segments"]]  # fmt: skip
     panels.append(("score", reference["score"], report["score"]))
     cols = 4
     rows = -(-len(panels) // cols)
@@ -362,7 +389,7 @@ def render_html(reference: dict[str, Any], report: dict[str, Any]) -> str:
 def _stats_table(report: dict[str, Any]) -> str:
     head = "<tr><th>feature</th><th>PSI</th><th>JS</th><th>KS</th><th>Wasserstein</th></tr>"
     rows = []
-    items = [*report["features"].items(), ("score", report["score"])]
+    items = [*report["features"].items(), *report["segments"].items(), ("score", report["score"])]
     for name, s in items:
         cells = [s.get(k) for k in ("psi", "js_distance", "ks_statistic", "wasserstein")]
         text = "".join(f"<td>{'' if c is None else f'{c:.4f}'}</td>" for c in cells)

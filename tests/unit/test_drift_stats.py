@@ -65,10 +65,16 @@ def test_same_distribution_is_stable_and_a_shift_is_not():
         ([False], 1, False),
         ([False, True], 1, True),
         ([], 3, False),
+        ([True] * 10, 3, False),
     ],
 )
 def test_alarm_after_k_consecutive_drifted_windows(history, k, fires):
-    assert drift.alarm(history, k) is fires
+    run, alarm = 0, False
+    for drifted in history:
+        run, alarm = drift.next_run(run, drifted, k)
+    assert alarm is fires
+    trailing = [*[False], *history]
+    assert run == len(trailing) - 1 - max(i for i, d in enumerate(trailing) if not d)
 
 
 def test_band_shares_count_every_band():
