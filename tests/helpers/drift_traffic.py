@@ -90,8 +90,9 @@ def shift(frame: pd.DataFrame, kind: str, from_ts: int, seed: int = 0) -> pd.Dat
     return out
 
 
-def scored_rows(frame: pd.DataFrame, spec: dict) -> pd.DataFrame:
-    """The scored_transactions rows the scorer would have written for `frame`."""
+def scored_rows(frame: pd.DataFrame, spec: dict, delay: int = 0) -> pd.DataFrame:
+    """The scored_transactions rows the scorer would have written for `frame`, each scored
+    `delay` seconds after its event (a run of Airflow needs windows after its start date)."""
     features = batch_features(frame)
     scores = toy_scores(features)
     rows = frame.rename(columns={"timestamp": "event_ts"}).copy()
@@ -99,7 +100,7 @@ def scored_rows(frame: pd.DataFrame, spec: dict) -> pd.DataFrame:
     rows["band"] = [BANDS[b] for b in bands_for(scores, spec["thresholds"])]
     rows["model_version"] = spec["version"]
     rows["source"] = "stream"
-    rows["scored_at"] = pd.to_datetime(rows["event_ts"], unit="s", utc=True)
+    rows["scored_at"] = pd.to_datetime(rows["event_ts"] + delay, unit="s", utc=True)
     return rows[list(_COLUMNS)]
 
 
@@ -114,5 +115,6 @@ def seed_scored(conn, rows: pd.DataFrame) -> None:
         )
 
 
-def window_end(day: float) -> pd.Timestamp:
-    return pd.Timestamp(START + int(day * DAY), unit="s", tz="UTC")
+def window_end(day: float, delay: int = 0) -> pd.Timestamp:
+    """The end of a window `day` days into the stream, for rows scored `delay` s late."""
+    return pd.Timestamp(START + int(day * DAY) + delay, unit="s", tz="UTC")
