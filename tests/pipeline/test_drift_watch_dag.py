@@ -112,3 +112,23 @@ def test_airflow_emits_the_drift_asset_and_queues_training(
     assert _events(home) == 1
     assert _queued(home) == ["fraud_training"]
     assert sorted((project / "reports" / "drift").glob("*.html"))
+
+
+def test_the_trigger_names_the_assets_or_the_run_type(project_root, tmp_path, monkeypatch):
+    """The template behind FRAUDOPS_TRAINING_TRIGGER, rendered as Airflow renders it: the
+    triggering events' mapping iterates over their assets."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    from airflow.utils.types import DagRunType
+    from jinja2 import Template
+
+    from dags.fraud_training import DRIFT, FEEDBACK_LABELS, TRIGGER
+
+    class Run:
+        run_type = DagRunType.ASSET_TRIGGERED
+
+    both = {DRIFT: [object()], FEEDBACK_LABELS: [object()]}
+    assert Template(TRIGGER).render(triggering_asset_events=both, dag_run=Run) == (
+        f"{FEEDBACK_ASSET_URI},{DRIFT_ASSET_URI}"
+    )
+    Run.run_type = DagRunType.SCHEDULED
+    assert Template(TRIGGER).render(triggering_asset_events={}, dag_run=Run) == "scheduled"
