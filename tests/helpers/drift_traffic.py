@@ -8,7 +8,9 @@ reads scores from the table and never runs a model, so a TFLite file is not need
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,10 @@ import pandas as pd
 
 from fraudops import drift
 from fraudops.bands import BANDS, bands_for
+from fraudops.db import connect
 from fraudops.features import FEATURE_NAMES, N_FEATURES, batch_features
 from fraudops.modelspec import MODEL_FILE, now_iso, write_spec
+from tests.helpers.stack import fresh_database
 from tests.helpers.transactions import START, make_transactions
 
 DAY = 86400
@@ -118,3 +122,22 @@ def seed_scored(conn, rows: pd.DataFrame) -> None:
 def window_end(day: float, delay: int = 0) -> pd.Timestamp:
     """The end of a window `day` days into the stream, for rows scored `delay` s late."""
     return pd.Timestamp(START + int(day * DAY) + delay, unit="s", tz="UTC")
+
+
+@contextlib.contextmanager
+def seeded_database(server_url: str, rows: pd.DataFrame) -> Iterator[str]:
+    """A fresh, migrated database holding `rows` as scored transactions (planner statistics
+    taken, as on a live table); dropped afterwards."""
+    with fresh_database(server_url, "drift") as url:
+        conn = connect(url)
+        with conn, conn.cursor() as cur:
+            # An autovacuum worker woken by the bulk load belongs to the server's superuser,
+            # whom the teardown's DROP DATABASE ... FORCE may not terminate.
+            for table in ("scored_transactions", "feature_samples", "drift_reports"):
+                cur.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+        seed_scored(conn, rows)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("ANALYZE scored_transactions")
+        conn.close()
+        yield url

@@ -5,7 +5,6 @@ window leaves its JSON and HTML report, a drift_reports row and the Prometheus g
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from fraudops.features import FEATURE_NAMES, batch_features
 from fraudops.params import load_params
 from jobs.drift_watch import watch_window
 from tests.helpers import drift_traffic as traffic
-from tests.helpers.stack import fresh_database
 from tests.helpers.transactions import START
 
 ROWS = 200_000  # 30 days: ~3,300 rows per 12-hour window
@@ -43,22 +41,8 @@ def params(project_root) -> dict:
     return params
 
 
-@contextlib.contextmanager
 def seeded(postgres_server_url, rows):
-    """A fresh database holding `rows` as scored transactions."""
-    with fresh_database(postgres_server_url, "drift") as url:
-        conn = connect(url)
-        with conn, conn.cursor() as cur:
-            # An autovacuum worker woken by the bulk load belongs to the server's superuser,
-            # whom the teardown's DROP DATABASE ... FORCE may not terminate.
-            for table in ("scored_transactions", "feature_samples", "drift_reports"):
-                cur.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
-        traffic.seed_scored(conn, rows)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("ANALYZE scored_transactions")
-        conn.close()
-        yield url
+    return traffic.seeded_database(postgres_server_url, rows)
 
 
 def watch(url, root, params, out: Path, first_day: float, windows: int) -> list[dict]:

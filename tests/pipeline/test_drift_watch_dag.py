@@ -11,10 +11,8 @@ from contextlib import closing
 import pytest
 import yaml
 
-from fraudops.db import connect
 from jobs.common import DRIFT_ASSET_URI, FEEDBACK_ASSET_URI
 from tests.helpers import drift_traffic as traffic
-from tests.helpers.stack import fresh_database
 from tests.helpers.transactions import START
 from tests.pipeline.test_label_watch_dag import airflow
 
@@ -86,10 +84,9 @@ def test_airflow_emits_the_drift_asset_and_queues_training(
     live = traffic.shift(traffic.live_stream(200_000, seed=2), "amount_x5",
                          START + SHIFT_DAY * traffic.DAY)  # fmt: skip
     live = live[live["timestamp"] < START + (SHIFT_DAY + 1) * traffic.DAY]
-    with fresh_database(postgres_server_url, "drift_dag") as url:
-        conn = connect(url)
-        traffic.seed_scored(conn, traffic.scored_rows(live, spec, DELAY))
-        conn.close()
+    with traffic.seeded_database(
+        postgres_server_url, traffic.scored_rows(live, spec, DELAY)
+    ) as url:
         env = {
             **os.environ,
             "DATABASE_URL": url,
