@@ -18,6 +18,11 @@ alarm goes off when a run of `monitoring.consecutive_windows` drifted windows co
 an HTML report, a `drift_reports` row and a Prometheus textfile; on alarm the DAG emits the
 asset `fraudops://monitoring/drift`, which schedules `fraud_training`.
 
+The job lives for seconds, too briefly to be scraped, and the stack has no push gateway: its
+gauges go to a Prometheus textfile (what a node exporter's textfile collector serves) and
+into the report row. The HTML is matplotlib's: Evidently would not install beside the
+pinned plotly without downgrading it.
+
     python -m jobs.drift_watch [--end ISO-TIME] [--params params.yaml]
 """
 
