@@ -80,3 +80,21 @@ def test_alarm_after_k_consecutive_drifted_windows(history, k, fires):
 def test_band_shares_count_every_band():
     shares = drift.band_shares(["ALLOW", "ALLOW", "BLOCK", "ALLOW"])
     assert shares == {"ALLOW": 0.75, "CHALLENGE": 0.0, "BLOCK": 0.25}
+
+
+def test_label_metrics_judge_the_flagged_bands_by_the_labels_given():
+    import pandas as pd
+
+    from jobs.drift_watch import label_metrics
+
+    live = pd.DataFrame(
+        {
+            "band": ["BLOCK", "BLOCK", "CHALLENGE", "ALLOW", "ALLOW", "CHALLENGE"],
+            "label": ["FRAUD", "LEGIT", "FRAUD", "FRAUD", None, None],
+        }
+    )
+    found = label_metrics(live)
+    assert (found["labelled"], found["fraud"]) == (4, 3)
+    assert found["precision_block"] == 0.5 and found["precision_challenge"] == 1.0
+    assert found["recall_flagged"] == pytest.approx(2 / 3)
+    assert label_metrics(live.assign(label=None))["recall_flagged"] is None
