@@ -60,7 +60,7 @@ HORIZON_SECONDS = max(*WINDOWS_SECONDS, MAX_GAP_SECONDS)
 _ROWS = """
 COPY (
   WITH win AS (
-    SELECT transaction_id, user_id, event_ts FROM scored_transactions
+    SELECT user_id, event_ts FROM scored_transactions
      WHERE scored_at >= %(start)s AND scored_at < %(end)s),
   users AS (SELECT user_id, min(event_ts) - %(horizon)s AS lo, max(event_ts) AS hi
               FROM win GROUP BY user_id)
@@ -71,7 +71,7 @@ COPY (
          coalesce(s.new_balance_dest, 0) AS new_balance_dest,
          coalesce(s.is_unauthorized_overdraft, 0) AS is_unauthorized_overdraft,
          s.score, s.band, f.label,
-         s.transaction_id IN (SELECT transaction_id FROM win) AS in_window
+         (s.scored_at >= %(start)s AND s.scored_at < %(end)s) AS in_window
     FROM scored_transactions s JOIN users u USING (user_id)
     LEFT JOIN feedback_labels f USING (transaction_id)
    WHERE s.event_ts BETWEEN u.lo AND u.hi
