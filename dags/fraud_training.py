@@ -14,7 +14,9 @@ labels from Postgres, so its task always refreshes it (`--force`); the stages af
 re-run only if the labels actually changed.
 
 **Schedule**: daily at 02:00 UTC, or as soon as `fraud_label_watch` announces enough new
-analyst labels (asset `fraudops://feedback/labels`).
+analyst labels (asset `fraudops://feedback/labels`), or `fraud_drift_watch` raises its
+alarm on live traffic (asset `fraudops://monitoring/drift`). Each task's environment says
+which (`FRAUDOPS_TRAINING_TRIGGER`), and the MLflow pipeline run is tagged with it.
 
 **One task at a time** (`max_active_tasks=1`): DVC holds a lock on the repository while a
 stage runs, so two stages of one repository cannot run side by side. No pool is needed
@@ -36,17 +38,30 @@ from pathlib import Path
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from fraudops import pipeline_graph
-from jobs.common import FEEDBACK_ASSET_NAME, FEEDBACK_ASSET_URI
+from jobs.common import (
+    DRIFT_ASSET_NAME,
+    DRIFT_ASSET_URI,
+    FEEDBACK_ASSET_NAME,
+    FEEDBACK_ASSET_URI,
+    TRIGGER_ENV,
+)
 
 PROJECT_DIR = pipeline_graph.project_dir(__file__)
 STAGES = pipeline_graph.load_stages(PROJECT_DIR)
 FEEDBACK_LABELS = Asset(uri=FEEDBACK_ASSET_URI, name=FEEDBACK_ASSET_NAME)
+DRIFT = Asset(uri=DRIFT_ASSET_URI, name=DRIFT_ASSET_NAME)
+# What started this run, for the MLflow pipeline run's tag: the URIs of the asset events
+# that triggered it, else the run type (scheduled, manual, backfill).
+TRIGGER = (
+    "{{ (triggering_asset_events | map(attribute='uri') | sort | join(',')) or dag_run.run_type }}"
+)
 
 
 @dag(
     dag_id="fraud_training",
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"), assets=FEEDBACK_LABELS
+        timetable=CronTriggerTimetable("0 2 * * *", timezone="UTC"),
+        assets=FEEDBACK_LABELS | DRIFT,
     ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
@@ -57,7 +72,7 @@ FEEDBACK_LABELS = Asset(uri=FEEDBACK_ASSET_URI, name=FEEDBACK_ASSET_NAME)
     doc_md=__doc__,
 )
 def fraud_training():
-    @task.bash(cwd=str(PROJECT_DIR))
+    @task.bash(cwd=str(PROJECT_DIR), env={TRIGGER_ENV: TRIGGER}, append_env=True)
     def stage(command: str) -> str:
         return command
 

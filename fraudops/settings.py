@@ -48,6 +48,10 @@ class Settings:
     max_event_ts_ahead_s: int = 300  # and so is one further ahead of the validating clock
     scorer_batch_size: int = 2000
     scorer_poll_seconds: float = 0.05
+    # Share of scored transactions whose feature vector is kept (feature_samples) for the
+    # drift watch's online-vs-batch skew check; chosen by transaction id, so every process
+    # and a redelivery agree.
+    feature_sample_rate: float = 0.01
     log_level: str = "INFO"
     # The project-local dev stack (fraudops.devstack): its Postgres cluster and the KRaft
     # controller listener of its one broker (the broker's own port is in the bootstrap).

@@ -8,6 +8,11 @@ from pathlib import Path
 
 FEEDBACK_ASSET_URI = "fraudops://feedback/labels"
 FEEDBACK_ASSET_NAME = "feedback_labels"
+DRIFT_ASSET_URI = "fraudops://monitoring/drift"
+DRIFT_ASSET_NAME = "traffic_drift"
+# The fraud_training task environment variable naming what started the run: the asset
+# events' URIs, or the run type (scheduled, manual) when no asset did.
+TRIGGER_ENV = "FRAUDOPS_TRAINING_TRIGGER"
 # Airflow workers start in no particular directory: relative paths (params.yaml, the model
 # directory, reports/) are taken from the project, the checkout this package lives in,
 # unless FRAUDOPS_PROJECT_DIR names another (a test's temporary project, a deployment).

@@ -23,12 +23,14 @@ import queue
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg2
+import psycopg2.extras
 from confluent_kafka import Producer
 
 from fraudops.db import append_audit, connect
@@ -66,6 +68,14 @@ _MERGE = (
     "ON CONFLICT (transaction_id) DO NOTHING"
 )
 _RETRYABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# The sampled feature vectors, kept only for rows the table holds (a refused row has none).
+_SAMPLES = (
+    "INSERT INTO feature_samples (transaction_id, features, model_version) "
+    "SELECT v.id, v.features, v.version FROM (VALUES %s) AS v (id, features, version) "
+    "WHERE EXISTS (SELECT 1 FROM scored_transactions s WHERE s.transaction_id = v.id) "
+    "ON CONFLICT (transaction_id) DO NOTHING"
+)
+_SAMPLE_SCALE = 1 << 32
 # Reasons are flat lists of strings: no cycle check needed, which makes encoding ~25% cheaper.
 _reasons_json = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
 
@@ -94,6 +104,24 @@ def _balances(tx) -> tuple:
         tx["old_balance_orig"], tx["new_balance_orig"], tx["old_balance_dest"],
         tx["new_balance_dest"], tx["is_unauthorized_overdraft"],
     )  # fmt: skip
+
+
+def sampled(transaction_id: str, rate: float) -> bool:
+    """Is this transaction in the feature sample? A hash of its id, so the choice is the
+    same in every process and on a redelivery."""
+    return zlib.crc32(transaction_id.encode("utf-8", "replace")) < rate * _SAMPLE_SCALE
+
+
+def feature_samples(batches: list[tuple[ScoredBatch, str]], rate: float) -> list[tuple]:
+    """(transaction_id, features, model_version) of the sampled rows scored with history."""
+    out = []
+    for batch, _ in batches:
+        if batch.features is None or rate <= 0:
+            continue
+        for tx, row in zip(batch.txs, batch.features, strict=True):
+            if sampled(tx["transaction_id"], rate):
+                out.append((tx["transaction_id"], row.astype(float).tolist(), batch.model.version))
+    return out
 
 
 def _csv(rows: list[tuple]) -> io.StringIO:
@@ -143,9 +171,10 @@ class ScoreWriter:
     A row the database refuses is isolated by halving the rows until it stands alone;
     every other row is written and the caller decides where the refused one goes."""
 
-    def __init__(self, database_url: str, attempts: int = 5):
+    def __init__(self, database_url: str, attempts: int = 5, sample_rate: float = 0.0):
         self._url = database_url
         self._attempts = attempts
+        self._sample_rate = sample_rate
         self._conn = None
 
     def _connection(self):
@@ -162,6 +191,7 @@ class ScoreWriter:
         if not rows:
             return WriteResult(0)
         inserted, refused = self._isolating(rows, 0, len(rows))
+        self._write_samples(feature_samples(batches, self._sample_rate))
         starts = list(itertools.accumulate((len(b) for b, _ in batches), initial=0))
         result = WriteResult(inserted)
         for i, reason in refused:
@@ -210,6 +240,19 @@ class ScoreWriter:
             cur.copy_expert(_COPY, io.BytesIO(data))
             cur.execute(_MERGE)
             return cur.rowcount
+
+    def _write_samples(self, samples: list[tuple]) -> None:
+        """Store the sampled feature vectors once their score rows are written. They are
+        evidence for a check, not results: a failure is logged and scoring goes on."""
+        if not samples:
+            return
+        try:
+            conn = self._connection()
+            with conn, conn.cursor() as cur:
+                psycopg2.extras.execute_values(cur, _SAMPLES, samples)
+        except psycopg2.Error as err:
+            self.close()
+            log.warning("%d feature samples not stored: %s", len(samples), err)
 
     def close(self) -> None:
         if self._conn is not None:

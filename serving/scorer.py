@@ -261,7 +261,7 @@ def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamSc
     store = ModelStore(settings.model_dir, recorder, prewarm=1)
     store.load_latest()
     store.start_watching()
-    writer = ScoreWriter(url) if url else None
+    writer = ScoreWriter(url, sample_rate=settings.feature_sample_rate) if url else None
     consumer = make_consumer(settings, group)
     core = ScoringCore(store, open_feature_state(settings, BATCH_TIMEOUT_SECONDS))
     check_history(core.features, url)

@@ -52,6 +52,7 @@ class ScoredBatch:
     model: LoadedModel
     latency_us: int
     scored_at_ms: int
+    features: np.ndarray | None = None  # what the model scored (None: scored without history)
 
     def __len__(self) -> int:
         return len(self.txs)
@@ -148,7 +149,8 @@ class ScoringCore:
         if not with_history:
             reasons = [[NO_HISTORY_REASON, *r] for r in reasons]
         latency_us = (time.perf_counter_ns() - started_ns) // 1000
-        return ScoredBatch(txs, scores, bands, reasons, model, latency_us, int(time.time() * 1000))
+        return ScoredBatch(txs, scores, bands, reasons, model, latency_us, int(time.time() * 1000),
+                           features if with_history else None)  # fmt: skip
 
     def _features(self, txs: list[Mapping[str, Any]]) -> tuple[np.ndarray, bool]:
         """The batch's features, and whether they include the users' history."""

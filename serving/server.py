@@ -350,7 +350,9 @@ class ServingApp:
         self._producer = AckingProducer(make_producer(s))
         if s.database_url:
             dead_letters = InlineDeadLetters(make_producer(s), s.topic_inline_dlq)
-            self._sink = InlineScoreSink(ScoreWriter(s.database_url), dead_letters)
+            self._sink = InlineScoreSink(
+                ScoreWriter(s.database_url, sample_rate=s.feature_sample_rate), dead_letters
+            )
             self._pool = ThreadedConnectionPool(1, self._max_workers, s.database_url)
         self._server = self._build()
         self._server.start()

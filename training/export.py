@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fraudops import drift
 from fraudops.features import FEATURE_NAMES, N_FEATURES
 from fraudops.modelspec import MODEL_FILE, now_iso, write_spec
 from fraudops.params import DEFAULT_PARAMS, load_params
@@ -255,6 +256,23 @@ def golden_set(
     }
 
 
+def write_drift_reference(
+    out_dir: Path, features_dir: Path, scores: np.ndarray, info: dict, params: dict
+) -> Path:
+    """The profile the drift watch holds live traffic to, published beside model.json:
+    the training features' quantile bins, and this model's held-out scores and band mix."""
+    train = pd.read_parquet(Path(features_dir) / "train.parquet", columns=list(FEATURE_NAMES))
+    reference = drift.build_reference(
+        train.to_numpy(dtype=np.float64),
+        scores,
+        info["thresholds"],
+        int(params["drift_bins"]),
+        int(params["drift_sample"]),
+        int(params["seed"]),
+    )
+    return drift.write_reference(out_dir, reference)
+
+
 def export_model(
     candidate_dir: Path, features_dir: Path, out_dir: Path, report_path: Path, params: dict
 ) -> dict[str, Any]:
@@ -287,6 +305,7 @@ def export_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MODEL_FILE).write_bytes(model_bytes)
     write_spec(out_dir, build_spec(info, input_shape, golden, report))
+    write_drift_reference(out_dir, features_dir, TfliteRunner(model_bytes).run(x), info, params)
     report_path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 

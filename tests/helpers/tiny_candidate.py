@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     candidate.mkdir(parents=True, exist_ok=True)
     frame = features_frame(args.rows, args.seed)
     frame.to_parquet(features / "test.parquet", index=False)
+    frame.to_parquet(features / "train.parquet", index=False)  # export's drift reference
     build_model(frame, args.seed).save(candidate / "model.keras")
     (candidate / "train.json").write_text(json.dumps(train_info(args.run_id), indent=2))
     print(json.dumps({"candidate": str(candidate), "features": str(features)}))

@@ -91,6 +91,22 @@ def test_model_json_is_valid_and_its_golden_set_reproduces(exported: Path):
 
 
 @pytest.mark.slow
+def test_export_publishes_the_drift_reference_beside_model_json(exported: Path):
+    """The drift watch needs only the served directory: quantile bins of every training
+    feature, and the model's held-out score distribution and band mix."""
+    from fraudops import drift
+    from fraudops.features import FEATURE_NAMES
+
+    reference = drift.read_reference(exported / "models" / "export")
+    assert list(reference["features"]) == list(FEATURE_NAMES)
+    for column in (*reference["features"].values(), reference["score"]):
+        assert sum(column["proportions"]) == pytest.approx(1.0)
+        assert len(column["proportions"]) == len(column["edges"]) + 1
+    assert reference["score_rows"] == 2000
+    assert sum(reference["bands"].values()) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
 def test_export_without_test_features_fails_naming_the_file(tmp_path: Path):
     write_params(tmp_path)
     result = run_export(tmp_path)

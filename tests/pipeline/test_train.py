@@ -340,3 +340,16 @@ def test_cli_refuses_missing_features_with_a_clear_error(tmp_path, capsys):
               "--params", str(params)])  # fmt: skip
     assert refused.value.code == 1
     assert "train.parquet: missing (run featurize first)" in capsys.readouterr().err
+
+
+def test_the_pipeline_run_records_what_triggered_it():
+    """fraud_training's tasks name their trigger (an asset's URI or the run type) in the
+    environment; the parent run carries it as a tag."""
+    from jobs.common import DRIFT_ASSET_URI, TRIGGER_ENV
+    from training.lib.tracking import TAG_TRIGGER, pipeline_of
+
+    env = {"AIRFLOW_CTX_DAG_ID": "fraud_training", "AIRFLOW_CTX_DAG_RUN_ID": "r1"}
+    assert pipeline_of({**env, TRIGGER_ENV: DRIFT_ASSET_URI}, "k").tags[TAG_TRIGGER] == (
+        DRIFT_ASSET_URI
+    )
+    assert TAG_TRIGGER not in pipeline_of(env, "k").tags

@@ -28,6 +28,8 @@ from typing import Any
 import mlflow
 from mlflow.data.meta_dataset import MetaDataset
 
+from jobs.common import TRIGGER_ENV
+
 log = logging.getLogger(__name__)
 
 # Lineage tags every training run carries (DESIGN section 4: run -> data hash -> commit).
@@ -42,6 +44,7 @@ TAG_DVC_RECORDED = "fraudops.dvc_recorded_md5"  # set when the file differs from
 TAG_EXPERIMENT_KIND, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 # Set by Airflow in a task's environment; `dvc repro` passes it on to the stage's process.
 AIRFLOW_DAG_ID, AIRFLOW_DAG_RUN_ID = "AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_DAG_RUN_ID"
+TAG_TRIGGER = "fraudops.trigger"  # what started the Airflow run (dags/fraud_training.py)
 
 
 def use_experiment(tracking_uri: str, experiment: str) -> str:
@@ -247,6 +250,8 @@ def pipeline_of(environ: Mapping[str, str], local_key: str) -> Pipeline:
     dag_id, run_id = environ.get(AIRFLOW_DAG_ID), environ.get(AIRFLOW_DAG_RUN_ID)
     if dag_id and run_id:
         tags = {"airflow.dag_id": dag_id, "airflow.dag_run_id": run_id}
+        if environ.get(TRIGGER_ENV):  # the schedule, the labels' asset or the drift asset
+            tags[TAG_TRIGGER] = environ[TRIGGER_ENV]
         return Pipeline(f"airflow:{dag_id}/{run_id}", f"{dag_id} {run_id}", tags)
     return Pipeline(f"local:{local_key}", f"pipeline {local_key}")
 

@@ -1,0 +1,79 @@
+"""The scorer keeps the feature vectors it scored with for a sample of transactions, and
+the drift watch's skew check, recomputing them with the batch transform over each user's
+history, finds them equal: online and batch features agree on real traffic."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from fraudops.db import connect
+from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from jobs.drift_watch import read_samples, read_window, skew_check, window_features
+from tests.helpers.serving_env import (
+    make_settings,
+    publish_model,
+    query,
+    scored_ids,
+    service_process,
+    wait_until,
+)
+from tests.helpers.stack import fresh_database
+from tests.helpers.transactions import make_transactions
+from tests.integration.test_scorer import produce_raw
+
+pytestmark = pytest.mark.slow
+
+
+def _requests(n: int) -> list[fraud_pb2.TransactionRequest]:
+    """Toy transactions of few users over two days, in time order, ids in that order."""
+    frame = make_transactions(n, seed=5, days=2)
+    run = uuid.uuid4().hex[:8]
+    out = []
+    for i, row in enumerate(frame.itertuples(index=False)):
+        out.append(
+            fraud_pb2.TransactionRequest(
+                transaction_id=f"skew-{run}-{i:06d}", user_id=int(row.user_id),
+                amount=float(row.amount), timestamp=int(row.timestamp), type=row.type,
+                old_balance_orig=float(row.old_balance_orig),
+                new_balance_orig=float(row.new_balance_orig),
+                old_balance_dest=float(row.old_balance_dest),
+                new_balance_dest=float(row.new_balance_dest),
+                is_unauthorized_overdraft=float(row.is_unauthorized_overdraft),
+            )
+        )  # fmt: skip
+    return out
+
+
+def test_the_scorers_sampled_features_match_the_batch_transform(
+    built_models, serving_root, kafka_bootstrap, kafka_topics, postgres_server_url, tmp_path
+):
+    publish_model(built_models, serving_root, "v1")
+    requests = _requests(400)
+    ids = [r.transaction_id for r in requests]
+    with fresh_database(postgres_server_url, "skew") as url:
+        settings = make_settings(
+            kafka_bootstrap_servers=kafka_bootstrap, database_url=url, model_dir=serving_root,
+            consumer_group=f"test-skew-{uuid.uuid4().hex[:8]}", feature_sample_rate=1.0,
+            **kafka_topics(),
+        )  # fmt: skip
+        produce_raw(settings, [(str(r.user_id).encode(), r.SerializeToString()) for r in requests])
+        with service_process("serving.scorer", settings, tmp_path / "scorer.log"):
+            wait_until(lambda: len(scored_ids(url, ids)) == len(ids), "all scores stored", 120)
+            wait_until(
+                lambda: query(url, "SELECT count(*) FROM feature_samples")[0][0] == len(ids),
+                "every feature vector sampled",
+                60,
+            )
+        now = datetime.now(UTC)
+        conn = connect(url)
+        try:
+            start, end = now - timedelta(hours=1), now + timedelta(minutes=1)
+            live, features = window_features(read_window(conn, start, end))
+            result = skew_check(live, features, read_samples(conn, start, end), 1e-4)
+        finally:
+            conn.close()
+    assert result["checked"] == len(ids)
+    assert result["mismatches"] == 0, result["examples"]
