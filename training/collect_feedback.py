@@ -93,7 +93,8 @@ _LABELLED = f"""{_COLUMNS}
 # Unlabelled transactions older than the label delay: no chargeback came, so legitimate.
 _MATURED = f"""{_COLUMNS}
        0, s.score, COALESCE(s.band, ''), COALESCE(s.model_version, ''),
-       'LEGIT', '{MATURED_SOURCE}', to_timestamp(s.event_ts) + %(delay)s
+       'LEGIT', '{MATURED_SOURCE}', to_timestamp(s.event_ts) + %(delay)s,
+       s.old_balance_orig IS NULL
   FROM scored_transactions s
  WHERE NOT EXISTS (SELECT 1 FROM feedback_labels f WHERE f.transaction_id = s.transaction_id)
    AND to_timestamp(s.event_ts) + %(delay)s >= %(start)s
@@ -128,8 +129,9 @@ def fetch_labels(
 
 
 def with_kinds(rows: list[tuple]) -> list[tuple]:
-    """Each row with its label kind inserted before labelled_at (the source is before it)."""
-    return [(*row[:-1], label_kind(row[-2]), row[-1]) for row in rows]
+    """Each row with its label kind inserted after the source (rows end with source,
+    labelled_at, balances_missing)."""
+    return [(*row[:-2], label_kind(row[-3]), *row[-2:]) for row in rows]
 
 
 def to_table(rows: list[tuple]) -> pa.Table:
