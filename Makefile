@@ -17,7 +17,7 @@ DEVSTACK := $(PY) -m fraudops.devstack
 KAFKA_LIBS := build/kafka/libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.resolved
 
-.PHONY: help install install-serving kafka-jars proto lint test test-unit test-integration test-pipeline services-up services-down \
+.PHONY: help install install-serving kafka-jars proto lint test test-unit test-integration test-pipeline test-faults services-up services-down \
 	services-status demo bench clean
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "make test             install, start Kafka + Postgres, run pytest (what CI runs)"
 	@echo "make test-unit        the quick tier only: no services, no TensorFlow (under 2 min)"
 	@echo "make test-integration real Kafka + Postgres; make test-pipeline: the pipeline stack"
+	@echo "make test-faults      the fault suite: restarts, kills, full disks (own services)"
 	@echo "make lint             ruff check + ruff format --check"
 	@echo "make demo             install, start every service, run the pipeline and the demo"
 	@echo "make bench            the benchmark (python -m bench.run)"
@@ -70,7 +71,7 @@ lint: install
 
 # Every tier runs even when one fails; each prints its duration and its 15 slowest tests.
 # pytest exits 5 when it collected no tests: that is a failure, said out loud.
-TEST_TIERS := unit integration pipeline
+TEST_TIERS := unit integration pipeline faults
 PYTEST_ARGS ?=
 
 test: install
@@ -95,6 +96,11 @@ test-integration: install
 test-pipeline: install
 	$(DEVSTACK) up kafka postgres
 	$(VENV)/bin/pytest tests/pipeline --durations=15 $(PYTEST_ARGS)
+
+# The fault suite: each case starts its own Kafka, Postgres or Redis and breaks it.
+test-faults: install
+	$(DEVSTACK) up kafka postgres
+	$(VENV)/bin/pytest tests/faults --durations=15 $(PYTEST_ARGS)
 
 services-up: install
 	$(DEVSTACK) up
