@@ -49,11 +49,12 @@ class PrivateStack:
     def down(self, *names: str) -> None:
         self._devstack("down", *names)
 
-    def restart(self, name: str) -> float:
-        """Stop the service and start it again on the same port and data; the seconds it
-        was away (from the stop signal until it answers again)."""
+    def restart(self, name: str, while_down: Callable[[], object] = lambda: None) -> float:
+        """Stop the service, run `while_down`, start it again on the same port and data;
+        the seconds it was away (from the stop signal until it answers again)."""
         started = time.monotonic()
         self.down(name)
+        while_down()
         self.up(name)
         return time.monotonic() - started
 
@@ -107,3 +108,8 @@ def resumed(count: Callable[[], int], what: str, timeout: float = 120) -> int:
     """Wait until `count()` grows past its value now (the stream moves again); the count."""
     before = count()
     return wait_until(lambda: (n := count()) > before and n, what, timeout, every=0.05)
+
+
+def log_says(path: Path, text: str, timeout: float = 120) -> None:
+    """Wait until a process's log holds `text` (the process noticed the fault)."""
+    wait_until(lambda: text in path.read_text(errors="replace"), f"{text!r} in {path}", timeout)

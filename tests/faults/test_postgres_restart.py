@@ -1,6 +1,7 @@
 """Postgres restarted while transactions stream through the scorer: the scorer holds the
 batch it cannot make durable (nothing committed), retries, and resumes on its own once the
-database is back; every transaction is stored once."""
+database is back; every transaction is stored once. The database stays away until the
+scorer has given up on its writer's own retries and holds the batch."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.faults.support import Stream, resumed, with_stack
+from tests.faults.support import Stream, log_says, resumed, with_stack
 from tests.helpers.serving_env import (
     make_settings,
     publish_model,
@@ -45,11 +46,12 @@ def test_the_scorer_pauses_while_postgres_restarts_and_loses_nothing(
     def stored() -> int:
         return query(url, "SELECT count(*) FROM scored_transactions")[0][0]
 
-    with service_process("serving.scorer", settings, tmp_path / "scorer.log") as scorer:
+    log = tmp_path / "scorer.log"
+    with service_process("serving.scorer", settings, log) as scorer:
         stream = Stream(settings.kafka_bootstrap_servers, settings.topic_raw, ids).start()
         wait_until(lambda: stored() >= N // 4, "a quarter of the stream stored", 120)
         fault = time.monotonic()
-        away = private_stack.restart("postgres")
+        away = private_stack.restart("postgres", lambda: log_says(log, "database unavailable"))
         resumed(stored, "the scorer to write again after the restart")
         recovery = time.monotonic() - fault
         stream.join()
