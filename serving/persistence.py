@@ -69,7 +69,8 @@ _MERGE = (
     f"INSERT INTO scored_transactions ({_COLS}) SELECT {_COLS} FROM score_stage "
     "ON CONFLICT (transaction_id) DO NOTHING"
 )
-_RETRYABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# A lost connection or a server going away: retried, never blamed on a row.
+RETRYABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
 # Reasons are flat lists of strings: no cycle check needed, which makes encoding ~25% cheaper.
 _reasons_json = json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
 
@@ -186,13 +187,13 @@ class ScoreWriter:
         for attempt in range(1, self._attempts):
             try:
                 return self._copy_once(data)
-            except _RETRYABLE as err:
+            except RETRYABLE as err:
                 self.close()
                 log.warning("database write failed (%s); retry %d", err, attempt)
                 time.sleep(min(0.2 * 2**attempt, 5.0))
         try:
             return self._copy_once(data)
-        except _RETRYABLE:
+        except RETRYABLE:
             self.close()
             raise
 
