@@ -34,7 +34,7 @@ from fraudops.schema import TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import metrics
 from serving.feature_state import BATCH_TIMEOUT_SECONDS, check_history, open_feature_state
-from serving.kafka_io import make_consumer, make_producer, next_offsets
+from serving.kafka_io import dead_letter, make_consumer, make_producer, next_offsets
 from serving.model_store import ModelStore
 from serving.persistence import RETRYABLE, DeploymentRecorder, ScoreWriter, WriteResult
 from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode_many
@@ -179,8 +179,8 @@ class StreamScorer:
     def _dead_letter(self, msg: Message, reason: str, field_name: str, batch: _Batch) -> None:
         reason = mask_pii(reason)  # the reason may quote a field value; headers get read and logged
         metrics.DLQ.labels(reason=field_name).inc()
-        self._produce(self.settings.topic_dlq, msg.key(), msg.value(), batch,
-                      headers=[("error", reason.encode())])  # fmt: skip
+        value, headers = dead_letter(msg.value(), reason)
+        self._produce(self.settings.topic_dlq, msg.key(), value, batch, headers=headers)
         log.warning("dead-lettered message at %s[%d]@%d: %s",
                     msg.topic(), msg.partition(), msg.offset(), reason)  # fmt: skip
 
