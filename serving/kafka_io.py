@@ -57,6 +57,10 @@ def make_consumer(
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
+        # A member that died holds its partitions until its session times out: 10 s, not
+        # librdkafka's 45 s. Heartbeats come from librdkafka's own thread, so a long batch
+        # never misses one.
+        "session.timeout.ms": 10_000,
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 50,
         "queued.max.messages.kbytes": 256 * 1024,
