@@ -63,6 +63,9 @@ class PrivateStack:
             self.down(*self._started)
 
 
+USERS = 11  # a stream's transactions belong to users 1..USERS
+
+
 class Stream:
     """Produce transactions to a topic at a steady pace on a thread of its own, so the
     fault happens while they flow; `join` returns once every one is acknowledged."""
@@ -81,7 +84,8 @@ class Stream:
 
     def _run(self) -> None:
         for n, tx_id in enumerate(self.ids):
-            tx = transaction(n, user_id=1 + n % 11, transaction_id=tx_id)
+            tx = transaction(n, user_id=1 + n % USERS, transaction_id=tx_id,
+                             timestamp=1_700_000_000 + n)  # fmt: skip
             self._producer.produce(self._topic, key=str(tx.user_id), value=tx.SerializeToString())
             self._producer.poll(0)
             self.sent += 1
