@@ -19,8 +19,9 @@ from tests.helpers.serving_env import ROOT, free_port, process_env, transaction,
 
 
 class PrivateStack:
-    """Kafka, Postgres and Redis of one test: free ports, a run directory of its own, run
-    by the dev stack's command line (a service it starts outlives the command, as in use)."""
+    """Kafka, Postgres, Redis and MLflow of one test: free ports, a run directory of its
+    own, run by the dev stack's command line (a service it starts outlives the command, as
+    in use). MLflow keeps its artifacts where the dev stack does (mlruns/)."""
 
     def __init__(self, run_dir: Path):
         settings = Settings(
@@ -28,6 +29,7 @@ class PrivateStack:
             kafka_controller_port=free_port(),
             postgres_port=free_port(),
             redis_port=free_port(),
+            mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
         )
         self.settings = settings.with_local_services()
         self.run_dir = run_dir
