@@ -70,10 +70,15 @@ USERS = 11  # a stream's transactions belong to users 1..USERS
 
 class Stream:
     """Produce transactions to a topic at a steady pace on a thread of its own, so the
-    fault happens while they flow; `join` returns once every one is acknowledged."""
+    fault happens while they flow; `join` returns once every one is acknowledged. With
+    `invalid_every`, every such transaction has a negative amount (`invalid` names them)."""
 
-    def __init__(self, bootstrap: str, topic: str, ids: list[str], per_second: float = 400):
+    def __init__(
+        self, bootstrap: str, topic: str, ids: list[str], per_second: float = 400,
+        invalid_every: int = 0,
+    ):  # fmt: skip
         self.ids = ids
+        self.invalid = set(ids[::invalid_every]) if invalid_every else set()
         self.sent = 0
         self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
         self._topic = topic
@@ -86,8 +91,9 @@ class Stream:
 
     def _run(self) -> None:
         for n, tx_id in enumerate(self.ids):
+            amount = -1.0 if tx_id in self.invalid else 10.0 + n % 50
             tx = transaction(n, user_id=1 + n % USERS, transaction_id=tx_id,
-                             timestamp=1_700_000_000 + n)  # fmt: skip
+                             timestamp=1_700_000_000 + n, amount=amount)  # fmt: skip
             self._producer.produce(self._topic, key=str(tx.user_id), value=tx.SerializeToString())
             self._producer.poll(0)
             self.sent += 1
