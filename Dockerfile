@@ -1,6 +1,7 @@
 # One image per install group:
 #   docker build --build-arg INSTALL_GROUP=serving  -t fraudops-serving .   (gRPC server, scorer)
 #   docker build --build-arg INSTALL_GROUP=pipeline -t fraudops-pipeline .  (Airflow, MLflow, training)
+#   docker build --build-arg INSTALL_GROUP=serving,stripe -t fraudops-stripe .  (Stripe endpoint)
 # The serving image stays light: no TensorFlow, no Airflow (see pyproject.toml).
 FROM python:3.11-slim
 
@@ -20,7 +21,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY fraudops ./fraudops
 COPY serving ./serving
+COPY integrations ./integrations
 COPY training ./training
+COPY jobs ./jobs
 COPY feature_checks ./feature_checks
 COPY proto ./proto
 COPY dags ./dags

@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	@command -v uv >/dev/null || [ -x "$$HOME/.local/bin/uv" ] || \
 		python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@[ -x $(PY) ] || $(UV) venv --python $(PYTHON_VERSION) $(VENV)
-	$(UV) pip install --python $(PY) -e '.[serving,pipeline,dev]'
+	$(UV) pip install --python $(PY) -e '.[serving,pipeline,stripe,dev]'
 	@touch $@
 
 kafka-jars: $(KAFKA_STAMP)

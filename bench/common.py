@@ -4,8 +4,12 @@ the tests run (so the benchmark runs as `python -m bench.run` from the repositor
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -29,6 +33,23 @@ class Stats:
         return (
             f"p50 {self.pct(50):7.0f} µs  p99 {self.pct(99):7.0f} µs  max {self.pct(100):7.0f} µs"
         )
+
+
+@contextlib.contextmanager
+def workspace(server_url: str, prefix: str) -> Iterator[tuple[Path, Path, str]]:
+    """A scratch directory with the tiny models built and v1 published in `serving/`, and a
+    fresh database on `server_url`: (directory, built models, database URL)."""
+    from fraudops.modelspec import publish
+    from tests.helpers.stack import build_models, fresh_database
+
+    with (
+        tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp,
+        fresh_database(server_url, "fraudops_bench") as url,
+    ):
+        work = Path(tmp)
+        built = build_models(work / "built", timeout=900)
+        publish(built / "v1", work / "serving", "v1")
+        yield work, built, url
 
 
 def median(values: list[float]) -> float:

@@ -150,3 +150,34 @@ def report(inline: InlineResult, reload: ReloadResult) -> list[str]:
         f"  reload window {reload.during.summary()}  (publish .. first new answer + 1 s)",
         f"  p99 ratio reload/steady {reload.during.pct(99) / reload.steady.pct(99):.2f}",
     ]
+
+
+def redis_ping_us(url: str, n: int = 2000) -> float:
+    """p50 of a Redis PING from this process: the floor under any Redis round trip now."""
+    import redis
+
+    client, samples = redis.Redis.from_url(url), []
+    try:
+        for _ in range(n):
+            started = time.perf_counter()
+            client.ping()
+            samples.append(time.perf_counter() - started)
+    finally:
+        client.close()
+    return Stats(samples).pct(50)
+
+
+def state_report(memory: InlineResult, in_redis: InlineResult, ping_us: float) -> list[str]:
+    """The same sequential Score calls with per-user state in memory and in Redis."""
+    lines = ["inline Score, per-user state in memory beside in Redis (same calls, medians):"]
+    p50 = {}
+    for label, result in (("in memory", memory), ("Redis", in_redis)):
+        p50[label] = median([s.pct(50) for s in result.score_rounds])
+        p99 = median([s.pct(99) for s in result.score_rounds])
+        server = median(result.server_us)
+        lines.append(f"  {label:<10} p50 {p50[label]:6.0f} µs  p99 {p99:6.0f} µs  "
+                     f"(server-side {server:.0f} µs)")  # fmt: skip
+    grown = p50["Redis"] - p50["in memory"]
+    lines.append(f"  Redis adds {grown:+.0f} µs to p50 (target: at most +150 µs); "
+                 f"a Redis PING round trip on this machine now: p50 {ping_us:.0f} µs")  # fmt: skip
+    return lines

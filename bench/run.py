@@ -1,31 +1,37 @@
 """`make bench`: the serving benchmark, all parts side by side in one run.
 
 Starts its own server and scorer processes against the running Kafka and Postgres (a fresh
-database and fresh topics, removed afterwards) with two tiny TFLite models, then prints
-inline Score latency over gRPC on loopback, ScoreBatch per-transaction cost, Kafka-fed
-throughput of one scorer (scores counted in Kafka and Postgres), and client-observed
-latency and failures during a hot reload against steady state. Repeated rounds; medians.
-`--profile` also runs one scorer round under cProfile and prints where the time goes."""
+database and fresh topics, removed afterwards) and its own redis-server (a free loopback
+port, append-only file, as served), with two tiny TFLite models, then prints:
+- inline: Score latency over gRPC on loopback with per-user state in memory beside in
+  Redis, beside a no-op gRPC server; ScoreBatch per-transaction cost; client latency and
+  failures during a hot reload against steady state;
+- capacity: Score calls/s at `--clients` concurrent clients with 1 and with 2 server
+  processes (Redis state), with the load average;
+- stream: Kafka-fed throughput of one in-memory scorer beside 1 and 2 scorers with Redis
+  state (scores counted in Kafka and Postgres), and Redis round trips and bytes per
+  transaction.
+Repeated rounds; medians. `--parts` runs some of them alone; `--profile` also runs one
+Redis-state scorer round under cProfile and prints where the time goes."""
 
 from __future__ import annotations
 
 import argparse
 import pstats
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from bench import inline, stream
-from bench.common import LOG_LEVEL, STOP_S, transactions
-from fraudops.modelspec import publish
-from fraudops.settings import load_settings
+import redis
+
+from bench import capacity, inline, stream
+from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
+from fraudops.settings import Settings, load_settings
+from tests.helpers.redis_server import RedisServer
 from tests.helpers.stack import (
-    build_models,
     channel_to,
     create_topics,
     delete_topics,
     free_port,
-    fresh_database,
     loopback_settings,
     port_open,
     python_process,
@@ -33,17 +39,28 @@ from tests.helpers.stack import (
     wait_until,
 )
 
+PARTS = ("inline", "capacity", "stream")
 
-def run_inline(settings, work: Path, built: Path, calls: int, rounds: int) -> list[str]:
-    """Server process: latency rounds, then a hot reload under a steady client."""
+
+def serving(settings: Settings, log: Path):
+    """A server process; the caller waits for it to answer."""
+    return python_process(["-m", "serving.server"], settings, log, STOP_S)
+
+
+def run_inline(settings, redis_url: str, work: Path, built: Path, calls: int, rounds: int):
+    """In-memory server: latency rounds, then a hot reload under a steady client; then a
+    Redis-state server with the same calls; then the no-op floor."""
     topics = create_topics(settings.kafka_bootstrap_servers, "bench")
     settings = replace(settings, **topics)
     try:
-        server = python_process(["-m", "serving.server"], settings, work / "server.log", STOP_S)
-        with server, channel_to(settings.grpc_port) as channel:
+        with serving(settings, work / "server.log"), channel_to(settings.grpc_port) as channel:
             wait_serving(channel, timeout=120)
             latency = inline.score_latency(settings.grpc_port, calls, rounds)
             reload = inline.hot_reload(settings.grpc_port, built, settings.model_dir, "v2")
+        shared = replace(settings, redis_url=redis_url, grpc_port=free_port())
+        with serving(shared, work / "server-redis.log"), channel_to(shared.grpc_port) as channel:
+            wait_serving(channel, timeout=120)
+            in_redis = inline.score_latency(shared.grpc_port, calls, rounds)
         noop_port = free_port()
         noop = ["-m", "bench.noop_server", str(noop_port)]
         with python_process(noop, settings, work / "noop.log", STOP_S):
@@ -52,43 +69,98 @@ def run_inline(settings, work: Path, built: Path, calls: int, rounds: int) -> li
             latency.noop_rounds = inline.call_latency(noop_port, txs, 500, rounds)
     finally:
         delete_topics(settings.kafka_bootstrap_servers, list(topics.values()))
-    return inline.report(latency, reload)
+    ping_us = inline.redis_ping_us(redis_url)
+    return inline.report(latency, reload) + inline.state_report(latency, in_redis, ping_us)
+
+
+def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: float):
+    """The same clients against 1, then 2 server processes sharing the Redis state."""
+    results = []
+    for processes in (1, 2):
+        s = replace(settings, redis_url=redis_url, grpc_port=free_port(), server_workers=processes)
+        log = work / f"server-{processes}p.log"
+        with serving(s, log) as server, channel_to(s.grpc_port) as channel:
+            wait_serving(channel, timeout=120)
+            capacity.wait_for_workers(s.grpc_port, processes)
+            results.append(capacity.measure(s.grpc_port, server.pid, processes, clients, seconds))
+    return capacity.report(results)
+
+
+def run_stream(settings, redis_url: str, work: Path, n: int, rounds: int) -> list[str]:
+    """In-memory single scorer, then 1 and 2 scorers with Redis (emptied before each round)."""
+    shared = replace(settings, redis_url=redis_url)
+    client = redis.Redis.from_url(redis_url)
+
+    def rounds_of(s: Settings, scorers: int) -> list[stream.DrainResult]:
+        out = []
+        for seed in range(1, rounds + 1):
+            client.flushall()
+            out.append(stream.drain(s, n, seed, work, None, scorers))
+        return out
+
+    try:
+        configs = {
+            "in memory, 1 scorer": rounds_of(settings, 1),
+            "Redis, 1 scorer": rounds_of(shared, 1),
+            "Redis, 2 scorers (together)": rounds_of(shared, 2),
+        }
+    finally:
+        client.close()
+    return stream.report(configs, n)
+
+
+def run_profile(settings, redis_url: str, work: Path, n: int) -> list[str]:
+    """One Redis-state scorer round under cProfile."""
+    redis.Redis.from_url(redis_url).flushall()
+    stream.drain(replace(settings, redis_url=redis_url), n, 99, work, work / "scorer.prof")
+    return profile_lines(work / "scorer.prof")
 
 
 def profile_lines(path: Path, top: int = 18) -> list[str]:
+    """The scorer's main thread: the top functions by own time, then the project's own
+    functions by cumulative time (what each step of a batch costs, callees included)."""
     import io
 
     out = io.StringIO()
-    pstats.Stats(str(path), stream=out).sort_stats("tottime").print_stats(top)
-    return ["scorer profile (cProfile, one round, by own time):", out.getvalue()]
+    stats = pstats.Stats(str(path), stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(r"/(serving|fraudops)/", top)
+    return ["scorer profile (cProfile, one Redis-state round, main thread):", out.getvalue()]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
     parser.add_argument("--calls", type=int, default=5000, help="Score calls per round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=16, help="concurrent capacity clients")
+    parser.add_argument("--capacity-seconds", type=float, default=10.0)
     parser.add_argument("--stream-n", type=int, default=100_000, help="transactions per round")
-    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="profile one scorer round")
     args = parser.parse_args(argv)
+    parts = [p for p in args.parts.split(",") if p]
+    if unknown := set(parts) - set(PARTS):
+        parser.error(f"unknown part(s) {sorted(unknown)}; choose from {PARTS}")
     base = load_settings().with_local_services()
-    with (
-        tempfile.TemporaryDirectory(prefix="fraudops-bench-") as tmp,
-        fresh_database(base.database_url, "fraudops_bench") as url,
-    ):
-        work = Path(tmp)
-        built = build_models(work / "built", timeout=900)
-        serving_root = work / "serving"
-        publish(built / "v1", serving_root, "v1")
+    with workspace(base.database_url, "fraudops-bench") as (work, built, url):
         settings = loopback_settings(
-            base, database_url=url, model_dir=serving_root, log_level=LOG_LEVEL
+            base, database_url=url, model_dir=work / "serving", log_level=LOG_LEVEL, redis_url=None
         )
-        lines = run_inline(settings, work, built, args.calls, args.rounds)
-        drains = [stream.drain(settings, args.stream_n, seed, work, None)
-                  for seed in range(1, args.rounds + 1)]  # fmt: skip
-        lines += stream.report(drains, args.stream_n)
-        if args.profile:
-            stream.drain(settings, args.stream_n, 99, work, work / "scorer.prof")
-            lines += profile_lines(work / "scorer.prof")
+        redis_server = RedisServer(work / "redis").start()
+        shared = redis_server.url
+        lines: list[str] = []
+        try:
+            if "inline" in parts:
+                lines += run_inline(settings, shared, work, built, args.calls, args.rounds)
+            if "capacity" in parts:
+                seconds = args.capacity_seconds
+                lines += run_capacity(settings, shared, work, args.clients, seconds)
+            if "stream" in parts:
+                lines += run_stream(settings, shared, work, args.stream_n, args.rounds)
+            if args.profile:
+                lines += run_profile(settings, shared, work, args.stream_n)
+        finally:
+            redis_server.stop()
     print("\n".join(lines))
     return 0
 

@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from fraudops.features import FEATURES
+from fraudops.features import FEATURE_NAMES, FEATURES
+
+_BALANCE = np.array([i for i, f in enumerate(FEATURES) if f.balance_derived])
+_PRESENT = FEATURE_NAMES.index("balances_present")
 
 ALLOW, CHALLENGE, BLOCK = "ALLOW", "CHALLENGE", "BLOCK"
 BANDS = (ALLOW, CHALLENGE, BLOCK)
@@ -43,7 +46,11 @@ class Explainer:
 
     def reasons(self, features: np.ndarray) -> list[list[str]]:
         """For each row of a (N, F) array, up to top_k reasons that raised the score."""
-        contrib = (np.atleast_2d(features) - self.mean) * self.scale
+        features = np.atleast_2d(features)
+        contrib = (features - self.mean) * self.scale
+        unknown = features[:, _PRESENT] == 0
+        if unknown.any():  # balances the transaction did not have are no signal of it
+            contrib[np.ix_(unknown, _BALANCE)] = 0.0
         top = np.argsort(-contrib, axis=1)[:, : self.top_k]
         out = []
         for row, idx in zip(contrib, top, strict=True):

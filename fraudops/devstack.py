@@ -6,7 +6,10 @@ loopback, ports from Settings, state and logs under run/ (git-ignored). `up` is 
 and returns once every named service answers (no names: all, in order); `down` stops, in
 reverse order, exactly what `up` started; a port already served by a process not started
 here is used as it is and never stopped. `env` prints the export lines of the settings.
-A service is one record in SERVICES: adding one is adding a record.
+A service is one record in SERVICES: adding one is adding a record. The project's own
+processes are records in APPS, started only when named: `up scorer` starts
+`FRAUDOPS_SCORER_REPLICAS` stream scorers in one consumer group (their metrics on the ports
+after the server's), sharing the Redis state, supervised as one service.
 
 Installing is not `up`'s job: `make install` resolves the Kafka jars, `.ci/run` installs
 Debian's PostgreSQL; `up` fails naming the missing piece.
@@ -476,7 +479,7 @@ MLFLOW = Service(
 # The components `airflow standalone` runs, started here instead because standalone starts
 # the scheduler's and triggerer's log servers on every interface (0.0.0.0:8793/8794); with
 # the LocalExecutor on one machine the API server reads task logs from disk, so they are
-# skipped. SQLite metadata in run/airflow (the embedded default, see DESIGN.md).
+# skipped. SQLite metadata in run/airflow (the embedded default).
 
 
 def _airflow_secret(stack: Stack, name: str) -> str:
@@ -560,6 +563,51 @@ AIRFLOW = Service(
 )
 
 SERVICES = {s.name: s for s in (KAFKA, POSTGRES, REDIS, MLFLOW, AIRFLOW)}
+
+
+# --- stream scorers -----------------------------------------------------------------------
+# Replica n serves its metrics on metrics_port + 1 + n (the server keeps metrics_port); a
+# consumer group spreads the topic's partitions over them, so more replicas than
+# TOPIC_PARTITIONS would leave the extra ones idle.
+
+
+def scorer_metrics_ports(settings: Settings) -> list[int]:
+    return [settings.metrics_port + 1 + n for n in range(settings.scorer_replicas)]
+
+
+def _scorer_prepare(stack: Stack) -> None:
+    s = stack.settings
+    if s.metrics_port <= 0 or not 1 <= s.scorer_replicas <= TOPIC_PARTITIONS:
+        raise StackError(
+            f"scorers need FRAUDOPS_METRICS_PORT > 0 (readiness is their metrics endpoint) "
+            f"and 1 to {TOPIC_PARTITIONS} FRAUDOPS_SCORER_REPLICAS (the topics' partitions); "
+            f"got {s.metrics_port} and {s.scorer_replicas}"
+        )
+
+
+def _scorer_commands(stack: Stack) -> list[list[str]]:
+    return [
+        [sys.executable, "-m", "serving.scorer", "--metrics-port", str(port)]
+        for port in scorer_metrics_ports(stack.settings)
+    ]
+
+
+def _scorers_ready(stack: Stack) -> bool:
+    return all(
+        http_ok(f"http://127.0.0.1:{port}/metrics") for port in scorer_metrics_ports(stack.settings)
+    )
+
+
+SCORER = Service(
+    name="scorer",
+    endpoint=lambda s: f"http://127.0.0.1:{s.metrics_port + 1}/metrics",
+    commands=_scorer_commands,
+    ready=_scorers_ready,
+    prepare=_scorer_prepare,
+    ready_timeout_s=60,
+)
+
+APPS = {s.name: s for s in (SCORER,)}
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -740,7 +788,7 @@ def run_group(commands: list[list[str]]) -> int:
         time.sleep(0.5)
     for p in procs:
         if p.poll() is not None and not stopping:
-            say(f"{p.args[1]} exited ({p.returncode}); stopping the others")
+            say(f"{shlex.join(p.args[1:])} exited ({p.returncode}); stopping the others")
     for p in procs:
         if p.poll() is None:
             p.terminate()
@@ -755,16 +803,20 @@ def run_group(commands: list[list[str]]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fraudops.devstack", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "env", "_group"])
-    parser.add_argument("services", nargs="*", help=f"default: all ({', '.join(SERVICES)})")
+    parser.add_argument(
+        "services", nargs="*",
+        help=f"default: all of {', '.join(SERVICES)}; also, when named: {', '.join(APPS)}",
+    )  # fmt: skip
     parser.add_argument("--run-dir", type=Path, default=ROOT / "run")
     parser.add_argument("--kafka-libs", type=Path, default=KAFKA_LIBS)
     args = parser.parse_args(argv)
     if args.command == "_group":
         return run_group(json.loads(args.services[0]))
-    unknown = [n for n in args.services if n not in SERVICES]
+    known = {**SERVICES, **APPS}
+    unknown = [n for n in args.services if n not in known]
     if unknown:
-        parser.error(f"unknown service {unknown[0]!r} (one of: {', '.join(SERVICES)})")
-    chosen = [SERVICES[n] for n in args.services or SERVICES]
+        parser.error(f"unknown service {unknown[0]!r} (one of: {', '.join(known)})")
+    chosen = [known[n] for n in args.services or SERVICES]
     settings = load_settings().with_local_services()
     stack = Stack(settings, args.run_dir.resolve(), args.kafka_libs.resolve())
     if args.command == "env":

@@ -4,7 +4,12 @@ the same numbers: a parity test holds them to it. Feature names and order live h
 
 Velocity features count a user's *earlier* transactions in a window ending at the current
 one. The batch transform orders each user's rows by (timestamp, row order), which is the
-order an online scorer sees them when events arrive in time order."""
+order an online scorer sees them when events arrive in time order.
+
+Balances are optional: a row whose `balances_missing` is true (a card payment carries no
+account balances) gets 0 in every balance-derived feature and 0 in `balances_present`, so
+the model is told the balances are unknown instead of reading zeros as a drained account.
+A dataset without the column has every balance present."""
 
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("amount_to_balance_orig", "amount relative to origin balance", True),
     Feature("orig_emptied", "origin account emptied", True),
     Feature("is_unauthorized_overdraft", "unauthorized overdraft", True),
+    Feature("balances_present", "whether account balances are known"),
     Feature("hour_sin", "hour of day"),
     Feature("hour_cos", "hour of day"),
     *(Feature(f"type_{t}", f"type {t}") for t in TRANSACTION_TYPES),
@@ -52,6 +58,8 @@ FEATURES: tuple[Feature, ...] = (
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 BALANCE_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.balance_derived)
 N_FEATURES = len(FEATURES)
+_BALANCE_COLUMNS = [FEATURE_NAMES.index(n) for n in BALANCE_FEATURES]
+_PRESENT_COLUMN = FEATURE_NAMES.index("balances_present")
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:
@@ -68,8 +76,8 @@ def _static_features(cols: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     hour = (np.asarray(cols["timestamp"], dtype=np.int64) // 3600) % 24
     angle = 2.0 * np.pi * hour / 24.0
     types = np.asarray(cols["type"]).astype(str)
-    return [
-        np.log1p(amount),
+    present = _balances_present(cols, len(amount))
+    balance = [
         np.log1p(old_o),
         np.log1p(new_o),
         np.log1p(old_d),
@@ -79,10 +87,47 @@ def _static_features(cols: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         np.minimum(amount / (old_o + 1.0), 1000.0),
         ((old_o > 0) & (new_o == 0)).astype(np.float64),
         np.asarray(cols["is_unauthorized_overdraft"], dtype=np.float64),
+    ]
+    return [
+        np.log1p(amount),
+        *(np.where(present > 0, column, 0.0) for column in balance),
+        present,
         np.sin(angle),
         np.cos(angle),
         *((types == t).astype(np.float64) for t in TRANSACTION_TYPES),
     ]
+
+
+def _balances_present(cols: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """1.0 where the row's balances are known, 0.0 where `balances_missing` says not."""
+    missing = cols.get("balances_missing") if hasattr(cols, "get") else None
+    if missing is None:
+        return np.ones(n)
+    return 1.0 - np.asarray(missing, dtype=bool).astype(np.float64)
+
+
+def mask_balances(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A copy of `features` with the balances of `rows` (a boolean mask or indices) marked
+    missing: exactly what the transform gives those rows with `balances_missing` set, so
+    training can teach the model card-payment traffic from rows that had balances."""
+    out = np.array(features, copy=True)
+    picked = out[rows]
+    picked[:, _BALANCE_COLUMNS] = 0.0
+    picked[:, _PRESENT_COLUMN] = 0.0
+    out[rows] = picked
+    return out
+
+
+def model_inputs(missing_balance_share: float) -> dict[str, object]:
+    """model.json's `inputs`: the transaction fields a model reads, which of them may be
+    absent (`balances_missing`), and the share of training rows that had them marked so."""
+    return {
+        "required": ["user_id", "timestamp", "type", "amount"],
+        "balances": ["old_balance_orig", "new_balance_orig", "old_balance_dest",
+                     "new_balance_dest", "is_unauthorized_overdraft"],
+        "balances_optional": missing_balance_share > 0,
+        "missing_balance_share": missing_balance_share,
+    }  # fmt: skip
 
 
 def _velocity_features(user: np.ndarray, ts: np.ndarray, amount: np.ndarray) -> list[np.ndarray]:
@@ -199,7 +244,7 @@ class OnlineFeatures:
 
     def transform(self, tx: Mapping) -> np.ndarray:
         """Features of one transaction (a dict with canonical names); updates the state."""
-        static = [float(v[0]) for v in _static_features({k: [tx[k]] for k in _STATIC_KEYS})]
+        static = [float(v[0]) for v in _static_features(_static_columns([tx]))]
         return np.asarray(static + self.velocity(tx), dtype=np.float32)
 
     def velocity(self, tx: Mapping) -> list[float]:
@@ -231,8 +276,15 @@ class OnlineFeatures:
 
 def static_matrix(txs: Sequence[Mapping]) -> np.ndarray:
     """The per-transaction features of a micro-batch (N, static features), vectorised."""
+    return np.column_stack(_static_features(_static_columns(txs)))
+
+
+def _static_columns(txs: Sequence[Mapping]) -> dict[str, list]:
+    """The fields the static features read, as columns; `balances_missing` may be absent
+    (a transaction from a producer that knows its balances)."""
     cols = {k: [tx[k] for tx in txs] for k in _STATIC_KEYS}
-    return np.column_stack(_static_features(cols))
+    cols["balances_missing"] = [tx.get("balances_missing", False) for tx in txs]
+    return cols
 
 
 _STATIC_KEYS = (

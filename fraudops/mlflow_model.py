@@ -35,7 +35,7 @@ from mlflow.types import ColSpec, Schema
 from fraudops.bands import BANDS, bands_for
 from fraudops.features import batch_features
 from fraudops.runner import LoadedModel, load_model
-from fraudops.schema import VALIDATED_COLUMNS, validate_columns
+from fraudops.schema import STRIPE_ID_COLUMNS, VALIDATED_COLUMNS, validate_columns
 
 ARTIFACT = "model"  # context.artifacts key of the served model directory
 # Fields a TransactionRequest may leave unset, with the value proto3 gives them.
@@ -46,6 +46,8 @@ DEFAULTS: dict[str, Any] = {
     "new_balance_dest": 0.0,
     "is_unauthorized_overdraft": 0.0,
     "channel": "",
+    "balances_missing": False,
+    **dict.fromkeys(STRIPE_ID_COLUMNS, ""),
 }
 MAX_ERRORS_SHOWN = 5
 
@@ -98,7 +100,8 @@ class FraudDetector(mlflow.pyfunc.PythonModel):
 def signature() -> ModelSignature:
     """Raw TransactionRequest fields in; transaction_id, score, band, model_version out."""
     kinds = {"transaction_id": "string", "user_id": "long", "timestamp": "long"}
-    kinds |= {"type": "string", "channel": "string"}
+    kinds |= {"type": "string", "channel": "string", "balances_missing": "boolean"}
+    kinds |= dict.fromkeys(STRIPE_ID_COLUMNS, "string")
     inputs = [
         ColSpec(kinds.get(name, "double"), name, required=name not in DEFAULTS)
         for name in VALIDATED_COLUMNS

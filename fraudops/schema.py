@@ -43,6 +43,13 @@ TRANSACTION_COLUMNS: tuple[str, ...] = (
     LABEL_COLUMN,
 )
 
+# A Stripe payment's own ids, kept beside the transaction (empty for other sources).
+STRIPE_ID_COLUMNS: tuple[str, ...] = (
+    "stripe_payment_intent_id",
+    "stripe_charge_id",
+    "stripe_customer_id",
+)
+
 # The fields validate_transaction reads (validate_columns wants these columns).
 VALIDATED_COLUMNS: tuple[str, ...] = (
     ID_COLUMN,
@@ -51,6 +58,8 @@ VALIDATED_COLUMNS: tuple[str, ...] = (
     TYPE_COLUMN,
     *NUMERIC_COLUMNS,
     "channel",
+    "balances_missing",
+    *STRIPE_ID_COLUMNS,
 )
 
 MAX_ID_LENGTH = 64
@@ -157,6 +166,14 @@ def validate_transaction(
     channel = tx.get("channel", "")
     if isinstance(channel, str) and (problem := text_problem(channel, MAX_TEXT_LENGTH)):
         raise InvalidTransaction("channel", problem)
+    if not isinstance(tx.get("balances_missing", False), bool):
+        raise InvalidTransaction("balances_missing", "must be true or false")
+    for name in STRIPE_ID_COLUMNS:
+        value = tx.get(name, "")
+        if not isinstance(value, str):
+            raise InvalidTransaction(name, "must be a string")
+        if problem := text_problem(value, MAX_ID_LENGTH, printable=True):
+            raise InvalidTransaction(name, problem)
 
 
 def _is_int(value: Any) -> bool:
@@ -189,6 +206,10 @@ def proto_to_dict(msg: Any) -> dict[str, Any]:
         "is_unauthorized_overdraft": msg.is_unauthorized_overdraft,
         "dest_id": msg.dest_id,
         "channel": msg.channel,
+        "balances_missing": msg.balances_missing,
+        "stripe_payment_intent_id": msg.stripe_payment_intent_id,
+        "stripe_charge_id": msg.stripe_charge_id,
+        "stripe_customer_id": msg.stripe_customer_id,
         LABEL_COLUMN: msg.is_fraud,
     }
 
@@ -218,6 +239,18 @@ def _bad_ids(ids: Sequence[Any]) -> np.ndarray:
     lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(ids))
     blank = np.fromiter(map(str.isspace, strings), dtype=bool, count=len(ids))
     bad = ~ok | (lengths == 0) | (lengths > MAX_ID_LENGTH) | blank
+    if not "".join(strings).isprintable():  # rare: look row by row only then
+        bad |= ~np.fromiter(map(str.isprintable, strings), dtype=bool, count=len(ids))
+    return bad
+
+
+def _bad_stripe_ids(ids: Sequence[Any]) -> np.ndarray:
+    """Per row: a Stripe id that is not a string, too long, or not printable (empty is
+    fine: the transaction is not a Stripe payment)."""
+    ok = _of_types(ids, (str,))
+    strings = ids if ok.all() else [v if good else "" for v, good in zip(ids, ok, strict=True)]
+    lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(ids))
+    bad = ~ok | (lengths > MAX_ID_LENGTH)
     if not "".join(strings).isprintable():  # rare: look row by row only then
         bad |= ~np.fromiter(map(str.isprintable, strings), dtype=bool, count=len(ids))
     return bad
@@ -262,6 +295,11 @@ def _suspects(
     channel = cols.get("channel")
     if channel is not None:
         bad |= _bad_text(channel, MAX_TEXT_LENGTH)
+    if (flags := cols.get("balances_missing")) is not None:
+        bad |= ~_of_types(flags, (bool,))
+    for name in STRIPE_ID_COLUMNS:
+        if (ids := cols.get(name)) is not None:
+            bad |= _bad_stripe_ids(ids)
     return bad
 
 

@@ -24,6 +24,8 @@ class Settings:
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
     metrics_port: int = 9108
+    server_workers: int = 1  # fraudops-serve processes sharing the gRPC port (SO_REUSEPORT)
+    scorer_replicas: int = 1  # stream scorers the dev stack starts, in one consumer group
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -34,6 +36,14 @@ class Settings:
     topic_dlq: str = "raw_transactions.dlq"
     topic_labels_dlq: str = "transaction_labels.dlq"
     topic_inline_dlq: str = "inline_scores.dlq"
+    topic_stripe_events: str = "stripe_events"  # verified Stripe webhook events, as received
+    # The Stripe integration (integrations/stripe): its HTTP endpoint, the webhook endpoint
+    # secrets (whsec_..., comma-separated: the new one beside the old while rotating) and
+    # the key a checkout sends in X-Api-Key to ask for a decision.
+    stripe_host: str = "127.0.0.1"
+    stripe_port: int = 8010
+    stripe_webhook_secrets: str | None = None
+    stripe_decide_api_key: str | None = None
     min_event_ts: int = 946_684_800  # 2000-01-01: an earlier transaction timestamp is refused
     max_event_ts_ahead_s: int = 300  # and so is one further ahead of the validating clock
     scorer_batch_size: int = 2000
@@ -48,6 +58,10 @@ class Settings:
     def topics(self) -> dict[str, str]:
         """Every topic the services use, keyed by field name: what a broker must hold."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name.startswith("topic_")}
+
+    def stripe_secrets(self) -> list[str]:
+        """The webhook endpoint secrets, in the order given; empty when none is set."""
+        return [s.strip() for s in (self.stripe_webhook_secrets or "").split(",") if s.strip()]
 
     def local_database_url(self) -> str:
         """The dev stack's database: role and database `fraudops`, trust auth on loopback."""

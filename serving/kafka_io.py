@@ -92,6 +92,19 @@ def next_offsets(msgs: list[Message]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
+def consume_messages(consumer: Consumer, n: int, timeout: float) -> list[Message]:
+    """Up to `n` messages; error events are left out (end of partition silently, others
+    logged), so every message returned has a value to handle and an offset to commit."""
+    good = []
+    for msg in consumer.consume(n, timeout):
+        err = msg.error()
+        if err is None:
+            good.append(msg)
+        elif err.code() != KafkaError._PARTITION_EOF:
+            log.error("consumer error: %s", err)
+    return good
+
+
 def _log_error(err: KafkaError) -> None:
     if err.fatal():
         log.error("fatal Kafka error: %s", err)

@@ -20,14 +20,20 @@ import threading
 from dataclasses import dataclass, field
 
 import psycopg2
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaException, Message
 from google.protobuf.message import DecodeError
 
 from fraudops.db import connect
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings, load_settings
-from serving.kafka_io import dead_letter, make_consumer, make_producer, next_offsets
+from serving.kafka_io import (
+    consume_messages,
+    dead_letter,
+    make_consumer,
+    make_producer,
+    next_offsets,
+)
 from serving.labels import LabelError, label_name, record_label
 from serving.persistence import refusal
 
@@ -156,14 +162,9 @@ class LabelConsumer:
 
     def poll_once(self, timeout: float = 1.0) -> int:
         """Process one batch; returns how many messages it handled."""
-        batch = []
-        for msg in self.consumer.consume(BATCH_SIZE, timeout):
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.error("consumer error: %s", msg.error())
-                continue
+        batch = consume_messages(self.consumer, BATCH_SIZE, timeout)
+        for msg in batch:
             self.handle(msg)
-            batch.append(msg)
         if batch:
             self._commit(batch)
         return len(batch)

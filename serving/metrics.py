@@ -1,6 +1,11 @@
 """Prometheus metrics of the scoring service, in one registry served over HTTP on
 127.0.0.1:`settings.metrics_port` (the scorer uses the next port by default, so both fit
-on one host). Metric updates are plain counter increments: cheap on the hot path."""
+on one host). Metric updates are plain counter increments: cheap on the hot path.
+
+A server run as several worker processes (serving.server.supervise) uses prometheus_client's
+multiprocess mode: the supervisor sets MULTIPROC_ENV before spawning the workers, whose
+metrics then live in files there, and serves one endpoint summing them (gauges as noted
+by their `multiprocess_mode`; outside that mode it is ignored)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Sub-millisecond buckets: the inline target is p50 < 1 ms, p99 < 5 ms.
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
@@ -39,6 +45,7 @@ MODEL_VERSION = Gauge(
     "1 for the model version this process serves.",
     ["version"],
     registry=REGISTRY,
+    multiprocess_mode="liveall",  # one series per live worker: each says what it serves
 )
 RELOADS = Counter(
     "fraudops_model_reloads_total",
@@ -91,6 +98,7 @@ MISSING_HISTORY = Gauge(
     "Recent scored transactions in Postgres when this process found the feature state empty "
     "at start (0: nothing missing); fraudops-features rebuild restores them.",
     registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 INLINE_DEAD_LETTERED = Counter(
     "fraudops_inline_scores_dead_lettered_total",
@@ -123,3 +131,16 @@ def serve(port: int) -> None:
         return
     start_http_server(port, addr="127.0.0.1", registry=REGISTRY)
     log.info("metrics on http://127.0.0.1:%d/metrics", port)
+
+
+def serve_aggregated(port: int, directory: str) -> None:
+    """Expose, on 127.0.0.1:port, the metrics every worker process writes to `directory`;
+    port 0 turns the endpoint off."""
+    from prometheus_client import multiprocess
+
+    if port <= 0:
+        return
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)
+    start_http_server(port, addr="127.0.0.1", registry=registry)
+    log.info("metrics of every worker on http://127.0.0.1:%d/metrics", port)

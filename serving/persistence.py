@@ -33,6 +33,7 @@ from confluent_kafka import Producer
 
 from fraudops.db import append_audit, connect
 from fraudops.pii import mask_pii
+from fraudops.schema import NUMERIC_COLUMNS
 from serving import metrics
 from serving.model_store import LoadedModel
 from serving.scoring import ScoredBatch
@@ -44,12 +45,7 @@ SCORE_COLUMNS = (
     "user_id",
     "event_ts",
     "type",
-    "amount",
-    "old_balance_orig",
-    "new_balance_orig",
-    "old_balance_dest",
-    "new_balance_dest",
-    "is_unauthorized_overdraft",
+    *NUMERIC_COLUMNS,
     "dest_id",
     "channel",
     "score",
@@ -83,10 +79,22 @@ def _rows(batch: ScoredBatch, source: str) -> Iterator[tuple]:
     ):
         yield (
             tx["transaction_id"], tx["user_id"], tx["timestamp"], tx["type"], tx["amount"],
-            tx["old_balance_orig"], tx["new_balance_orig"], tx["old_balance_dest"],
-            tx["new_balance_dest"], tx["is_unauthorized_overdraft"], tx["dest_id"],
+            *_balances(tx), tx["dest_id"],
             tx["channel"], score, band, version, _reasons_json(reasons), latency, source,
         )  # fmt: skip
+
+
+_NO_BALANCES = (None,) * 5
+
+
+def _balances(tx) -> tuple:
+    """The balance columns of a row: NULL (unknown) when the producer has no balances."""
+    if tx.get("balances_missing"):
+        return _NO_BALANCES
+    return (
+        tx["old_balance_orig"], tx["new_balance_orig"], tx["old_balance_dest"],
+        tx["new_balance_dest"], tx["is_unauthorized_overdraft"],
+    )  # fmt: skip
 
 
 def _csv(rows: list[tuple]) -> io.StringIO:

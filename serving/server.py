@@ -3,20 +3,38 @@ labels, the standard health service and server reflection (so grpcurl works).
 
 Every handler validates first and answers a bad request with INVALID_ARGUMENT naming the
 field; anything unexpected becomes INTERNAL for that call only, and the server stays up.
-Inline scores are persisted by a background sink, never on the request path."""
+Inline scores are persisted by a background sink, never on the request path.
+
+With `FRAUDOPS_SERVER_WORKERS` above 1, a supervisor runs that many worker processes on one
+port (SO_REUSEPORT: the kernel spreads connections over them), since one process is bound
+by the GIL. Workers are spawned, not forked: each starts a fresh interpreter before any
+gRPC server, channel, Kafka or Postgres client exists, and builds its own model store
+(watching the served-model directory), producer and inline sink; they share the per-user
+state through Redis (REDIS_URL). The supervisor forwards SIGTERM and, when a worker dies,
+stops the others and exits non-zero rather than restarting it: a crash is then visible to
+whatever runs the server (compose's restart policy, systemd), which restarts all of it,
+instead of a crash loop hidden inside one process. Metrics: prometheus_client's
+multiprocess mode, one endpoint on the supervisor aggregating every worker."""
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import logging
+import multiprocessing
+import os
+import shutil
 import signal
+import socket
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import replace
 from functools import wraps
+from multiprocessing.connection import wait
 from typing import Any
 
 import grpc
@@ -54,6 +72,8 @@ FRAUD_SERVICES = tuple(
     for name in ("FraudIngestion", "FraudScoring", "Feedback")
 )
 MAX_BATCH = 10_000
+WORKER_METADATA_KEY = "fraudops-worker"  # trailing metadata: the pid that answered
+WORKER_STOP_S = 30
 _BAND_COUNTERS = [metrics.SCORES.labels(band=b, source="inline") for b in BANDS]
 
 
@@ -164,6 +184,7 @@ def rpc(name: str) -> Callable:
         @wraps(handler)
         def wrapper(self, request, context):
             started = time.perf_counter()
+            context.set_trailing_metadata(((WORKER_METADATA_KEY, str(os.getpid())),))
             try:
                 if isinstance(request, Undecodable):
                     message = f"{request.field}: {request.problem}"
@@ -271,8 +292,9 @@ class FeedbackService(fraud_pb2_grpc.FeedbackServicer):
 class ServingApp:
     """The server's parts wired together, with an orderly start and stop."""
 
-    def __init__(self, settings: Settings, max_workers: int = 16):
+    def __init__(self, settings: Settings, max_workers: int = 16, reuse_port: bool = False):
         self.settings = settings
+        self._reuse_port = reuse_port
         self.port: int | None = None
         self._recorder = (
             DeploymentRecorder(settings.database_url, "server") if settings.database_url else None
@@ -300,7 +322,7 @@ class ServingApp:
         window = TimestampWindow.from_settings(s)
         server = grpc.server(
             futures.ThreadPoolExecutor(self._max_workers, thread_name_prefix="grpc"),
-            options=[("grpc.so_reuseport", 0)],
+            options=[("grpc.so_reuseport", int(self._reuse_port))],
         )
         add_service(server, "FraudIngestion", Ingestion(self._producer, s.topic_raw, window))
         add_service(server, "FraudScoring", Scoring(self.core, self._sink, window))
@@ -362,21 +384,101 @@ def wait_for_signal() -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="fraudops gRPC scoring server")
-    parser.add_argument("--port", type=int, help="overrides FRAUDOPS_GRPC_PORT")
-    parser.add_argument("--workers", type=int, default=16, help="gRPC worker threads")
-    args = parser.parse_args(argv)
-    settings = load_settings()
-    if args.port is not None:
-        settings = replace(settings, grpc_port=args.port)
+def serve(settings: Settings, threads: int, reuse_port: bool = False) -> None:
+    """Run one server process until SIGTERM or SIGINT."""
     configure_logging(settings.log_level)
-    metrics.serve(settings.metrics_port)
-    app = ServingApp(settings, max_workers=args.workers)
+    app = ServingApp(settings, max_workers=threads, reuse_port=reuse_port)
     app.start()
     wait_for_signal()
     app.stop()
 
 
+@contextlib.contextmanager
+def reserved_port(host: str, port: int) -> Iterator[int]:
+    """Bind (not listen on) host:port with SO_REUSEPORT while the workers run: port 0
+    becomes one fixed port they all share, and a port held by a server that does not
+    share it fails here, once. A socket that is not listening is given no connections."""
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        yield sock.getsockname()[1]
+
+
+def _stop_workers(procs: list) -> None:
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()  # SIGTERM: the worker drains its calls, sink and producer
+    for proc in procs:
+        proc.join(WORKER_STOP_S)
+        if proc.is_alive():
+            log.warning("worker pid %d still running after %d s; killing", proc.pid,
+                        WORKER_STOP_S)  # fmt: skip
+            proc.kill()
+            proc.join()
+
+
+def supervise(settings: Settings, threads: int) -> int:
+    """Run `settings.server_workers` worker processes on one port until SIGTERM or SIGINT
+    (0 once they all stopped cleanly) or until one dies (the rest are stopped; 1)."""
+    from prometheus_client import multiprocess
+
+    metrics_dir = tempfile.mkdtemp(prefix="fraudops-metrics-")
+    os.environ[metrics.MULTIPROC_ENV] = metrics_dir  # the spawned workers inherit it
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    context = multiprocessing.get_context("spawn")
+    try:
+        with reserved_port(settings.grpc_host, settings.grpc_port) as port:
+            worker_settings = replace(settings, grpc_port=port)
+            procs = [
+                context.Process(target=serve, args=(worker_settings, threads, True),
+                                name=f"fraudops-serve-{n}")
+                for n in range(settings.server_workers)
+            ]  # fmt: skip
+            for proc in procs:
+                proc.start()
+            metrics.serve_aggregated(settings.metrics_port, metrics_dir)
+            log.info("supervising %d server workers on port %d (pids %s)", len(procs), port,
+                     ", ".join(str(p.pid) for p in procs))  # fmt: skip
+            while not stop.is_set() and all(p.is_alive() for p in procs):
+                wait([p.sentinel for p in procs], timeout=0.5)
+            died = [p for p in procs if not p.is_alive()] if not stop.is_set() else []
+            for proc in died:
+                log.error("worker pid %d exited with %s; stopping the others", proc.pid,
+                          proc.exitcode)  # fmt: skip
+            _stop_workers(procs)
+            for proc in procs:
+                multiprocess.mark_process_dead(proc.pid, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    clean = not died and all(p.exitcode == 0 for p in procs)
+    log.info("server supervisor stopped (%s)", "clean" if clean else "a worker failed")
+    return 0 if clean else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="fraudops gRPC scoring server")
+    parser.add_argument("--port", type=int, help="overrides FRAUDOPS_GRPC_PORT")
+    parser.add_argument("--workers", type=int, default=16, help="gRPC threads per process")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.port is not None:
+        settings = replace(settings, grpc_port=args.port)
+    configure_logging(settings.log_level)
+    if settings.server_workers > 1 and not settings.redis_url:
+        log.error("FRAUDOPS_SERVER_WORKERS=%d needs REDIS_URL: each worker would keep its own "
+                  "per-user history, and a score would depend on which one answered",
+                  settings.server_workers)  # fmt: skip
+        return 2
+    if settings.server_workers > 1:
+        return supervise(settings, args.workers)
+    metrics.serve(settings.metrics_port)
+    serve(settings, args.workers)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -43,6 +43,7 @@ FEEDBACK_COLUMNS: tuple[str, ...] = (
     "label",
     "label_source",
     "labelled_at",
+    "balances_missing",  # the producer had no balances (a card payment): not zeros
 )
 _TYPES: dict[str, pa.DataType] = {
     "transaction_id": pa.string(),
@@ -58,6 +59,7 @@ _TYPES: dict[str, pa.DataType] = {
     "label": pa.string(),
     "label_source": pa.string(),
     "labelled_at": pa.timestamp("us", tz="UTC"),
+    "balances_missing": pa.bool_(),
 }
 SCHEMA = pa.schema([pa.field(name, _TYPES[name], nullable=False) for name in FEEDBACK_COLUMNS])
 
@@ -65,12 +67,13 @@ SCHEMA = pa.schema([pa.field(name, _TYPES[name], nullable=False) for name in FEE
 # labels always give the same bytes.
 _QUERY = """
 SELECT s.transaction_id, s.user_id, s.event_ts, s.type, s.amount,
-       -- a balance the row lacks is the proto3 default the scorer itself saw: 0
+       -- balances the producer did not have are stored as NULL: 0 here, and flagged in
+       -- balances_missing so the features mark them unknown, as the scorer did
        COALESCE(s.old_balance_orig, 0), COALESCE(s.new_balance_orig, 0),
        COALESCE(s.old_balance_dest, 0), COALESCE(s.new_balance_dest, 0),
        COALESCE(s.is_unauthorized_overdraft, 0), COALESCE(s.dest_id, 0),
        (f.label = 'FRAUD')::int, s.score, COALESCE(s.band, ''), COALESCE(s.model_version, ''),
-       f.label, f.source, f.labelled_at
+       f.label, f.source, f.labelled_at, s.old_balance_orig IS NULL
   FROM feedback_labels f
   JOIN scored_transactions s USING (transaction_id)
  WHERE f.labelled_at >= %(start)s AND f.labelled_at < %(end)s

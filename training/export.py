@@ -229,6 +229,7 @@ def build_spec(
         "created_at": now_iso(),
         "published_at": None,
         "feature_names": list(FEATURE_NAMES),
+        "inputs": info.get("inputs"),
         "input": {"dtype": "float32", "shape": input_shape},
         "output": {"dtype": "float32", "shape": [-1, 1], "meaning": "probability of fraud"},
         "thresholds": info["thresholds"],

@@ -41,7 +41,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from fraudops.features import BALANCE_FEATURES, FEATURE_NAMES
+from fraudops.features import BALANCE_FEATURES, FEATURE_NAMES, mask_balances, model_inputs
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.settings import load_settings
@@ -78,6 +78,16 @@ def load_split(features_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray, n
     return x, y, frame["weight"].to_numpy(np.float32)
 
 
+def with_missing_balances(split: tuple, share: float, seed: int) -> tuple:
+    """The split with the balances of a random `share` of its rows marked missing, as a
+    card payment's are, so one model learns to score traffic with and without them."""
+    x, y, w = split
+    if share <= 0:
+        return split
+    rows = np.random.default_rng(seed).random(len(y)) < share
+    return mask_balances(x, rows), y, w
+
+
 def class_weighted(y: np.ndarray, w: np.ndarray, power: float) -> tuple[np.ndarray, float]:
     """Row weights times the fraud class weight (legit/fraud weighted counts)^power."""
     ratio = float(w[y == 0].sum() / w[y == 1].sum())
@@ -88,12 +98,11 @@ def class_weighted(y: np.ndarray, w: np.ndarray, power: float) -> tuple[np.ndarr
 def fit_gbt(x: np.ndarray, y: np.ndarray, sw: np.ndarray, params: dict, seed: int):
     """The gradient-boosted-trees yardstick, fixed size (no random inner split), seeded.
 
-    Regularised (large leaves, L2): unregularised trees fitted the synthesizer's artefacts
-    in the balance columns and fell from 0.85 PR-AUC on synthetic valid to 0.52 on the
-    real holdout (1M rows, measured); a straw-man baseline would make the gate meaningless.
+    Regularised (large leaves, L2) so that it learns the traffic, not the synthesizer's
+    artefacts in the balance columns: a straw-man baseline would make the gate meaningless.
 
-    OpenMP threads are capped (`threads`): on a small shared box, busy-waiting OpenMP
-    workers competing with other processes made a 5 s fit take minutes (measured)."""
+    OpenMP threads are capped (`threads`): idle OpenMP workers busy-wait, and beside other
+    processes on a few cores that turns a fit of seconds into minutes."""
     model = HistGradientBoostingClassifier(
         max_iter=int(params["max_iter"]),
         learning_rate=float(params["learning_rate"]),
@@ -460,6 +469,9 @@ def train(
     seconds: dict[str, float] = {}
     with _timed(seconds, "load"):
         train_set, valid_set = load_split(features_dir, "train"), load_split(features_dir, "valid")
+        share, seed = float(params["missing_balance_share"]), int(params["seed"])
+        train_set = with_missing_balances(train_set, share, seed)
+        valid_set = with_missing_balances(valid_set, share, seed + 1)
         meta = _read_json(Path(features_dir) / META_FILE) or {}
         tags = _lineage(features_dir, meta)
     fits: dict[str, Any] = {"experiment": params["experiment"], "seconds": seconds}
@@ -488,6 +500,7 @@ def train(
     tracking.log_to_run(fits["candidate"]["run_id"], _synthesizer_metrics(fits["synthesizer"]))
     rows = {"train": len(train_set[1]), "valid": len(valid_set[1])}
     info = _train_info(fits, meta, tags, rows)
+    info["inputs"] = model_inputs(float(params["missing_balance_share"]))
     (out_dir / TRAIN_INFO).write_text(json.dumps(info, indent=2))
     log.info("candidate written to %s; seconds per phase %s", out_dir, seconds)
     return info

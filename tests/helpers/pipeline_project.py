@@ -60,9 +60,11 @@ def dvc(project: Path, *args: str, env: dict[str, str] | None = None, timeout: f
 
 
 def pipeline_env(**values: str | None) -> dict[str, str]:
-    """The process environment with the venv first on PATH (the stages call `python`) and
-    the given settings (e.g. MLFLOW_TRACKING_URI); a None value removes the variable."""
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    """The process environment with the venv first on PATH and the given settings (e.g.
+    MLFLOW_TRACKING_URI); a None value removes the variable. No FRAUDOPS_* setting of the
+    caller's shell leaks in: the stages publish into the project's own models/serving."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
+    env["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"
     for key, value in values.items():
         if value is None:
             env.pop(key, None)

@@ -162,3 +162,16 @@ def delete_topics(bootstrap: str, names: list[str]) -> None:
         except KafkaException as err:
             if "UNKNOWN_TOPIC" not in str(err):
                 raise
+
+
+def wait_for_members(bootstrap: str, group: str, n: int, timeout: float = 120) -> None:
+    """Until `n` members of a consumer group each hold at least one partition."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+
+    def holding() -> bool:
+        members = admin.describe_consumer_groups([group])[group].result(timeout=10).members
+        return sum(1 for m in members if m.assignment and m.assignment.topic_partitions) == n
+
+    wait_until(holding, f"{n} members of {group} to hold partitions", timeout)

@@ -5,16 +5,21 @@
   every server it made is stopped when the test ends. `server.stop()` and `server.start()`
   take Redis away and bring it back with its data.
 - `redis_server`: one such server.
+- `stream_settings`: settings for server and scorer processes sharing that Redis, fresh
+  topics, a fresh database, a consumer group of their own and model v1 published.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from fraudops.settings import Settings
 from tests.helpers.redis_server import RedisServer
+from tests.helpers.serving_env import make_settings, publish_model
 
 
 @pytest.fixture
@@ -34,3 +39,17 @@ def redis_servers(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
 @pytest.fixture
 def redis_server(redis_servers) -> RedisServer:
     return redis_servers()
+
+
+@pytest.fixture
+def stream_settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url,
+                    redis_server) -> Settings:  # fmt: skip
+    publish_model(built_models, serving_root, "v1")
+    return make_settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=database_url,
+        model_dir=serving_root,
+        redis_url=redis_server.url,
+        consumer_group=f"test-scorer-{uuid.uuid4().hex[:8]}",
+        **kafka_topics(),
+    )

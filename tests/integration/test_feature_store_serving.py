@@ -5,8 +5,6 @@ Redis is down and completes when it is back, nothing lost and nothing counted tw
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 
@@ -121,20 +119,6 @@ def test_inline_answers_without_history_while_redis_is_gone_or_hung(app, redis_s
     assert {r.transaction_id for r in requests[:4]} <= set(recorded)
     assert not set(recorded) & {r.transaction_id for r in gone}
     assert len(recorded) == len(set(recorded))
-
-
-@pytest.fixture
-def stream_settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url,
-                    redis_server):  # fmt: skip
-    publish_model(built_models, serving_root, "v1")
-    return make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=database_url,
-        model_dir=serving_root,
-        redis_url=redis_server.url,
-        consumer_group=f"test-scorer-{uuid.uuid4().hex[:8]}",
-        **kafka_topics(),
-    )
 
 
 def expected_scores(serving_root, redis_url: str, requests: list) -> dict[str, float]:

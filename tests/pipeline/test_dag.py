@@ -5,7 +5,10 @@ DAG uses, so a parsing mistake in fraudops.pipeline_graph cannot hide here."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,20 @@ def test_dag_follows_the_project_dvc_yaml(tmp_path: Path, monkeypatch: pytest.Mo
     dag = load_dag(dags / DAG_FILE.name, monkeypatch, project=tmp_path)
     assert dag.get_task("report_card").upstream_task_ids == {"promote", "evaluate"}
     assert "--single-item report_card" in dag.get_task("report_card").op_args[0]
+
+
+def test_parsing_the_dag_files_loads_no_database_driver(tmp_path: Path):
+    """The DAG processor parses every DAG file often: database access belongs in the tasks."""
+    code = (
+        "import sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(ROOT / 'dags')!r})\n"
+        "assert bag.import_errors == {}, bag.import_errors\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('psycopg2', 'redis')))\n"
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -54,6 +54,7 @@ TINY_TRAIN = {
     "positive_weight_power": 0.5,
     "block_fpr": 0.001,
     "challenge_fpr": 0.01,
+    "missing_balance_share": 0.3,
     "baseline": {
         "max_iter": 20,
         "learning_rate": 0.1,
@@ -146,6 +147,8 @@ def test_evaluate_without_a_champion(project, mlflow_tracking_uri, tmp_path):
         assert 0.0 < report[name]["pr_auc"] <= 1.0
         assert report[name]["rows"] == 2000
     assert report["candidate"]["pr_auc"] > 0.5  # chance is the 3% fraud rate
+    without = report["candidate_without_balances"]  # every held-out row as a card payment
+    assert 0.0 < without["pr_auc"] <= 1.0 and without["rows"] == 2000
     feedback = report["feedback"]
     assert feedback["rows"] == 300 and feedback["candidate"]["pr_auc"] is not None
     assert feedback["champion"] is None and feedback["corrections"] is None

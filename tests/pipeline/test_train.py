@@ -33,6 +33,7 @@ TINY = {
     "positive_weight_power": 0.5,
     "block_fpr": 0.001,
     "challenge_fpr": 0.01,
+    "missing_balance_share": 0.3,
     "baseline": {
         "max_iter": 30,
         "learning_rate": 0.1,
@@ -242,6 +243,7 @@ def test_train_writes_the_candidate_directory(trained):
     assert all(len(info["explain"][k]) == N_FEATURES for k in ("mean", "std", "weight"))
     assert info["feature_names"] == list(FEATURE_NAMES)
     assert info["metrics"]["valid_pr_auc"] > 0.5
+    assert info["inputs"]["balances_optional"] and info["inputs"]["missing_balance_share"] == 0.3
     assert info["synthesizer_quality"] == {
         "legit": {"overall": 0.95, "column_shapes": 0.96},
         "fraud": {"overall": 0.97, "column_shapes": 0.95},

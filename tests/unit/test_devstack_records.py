@@ -104,3 +104,20 @@ def test_unknown_service_is_refused(capsys):
 def test_a_missing_jar_directory_is_named(stack):
     with pytest.raises(devstack.StackError, match="make install"):
         devstack.KAFKA.prepare(stack)
+
+
+def test_scorer_replicas_are_one_service_with_a_metrics_port_each(stack):
+    three = devstack.Stack(replace(MOVED, scorer_replicas=3, metrics_port=19108), stack.run_dir)
+    commands = devstack.SCORER.commands(three)
+    assert [c[1:3] for c in commands] == [["-m", "serving.scorer"]] * 3
+    assert [c[-1] for c in commands] == ["19109", "19110", "19111"]  # the server keeps 19108
+    assert devstack.SCORER.address(three.settings) == ("127.0.0.1", 19109)
+    assert "scorer" not in devstack.SERVICES  # started only when named
+
+
+@pytest.mark.parametrize("overrides", [{"scorer_replicas": 0}, {"scorer_replicas": 4},
+                                       {"metrics_port": 0}])  # fmt: skip
+def test_scorer_replicas_beyond_the_partitions_or_without_metrics_are_refused(stack, overrides):
+    bad = devstack.Stack(replace(MOVED, **overrides), stack.run_dir)
+    with pytest.raises(devstack.StackError, match="FRAUDOPS_SCORER_REPLICAS"):
+        devstack.SCORER.prepare(bad)

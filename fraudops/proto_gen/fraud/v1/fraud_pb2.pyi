@@ -28,7 +28,7 @@ FRAUD: Label
 LEGIT: Label
 
 class TransactionRequest(_message.Message):
-    __slots__ = ("transaction_id", "user_id", "amount", "timestamp", "is_fraud", "type", "old_balance_orig", "new_balance_orig", "old_balance_dest", "new_balance_dest", "is_unauthorized_overdraft", "dest_id", "channel")
+    __slots__ = ("transaction_id", "user_id", "amount", "timestamp", "is_fraud", "type", "old_balance_orig", "new_balance_orig", "old_balance_dest", "new_balance_dest", "is_unauthorized_overdraft", "dest_id", "channel", "balances_missing", "stripe_payment_intent_id", "stripe_charge_id", "stripe_customer_id")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,10 @@ class TransactionRequest(_message.Message):
     IS_UNAUTHORIZED_OVERDRAFT_FIELD_NUMBER: _ClassVar[int]
     DEST_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    BALANCES_MISSING_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_PAYMENT_INTENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_CHARGE_ID_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     user_id: int
     amount: float
@@ -55,7 +59,11 @@ class TransactionRequest(_message.Message):
     is_unauthorized_overdraft: float
     dest_id: int
     channel: str
-    def __init__(self, transaction_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount: _Optional[float] = ..., timestamp: _Optional[int] = ..., is_fraud: _Optional[bool] = ..., type: _Optional[str] = ..., old_balance_orig: _Optional[float] = ..., new_balance_orig: _Optional[float] = ..., old_balance_dest: _Optional[float] = ..., new_balance_dest: _Optional[float] = ..., is_unauthorized_overdraft: _Optional[float] = ..., dest_id: _Optional[int] = ..., channel: _Optional[str] = ...) -> None: ...
+    balances_missing: bool
+    stripe_payment_intent_id: str
+    stripe_charge_id: str
+    stripe_customer_id: str
+    def __init__(self, transaction_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount: _Optional[float] = ..., timestamp: _Optional[int] = ..., is_fraud: _Optional[bool] = ..., type: _Optional[str] = ..., old_balance_orig: _Optional[float] = ..., new_balance_orig: _Optional[float] = ..., old_balance_dest: _Optional[float] = ..., new_balance_dest: _Optional[float] = ..., is_unauthorized_overdraft: _Optional[float] = ..., dest_id: _Optional[int] = ..., channel: _Optional[str] = ..., balances_missing: _Optional[bool] = ..., stripe_payment_intent_id: _Optional[str] = ..., stripe_charge_id: _Optional[str] = ..., stripe_customer_id: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("transaction_id", "score", "band", "model_version", "reasons", "latency_us", "scored_at")

@@ -1,0 +1,1 @@
+"""Integrations of fraudops with the payment platforms its merchants use."""

@@ -1,0 +1,197 @@
+"""The Stripe endpoint (FastAPI): signed webhooks in, inline decisions out.
+
+- `POST /stripe/webhook`: the raw body is verified with `stripe.Webhook.construct_event`
+  against each endpoint secret (several while one is rotated) with Stripe's 300-second
+  tolerance. Unsigned, badly signed, stale or unparsable: 400 and nothing happens. A
+  verified event is put on Kafka `stripe_events` as received, and the answer (200) waits
+  only for the broker's acknowledgement; `integrations.stripe.consumer` does the work.
+  Keeping the event itself on a topic of its own keeps the request path free of Postgres,
+  makes every event replayable, and leaves the idempotency (by event id) to one process.
+- `POST /stripe/decide` (X-Api-Key): a PaymentIntent (the object, or the fields a checkout
+  has before confirming) scored by the same ScoringCore, model store and feature state as
+  `FraudScoring.Score`, persisted like an inline score, answered with the Stripe action.
+
+    python -m integrations.stripe.app   (uvicorn on FRAUDOPS_STRIPE_HOST:FRAUDOPS_STRIPE_PORT)
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import stripe
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from fraudops.bands import BANDS
+from fraudops.pii import configure_logging
+from fraudops.schema import InvalidTransaction, TimestampWindow
+from fraudops.settings import Settings, load_settings
+from integrations.stripe.events import NotAPayment, transaction, transaction_id_of
+from serving.feature_state import open_feature_state
+from serving.kafka_io import AckingProducer, make_producer
+from serving.model_store import ModelStore
+from serving.persistence import (
+    DeploymentRecorder,
+    InlineDeadLetters,
+    InlineScoreSink,
+    ScoreWriter,
+)
+from serving.scoring import NoModel, ScoringCore, decode
+
+log = logging.getLogger("fraudops.stripe")
+
+THREE_D_SECURE = {"payment_method_options": {"card": {"request_three_d_secure": "challenge"}}}
+# What a checkout does with each band, in Stripe's terms.
+ACTIONS = {
+    "ALLOW": {"action": "confirm", "confirm": True, "confirm_params": {}},
+    "CHALLENGE": {"action": "confirm_with_3ds", "confirm": True, "confirm_params": THREE_D_SECURE},
+    "BLOCK": {"action": "do_not_confirm", "confirm": False, "confirm_params": {}},
+}
+
+
+class WebhookRejected(ValueError):
+    """A webhook request that is not a verified Stripe event."""
+
+
+def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, Any]:
+    """The event (as a dict), if any secret verifies the signature; else WebhookRejected
+    saying why."""
+    if not header:
+        raise WebhookRejected("no Stripe-Signature header")
+    problem = "no webhook secret configured"
+    for secret in secrets:
+        try:
+            event = stripe.Webhook.construct_event(payload, header, secret, tolerance=300).to_dict()
+        except stripe.SignatureVerificationError as err:
+            problem = f"signature: {err.user_message or err}"
+            continue
+        except ValueError as err:  # verified, yet not JSON (or not UTF-8)
+            raise WebhookRejected(f"body is not a JSON event: {err}") from err
+        data = event.get("data")
+        if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+            raise WebhookRejected("body is not a Stripe event (no id or type)")
+        if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+            raise WebhookRejected("body is not a Stripe event (no data.object)")
+        return event
+    raise WebhookRejected(problem)
+
+
+class Parts:
+    """What the endpoints share: the producer, and the scoring parts of the inline path."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.window = TimestampWindow.from_settings(settings)
+        url = settings.database_url
+        recorder = DeploymentRecorder(url, "stripe") if url else None
+        self.store = ModelStore(settings.model_dir, recorder)
+        self.core = ScoringCore(self.store, open_feature_state(settings), without_history_ok=True)
+        self.blocking = bool(getattr(self.core.features, "shared", False))
+        self.producer: AckingProducer | None = None
+        self.sink: InlineScoreSink | None = None
+
+    def start(self) -> None:
+        s = self.settings
+        self.store.load_latest()
+        self.store.start_watching()
+        self.producer = AckingProducer(make_producer(s))
+        if s.database_url:
+            dead = InlineDeadLetters(make_producer(s), s.topic_inline_dlq)
+            self.sink = InlineScoreSink(ScoreWriter(s.database_url), dead)
+
+    def stop(self) -> None:
+        self.store.stop()
+        if self.sink is not None:
+            self.sink.close()
+        if self.producer is not None:
+            self.producer.close()
+
+    def decide(self, intent: dict[str, Any]) -> dict[str, Any]:
+        """Score a PaymentIntent; the answer a checkout acts on."""
+        started = time.perf_counter_ns()
+        tx = decode(transaction(intent), window=self.window)
+        batch = self.core.score([tx], started)
+        if self.sink is not None:
+            self.sink.submit(batch)
+        band = BANDS[int(batch.bands[0])]
+        return {
+            "payment_intent": tx["transaction_id"],
+            "score": float(batch.scores[0]),
+            "band": band,
+            "reasons": batch.reasons[0],
+            "model_version": batch.model.version,
+            "latency_us": batch.latency_us,
+            **ACTIONS[band],
+        }
+
+
+def create_app(settings: Settings) -> FastAPI:
+    parts = Parts(settings)
+    secrets = settings.stripe_secrets()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        parts.start()
+        try:
+            yield
+        finally:
+            parts.stop()
+
+    app = FastAPI(title="fraudops Stripe integration", lifespan=lifespan)
+    app.state.parts = parts
+
+    @app.post("/stripe/webhook")
+    async def webhook(request: Request) -> dict[str, Any]:
+        payload = await request.body()
+        try:
+            event = verify(payload, request.headers.get("stripe-signature"), secrets)
+        except WebhookRejected as err:
+            log.warning("webhook refused: %s", err)
+            raise HTTPException(400, str(err)) from err
+        # Keyed by the payment, so a payment's events stay in order on one partition.
+        key = transaction_id_of(event["data"]["object"]) or event["id"]
+        topic = settings.topic_stripe_events
+        await run_in_threadpool(parts.producer.send, topic, key, payload)
+        return {"received": event["id"]}
+
+    @app.post("/stripe/decide")
+    async def decide(request: Request) -> JSONResponse:
+        expected = settings.stripe_decide_api_key
+        given = request.headers.get("x-api-key") or ""
+        if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(401, "a valid X-Api-Key header is required")
+        try:
+            intent = json.loads(await request.body())
+            if not isinstance(intent, dict):
+                raise NotAPayment("payment_intent", "must be a JSON object")
+            # A Redis state is a network call: off the event loop. In memory it is cheaper
+            # to score here than to hop to a worker thread.
+            if parts.blocking:
+                return JSONResponse(await run_in_threadpool(parts.decide, intent))
+            return JSONResponse(parts.decide(intent))
+        except (UnicodeDecodeError, json.JSONDecodeError, NotAPayment, InvalidTransaction) as err:
+            raise HTTPException(422, str(err)) from err
+        except NoModel as err:
+            raise HTTPException(503, "no model loaded yet; retry shortly") from err
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.stripe_host, port=settings.stripe_port, log_config=None)
+
+
+if __name__ == "__main__":
+    main()

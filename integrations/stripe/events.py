@@ -1,0 +1,151 @@
+"""What a Stripe object means to fraudops: a payment becomes a TransactionRequest, a
+fraudulent dispute, an early fraud warning or a fraudulent refund becomes a label.
+
+Pure functions over the JSON Stripe sends (plain dicts), shared by the webhook consumer and
+the inline decision endpoint, so a payment decided inline and the same payment arriving by
+webhook are one transaction: its id is the PaymentIntent id (the charge id only for a
+charge made without one), and its user is derived the same way."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fraudops.proto_gen.fraud.v1 import fraud_pb2
+
+# Currencies Stripe counts in whole units, and those it counts in thousandths; the rest
+# are in hundredths (Stripe's "zero-decimal" and "three-decimal" currency lists).
+ZERO_DECIMAL = frozenset(
+    ("bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
+     "xaf", "xof", "xpf")
+)  # fmt: skip
+THREE_DECIMAL = frozenset(("bhd", "jod", "kwd", "omr", "tnd"))
+CHANNEL = "stripe"
+PAYMENT_EVENTS = ("payment_intent.succeeded", "charge.succeeded")
+# Stripe user ids live in [2^62, 2^63): clear of the small ids other sources use.
+_USER_BASE = 1 << 62
+
+
+class NotAPayment(ValueError):
+    """A payment object fraudops cannot score; `field` names what it lacks."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Label:
+    transaction_id: str
+    label: str  # FRAUD or LEGIT
+    source: str
+    note: str
+
+    def request(self) -> fraud_pb2.LabelRequest:
+        return fraud_pb2.LabelRequest(
+            transaction_id=self.transaction_id,
+            label=fraud_pb2.Label.Value(self.label),
+            source=self.source,
+            note=self.note,
+        )
+
+
+def major_amount(minor: int, currency: str) -> float:
+    """An amount in the currency's major unit (Stripe sends the smallest unit)."""
+    code = currency.lower()
+    if code in ZERO_DECIMAL:
+        return float(minor)
+    return minor / (1000.0 if code in THREE_DECIMAL else 100.0)
+
+
+def stripe_user_id(kind: str, stripe_id: str) -> int:
+    """A stable positive int64 for a Stripe customer or card fingerprint."""
+    digest = hashlib.sha256(f"stripe:{kind}:{stripe_id}".encode()).digest()
+    return _USER_BASE + int.from_bytes(digest[:8], "big") % _USER_BASE
+
+
+def _id(value: Any) -> str:
+    """A Stripe reference, whether the id itself or the expanded object."""
+    if isinstance(value, Mapping):
+        return str(value.get("id") or "")
+    return str(value or "")
+
+
+def _fingerprint(obj: Mapping[str, Any]) -> str:
+    """The card fingerprint of a charge, of a PaymentIntent's expanded latest charge or
+    payment method, or given by a checkout as `card_fingerprint`."""
+    for holder in (obj, obj.get("latest_charge"), obj.get("payment_method")):
+        if not isinstance(holder, Mapping):
+            continue
+        card = (holder.get("payment_method_details") or {}).get("card") or holder.get("card")
+        found = holder.get("card_fingerprint") or (card or {}).get("fingerprint")
+        if found:
+            return str(found)
+    return ""
+
+
+def user_of(obj: Mapping[str, Any]) -> int:
+    """The user a payment belongs to: its customer, else its card."""
+    if customer := _id(obj.get("customer")):
+        return stripe_user_id("customer", customer)
+    if fingerprint := _fingerprint(obj):
+        return stripe_user_id("card", fingerprint)
+    raise NotAPayment("customer", "neither a customer nor a card fingerprint to tell the payer")
+
+
+def transaction_id_of(obj: Mapping[str, Any]) -> str:
+    """The transaction a Stripe object is about: its PaymentIntent, else its charge."""
+    if obj.get("object") == "payment_intent":
+        return _id(obj.get("id"))
+    return _id(obj.get("payment_intent")) or _id(obj.get("charge")) or _id(obj.get("id"))
+
+
+def transaction(obj: Mapping[str, Any], now: float | None = None) -> fraud_pb2.TransactionRequest:
+    """The TransactionRequest of a PaymentIntent or a charge (unvalidated: the caller runs
+    the schema). Card payments carry no account balances: they are marked missing."""
+    is_intent = obj.get("object", "payment_intent") == "payment_intent"
+    amount = obj.get("amount_received") or obj.get("amount")
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise NotAPayment("amount", "must be an integer in the currency's smallest unit")
+    currency = obj.get("currency")
+    if not isinstance(currency, str) or not currency:
+        raise NotAPayment("currency", "must be a three-letter ISO code")
+    created = obj.get("created")
+    if not isinstance(created, int):
+        created = int(time.time() if now is None else now)
+    charge = _id(obj.get("latest_charge")) if is_intent else _id(obj.get("id"))
+    intent = _id(obj.get("id")) if is_intent else _id(obj.get("payment_intent"))
+    return fraud_pb2.TransactionRequest(
+        transaction_id=transaction_id_of(obj),
+        user_id=user_of(obj),
+        amount=major_amount(amount, currency),
+        timestamp=created,
+        type="PAYMENT",
+        channel=CHANNEL,
+        balances_missing=True,
+        stripe_payment_intent_id=intent,
+        stripe_charge_id=charge,
+        stripe_customer_id=_id(obj.get("customer")),
+    )
+
+
+def label_of(event_type: str, obj: Mapping[str, Any]) -> Label | None:
+    """The verdict an event carries, or None: a fraudulent dispute, an early fraud warning
+    or a fraudulent refund says FRAUD; a fraudulent dispute the merchant won says LEGIT."""
+    tx_id = transaction_id_of(obj)
+    ref = _id(obj.get("id"))
+    fraudulent = obj.get("reason") == "fraudulent"
+    if event_type == "charge.dispute.created" and fraudulent:
+        return Label(tx_id, "FRAUD", "stripe:dispute", f"dispute {ref} opened: fraudulent")
+    if event_type == "charge.dispute.closed" and fraudulent and obj.get("status") == "won":
+        return Label(tx_id, "LEGIT", "stripe:dispute", f"dispute {ref} won by the merchant")
+    if event_type == "radar.early_fraud_warning.created":
+        kind = obj.get("fraud_type") or "unspecified"
+        return Label(tx_id, "FRAUD", "stripe:early_fraud_warning", f"warning {ref}: {kind}")
+    if event_type in ("refund.created", "refund.updated") and fraudulent:
+        return Label(tx_id, "FRAUD", "stripe:refund", f"refund {ref}: fraudulent")
+    return None

@@ -1,0 +1,141 @@
+"""The Stripe integration's pure parts: webhook signature checks (with the stripe library's
+own scheme), amounts in major units, stable user ids, and which events become labels."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fraudops.schema import proto_to_dict, validate_transaction
+from fraudops.settings import Settings
+from integrations.stripe.app import WebhookRejected, verify
+from integrations.stripe.consumer import outcome_of
+from integrations.stripe.events import (
+    NotAPayment,
+    label_of,
+    major_amount,
+    stripe_user_id,
+    transaction,
+)
+from tests.helpers.stripe_events import OLD_SECRET, SECRET, charge, dispute, event, sign
+
+SECRETS = [OLD_SECRET, SECRET]
+
+
+def test_a_signed_event_verifies_with_either_rotated_secret():
+    body = event("charge.succeeded", charge())
+    assert verify(body, sign(body), SECRETS)["type"] == "charge.succeeded"
+    assert verify(body, sign(body, OLD_SECRET), SECRETS)["type"] == "charge.succeeded"
+
+
+def test_a_header_with_several_v1_signatures_verifies():
+    body = event("charge.succeeded", charge())
+    t = int(time.time())
+    old, new = sign(body, OLD_SECRET, t), sign(body, SECRET, t)
+    header = f"{new},{old.split(',')[1]}"
+    assert verify(body, header, [SECRET])["id"]
+    assert verify(body, header, [OLD_SECRET])["id"]
+
+
+@pytest.mark.parametrize("case", ["unsigned", "wrong secret", "stale", "changed", "garbage"])
+def test_bad_requests_are_rejected(case):
+    body = event("charge.succeeded", charge())
+    header = {
+        "unsigned": None,
+        "wrong secret": sign(body, "whsec_someone_else"),
+        "stale": sign(body, SECRET, int(time.time()) - 301),
+        "changed": sign(body),
+        "garbage": "t=abc,v1=nothex",
+    }[case]
+    if case == "changed":
+        body = body.replace(b'"amount": 2599', b'"amount": 1')
+    with pytest.raises(WebhookRejected):
+        verify(body, header, SECRETS)
+
+
+def test_signed_garbage_and_no_secret_are_rejected():
+    junk = b"\xff\xfe not json"
+    with pytest.raises(WebhookRejected):
+        verify(junk, sign(b"not json"), SECRETS)
+    body = b'{"hello": "world"}'
+    with pytest.raises(WebhookRejected, match="no id or type"):
+        verify(body, sign(body), SECRETS)
+    body = b'{"id": "evt_1", "type": "charge.succeeded", "data": []}'
+    with pytest.raises(WebhookRejected, match="no data.object"):
+        verify(body, sign(body), SECRETS)
+    with pytest.raises(WebhookRejected, match="no webhook secret"):
+        verify(body, sign(body), [])
+
+
+@pytest.mark.parametrize(
+    ("minor", "currency", "major"),
+    [(2599, "usd", 25.99), (2599, "JPY", 2599.0), (12340, "kwd", 12.34), (500, "krw", 500.0)],
+)
+def test_amounts_are_in_the_major_unit(minor, currency, major):
+    assert major_amount(minor, currency) == pytest.approx(major)
+
+
+def test_user_ids_are_stable_positive_int64_and_apart_from_other_sources():
+    a = stripe_user_id("customer", "cus_123")
+    assert a == stripe_user_id("customer", "cus_123") != stripe_user_id("card", "cus_123")
+    assert 2**62 <= a < 2**63
+
+
+def test_a_charge_and_its_payment_intent_are_one_transaction():
+    ch = charge(customer="cus_9")
+    tx = transaction(ch)
+    intent = {"id": ch["payment_intent"], "object": "payment_intent", "amount": 2599,
+              "amount_received": 2599, "currency": "usd", "customer": "cus_9",
+              "latest_charge": ch["id"], "created": ch["created"]}  # fmt: skip
+    same = transaction(intent)
+    assert (tx.transaction_id, tx.user_id) == (same.transaction_id, same.user_id)
+    assert (tx.stripe_charge_id, same.stripe_charge_id) == (ch["id"], ch["id"])
+    assert tx.type == "PAYMENT" and tx.balances_missing and tx.amount == pytest.approx(25.99)
+    validate_transaction(proto_to_dict(tx))
+
+
+def test_a_guest_is_known_by_the_card_and_nothing_else_is_guessed():
+    ch = charge()
+    assert transaction(ch).user_id == stripe_user_id(
+        "card", ch["payment_method_details"]["card"]["fingerprint"]
+    )
+    del ch["payment_method_details"]
+    with pytest.raises(NotAPayment) as err:
+        transaction(ch)
+    assert err.value.field == "customer"
+
+
+def test_which_events_are_labels():
+    ch = charge()
+    fraud = label_of("charge.dispute.created", dispute(ch))
+    assert (fraud.transaction_id, fraud.label, fraud.source) == (
+        ch["payment_intent"],
+        "FRAUD",
+        "stripe:dispute",
+    )
+    won = label_of("charge.dispute.closed", dispute(ch, status="won"))
+    assert (won.label, won.source) == ("LEGIT", "stripe:dispute")
+    assert label_of("charge.dispute.created", dispute(ch, reason="product_not_received")) is None
+    assert label_of("charge.dispute.closed", dispute(ch, status="lost")) is None
+    warning = {"id": "issfr_1", "object": "radar.early_fraud_warning", "charge": ch["id"],
+               "payment_intent": ch["payment_intent"], "fraud_type": "stolen_card"}  # fmt: skip
+    assert (
+        label_of("radar.early_fraud_warning.created", warning).source
+        == "stripe:early_fraud_warning"
+    )
+    refund = {"id": "re_1", "object": "refund", "charge": ch["id"], "reason": "fraudulent"}
+    assert label_of("refund.created", refund).transaction_id == ch["id"]
+    assert label_of("refund.created", {**refund, "reason": "requested_by_customer"}) is None
+
+
+def test_a_guest_payment_intent_waits_for_its_charge():
+    import json
+
+    guest = {"id": "pi_guest", "object": "payment_intent", "amount": 100, "currency": "eur",
+             "customer": None, "created": int(time.time())}  # fmt: skip
+    body = json.loads(event("payment_intent.succeeded", guest))
+    assert outcome_of(body, Settings()).kind == "ignored"
+    body = json.loads(event("charge.succeeded", charge(amount=0)))
+    out = outcome_of(body, Settings())
+    assert (out.kind, out.detail) == ("invalid", "amount: must be greater than zero")
