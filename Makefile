@@ -23,7 +23,7 @@ CONSOLE_WEB_BUILT := $(CONSOLE_WEB)/dist/index.html
 CONSOLE_WEB_SOURCES := $(shell find $(CONSOLE_WEB)/src -type f 2>/dev/null) \
 	$(addprefix $(CONSOLE_WEB)/,package.json package-lock.json index.html vite.config.ts tsconfig.json)
 
-.PHONY: help install install-serving kafka-jars console-web console-web-test proto lint test test-unit test-integration test-pipeline services-up services-down \
+.PHONY: help install install-serving kafka-jars console-web console-web-test proto lint test test-unit test-integration test-pipeline test-faults services-up services-down \
 	services-status demo bench clean
 
 help:
@@ -33,6 +33,7 @@ help:
 	@echo "make test             install, start Kafka + Postgres, run pytest (what CI runs)"
 	@echo "make test-unit        the quick tier only: no services, no TensorFlow (under 2 min)"
 	@echo "make test-integration real Kafka + Postgres; make test-pipeline: the pipeline stack"
+	@echo "make test-faults      the fault suite: restarts, kills, full disks (own services)"
 	@echo "make lint             ruff check + ruff format --check"
 	@echo "make demo             install, start every service, run the pipeline and the demo"
 	@echo "make bench            the benchmark (python -m bench.run)"
@@ -86,7 +87,7 @@ lint: install
 
 # Every tier runs even when one fails; each prints its duration and its 15 slowest tests.
 # pytest exits 5 when it collected no tests: that is a failure, said out loud.
-TEST_TIERS := unit integration pipeline
+TEST_TIERS := unit integration pipeline faults
 PYTEST_ARGS ?=
 
 test: install console-web-test
@@ -111,6 +112,11 @@ test-integration: install
 test-pipeline: install
 	$(DEVSTACK) up kafka postgres
 	$(VENV)/bin/pytest tests/pipeline --durations=15 $(PYTEST_ARGS)
+
+# The fault suite: each case starts its own Kafka, Postgres or Redis and breaks it.
+test-faults: install
+	$(DEVSTACK) up kafka postgres
+	$(VENV)/bin/pytest tests/faults --durations=15 $(PYTEST_ARGS)
 
 services-up: install
 	$(DEVSTACK) up

@@ -88,14 +88,11 @@ def publish(source_dir: Path, serving_root: Path, version: str) -> Path:
     serving_root = Path(serving_root)
     serving_root.mkdir(parents=True, exist_ok=True)
     tmp = serving_root / f"{TMP_PREFIX}{version}-{os.getpid()}-{time.monotonic_ns()}"
-    shutil.copytree(source_dir, tmp)
-    spec = json.loads((tmp / SPEC_FILE).read_text())
-    spec["version"] = version
-    spec["published_at"] = now_iso()
-    write_spec(tmp, spec)
-    for f in (tmp / MODEL_FILE, tmp / SPEC_FILE):
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        _stage(source_dir, tmp, version)
+    except BaseException:  # a full disk, a bad source: leave nothing behind to fill it more
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = serving_root / version
     if final.exists():
         retired = serving_root / f"{TMP_PREFIX}retired-{version}-{time.monotonic_ns()}"
@@ -105,6 +102,18 @@ def publish(source_dir: Path, serving_root: Path, version: str) -> Path:
     else:
         tmp.rename(final)
     return final
+
+
+def _stage(source_dir: Path, tmp: Path, version: str) -> None:
+    """The copy under its temporary name, its sidecar stamped, both files on disk."""
+    shutil.copytree(source_dir, tmp)
+    spec = json.loads((tmp / SPEC_FILE).read_text())
+    spec["version"] = version
+    spec["published_at"] = now_iso()
+    write_spec(tmp, spec)
+    for f in (tmp / MODEL_FILE, tmp / SPEC_FILE):
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
 
 
 def published_versions(serving_root: Path) -> list[tuple[str, dict[str, Any]]]:

@@ -18,6 +18,11 @@ from serving import metrics
 
 log = logging.getLogger(__name__)
 
+# The most of a message's value a dead-letter copy keeps: under the producer's message size
+# limit (librdkafka's message.max.bytes, 1,000,000) with room for the key and the headers,
+# while the broker takes messages up to 1 MiB.
+MAX_DEAD_LETTER_BYTES = 900_000
+
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     config = {
@@ -52,6 +57,10 @@ def make_consumer(
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
+        # A member that died holds its partitions until its session times out: 10 s, not
+        # librdkafka's 45 s. Heartbeats come from librdkafka's own thread, so a long batch
+        # never misses one.
+        "session.timeout.ms": 10_000,
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 50,
         "queued.max.messages.kbytes": 256 * 1024,
@@ -61,6 +70,17 @@ def make_consumer(
         config.update({"statistics.interval.ms": 5000, "stats_cb": record_lag})
     config.update(overrides)
     return Consumer(config)
+
+
+def dead_letter(value: bytes | None, reason: str) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """Value and headers of a dead-letter copy: the original bytes, the reason in `error`.
+    A value too large to be sent again keeps its head and `truncated_from` says how long it
+    was: refused on its way to the DLQ, it would stop its consumer on every restart."""
+    headers = [("error", reason.encode())]
+    if value is not None and len(value) > MAX_DEAD_LETTER_BYTES:
+        headers.append(("truncated_from", str(len(value)).encode()))
+        value = value[:MAX_DEAD_LETTER_BYTES]
+    return value, headers
 
 
 def next_offsets(msgs: list[Message]) -> list[TopicPartition]:

@@ -27,7 +27,13 @@ from fraudops.db import connect
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings, load_settings
-from serving.kafka_io import consume_messages, make_consumer, make_producer, next_offsets
+from serving.kafka_io import (
+    consume_messages,
+    dead_letter,
+    make_consumer,
+    make_producer,
+    next_offsets,
+)
 from serving.labels import LabelError, label_name, record_label
 from serving.persistence import refusal
 
@@ -98,11 +104,12 @@ class LabelConsumer:
         log.warning(
             "label at %s[%d]@%d to DLQ: %s", msg.topic(), msg.partition(), msg.offset(), reason
         )
+        value, headers = dead_letter(msg.value(), reason)
         self.producer.produce(
             self.settings.topic_labels_dlq,
-            value=msg.value(),
+            value=value,
             key=msg.key(),
-            headers=[("error", reason.encode())],
+            headers=headers,
             on_delivery=self._on_delivery,
         )
 

@@ -67,7 +67,8 @@ _MERGE = (
     f"INSERT INTO scored_transactions ({_COLS}) SELECT {_COLS} FROM score_stage "
     "ON CONFLICT (transaction_id) DO NOTHING"
 )
-_RETRYABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# A lost connection or a server going away: retried, never blamed on a row.
+RETRYABLE = (psycopg2.OperationalError, psycopg2.InterfaceError)
 # The sampled feature vectors, kept only for rows the table holds (a refused row has none).
 _SAMPLES = (
     "INSERT INTO feature_samples (transaction_id, features, model_version) "
@@ -224,13 +225,13 @@ class ScoreWriter:
         for attempt in range(1, self._attempts):
             try:
                 return self._copy_once(data)
-            except _RETRYABLE as err:
+            except RETRYABLE as err:
                 self.close()
                 log.warning("database write failed (%s); retry %d", err, attempt)
                 time.sleep(min(0.2 * 2**attempt, 5.0))
         try:
             return self._copy_once(data)
-        except _RETRYABLE:
+        except RETRYABLE:
             self.close()
             raise
 

@@ -34,15 +34,15 @@ from fraudops.schema import TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import metrics
 from serving.feature_state import BATCH_TIMEOUT_SECONDS, check_history, open_feature_state
-from serving.kafka_io import make_consumer, make_producer, next_offsets
+from serving.kafka_io import dead_letter, make_consumer, make_producer, next_offsets
 from serving.model_store import ModelStore
-from serving.persistence import DeploymentRecorder, ScoreWriter
+from serving.persistence import RETRYABLE, DeploymentRecorder, ScoreWriter, WriteResult
 from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode_many
 
 log = logging.getLogger(__name__)
 
 _BAND_COUNTERS = [metrics.SCORES.labels(band=b, source="stream") for b in BANDS]
-# Waits between attempts while the feature store is unreachable: doubling, capped.
+# Waits between attempts while the feature store or Postgres is unreachable: doubling, capped.
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.2, 5.0
 
 
@@ -179,8 +179,8 @@ class StreamScorer:
     def _dead_letter(self, msg: Message, reason: str, field_name: str, batch: _Batch) -> None:
         reason = mask_pii(reason)  # the reason may quote a field value; headers get read and logged
         metrics.DLQ.labels(reason=field_name).inc()
-        self._produce(self.settings.topic_dlq, msg.key(), msg.value(), batch,
-                      headers=[("error", reason.encode())])  # fmt: skip
+        value, headers = dead_letter(msg.value(), reason)
+        self._produce(self.settings.topic_dlq, msg.key(), value, batch, headers=headers)
         log.warning("dead-lettered message at %s[%d]@%d: %s",
                     msg.topic(), msg.partition(), msg.offset(), reason)  # fmt: skip
 
@@ -225,7 +225,7 @@ class StreamScorer:
         """Rows into Postgres (a row it refuses goes to the DLQ, the rest are written), then
         every Kafka acknowledgement of the batch, DLQ messages included."""
         if batch.scored is not None and self._writer is not None:
-            result = self._writer.write([(batch.scored, "stream")])
+            result = self._write_rows(batch.scored)
             for refused in result.refused:
                 self._dead_letter(batch.sources[refused.row], refused.reason, "database", batch)
         while len(batch.acks) < batch.produced:
@@ -233,6 +233,21 @@ class StreamScorer:
         errors = [e for e in batch.acks if e is not None]
         if errors:
             raise ScorerFailed(f"{len(errors)} messages not delivered, first: {errors[0]}")
+
+    def _write_rows(self, scored: ScoredBatch) -> WriteResult:
+        """Without Postgres (a restart, a failover), hold the batch (nothing committed, and
+        consuming stops once the hand-off queue is full) and retry with backoff until the
+        database is back or the scorer is stopped: an outage never ends the process."""
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return self._writer.write([(scored, "stream")])
+            except RETRYABLE as err:
+                log.warning("database unavailable (%s); holding %d rows, retrying in %.1f s",
+                            str(err).strip(), len(scored), delay)  # fmt: skip
+                if self._stop.wait(delay):
+                    raise ScorerFailed("stopped while the database was unavailable") from err
+                delay = min(2 * delay, RETRY_MAX_SECONDS)
 
     def _commit_durable(self, asynchronous: bool = True) -> None:
         """Commit the offsets of every batch the writer finished, in order."""

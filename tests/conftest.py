@@ -41,7 +41,7 @@ pytest_plugins = ["tests.helpers.serving_env"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-TIERS = ("unit", "integration", "pipeline")
+TIERS = ("unit", "integration", "pipeline", "faults")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

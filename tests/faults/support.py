@@ -1,0 +1,127 @@
+"""What the fault cases share: services of a test's own on free ports (`PrivateStack`), a
+stream of transactions sent while the fault happens (`Stream`), settings pointed at the
+private services (`with_stack`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from fraudops.settings import Settings
+from tests.helpers.serving_env import ROOT, free_port, process_env, transaction, wait_until
+
+
+class PrivateStack:
+    """Kafka, Postgres, Redis and MLflow of one test: free ports, a run directory of its
+    own, run by the dev stack's command line (a service it starts outlives the command, as
+    in use). MLflow keeps its artifacts where the dev stack does (mlruns/)."""
+
+    def __init__(self, run_dir: Path):
+        settings = Settings(
+            kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+            kafka_controller_port=free_port(),
+            postgres_port=free_port(),
+            redis_port=free_port(),
+            mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}",
+        )
+        self.settings = settings.with_local_services()
+        self.run_dir = run_dir
+        self._started: list[str] = []
+
+    def _devstack(self, command: str, *names: str) -> None:
+        args = [sys.executable, "-m", "fraudops.devstack", command, *names,
+                "--run-dir", str(self.run_dir)]  # fmt: skip
+        done = subprocess.run(
+            args, cwd=ROOT, env=process_env(self.settings), capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, f"devstack {command} {names} failed:\n{done.stderr}"
+
+    def up(self, *names: str) -> None:
+        self._devstack("up", *names)
+        self._started += [n for n in names if n not in self._started]
+
+    def down(self, *names: str) -> None:
+        self._devstack("down", *names)
+
+    def restart(self, name: str, while_down: Callable[[], object] = lambda: None) -> float:
+        """Stop the service, run `while_down`, start it again on the same port and data;
+        the seconds it was away (from the stop signal until it answers again)."""
+        started = time.monotonic()
+        self.down(name)
+        while_down()
+        self.up(name)
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        if self._started:
+            self.down(*self._started)
+
+
+USERS = 11  # a stream's transactions belong to users 1..USERS
+
+
+class Stream:
+    """Produce transactions to a topic at a steady pace on a thread of its own, so the
+    fault happens while they flow; `join` returns once every one is acknowledged. With
+    `invalid_every`, every such transaction has a negative amount (`invalid` names them)."""
+
+    def __init__(
+        self, bootstrap: str, topic: str, ids: list[str], per_second: float = 400,
+        invalid_every: int = 0,
+    ):  # fmt: skip
+        self.ids = ids
+        self.invalid = set(ids[::invalid_every]) if invalid_every else set()
+        self.sent = 0
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        self._topic = topic
+        self._pause = 1.0 / per_second
+        self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
+
+    def start(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        for n, tx_id in enumerate(self.ids):
+            amount = -1.0 if tx_id in self.invalid else 10.0 + n % 50
+            tx = transaction(n, user_id=1 + n % USERS, transaction_id=tx_id,
+                             timestamp=1_700_000_000 + n, amount=amount)  # fmt: skip
+            self._producer.produce(self._topic, key=str(tx.user_id), value=tx.SerializeToString())
+            self._producer.poll(0)
+            self.sent += 1
+            time.sleep(self._pause)
+
+    def join(self, timeout: float = 120) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the stream did not finish"
+        assert self._producer.flush(timeout) == 0, "the stream's messages were not delivered"
+
+
+def with_stack(base: Settings, stack: PrivateStack, *names: str) -> Settings:
+    """`base` pointed at the private stack's services named (kafka, postgres, redis)."""
+    s = stack.settings
+    fields = {
+        "kafka": {"kafka_bootstrap_servers": s.kafka_bootstrap_servers},
+        "postgres": {"database_url": s.database_url},
+        "redis": {"redis_url": s.redis_url},
+    }
+    return replace(base, **{k: v for n in names for k, v in fields[n].items()})
+
+
+def resumed(count: Callable[[], int], what: str, timeout: float = 120) -> int:
+    """Wait until `count()` grows past its value now (the stream moves again); the count."""
+    before = count()
+    return wait_until(lambda: (n := count()) > before and n, what, timeout, every=0.05)
+
+
+def log_says(path: Path, text: str, timeout: float = 120) -> None:
+    """Wait until a process's log holds `text` (the process noticed the fault)."""
+    wait_until(lambda: text in path.read_text(errors="replace"), f"{text!r} in {path}", timeout)

@@ -1,0 +1,89 @@
+"""The scorer SIGKILLed while it dead-letters: a third of the stream is invalid (negative
+amounts), so the DLQ is being written when the process dies. Restarted, every invalid
+message is on the DLQ (at least once: a batch produced but not committed is produced
+again) and every valid one is stored once."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from tests.faults.support import Stream, resumed
+from tests.helpers.serving_env import (
+    consume,
+    make_settings,
+    publish_model,
+    scored_ids,
+    service_process,
+    stop_process,
+    unique_ids,
+    wait_until,
+)
+
+N = 3000
+
+
+def on_topic(bootstrap: str, topic: str, partitions: int = 3) -> int:
+    """Messages on a topic so far (the sum of its partitions' high watermarks); 0 while the
+    broker cannot say yet (a new topic's leaders still moving in)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wm-{uuid.uuid4().hex}"})
+    try:
+        marks = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in range(partitions)
+        ]
+    except KafkaException:
+        return 0
+    finally:
+        consumer.close()
+    return sum(high for _low, high in marks)
+
+
+@pytest.fixture
+def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
+    publish_model(built_models, serving_root, "v1")
+    return make_settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=database_url,
+        model_dir=serving_root,
+        consumer_group=f"fault-kill-{uuid.uuid4().hex[:8]}",
+        scorer_batch_size=50,
+        **kafka_topics(),
+    )
+
+
+def test_a_scorer_killed_while_dead_lettering_loses_nothing_on_restart(
+    settings, kafka_bootstrap, tmp_path, fault_report
+):
+    ids = unique_ids("fault-kill", N)
+    stream = Stream(kafka_bootstrap, settings.topic_raw, ids, invalid_every=3)
+    invalid, valid = stream.invalid, [i for i in ids if i not in stream.invalid]
+    url, dlq = settings.database_url, settings.topic_dlq
+    with service_process("serving.scorer", settings, tmp_path / "scorer-1.log") as first:
+        stream.start()
+        wait_until(lambda: on_topic(kafka_bootstrap, dlq) >= 50, "the DLQ being written", 120)
+        stop_process(first, signal.SIGKILL)
+    killed, before = time.monotonic(), len(scored_ids(url, ids))
+    assert before < len(valid), "killed too late: the stream was already done"
+    with service_process("serving.scorer", settings, tmp_path / "scorer-2.log") as second:
+        resumed(lambda: len(scored_ids(url, ids)), "the restarted scorer to write")
+        recovery = time.monotonic() - killed
+        stream.join()
+        wait_until(lambda: len(scored_ids(url, ids)) == len(valid), "every valid one stored", 180)
+        dead = consume(kafka_bootstrap, dlq, len(invalid))
+        assert second.poll() is None
+    dead_ids = [fraud_pb2.TransactionRequest.FromString(m.value()).transaction_id for m in dead]
+    rows = scored_ids(url, ids)
+    fault_report(
+        "scorer SIGKILLed while writing the DLQ", sent=N, scored=len(set(rows)),
+        lost=len(valid) - len(set(rows)) + len(invalid - set(dead_ids)),
+        twice=len(rows) - len(set(rows)), recovery_s=recovery,
+        note=f"{len(invalid)} invalid: all on the DLQ, {len(dead_ids) - len(set(dead_ids))} "
+        "of them twice (at-least-once)",
+    )  # fmt: skip
+    assert set(dead_ids) == invalid
+    assert sorted(rows) == sorted(valid)
