@@ -347,7 +347,8 @@ def add_model_routes(app: FastAPI, settings: Settings) -> None:
         for row in timeline:
             row["mlflow_run_url"] = mlflow_run_url(settings, row["mlflow_run_id"])
         return {"served": queries.served_version(conn), "deployments": timeline,
-                "events": events, "versions": version_summaries(settings)}  # fmt: skip
+                "events": events, "versions": version_summaries(settings),
+                "drift": queries.latest_drift(conn)}  # fmt: skip
 
     @app.post("/api/models/rollback")
     def roll_back(body: RollbackBody, user: CurrentUser) -> dict:

@@ -290,6 +290,28 @@ def served_version(conn) -> str | None:
     return row[0] if row else None
 
 
+_LATEST_DRIFT = """
+SELECT window_start, window_end, model_version, rows, drifted, consecutive, alarm,
+       drifted_features, max_feature_psi, score_psi, band_psi, skew_checked, skew_mismatches
+  FROM drift_reports ORDER BY window_end DESC, id DESC LIMIT 1"""
+_LAST_ALARM = "SELECT max(window_end) FROM drift_reports WHERE alarm"
+
+
+def latest_drift(conn) -> dict[str, Any] | None:
+    """The drift watch's newest window and when it last raised the alarm (None: no report)."""
+    with conn.cursor() as cur:
+        cur.execute(_LATEST_DRIFT)
+        row = cur.fetchone()
+        if row is None:
+            return None
+        names = [c.name for c in cur.description]
+        cur.execute(_LAST_ALARM)
+        last_alarm = cur.fetchone()[0]
+    report = dict(zip(names, row, strict=True))
+    report["last_alarm_at"] = last_alarm
+    return report
+
+
 def trends(conn, days: int) -> dict[str, Any]:
     """Daily volumes by band and fraud rate, precision of the flagged bands by their
     labels, and analysts' labels per day (from the audit trail: every verdict, not only

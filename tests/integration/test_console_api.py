@@ -19,6 +19,7 @@ from tests.helpers.console_env import (
     add_account,
     client_for,
     console_settings,
+    insert_drift_report,
     insert_rows,
     signed_in,
 )
@@ -145,6 +146,17 @@ def test_viewer_reads_but_may_not_write(client, database_url, version):
     assert client.post(f"/api/transactions/{tx}/claim").status_code == 403
     assert client.post("/api/models/rollback", json={}).status_code == 403
     assert client.post("/api/auth/logout").status_code == 200
+
+
+def test_the_models_page_carries_the_latest_drift_window_and_its_alarm(
+    client, analyst, version, database_url
+):
+    insert_drift_report(database_url, version, alarm=True)
+    signed_in(client, analyst)
+    drift = client.get("/api/models").json()["drift"]
+    assert drift["model_version"] == version and drift["alarm"] is True
+    assert drift["drifted_features"] == ["log_amount[TRANSFER]", "type_mix"]
+    assert drift["consecutive"] == 3 and drift["last_alarm_at"].startswith("2099-01-01T11:00")
 
 
 def test_analyst_may_not_roll_back(client, analyst):

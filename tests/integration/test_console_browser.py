@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from console.app import WEB_DIST
 from fraudops.proto_gen.fraud.v1 import fraud_pb2_grpc
-from tests.helpers.console_env import PASSWORD, add_account, insert_rows
+from tests.helpers.console_env import PASSWORD, add_account, insert_drift_report, insert_rows
 from tests.helpers.serving_env import (
     ROOT,
     channel_to,
@@ -185,8 +185,11 @@ def test_stream_queue_and_label_in_the_browser(loop, settings, browser, database
                   " AND subject = %s", (target,))  # fmt: skip
     assert audit == [(f"analyst:{analyst}",)]
 
+    insert_drift_report(database_url, "v2", alarm=True)
     browser.get(f"{loop}/models")
     wait_for(browser, main_says("Published versions"))
+    drift = browser.find_element(By.CSS_SELECTOR, "[data-testid=drift]")
+    assert "log_amount[TRANSFER], type_mix" in drift.text and "ALARM" in drift.text
     shot(browser, "models")
     browser.get(f"{loop}/trends")
     wait_for(browser, main_says("Daily digests"))

@@ -17,7 +17,25 @@ interface Version {
   metrics: Record<string, unknown>;
 }
 
+interface Drift {
+  window_start: string;
+  window_end: string;
+  model_version: string;
+  rows: number;
+  drifted: boolean | null;
+  consecutive: number;
+  alarm: boolean;
+  drifted_features: string[];
+  max_feature_psi: number | null;
+  score_psi: number | null;
+  band_psi: number | null;
+  skew_checked: number;
+  skew_mismatches: number;
+  last_alarm_at: string | null;
+}
+
 interface Models {
+  drift: Drift | null;
   served: string | null;
   deployments: { id: number; version: string; host: string; pid: number; served_from: string; served_until: string | null; reason: string | null; mlflow_run_url: string | null }[];
   events: { at: string; kind: string; subject: string; detail: Record<string, unknown> }[];
@@ -84,6 +102,7 @@ export function Models() {
           </tbody>
         </Table>
       </Card>
+      <DriftCard drift={models.drift} />
       <div className="grid grid-cols-2 gap-4">
         <Card>
           <CardTitle>Deployments</CardTitle>
@@ -115,5 +134,34 @@ export function Models() {
         </Card>
       </div>
     </div>
+  );
+}
+
+function DriftCard({ drift }: { drift: Drift | null }) {
+  if (!drift) {
+    return (
+      <Card data-testid="drift">
+        <CardTitle>Drift watch</CardTitle>
+        <p className="text-sm text-slate-600">No drift report yet (the hourly fraud_drift_watch DAG writes one per window).</p>
+      </Card>
+    );
+  }
+  const verdict = drift.drifted === null ? "too few rows to judge" : drift.drifted ? "drifted" : "like the training reference";
+  return (
+    <Card data-testid="drift">
+      <CardTitle>
+        Drift watch {drift.alarm && <Badge value="ALARM" className="bg-red-600 text-white" data-testid="drift-alarm" />}
+      </CardTitle>
+      <p className="text-sm">
+        Window {formatTime(drift.window_start)} – {formatTime(drift.window_end)} against {drift.model_version}: {drift.rows} rows,{" "}
+        <span className="font-semibold" data-testid="drift-verdict">{verdict}</span> ({drift.consecutive} drifted in a row).
+      </p>
+      <p className="text-sm">
+        Drifted: <span data-testid="drift-features">{drift.drifted_features.length ? drift.drifted_features.join(", ") : "none"}</span>
+        {" · "}max feature PSI {metric(drift.max_feature_psi)} · score PSI {metric(drift.score_psi)} · band PSI {metric(drift.band_psi)}
+        {" · "}skew: {drift.skew_mismatches} mismatches in {drift.skew_checked} samples
+        {drift.last_alarm_at && <> · last alarm {formatTime(drift.last_alarm_at)}</>}
+      </p>
+    </Card>
   );
 }
