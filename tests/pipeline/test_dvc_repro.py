@@ -7,15 +7,20 @@ stages that read it."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 import uuid
 
 import pytest
 import yaml
 
 from fraudops.modelspec import published_versions
+from fraudops.pipeline_graph import load_stages, repro_command
 from tests.helpers.lineage import dataset_inputs, dvc_recorded, training_runs
-from tests.helpers.pipeline_project import dvc, make_project, pipeline_env
+from tests.helpers.pipeline_project import BIN, dvc, make_project, pipeline_env
 
 # The whole pipeline, even on tiny params, takes minutes on two busy cores.
 pytestmark = [
@@ -98,3 +103,43 @@ def test_one_params_key_reruns_only_the_stages_that_read_it(repro):
     assert stages_run(rerun.stdout) == ["export", "promote"]
     spec = json.loads((project / "models" / "export" / "model.json").read_text())
     assert len(spec["golden"]["inputs"]) == 16
+
+
+def test_a_stage_killed_mid_run_reruns_and_leaves_dvc_lock_consistent(repro):
+    """What an Airflow task of the training DAG runs (`repro_command`), SIGKILLed while its
+    stage works: dvc.lock keeps the last completed run, and the retry completes."""
+    project, env, _ = repro
+    lock_before = yaml.safe_load((project / "dvc.lock").read_text())
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["seed"] = int(params["train"]["seed"]) + 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    train = next(s for s in load_stages(project) if s.name == "train")
+    command = ["bash", "-c", repro_command(train, BIN)]
+    task = subprocess.Popen(
+        command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        for line in task.stdout:  # bounded: the stage announces itself within seconds
+            if "Running stage 'train'" in line:
+                break
+        time.sleep(3)  # the stage's Python is importing TensorFlow or fitting by now
+        assert task.poll() is None, "train finished before it could be killed"
+        os.killpg(task.pid, signal.SIGKILL)
+    finally:
+        task.wait(timeout=60)
+    lock_after_kill = yaml.safe_load((project / "dvc.lock").read_text())
+    assert lock_after_kill["stages"]["train"] == lock_before["stages"]["train"]
+    retry = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True,
+                           timeout=1800)  # fmt: skip
+    assert retry.returncode == 0, retry.stdout[-3000:] + retry.stderr[-3000:]
+    assert stages_run(retry.stdout) == ["train"]
+    lock_after_retry = yaml.safe_load((project / "dvc.lock").read_text())
+    assert (
+        lock_after_retry["stages"]["train"]["params"]["params.yaml"]["train.seed"]
+        == (params["train"]["seed"])
+    )
+    rest = dvc(project, "repro", env=env)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    status = dvc(project, "status", env=env)
+    assert status.returncode == 0 and UP_TO_DATE in status.stdout
