@@ -4,17 +4,14 @@ Each goes to the dead-letter topic with its reason; every good transaction is sc
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from confluent_kafka import Producer
 
 from tests.helpers.serving_env import (
     consume,
-    make_settings,
-    publish_model,
     scored_ids,
     service_process,
+    serving_v1_settings,
     transaction,
     unique_ids,
     wait_until,
@@ -40,12 +37,12 @@ def poison(tag: str) -> dict[str, bytes]:
 
 @pytest.fixture
 def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
-    publish_model(built_models, serving_root, "v1")
-    return make_settings(
+    return serving_v1_settings(
+        built_models,
+        serving_root,
+        "fault-poison",
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,
-        model_dir=serving_root,
-        consumer_group=f"fault-poison-{uuid.uuid4().hex[:8]}",
         scorer_batch_size=100,
         **kafka_topics(),
     )

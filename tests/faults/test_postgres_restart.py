@@ -6,17 +6,15 @@ scorer has given up on its writer's own retries and holds the batch."""
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 from tests.faults.support import Stream, log_says, resumed, with_stack
 from tests.helpers.serving_env import (
-    make_settings,
-    publish_model,
     query,
     scored_ids,
     service_process,
+    serving_v1_settings,
     unique_ids,
     wait_until,
 )
@@ -27,11 +25,11 @@ N = 4000
 @pytest.fixture
 def settings(private_stack, built_models, serving_root, kafka_bootstrap, kafka_topics):
     private_stack.up("postgres")
-    publish_model(built_models, serving_root, "v1")
-    base = make_settings(
+    base = serving_v1_settings(
+        built_models,
+        serving_root,
+        "fault-pg",
         kafka_bootstrap_servers=kafka_bootstrap,
-        model_dir=serving_root,
-        consumer_group=f"fault-pg-{uuid.uuid4().hex[:8]}",
         scorer_batch_size=200,
         **kafka_topics(),
     )

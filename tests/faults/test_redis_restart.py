@@ -5,17 +5,15 @@ transaction is stored once and counted once in its user's history."""
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 from fraudops.feature_store import RedisFeatures
 from tests.faults.support import USERS, Stream, log_says, resumed, with_stack
 from tests.helpers.serving_env import (
-    make_settings,
-    publish_model,
     scored_ids,
     service_process,
+    serving_v1_settings,
     unique_ids,
     wait_until,
 )
@@ -27,12 +25,12 @@ N = 4000
 def settings(private_stack, built_models, serving_root, kafka_bootstrap, kafka_topics,
              database_url):  # fmt: skip
     private_stack.up("redis")
-    publish_model(built_models, serving_root, "v1")
-    base = make_settings(
+    base = serving_v1_settings(
+        built_models,
+        serving_root,
+        "fault-redis",
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,
-        model_dir=serving_root,
-        consumer_group=f"fault-redis-{uuid.uuid4().hex[:8]}",
         scorer_batch_size=200,
         **kafka_topics(),
     )

@@ -16,10 +16,9 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from tests.faults.support import Stream, resumed
 from tests.helpers.serving_env import (
     consume,
-    make_settings,
-    publish_model,
     scored_ids,
     service_process,
+    serving_v1_settings,
     stop_process,
     unique_ids,
     wait_until,
@@ -45,12 +44,12 @@ def on_topic(bootstrap: str, topic: str, partitions: int = 3) -> int:
 
 @pytest.fixture
 def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
-    publish_model(built_models, serving_root, "v1")
-    return make_settings(
+    return serving_v1_settings(
+        built_models,
+        serving_root,
+        "fault-kill",
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,
-        model_dir=serving_root,
-        consumer_group=f"fault-kill-{uuid.uuid4().hex[:8]}",
         scorer_batch_size=50,
         **kafka_topics(),
     )

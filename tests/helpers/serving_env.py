@@ -78,6 +78,14 @@ def unique_ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{run}-{i}" for i in range(n)]
 
 
+def serving_v1_settings(built: Path, serving_root: Path, group: str, **overrides) -> Settings:
+    """Settings for a server or scorer on loopback with the tiny model v1 published, in a
+    consumer group of its own named after `group`; `overrides` name endpoints and topics."""
+    publish_model(built, serving_root, "v1")
+    group_id = f"{group}-{uuid.uuid4().hex[:8]}"
+    return make_settings(model_dir=serving_root, consumer_group=group_id, **overrides)
+
+
 def make_settings(**overrides) -> Settings:
     """Settings for an in-process server on a free loopback port, no metrics endpoint."""
     return loopback_settings(Settings(), **overrides)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from fraudops.settings import Settings
 from tests.helpers.redis_server import RedisServer
-from tests.helpers.serving_env import make_settings, publish_model
+from tests.helpers.serving_env import serving_v1_settings
 
 
 @pytest.fixture
@@ -44,12 +43,12 @@ def redis_server(redis_servers) -> RedisServer:
 @pytest.fixture
 def stream_settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url,
                     redis_server) -> Settings:  # fmt: skip
-    publish_model(built_models, serving_root, "v1")
-    return make_settings(
+    return serving_v1_settings(
+        built_models,
+        serving_root,
+        "test-scorer",
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,
-        model_dir=serving_root,
         redis_url=redis_server.url,
-        consumer_group=f"test-scorer-{uuid.uuid4().hex[:8]}",
         **kafka_topics(),
     )

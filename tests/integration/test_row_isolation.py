@@ -28,11 +28,11 @@ from tests.helpers.serving_env import (
     committed,
     consume,
     insert_scored,
-    make_settings,
     publish_model,
     query,
     scored_ids,
     service_process,
+    serving_v1_settings,
     stop_process,
     transaction,
     unique_ids,
@@ -104,12 +104,12 @@ def test_the_writer_isolates_each_refused_row_and_writes_the_rest(core, strict_d
 @pytest.fixture
 def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, strict_database):
     """Server and scorer settings on the strict database and this test's topics."""
-    publish_model(built_models, serving_root, "v1")
-    return make_settings(
+    return serving_v1_settings(
+        built_models,
+        serving_root,
+        "test-isolate",
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=strict_database,
-        model_dir=serving_root,
-        consumer_group=f"test-isolate-{uuid.uuid4().hex[:8]}",
         **kafka_topics(),
     )
 

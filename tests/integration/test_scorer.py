@@ -5,7 +5,6 @@ their reason, and a scorer SIGKILLed mid-stream that loses and duplicates nothin
 from __future__ import annotations
 
 import signal
-import uuid
 from collections import Counter
 from dataclasses import replace
 
@@ -17,11 +16,10 @@ from serving.server import ServingApp
 from tests.helpers.serving_env import (
     channel_to,
     consume,
-    make_settings,
-    publish_model,
     query,
     scored_ids,
     service_process,
+    serving_v1_settings,
     stop_process,
     transaction,
     unique_ids,
@@ -34,12 +32,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
-    publish_model(built_models, serving_root, "v1")
-    return make_settings(
+    return serving_v1_settings(
+        built_models,
+        serving_root,
+        "test-scorer",
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,
-        model_dir=serving_root,
-        consumer_group=f"test-scorer-{uuid.uuid4().hex[:8]}",
         **kafka_topics(),
     )
 
