@@ -197,6 +197,15 @@ def feedback_report(
     return report
 
 
+def without_balances_report(
+    test: pd.DataFrame, scorers: dict[str, Any], params: dict
+) -> dict[str, Any]:
+    """The candidate on the held-out rows as a card payment would send them: no balances."""
+    x = features_of(test)
+    masked = {"candidate": scorers["candidate"](mask_balances(x, np.ones(len(x), bool)))}
+    return _summaries(test, masked, model_thresholds(scorers["info"]), params)["candidate"]
+
+
 def holdout_report(
     test: pd.DataFrame,
     scorers: dict[str, Any],
@@ -210,11 +219,6 @@ def holdout_report(
     thresholds = model_thresholds(scorers["info"])
     scores = {name: scorers[name](x) for name in names}
     report: dict[str, Any] = _summaries(test, scores, thresholds, params)
-    if "candidate" in names:
-        # The same rows as a card payment would send them: no balances at all.
-        no_balances = {"candidate": scorers["candidate"](mask_balances(x, np.ones(len(x), bool)))}
-        masked = _summaries(test, no_balances, thresholds, params)
-        report["candidate_without_balances"] = masked["candidate"]
     report["champion"] = None
     if champion is not None:
         scores["champion"] = champion.predict(x)
@@ -313,6 +317,7 @@ def evaluate(
     scorers = candidate_scorers(candidate_dir, int(params["score_batch"]))
     champion, rejected = current_champion(serving_dir)
     report, scores = holdout_report(test, scorers, champion, params)
+    report["candidate_without_balances"] = without_balances_report(test, scorers, params)
     report["champion_rejected"] = rejected
     feedback = load_set(features_dir, "feedback")
     report["feedback"] = feedback_report(feedback, scorers, serving_dir, champion, params)
