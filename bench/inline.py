@@ -3,6 +3,8 @@ of ScoreBatch, and what a client sees while a new model is hot-reloaded."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,28 +45,42 @@ def call_latency(port: int, txs: list, warmup: int, rounds: int) -> list[Stats]:
 
 def score_latency(port: int, calls: int, rounds: int, warmup: int = 500) -> InlineResult:
     """`rounds` rounds of `calls` sequential Score calls after a warm-up, and ScoreBatch."""
+    return interleaved_latency([port], calls, rounds, warmup)[0]
+
+
+def interleaved_latency(
+    ports: list[int], calls: int, rounds: int, warmup: int = 500
+) -> list[InlineResult]:
+    """The same Score calls to each server, one round each in turn (server 1, 2, 1, 2,
+    ...), so that a change in the machine's load falls on all of them alike; then
+    ScoreBatch on each. One result per port."""
     txs = transactions(calls + warmup, users=5000, seed=1, prefix="inline")
     batch_size, batch_calls = 100, max(20, calls // 100)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = fraud_pb2_grpc.FraudScoringStub(channel)
-        for tx in txs[:warmup]:
-            stub.Score(tx)
-        rounds_stats, server_us = [], []
+    results = [InlineResult([], [], batch_size, []) for _ in ports]
+    with contextlib.ExitStack() as stack:
+        stubs = []
+        for port in ports:
+            channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
+            stubs.append(fraud_pb2_grpc.FraudScoringStub(channel))
+        for stub in stubs:
+            for tx in txs[:warmup]:
+                stub.Score(tx)
         for _ in range(rounds):
-            samples = []
-            for tx in txs[warmup:]:
-                started = time.perf_counter()
-                reply = stub.Score(tx)
-                samples.append(time.perf_counter() - started)
-                server_us.append(reply.latency_us)
-            rounds_stats.append(Stats(samples))
+            for stub, result in zip(stubs, results, strict=True):
+                samples = []
+                for tx in txs[warmup:]:
+                    started = time.perf_counter()
+                    reply = stub.Score(tx)
+                    samples.append(time.perf_counter() - started)
+                    result.server_us.append(reply.latency_us)
+                result.score_rounds.append(Stats(samples))
         request = fraud_pb2.ScoreBatchRequest(transactions=txs[:batch_size])
-        per_tx = []
-        for _ in range(batch_calls):
-            started = time.perf_counter()
-            stub.ScoreBatch(request)
-            per_tx.append((time.perf_counter() - started) / batch_size * 1e6)
-    return InlineResult(rounds_stats, server_us, batch_size, per_tx)
+        for stub, result in zip(stubs, results, strict=True):
+            for _ in range(batch_calls):
+                started = time.perf_counter()
+                stub.ScoreBatch(request)
+                result.batch_per_tx_us.append((time.perf_counter() - started) / batch_size * 1e6)
+    return results
 
 
 @dataclass(eq=False)
@@ -167,9 +183,32 @@ def redis_ping_us(url: str, n: int = 2000) -> float:
     return Stats(samples).pct(50)
 
 
-def state_report(memory: InlineResult, in_redis: InlineResult, ping_us: float) -> list[str]:
-    """The same sequential Score calls with per-user state in memory and in Redis."""
-    lines = ["inline Score, per-user state in memory beside in Redis (same calls, medians):"]
+def pinned_ping_us(url: str, redis_pid: int) -> dict[str, float]:
+    """PING p50 with this process and redis-server pinned to one core, then to two: what
+    waking a process on another, idle core adds to a round trip on this machine."""
+    if len(os.sched_getaffinity(0)) < 2:
+        return {}
+    mine, theirs = os.sched_getaffinity(0), os.sched_getaffinity(redis_pid)
+    a, b = sorted(mine)[:2]
+    out = {}
+    try:
+        for label, cores in (("same core", (a, a)), ("two cores", (a, b))):
+            os.sched_setaffinity(0, {cores[0]})
+            os.sched_setaffinity(redis_pid, {cores[1]})
+            out[label] = redis_ping_us(url)
+    finally:
+        os.sched_setaffinity(0, mine)
+        os.sched_setaffinity(redis_pid, theirs)
+    return out
+
+
+def state_report(
+    memory: InlineResult, in_redis: InlineResult, ping_us: float, pinned: dict[str, float]
+) -> list[str]:
+    """The same sequential Score calls with per-user state in memory and in Redis, their
+    rounds in turn."""
+    lines = ["inline Score, per-user state in memory beside in Redis (same calls, rounds in "
+             "turn, medians):"]  # fmt: skip
     p50 = {}
     for label, result in (("in memory", memory), ("Redis", in_redis)):
         p50[label] = median([s.pct(50) for s in result.score_rounds])
@@ -178,6 +217,13 @@ def state_report(memory: InlineResult, in_redis: InlineResult, ping_us: float) -
         lines.append(f"  {label:<10} p50 {p50[label]:6.0f} µs  p99 {p99:6.0f} µs  "
                      f"(server-side {server:.0f} µs)")  # fmt: skip
     grown = p50["Redis"] - p50["in memory"]
-    lines.append(f"  Redis adds {grown:+.0f} µs to p50 (target: at most +150 µs); "
-                 f"a Redis PING round trip on this machine now: p50 {ping_us:.0f} µs")  # fmt: skip
+    rounds = [r.pct(50) - m.pct(50)
+              for m, r in zip(memory.score_rounds, in_redis.score_rounds, strict=True)]  # fmt: skip
+    server_grown = median(in_redis.server_us) - median(memory.server_us)
+    lines.append(
+        f"  Redis adds {grown:+.0f} µs to p50 (target: at most +150 µs; per round "
+        f"{', '.join(f'{v:+.0f}' for v in rounds)}; server-side {server_grown:+.0f} µs)"
+    )
+    where = "".join(f", {k} {v:.0f} µs" for k, v in pinned.items())
+    lines.append(f"  a Redis PING round trip on this machine now: p50 {ping_us:.0f} µs{where}")
     return lines

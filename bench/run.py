@@ -47,20 +47,27 @@ def serving(settings: Settings, log: Path):
     return python_process(["-m", "serving.server"], settings, log, STOP_S)
 
 
-def run_inline(settings, redis_url: str, work: Path, built: Path, calls: int, rounds: int):
-    """In-memory server: latency rounds, then a hot reload under a steady client; then a
-    Redis-state server with the same calls; then the no-op floor."""
+def run_inline(
+    settings, redis_server: RedisServer, work: Path, built: Path, calls: int, rounds: int
+):
+    """An in-memory and a Redis-state server side by side, their latency rounds in turn;
+    then a hot reload under a steady client (in memory); then the no-op floor."""
     topics = create_topics(settings.kafka_bootstrap_servers, "bench")
     settings = replace(settings, **topics)
+    redis_url = redis_server.url
+    shared = replace(settings, redis_url=redis_url, grpc_port=free_port())
     try:
-        with serving(settings, work / "server.log"), channel_to(settings.grpc_port) as channel:
+        with (
+            serving(settings, work / "server.log"),
+            serving(shared, work / "server-redis.log"),
+            channel_to(settings.grpc_port) as channel,
+            channel_to(shared.grpc_port) as channel_redis,
+        ):
             wait_serving(channel, timeout=120)
-            latency = inline.score_latency(settings.grpc_port, calls, rounds)
+            wait_serving(channel_redis, timeout=120)
+            ports = [settings.grpc_port, shared.grpc_port]
+            latency, in_redis = inline.interleaved_latency(ports, calls, rounds)
             reload = inline.hot_reload(settings.grpc_port, built, settings.model_dir, "v2")
-        shared = replace(settings, redis_url=redis_url, grpc_port=free_port())
-        with serving(shared, work / "server-redis.log"), channel_to(shared.grpc_port) as channel:
-            wait_serving(channel, timeout=120)
-            in_redis = inline.score_latency(shared.grpc_port, calls, rounds)
         noop_port = free_port()
         noop = ["-m", "bench.noop_server", str(noop_port)]
         with python_process(noop, settings, work / "noop.log", STOP_S):
@@ -70,7 +77,8 @@ def run_inline(settings, redis_url: str, work: Path, built: Path, calls: int, ro
     finally:
         delete_topics(settings.kafka_bootstrap_servers, list(topics.values()))
     ping_us = inline.redis_ping_us(redis_url)
-    return inline.report(latency, reload) + inline.state_report(latency, in_redis, ping_us)
+    pinned = inline.pinned_ping_us(redis_url, redis_server.pid)
+    return inline.report(latency, reload) + inline.state_report(latency, in_redis, ping_us, pinned)
 
 
 def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: float):
@@ -151,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         lines: list[str] = []
         try:
             if "inline" in parts:
-                lines += run_inline(settings, shared, work, built, args.calls, args.rounds)
+                lines += run_inline(settings, redis_server, work, built, args.calls, args.rounds)
             if "capacity" in parts:
                 seconds = args.capacity_seconds
                 lines += run_capacity(settings, shared, work, args.clients, seconds)

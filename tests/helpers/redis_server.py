@@ -55,12 +55,16 @@ class RedisServer:
             client.close()
         raise TimeoutError(f"redis-server on port {self.port} not ready after {timeout}s")
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def freeze(self) -> None:
         """SIGSTOP: Redis accepts connections but answers nothing (a hung server)."""
-        os.kill(self._proc.pid, signal.SIGSTOP)
+        os.kill(self.pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        os.kill(self._proc.pid, signal.SIGCONT)
+        os.kill(self.pid, signal.SIGCONT)
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM: Redis flushes its append-only file and exits."""
