@@ -24,7 +24,7 @@ CONSOLE_WEB_SOURCES := $(shell find $(CONSOLE_WEB)/src -type f 2>/dev/null) \
 	$(addprefix $(CONSOLE_WEB)/,package.json package-lock.json index.html vite.config.ts tsconfig.json)
 
 .PHONY: help install install-serving kafka-jars console-web console-web-test proto lint test test-unit test-integration test-pipeline test-faults services-up services-down \
-	services-status demo bench clean
+	services-status demo bench bench-tools clean
 
 help:
 	@echo "make install          .venv with the serving, pipeline and dev groups, and the Kafka jars"
@@ -37,6 +37,7 @@ help:
 	@echo "make lint             ruff check + ruff format --check"
 	@echo "make demo             install, start every service, run the pipeline and the demo"
 	@echo "make bench            the benchmark (python -m bench.run)"
+	@echo "make bench-tools      build the Go load generator the capacity benchmark uses"
 	@echo "make services-up|services-down|services-status"
 	@echo "make proto            regenerate the gRPC stubs from proto/"
 	@echo "make clean            remove caches and run/ (stops the services first)"
@@ -134,6 +135,14 @@ demo: install
 bench: install
 	$(DEVSTACK) up kafka postgres
 	$(PY) -m bench.run
+
+# The Go gRPC load generator the capacity benchmark uses when it is built (not needed by
+# the tests or CI); its module pins google.golang.org/grpc (bench/loadgen/go.mod).
+bench-tools: build/bench/loadgen
+
+build/bench/loadgen: bench/loadgen/main.go bench/loadgen/go.mod bench/loadgen/go.sum
+	@command -v go >/dev/null || { echo "go not found (Go 1.26+ is needed)" >&2; exit 1; }
+	cd bench/loadgen && go build -o $(CURDIR)/$@ .
 
 clean:
 	$(DEVSTACK) down || true

@@ -82,7 +82,9 @@ def run_inline(
 
 
 def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: float):
-    """The same clients against 1, then 2 server processes sharing the Redis state."""
+    """The same clients against 1, then 2 server processes sharing the Redis state: Python
+    clients, then the Go client when it is built."""
+    go = capacity.find_loadgen()
     results = []
     for processes in (1, 2):
         s = replace(settings, redis_url=redis_url, grpc_port=free_port(), server_workers=processes)
@@ -91,7 +93,12 @@ def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: fl
             wait_serving(channel, timeout=120)
             capacity.wait_for_workers(s.grpc_port, processes)
             results.append(capacity.measure(s.grpc_port, server.pid, processes, clients, seconds))
-    return capacity.report(results)
+            if go is not None:
+                results.append(capacity.measure_go(
+                    go, s.grpc_port, server.pid, processes, clients, seconds, work
+                ))  # fmt: skip
+    results.sort(key=lambda r: r.client != "Python")
+    return capacity.report(results, go_missing=go is None)
 
 
 def run_stream(settings, redis_url: str, work: Path, n: int, rounds: int) -> list[str]:
