@@ -4,10 +4,12 @@ Starts its own server and scorer processes against the running Kafka and Postgre
 database and fresh topics, removed afterwards) and its own redis-server (a free loopback
 port, append-only file, as served), with two tiny TFLite models, then prints:
 - inline: Score latency over gRPC on loopback with per-user state in memory beside in
-  Redis, beside a no-op gRPC server; ScoreBatch per-transaction cost; client latency and
-  failures during a hot reload against steady state;
+  Redis (two servers, their rounds in turn), beside a no-op gRPC server; ScoreBatch
+  per-transaction cost; client latency and failures during a hot reload against steady
+  state;
 - capacity: Score calls/s at `--clients` concurrent clients with 1 and with 2 server
-  processes (Redis state), with the load average;
+  processes (Redis state), from Python clients and, when built (`make bench-tools`), the Go
+  client in bench/loadgen, with the load average and the CPU per call of both sides;
 - stream: Kafka-fed throughput of one in-memory scorer beside 1 and 2 scorers with Redis
   state (scores counted in Kafka and Postgres), and Redis round trips and bytes per
   transaction.
