@@ -8,8 +8,9 @@ what comes with it within a few milliseconds, and each `tick` event carries the 
 band of everything read since the last one and some of the scores themselves, flagged ones
 first. The scores sent are limited to `MAX_ITEMS_PER_SECOND` (a token bucket holding at
 most `MAX_ITEMS_PER_TICK`), so a busy topic cannot flood a browser while the chart still
-counts every transaction; flagged scores that find no room wait for the next tick, ALLOW
-ones are only counted. With nothing to show, a tick still goes every `TICK_S`."""
+counts every transaction; the newest flagged scores go first, those that find no room
+wait for the next tick, ALLOW ones are only counted. With nothing to show, a tick still
+goes every `TICK_S`."""
 
 from __future__ import annotations
 
@@ -88,10 +89,17 @@ def read_scores(consumer: Consumer) -> list[dict[str, Any]]:
     return [e for m in msgs if m.error() is None and (e := score_event(m.value())) is not None]
 
 
-def held_over(unsent: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the next tick still shows of the scores this one had no room for: the newest
-    flagged ones (already counted); the ALLOW ones are only counted."""
-    return [e for e in unsent if e["band"] != "ALLOW"][-MAX_ITEMS_PER_TICK:]
+def pick(items: list[dict[str, Any]], room: int) -> tuple[list[dict[str, Any]], list]:
+    """Of the scores read (oldest first), the `room` to send now: flagged before ALLOW,
+    newest first, sent in the order they came; and the flagged ones left over, newest
+    MAX_ITEMS_PER_TICK of them, for the next tick (the ALLOW ones are only counted). More
+    flagged scores than the budget passes leave the oldest behind, so what is on the screen
+    stays fresh."""
+    flagged = [e for e in items if e["band"] != "ALLOW"]
+    allow = [e for e in items if e["band"] == "ALLOW"]
+    chosen = {id(e) for e in (flagged[::-1] + allow[::-1])[:room]}
+    sent = [e for e in items if id(e) in chosen]
+    return sent, [e for e in flagged if id(e) not in chosen][-MAX_ITEMS_PER_TICK:]
 
 
 async def score_stream(settings: Settings, disconnected: Callable[[], Any]) -> AsyncIterator[str]:
@@ -114,10 +122,10 @@ async def score_stream(settings: Settings, disconnected: Callable[[], Any]) -> A
             allowance, refilled = min(allowance, MAX_ITEMS_PER_TICK), now
             shown = min(len(items), int(allowance))
             if shown or now - last_tick >= TICK_S:
-                items.sort(key=lambda e: e["band"] == "ALLOW")  # stable: oldest first within
-                yield sse("tick", {"counts": dict(counts), "items": items[:shown]})
+                sent, items = pick(items, shown)
+                yield sse("tick", {"counts": dict(counts), "items": sent})
                 allowance -= shown
-                counts, items, last_tick = Counter(), held_over(items[shown:]), now
+                counts, last_tick = Counter(), now
     finally:
         await asyncio.to_thread(consumer.close)
 
