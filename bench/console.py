@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 from confluent_kafka import Producer
@@ -201,6 +202,51 @@ def tap_scores(settings: Settings, seen: dict[str, tuple[float, int]], stop: thr
         consumer.close()
 
 
+# Every row the live table gains, with the browser's clock: in the DOM, before the next paint.
+_OBSERVE_ROWS = """
+window.benchRows = [];
+new MutationObserver((records) => {
+  const now = Date.now();
+  for (const r of records) for (const n of r.addedNodes)
+    if (n.nodeType === 1) window.benchRows.push([now, n.querySelector("a")?.textContent]);
+}).observe(document.querySelector("[data-testid=live-table] tbody"), { childList: true });
+"""
+
+
+@contextlib.contextmanager
+def live_screen(settings: Settings) -> Iterator[Any]:
+    """Debian's headless Chromium signed in on the live screen, recording its new rows."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1440,1000"):  # fmt: skip
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        driver.get(settings.console_url() + "/")
+        wait = WebDriverWait(driver, 60)
+        wait.until(ec.presence_of_element_located((By.ID, "name"))).send_keys("bench")
+        driver.find_element(By.ID, "password").send_keys(PASSWORD)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        connected = (By.CSS_SELECTOR, "[data-testid=live-connected]")
+        wait.until(ec.text_to_be_present_in_element(connected, "connected"))
+        driver.execute_script(_OBSERVE_ROWS)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _sent_at(transaction_id: str) -> float:
+    """When produce_at sent it: its id is lv-<time_ns>-<n>."""
+    return int(transaction_id.split("-")[1]) / 1e9
+
+
 def _pcts(values: list[float]) -> str:
     cuts = statistics.quantiles(values, n=100)
     return f"p50 {statistics.median(values):5.0f}  p95 {cuts[94]:5.0f}  max {max(values):5.0f} ms"
@@ -234,7 +280,7 @@ def _written_at(url: str) -> dict[str, float]:
     return written
 
 
-def live_latency(base: Settings, url: str, rate: int, seconds: float) -> None:
+def live_latency(base: Settings, url: str, rate: int, seconds: float, browser: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         built = build_models(tmp / "built")
@@ -264,10 +310,13 @@ def live_latency(base: Settings, url: str, rate: int, seconds: float) -> None:
                     thread.start()
                 ready.wait(60)
                 tap_ready.wait(60)
-                produce_at(settings, rate, 10)  # warm-up: the scorer joins its group
-                measured_from = time.time()
-                sent = produce_at(settings, rate, seconds)
-                time.sleep(3)
+                screen = live_screen(settings) if browser else contextlib.nullcontext()
+                with screen as driver:
+                    produce_at(settings, rate, 10)  # warm-up: the scorer joins its group
+                    measured_from = time.time()
+                    sent = produce_at(settings, rate, seconds)
+                    time.sleep(3)
+                    rows = driver.execute_script("return window.benchRows") if driver else []
                 durable = _histogram(f"http://127.0.0.1:{metrics_port}/metrics",
                                      "fraudops_scorer_durable_seconds")  # fmt: skip
                 batches = _histogram(f"http://127.0.0.1:{metrics_port}/metrics",
@@ -282,7 +331,7 @@ def live_latency(base: Settings, url: str, rate: int, seconds: float) -> None:
             redis_server.stop()
             delete_topics(base.kafka_bootstrap_servers, list(topics.values()))
     written = _written_at(url)
-    shown = [(at, tx, int(tx.split("-")[1]) / 1e9) for at, tx in arrivals]
+    shown = [(at, tx, _sent_at(tx)) for at, tx in arrivals]
     shown = [(at, tx, sent_at) for at, tx, sent_at in shown if sent_at >= measured_from]
     if len(shown) < 20:
         print(f"live: only {len(shown)} scores reached the stream")
@@ -304,6 +353,11 @@ def live_latency(base: Settings, url: str, rate: int, seconds: float) -> None:
     for name, values in hops.items():
         if len(values) >= 20:
             print(f"  {name:38s} {_pcts(values)}  ({len(values)} of the shown)")
+    on_screen = [(at / 1000 - _sent_at(tx)) * 1000 for at, tx in rows
+                 if tx and tx.startswith("lv-") and _sent_at(tx) >= measured_from]  # fmt: skip
+    if len(on_screen) >= 20:
+        print(f"  produced -> in the browser's live table {_pcts(on_screen)}  "
+              f"({len(on_screen)} rows, headless Chromium)")  # fmt: skip
     print(f"  scorer micro-batch (decode, score, produce, hand off): {batches}")
     print(f"  scorer writer (Postgres rows, Kafka acks): {durable}")
 
@@ -330,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", help="keep the filled database under this name")
     parser.add_argument("--fill-only", action="store_true", help="fill, then stop")
     parser.add_argument("--parts", default="pages,live", help="pages, live or both")
+    parser.add_argument("--browser", action="store_true",
+                        help="live part: also time a headless Chromium's live table")  # fmt: skip
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     if args.fill_only and not args.database:
@@ -348,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         if "pages" in parts:
             pages(base, url, args.rows, args.requests)
         if "live" in parts:
-            live_latency(base, url, args.rate, args.seconds)
+            live_latency(base, url, args.rate, args.seconds, args.browser)
     return 0
 
 
