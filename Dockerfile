@@ -4,6 +4,17 @@
 #   docker build --build-arg INSTALL_GROUP=serving,stripe -t fraudops-stripe .  (Stripe endpoint)
 #   docker build --build-arg INSTALL_GROUP=serving,console -t fraudops-console .  (analyst console)
 # The serving image stays light: no TensorFlow, no Airflow (see pyproject.toml).
+
+# The console's React frontend, built from the committed lockfile (`make console-web` on a
+# host does the same). Every image carries the result (about 0.5 MB); only the console
+# serves it.
+FROM node:22-slim AS console-web
+WORKDIR /web
+COPY console/web/package.json console/web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY console/web/ ./
+RUN npm run build
+
 FROM python:3.11-slim
 
 ARG INSTALL_GROUP=serving
@@ -29,6 +40,8 @@ COPY feature_checks ./feature_checks
 COPY proto ./proto
 COPY dags ./dags
 COPY console/*.py ./console/
+# Before the install: the package data puts it where the installed console looks for it.
+COPY --from=console-web /web/dist ./console/web/dist
 RUN pip install ".[${INSTALL_GROUP}]"
 
 RUN useradd --create-home --uid 10001 fraudops \

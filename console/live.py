@@ -2,10 +2,15 @@
 and the scorer group's consumer lag.
 
 Each open stream has a consumer of its own (assigned, not in a group; starting at the
-end, never committing), so a browser tab never moves the scorer's offsets or another tab's. Four
-times a second the stream sends the counts by band of everything read since the last tick
-and at most `MAX_ITEMS_PER_TICK` of the scores themselves, flagged ones first, so a busy
-topic cannot flood a browser while the chart still counts every transaction."""
+end, never committing), so a browser tab never moves the scorer's offsets or another tab's.
+Scores go out as soon as they are read: a read returns once a message arrives and takes
+what comes with it within a few milliseconds, and each `tick` event carries the counts by
+band of everything read since the last one and some of the scores themselves, flagged ones
+first. The scores sent are limited to `MAX_ITEMS_PER_SECOND` (a token bucket holding at
+most `MAX_ITEMS_PER_TICK`), so a busy topic cannot flood a browser while the chart still
+counts every transaction; the newest flagged scores go first, those that find no room
+wait for the next tick, ALLOW ones are only counted. With nothing to show, a tick still
+goes every `TICK_S`."""
 
 from __future__ import annotations
 
@@ -23,8 +28,11 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings
 
 MAX_ITEMS_PER_TICK = 25
-TICK_S = 0.25
-POLL_S = 0.05
+MAX_ITEMS_PER_SECOND = 100
+TICK_S = 0.25  # the longest between two ticks (counts alone when nothing arrived)
+POLL_S = 0.05  # the longest one read waits for a first message
+COALESCE_S = 0.005  # after the first message, how long a read gathers the ones behind it
+MAX_READ = 1000
 
 
 def score_event(value: bytes) -> dict[str, Any] | None:
@@ -70,25 +78,54 @@ def stream_consumer(settings: Settings, timeout_s: float = 10) -> Consumer:
     return consumer
 
 
+def read_scores(consumer: Consumer) -> list[dict[str, Any]]:
+    """The scores that arrive within POLL_S, plus those right behind the first one; a
+    message that is not a ScoreResponse is skipped. (`consume` alone would wait out its
+    whole timeout for a full batch.)"""
+    first = consumer.poll(POLL_S)
+    if first is None:
+        return []
+    msgs = [first, *consumer.consume(MAX_READ, COALESCE_S)]
+    return [e for m in msgs if m.error() is None and (e := score_event(m.value())) is not None]
+
+
+def pick(items: list[dict[str, Any]], room: int) -> tuple[list[dict[str, Any]], list]:
+    """Of the scores read (oldest first), the `room` to send now: flagged before ALLOW,
+    newest first, sent in the order they came; and the flagged ones left over, newest
+    MAX_ITEMS_PER_TICK of them, for the next tick (the ALLOW ones are only counted). More
+    flagged scores than the budget passes leave the oldest behind, so what is on the screen
+    stays fresh."""
+    flagged = [e for e in items if e["band"] != "ALLOW"]
+    allow = [e for e in items if e["band"] == "ALLOW"]
+    chosen = {id(e) for e in (flagged[::-1] + allow[::-1])[:room]}
+    sent = [e for e in items if id(e) in chosen]
+    return sent, [e for e in flagged if id(e) not in chosen][-MAX_ITEMS_PER_TICK:]
+
+
 async def score_stream(settings: Settings, disconnected: Callable[[], Any]) -> AsyncIterator[str]:
     """SSE text: a `ready` event once the consumer is placed at the topic's end, then a
-    `tick` every TICK_S ({counts by band, items}) until the client goes away."""
+    `tick` ({counts by band, items}) as scores arrive, at least every TICK_S, until the
+    client goes away."""
     consumer = await asyncio.to_thread(stream_consumer, settings)
     try:
         yield sse("ready", {"topic": settings.topic_scores})
         counts: Counter[str] = Counter()
         items: list[dict[str, Any]] = []
-        tick_at = time.monotonic() + TICK_S
+        allowance, refilled = float(MAX_ITEMS_PER_TICK), time.monotonic()
+        last_tick = refilled
         while not await disconnected():
-            for msg in await asyncio.to_thread(consumer.consume, 1000, POLL_S):
-                if msg.error() is None and (event := score_event(msg.value())) is not None:
-                    counts[event["band"]] += 1
-                    items.append(event)
-            if time.monotonic() >= tick_at:
-                items.sort(key=lambda e: e["band"] == "ALLOW")
-                yield sse("tick", {"counts": dict(counts), "items": items[:MAX_ITEMS_PER_TICK]})
-                counts, items = Counter(), []
-                tick_at = time.monotonic() + TICK_S
+            for event in await asyncio.to_thread(read_scores, consumer):
+                counts[event["band"]] += 1
+                items.append(event)
+            now = time.monotonic()
+            allowance += (now - refilled) * MAX_ITEMS_PER_SECOND
+            allowance, refilled = min(allowance, MAX_ITEMS_PER_TICK), now
+            shown = min(len(items), int(allowance))
+            if shown or now - last_tick >= TICK_S:
+                sent, items = pick(items, shown)
+                yield sse("tick", {"counts": dict(counts), "items": sent})
+                allowance -= shown
+                counts, last_tick = Counter(), now
     finally:
         await asyncio.to_thread(consumer.close)
 

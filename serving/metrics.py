@@ -65,6 +65,13 @@ BATCH_LATENCY = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
     registry=REGISTRY,
 )
+DURABLE_LATENCY = Histogram(
+    "fraudops_scorer_durable_seconds",
+    "Time for the stream scorer's writer to make one micro-batch durable: Postgres rows, "
+    "then every Kafka acknowledgement (its offsets are committed after).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
 BATCH_SIZE = Histogram(
     "fraudops_scorer_batch_size",
     "Messages per micro-batch in the stream scorer.",

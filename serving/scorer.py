@@ -9,7 +9,9 @@ with the database's reason, and only it), waits until Kafka has acknowledged eve
 of the batch, and only then are the batch's offsets committed. At-least-once delivery plus
 the primary key on scored_transactions: no transaction is lost and none is written twice,
 even if the process dies anywhere in between. The writer overlaps the database round trip
-with scoring the next batch; batches are committed in order."""
+with scoring the next batches, and writes every batch waiting for it in one transaction, so
+a slow commit neither holds scores back from Kafka nor lets a backlog of small writes grow;
+batches are committed in order."""
 
 from __future__ import annotations
 
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 _BAND_COUNTERS = [metrics.SCORES.labels(band=b, source="stream") for b in BANDS]
 # Waits between attempts while the feature store or Postgres is unreachable: doubling, capped.
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.2, 5.0
+# Scored batches waiting for the writer: while it is slower than scoring (a slow commit, a
+# database away) up to this many are scored and on Kafka before consuming pauses.
+HANDOFF_BATCHES = 8
 
 
 class ScorerFailed(RuntimeError):
@@ -79,7 +84,7 @@ class StreamScorer:
         self._consumer = consumer
         self._producer = producer
         self._writer = writer
-        self._handoff: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+        self._handoff: queue.Queue[_Batch | None] = queue.Queue(maxsize=HANDOFF_BATCHES)
         self._durable: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
         self._failure: Exception | None = None
         self._stop = threading.Event()
@@ -206,45 +211,63 @@ class StreamScorer:
 
     def _write_loop(self) -> None:
         """Writer thread: Postgres rows, then Kafka acknowledgements, then mark durable."""
-        while True:
-            batch = self._handoff.get()
-            if batch is None:
-                return
+        stopping = False
+        while not stopping:
+            batches, stopping = self._waiting_batches()
             try:
-                if self._failure is None:
-                    self._make_durable(batch)
-                    self._durable.put(batch)
+                if batches and self._failure is None:
+                    started = time.perf_counter()
+                    self._make_durable(batches)
+                    for batch in batches:
+                        self._durable.put(batch)
+                    metrics.DURABLE_LATENCY.observe(time.perf_counter() - started)
             except Exception as err:  # keep the offsets uncommitted and stop consuming
                 log.exception("batch could not be made durable; stopping")
                 self._failure = err
             with self._idle:
-                self._inflight -= 1
+                self._inflight -= len(batches)
                 self._idle.notify_all()
 
-    def _make_durable(self, batch: _Batch) -> None:
-        """Rows into Postgres (a row it refuses goes to the DLQ, the rest are written), then
-        every Kafka acknowledgement of the batch, DLQ messages included."""
-        if batch.scored is not None and self._writer is not None:
-            result = self._write_rows(batch.scored)
+    def _waiting_batches(self) -> tuple[list[_Batch], bool]:
+        """The next batch (waiting for one) and every batch queued behind it, in order;
+        and whether the stop marker came."""
+        batches: list[_Batch] = []
+        item = self._handoff.get()
+        while item is not None:
+            batches.append(item)
+            try:
+                item = self._handoff.get_nowait()
+            except queue.Empty:
+                return batches, False
+        return batches, True
+
+    def _make_durable(self, batches: list[_Batch]) -> None:
+        """Rows into Postgres in one write (a row it refuses goes to the DLQ, the rest are
+        written), then every Kafka acknowledgement of the batches, DLQ messages included."""
+        scored = [b for b in batches if b.scored is not None]
+        if scored and self._writer is not None:
+            result = self._write_rows([b.scored for b in scored])
             for refused in result.refused:
+                batch = scored[refused.batch]
                 self._dead_letter(batch.sources[refused.row], refused.reason, "database", batch)
-        while len(batch.acks) < batch.produced:
-            self._producer.poll(0.05)
-        errors = [e for e in batch.acks if e is not None]
+        for batch in batches:
+            while len(batch.acks) < batch.produced:
+                self._producer.poll(0.05)
+        errors = [e for b in batches for e in b.acks if e is not None]
         if errors:
             raise ScorerFailed(f"{len(errors)} messages not delivered, first: {errors[0]}")
 
-    def _write_rows(self, scored: ScoredBatch) -> WriteResult:
-        """Without Postgres (a restart, a failover), hold the batch (nothing committed, and
-        consuming stops once the hand-off queue is full) and retry with backoff until the
-        database is back or the scorer is stopped: an outage never ends the process."""
+    def _write_rows(self, scored: list[ScoredBatch]) -> WriteResult:
+        """Without Postgres (a restart, a failover), hold the batches (nothing committed,
+        and consuming stops once the hand-off queue is full) and retry with backoff until
+        the database is back or the scorer is stopped: an outage never ends the process."""
         delay = RETRY_FIRST_SECONDS
         while True:
             try:
-                return self._writer.write([(scored, "stream")])
+                return self._writer.write([(batch, "stream") for batch in scored])
             except RETRYABLE as err:
                 log.warning("database unavailable (%s); holding %d rows, retrying in %.1f s",
-                            str(err).strip(), len(scored), delay)  # fmt: skip
+                            str(err).strip(), sum(map(len, scored)), delay)  # fmt: skip
                 if self._stop.wait(delay):
                     raise ScorerFailed("stopped while the database was unavailable") from err
                 delay = min(2 * delay, RETRY_MAX_SECONDS)

@@ -1,5 +1,6 @@
 """The console as it runs: `fraudops-console` under uvicorn on loopback, accounts made by
-its CLI, the live stream fed from a real Kafka topic, the models screen over published
+its CLI, the live stream fed from a real Kafka topic (a burst counted whole, its flagged
+scores all shown, the rest within the stream's budget), the models screen over published
 models, and an admin's rollback through serving/rollback.py."""
 
 from __future__ import annotations
@@ -7,13 +8,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 
 import httpx
 import pytest
 from confluent_kafka import Producer
 
-from console import auth
+from console import auth, live
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from tests.helpers.console_env import PASSWORD, add_account, console_settings
 from tests.helpers.serving_env import (
@@ -102,6 +104,45 @@ def test_live_stream_carries_scores_from_kafka(console, settings, database_url):
     status = client.get("/api/live/status").json()
     assert status["consumer_group"] == settings.consumer_group
     assert status["consumer_lag"] in (0, None)  # nothing was sent to this raw topic
+
+
+def ticks_after_producing(client, settings, scores: list) -> list[dict]:
+    """The stream's ticks from the one after `scores` were produced (once it is ready)
+    until their counts add up to all of them and a tick comes with nothing left to show."""
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    ticks: list[dict] = []
+    with client.stream("GET", "/api/live/stream") as stream:
+        event = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event == "ready":
+                for score in scores:
+                    producer.produce(settings.topic_scores, score.SerializeToString(), key=b"1")
+                producer.flush(30)
+            elif line.startswith("data: ") and event == "tick":
+                ticks.append(json.loads(line.removeprefix("data: ")))
+                counted = sum(n for t in ticks for n in t["counts"].values())
+                if counted >= len(scores) and not ticks[-1]["items"]:
+                    break
+    return ticks
+
+
+def test_a_burst_is_counted_whole_and_shows_every_flagged_score(console, settings, database_url):
+    client = session(console, add_account(database_url, "viewer"))
+    allow = [fraud_pb2.ScoreResponse(transaction_id=f"allow-{n}", score=0.01,
+                                     band=fraud_pb2.ALLOW) for n in range(400)]  # fmt: skip
+    block = [fraud_pb2.ScoreResponse(transaction_id=f"block-{n}", score=0.99,
+                                     band=fraud_pb2.BLOCK) for n in range(40)]  # fmt: skip
+    ticks = ticks_after_producing(client, settings, allow[:200] + block + allow[200:])
+    totals = sum((Counter(t["counts"]) for t in ticks), Counter())
+    assert totals == {"ALLOW": 400, "BLOCK": 40}
+    assert all(len(t["items"]) <= live.MAX_ITEMS_PER_TICK for t in ticks)
+    shown = [item["transaction_id"] for t in ticks for item in t["items"]]
+    assert len(shown) == len(set(shown))
+    # more flagged scores than one tick holds: the rest come in the next ones, none dropped
+    assert {s.transaction_id for s in block} <= set(shown)
+    assert sum(i.startswith("allow-") for i in shown) < len(allow)  # counted, not all sent
 
 
 def test_models_screen_and_admin_rollback(console, settings, database_url, built_models):

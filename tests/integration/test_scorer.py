@@ -1,6 +1,7 @@
 """The stream scorer as a real process (`python -m serving.scorer`) on real Kafka and
 Postgres: exactly-once effects in scored_transactions, poison messages dead-lettered with
-their reason, and a scorer SIGKILLed mid-stream that loses and duplicates nothing."""
+their reason, a scorer SIGKILLed mid-stream that loses and duplicates nothing, and a slow
+database write that holds back no score from Kafka and no offset past an unwritten row."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 from collections import Counter
 from dataclasses import replace
 
+import psycopg2
 import pytest
 from confluent_kafka import Producer
 
@@ -15,6 +17,7 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving.server import ServingApp
 from tests.helpers.serving_env import (
     channel_to,
+    committed,
     consume,
     query,
     scored_ids,
@@ -128,3 +131,44 @@ def test_a_scorer_killed_mid_stream_loses_and_duplicates_nothing(settings, tmp_p
     messages = consume(settings.kafka_bootstrap_servers, settings.topic_scores, len(ids))
     on_kafka = {fraud_pb2.ScoreResponse.FromString(m.value()).transaction_id for m in messages}
     assert on_kafka == set(ids)  # redelivered batches may repeat on Kafka, never in Postgres
+
+
+def raw_messages(ids: list[str]) -> list[tuple[bytes, bytes]]:
+    return [(str(1 + n % 7).encode(),
+             transaction(n, user_id=1 + n % 7, transaction_id=i).SerializeToString())
+            for n, i in enumerate(ids)]  # fmt: skip
+
+
+def test_a_held_database_write_holds_back_no_score_and_no_offset(settings, tmp_path):
+    """While the table is locked, the scorer goes on scoring batch after batch (more than
+    one write's worth) to Kafka; the group commits nothing past what Postgres holds, and
+    once the lock goes every held row is stored once."""
+    small = replace(settings, scorer_batch_size=10)
+    url, bootstrap = settings.database_url, settings.kafka_bootstrap_servers
+    first, held = unique_ids("before-lock", 10), unique_ids("held", 60)
+
+    def done() -> int:
+        return committed(bootstrap, small.consumer_group, small.topic_raw)
+
+    with service_process("serving.scorer", small, tmp_path / "scorer.log") as scorer:
+        produce_raw(small, raw_messages(first))
+        wait_until(lambda: done() == len(first), "the first batch written and committed", 120)
+        blocker = psycopg2.connect(url)
+        try:
+            with blocker.cursor() as cur:  # inserts wait for this transaction; reads do not
+                cur.execute("LOCK TABLE scored_transactions IN EXCLUSIVE MODE")
+            produce_raw(small, raw_messages(held))
+            messages = consume(bootstrap, small.topic_scores, len(first) + len(held))
+            on_kafka = {fraud_pb2.ScoreResponse.FromString(m.value()).transaction_id
+                        for m in messages}  # fmt: skip
+            assert set(held) <= on_kafka  # six batches of ten scored while no write finished
+            assert scored_ids(url, held) == []
+            assert done() == len(first)
+        finally:
+            blocker.rollback()
+            blocker.close()
+        wait_until(lambda: len(scored_ids(url, held)) == len(held), "the held rows stored", 120)
+        wait_until(lambda: done() == len(first) + len(held), "their offsets committed", 60)
+        assert stop_process(scorer, signal.SIGTERM) == 0
+    stored = scored_ids(url, held)
+    assert len(stored) == len(set(stored)) == len(held)

@@ -5,6 +5,7 @@ settings the services read."""
 from __future__ import annotations
 
 import re
+import tomllib
 from dataclasses import fields
 from pathlib import Path
 
@@ -98,3 +99,24 @@ def test_published_ports_are_the_settings_ports(compose):
     assert postgres in _published(compose, "postgres")
     kafka = compose["services"]["kafka"]["environment"]
     assert kafka["KAFKA_ADVERTISED_LISTENERS"].endswith(f":{settings.kafka_address()[1]}")
+
+
+def test_console_image_carries_its_built_frontend(compose):
+    """The console runs from the installed package, so the frontend must be package data
+    built inside the image: a Node stage builds it from the lockfile, the final stage puts
+    it beside the console's modules before `pip install`, and compose mounts none over it."""
+    console = compose["services"]["console"]
+    assert console["build"]["args"]["INSTALL_GROUP"] == "serving,console"
+    assert not any("console/web" in str(v) for v in console.get("volumes", []))
+    assert "./models:/app/models" in console["volumes"]  # writable: an admin's rollback
+    lines = [ln.split() for ln in (ROOT / "Dockerfile").read_text().splitlines() if ln.strip()]
+    stage = next(ln[3] for ln in lines if ln[0] == "FROM" and ln[1].startswith("node:"))
+    steps = [" ".join(ln) for ln in lines]
+    assert "COPY console/web/package.json console/web/package-lock.json ./" in steps
+    assert "RUN npm ci --no-audit --no-fund" in steps and "RUN npm run build" in steps
+    copied = steps.index(f"COPY --from={stage} /web/dist ./console/web/dist")
+    assert copied < steps.index('RUN pip install ".[${INSTALL_GROUP}]"')
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "web/dist/*" in package_data["package-data"]["console"]
+    assert "migrations/*.sql" in package_data["package-data"]["serving"]
+    assert "console/web/dist" in (ROOT / ".dockerignore").read_text().split()

@@ -10,6 +10,9 @@ import { BAND_COLOURS, formatLatency, formatScore } from "../lib/format";
 
 const WINDOW_S = 15 * 60;
 const RECENT = 50;
+// Scores arrive many times a second and go into the table at once; the chart's per-second
+// counts are redrawn at most this often.
+const CHART_REDRAW_MS = 250;
 const BANDS = ["ALLOW", "CHALLENGE", "BLOCK"];
 
 interface Status {
@@ -41,15 +44,25 @@ export function Live() {
   const [connected, setConnected] = useState(false);
 
   useEffect(() => {
+    let pending: Second[] = [];
     const source = new EventSource("/api/live/stream");
     source.addEventListener("ready", () => setConnected(true));
     source.addEventListener("tick", (event) => {
       const tick = JSON.parse((event as MessageEvent).data) as { counts: Record<string, number>; items: LiveItem[] };
-      setSeconds((s) => addTick(s, Math.floor(Date.now() / 1000) * 1000, tick.counts));
+      pending = addTick(pending, Math.floor(Date.now() / 1000) * 1000, tick.counts);
       if (tick.items.length) setRecent((r) => [...tick.items.reverse(), ...r].slice(0, RECENT));
     });
     source.onerror = () => setConnected(false);
-    return () => source.close();
+    const redraw = window.setInterval(() => {
+      if (!pending.length) return;
+      const ticks = pending;
+      pending = [];
+      setSeconds((s) => ticks.reduce((acc, t) => addTick(acc, t.at, t.counts), s));
+    }, CHART_REDRAW_MS);
+    return () => {
+      window.clearInterval(redraw);
+      source.close();
+    };
   }, []);
 
   useEffect(() => {
