@@ -11,11 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg2.extras
+
+from fraudops.processes import process_alive
 
 FLAGGED = ("CHALLENGE", "BLOCK")
 INT64_MAX = 2**63 - 1
@@ -280,14 +283,18 @@ def deployments(conn, limit: int = 200) -> tuple[list[dict[str, Any]], list[dict
 
 
 def served_version(conn) -> str | None:
-    """The version the most recently started scoring process serves."""
+    """The version the most recently started scoring process serves. A process on this
+    host that died without closing its row (SIGKILL) is passed over: it serves nothing."""
+    here = socket.gethostname()
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT version FROM model_deployments WHERE served_until IS NULL"
-            " ORDER BY served_from DESC, id DESC LIMIT 1"
+            "SELECT version, host, pid FROM model_deployments WHERE served_until IS NULL"
+            " ORDER BY served_from DESC, id DESC LIMIT 50"
         )
-        row = cur.fetchone()
-    return row[0] if row else None
+        for version, host, pid in cur:
+            if host != here or pid is None or process_alive(pid):
+                return version
+    return None
 
 
 _LATEST_DRIFT = """

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from fraudops.processes import process_alive
 from fraudops.settings import Settings, load_settings, to_environ, url_address
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -677,16 +678,6 @@ def _read_pid(pidfile: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -700,7 +691,7 @@ def _group_alive(pgid: int) -> bool:
 def running_pid(service: Service, stack: Stack) -> int | None:
     """The pid of the service as started here, if it is still running."""
     pid = _read_pid(service.pidfile(stack))
-    return pid if pid is not None and _alive(pid) else None
+    return pid if pid is not None and process_alive(pid) else None
 
 
 def _spawn(service: Service, stack: Stack) -> subprocess.Popen:
@@ -746,7 +737,7 @@ def up(service: Service, stack: Stack) -> None:
 
     def answers() -> bool:
         exited = proc.poll() if proc is not None else None
-        if exited is not None or (pid is not None and not _alive(pid)):
+        if exited is not None or (pid is not None and not process_alive(pid)):
             log = stack.log(name)
             code = "" if exited is None else f" with code {exited}"
             raise StackError(

@@ -35,6 +35,7 @@ from confluent_kafka import Producer
 
 from fraudops.db import append_audit, connect
 from fraudops.pii import mask_pii
+from fraudops.processes import process_alive
 from fraudops.schema import NUMERIC_COLUMNS
 from serving import metrics
 from serving.model_store import LoadedModel
@@ -438,10 +439,19 @@ class DeploymentRecorder:
                 log.exception("could not record %s in the database", what)
 
     def _close_open(self, cur) -> None:
+        """Close this process's open row, and those of processes on this host that died
+        without closing theirs (SIGKILL, OOM): otherwise a dead process would still seem
+        to serve its version."""
+        cur.execute(
+            "SELECT DISTINCT pid FROM model_deployments "
+            "WHERE host = %s AND served_until IS NULL AND pid <> %s",
+            (self._host, self._pid),
+        )
+        dead = [pid for (pid,) in cur.fetchall() if pid is not None and not process_alive(pid)]
         cur.execute(
             "UPDATE model_deployments SET served_until = now() "
-            "WHERE host = %s AND pid = %s AND served_until IS NULL",
-            (self._host, self._pid),
+            "WHERE host = %s AND pid = ANY(%s) AND served_until IS NULL",
+            (self._host, [self._pid, *dead]),
         )
 
     def reload(self, old: LoadedModel | None, new: LoadedModel, reason: str) -> None:
