@@ -286,7 +286,7 @@ def label_day(lane: Lane, cfg: LoopConfig, stream: Stream, t: int, seed: int) ->
                     _verdict(conn, tx, truth[tx])
                 queued.update(siblings)
                 counts["account"] += len(siblings)
-        counts["labelled_novel"] = sum(novel[tx] for tx in queued)
+        counts["labelled_novel"] = int(sum(novel[tx] for tx in queued))
         if lane.name == "d" and t >= cfg.delay_days:
             counts["delayed"] = _chargebacks(conn, cfg, stream, t - cfg.delay_days, seed)
     finally:
@@ -402,6 +402,39 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
     )
 
 
+def gains(rows: list[dict], cfg: LoopConfig) -> pd.DataFrame:
+    """Per strategy, the gain over (a) on the same seed's stream, averaged over the days
+    whose model was trained after the new pattern appeared: mean, sd and min over seeds.
+    Paired by seed, so the streams' own spread does not hide a difference."""
+    frame = pd.DataFrame(rows)
+    frame = frame[frame["day"] > cfg.novel_day]
+    per_seed = frame.groupby(["seed", "strategy"])[["p_at_k", "pr_auc"]].mean()
+    base = per_seed.xs("a", level="strategy")
+    gain = per_seed.sub(base, level="seed").drop(index="a", level="strategy")
+    return gain.groupby("strategy").agg(["mean", "std", "min"]).round(4)
+
+
+def gate_record(rows: list[dict], min_frauds: int) -> dict[str, int]:
+    """Gate decisions, and how many promoted models trailed the champion on a recent
+    labelled window the gate judged (at least `min_frauds` frauds; promote's
+    min_recent_frauds), by PR-AUC or P@k: the number that must stay 0."""
+    decisions = [r["gate"] for r in rows if "gate" in r]
+    worse = unjudged = 0
+    for gate in decisions:
+        recent = gate["recent"] or {}
+        if gate["decision"] != "promoted":
+            continue
+        if recent.get("champion_pr_auc") is None or recent["frauds"] < min_frauds:
+            unjudged += 1
+            continue
+        worse += recent["candidate_pr_auc"] < recent["champion_pr_auc"] or (
+            (recent.get("candidate_p_at_k") or 0.0) < (recent.get("champion_p_at_k") or 0.0)
+        )
+    promoted = sum(g["decision"] == "promoted" for g in decisions)
+    return {"promoted": promoted, "rejected": len(decisions) - promoted,
+            "promoted_unjudged": unjudged, "promoted_worse_on_recent": int(worse)}  # fmt: skip
+
+
 def plot(summary: pd.DataFrame, cfg: LoopConfig, path: Path) -> Path:
     """P@k per day per strategy, mean with a band of one standard deviation."""
     import matplotlib
@@ -438,11 +471,15 @@ def run_loop(cfg: LoopConfig, out: Path, admin_url: str, tracking_uri: str | Non
     with contextlib.chdir(work):
         for seed in cfg.seeds:
             rows += run_seed(cfg, seed, work, admin_url, uri)
-    summary = summarise(rows)
+    min_frauds = int(load_params(ROOT / "params.yaml", "promote")["min_recent_frauds"])
+    summary, gain, gate = summarise(rows), gains(rows, cfg), gate_record(rows, min_frauds)
     (out / "rows.json").write_text(json.dumps(rows, indent=2, default=str))
     summary.to_csv(out / "summary.csv")
+    gain.to_csv(out / "gains.csv")
+    (out / "gate.json").write_text(json.dumps(gate, indent=2) + "\n")
     image = plot(summary, cfg, out / "loop.png")
-    return {"config": asdict(cfg), "rows": rows, "summary": summary, "plot": image}
+    return {"config": asdict(cfg), "rows": rows, "summary": summary, "gains": gain,
+            "gate": gate, "plot": image}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("DATABASE_URL is not set (python -m fraudops.devstack up postgres)")
     result = run_loop(cfg, args.out, settings.database_url, None)
     print(result["summary"].to_string())
+    print(f"gain over (a), days {cfg.novel_day + 1}-{cfg.days - 1}, paired by seed:")
+    print(result["gains"].to_string())
+    print(f"gate: {result['gate']}")
     print(f"plot: {result['plot']}")
     return 0
 
