@@ -15,6 +15,14 @@ The file is byte-identical for the same labels, so DVC sees no change and nothin
 downstream re-runs when no label arrived. A small JSON report beside it (count and window)
 feeds train's MLflow run and the model.json.
 
+Context rows: the per-user velocity features of a labelled transaction count the user's
+earlier transactions, which the scorer had in its state whether or not anyone labelled
+them. So the file also holds, unlabelled (label, label_source, label_kind and labelled_at
+null), every other scored transaction of a labelled user from MAX_GAP_SECONDS before the
+user's first labelled one up to the last: featurize computes the features over them and
+trains on the labelled rows only, so a label is learnt with the features it was scored
+with. The range ends at a labelled row, so traffic without new labels changes no byte.
+
 Without DATABASE_URL the stage writes an empty file with the same columns: the pipeline
 still runs on synthetic data alone.
 
@@ -36,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fraudops.db import connect
+from fraudops.features import MAX_GAP_SECONDS
 from fraudops.label_kinds import MATURED_SOURCE, label_kind
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
@@ -72,7 +81,11 @@ _TYPES: dict[str, pa.DataType] = {
     "labelled_at": pa.timestamp("us", tz="UTC"),
     "balances_missing": pa.bool_(),
 }
-SCHEMA = pa.schema([pa.field(name, _TYPES[name], nullable=False) for name in FEEDBACK_COLUMNS])
+# Null on context rows only (see the module docstring).
+_CONTEXT_NULL = frozenset({"label", "label_source", "label_kind", "labelled_at"})
+SCHEMA = pa.schema(
+    [pa.field(name, _TYPES[name], nullable=name in _CONTEXT_NULL) for name in FEEDBACK_COLUMNS]
+)
 
 # The row order is part of the output: ties on timestamp break on the id, so the same
 # labels always give the same bytes.
@@ -99,6 +112,18 @@ _MATURED = f"""{_COLUMNS}
  WHERE NOT EXISTS (SELECT 1 FROM feedback_labels f WHERE f.transaction_id = s.transaction_id)
    AND to_timestamp(s.event_ts) + %(delay)s >= %(start)s
    AND to_timestamp(s.event_ts) + %(delay)s < %(end)s"""
+# The labelled users' other transactions, from the velocity horizon before their first
+# labelled one to their last: what the scorer's per-user state held.
+_CONTEXT = f"""{_COLUMNS}
+       0, s.score, COALESCE(s.band, ''), COALESCE(s.model_version, ''),
+       NULL, NULL, NULL::timestamptz, s.old_balance_orig IS NULL
+  FROM scored_transactions s
+  JOIN (SELECT s.user_id, min(s.event_ts) - {MAX_GAP_SECONDS} AS lo, max(s.event_ts) AS hi
+          FROM feedback_labels f
+          JOIN scored_transactions s USING (transaction_id)
+         WHERE f.labelled_at >= %(start)s AND f.labelled_at < %(end)s
+         GROUP BY s.user_id) u
+    ON s.user_id = u.user_id AND s.event_ts >= u.lo AND s.event_ts <= u.hi"""
 _ORDER = " ORDER BY 3, 1"
 
 
@@ -113,8 +138,9 @@ def window_bounds(window_days: int, as_of: datetime) -> tuple[datetime, datetime
 def fetch_labels(
     database_url: str, start: datetime, end: datetime, label_delay_days: int | None = None
 ) -> list[tuple]:
-    """The labelled, scored transactions in the window, in output order; with a label delay
-    also the unlabelled ones that matured inside the window."""
+    """The labelled, scored transactions in the window, with a label delay also the
+    unlabelled ones that matured inside the window, then the context rows not already
+    among them; in output order (timestamp, id)."""
     query, args = _LABELLED, {"start": start, "end": end}
     if label_delay_days is not None:
         query = f"{_LABELLED} UNION ALL {_MATURED}"
@@ -122,16 +148,25 @@ def fetch_labels(
     conn = connect(database_url)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(query + _ORDER, args)
-            return cur.fetchall()
+            cur.execute(query, args)
+            labelled = cur.fetchall()
+            cur.execute(_CONTEXT, args)
+            context = cur.fetchall()
     finally:
         conn.close()
+    known = {row[0] for row in labelled}
+    rows = labelled + [row for row in context if row[0] not in known]
+    return sorted(rows, key=lambda row: (row[2], row[0]))
 
 
 def with_kinds(rows: list[tuple]) -> list[tuple]:
     """Each row with its label kind inserted after the source (rows end with source,
-    labelled_at, balances_missing)."""
-    return [(*row[:-2], label_kind(row[-3]), *row[-2:]) for row in rows]
+    labelled_at, balances_missing); a context row has none."""
+    return [(*row[:-2], _kind(row[-3]), *row[-2:]) for row in rows]
+
+
+def _kind(source: str | None) -> str | None:
+    return None if source is None else label_kind(source)
 
 
 def to_table(rows: list[tuple]) -> pa.Table:
@@ -141,15 +176,17 @@ def to_table(rows: list[tuple]) -> pa.Table:
 
 
 def summarise(table: pa.Table, window_days: int, source: str) -> dict[str, Any]:
-    """The report: how many labels, of which fraud, and the span of their labelled_at.
-    It is built from the data alone (no clock), so it is as stable as the Parquet file."""
-    labelled_at = table.column("labelled_at").to_pylist()
+    """The report: how many labels, of which fraud, and the span of their labelled_at
+    (context rows are not labels). It is built from the data alone (no clock), so it is as
+    stable as the Parquet file."""
+    labelled_at = [t for t in table.column("labelled_at").to_pylist() if t is not None]
     fraud = sum(table.column(LABEL_COLUMN).to_pylist())
     return {
         "source": source,
-        "count": table.num_rows,
+        "count": len(labelled_at),
+        "context": table.num_rows - len(labelled_at),
         "fraud": fraud,
-        "legit": table.num_rows - fraud,
+        "legit": len(labelled_at) - fraud,
         "window_days": window_days,
         "window_start": min(labelled_at).isoformat() if labelled_at else None,
         "window_end": max(labelled_at).isoformat() if labelled_at else None,

@@ -14,6 +14,9 @@ from jobs.label_watch import check_new_labels
 from serving.labels import record_label
 from tests.helpers.labelled_db import labelled_database
 from training.collect_feedback import SCHEMA, collect_feedback
+from training.featurize import feedback_set
+
+FEATURIZE = {"feedback_weight": 2.0, "delayed_weight": 5.0}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def test_exports_the_labelled_transactions_as_scored(seeded_url, tmp_path):
     table = pq.read_table(tmp_path / "labels.parquet")
     assert table.schema.equals(SCHEMA)
     assert tuple(table.column_names[: len(TRANSACTION_COLUMNS)]) == TRANSACTION_COLUMNS
-    rows = table.to_pylist()
+    rows = [r for r in table.to_pylist() if r["label"] is not None]
     assert [r["transaction_id"] for r in rows] == ["tx-a", "tx-b", "tx-c"]  # by timestamp
     assert [r["is_fraud"] for r in rows] == [0, 1, 1]
     assert [(r["score"], r["band"], r["model_version"]) for r in rows] == [
@@ -45,6 +48,7 @@ def test_exports_the_labelled_transactions_as_scored(seeded_url, tmp_path):
     assert rows[2]["new_balance_orig"] == 100.0
     assert summary == json.loads((tmp_path / "fb.json").read_text())
     assert (summary["count"], summary["fraud"], summary["legit"]) == (3, 2, 1)
+    assert summary["context"] == 1  # tx-d
     assert summary["window_end"] == max(r["labelled_at"] for r in rows).isoformat()
 
 
@@ -71,7 +75,23 @@ def test_each_label_carries_its_kind(seeded_url, tmp_path):
     collect_feedback(url, tmp_path / "labels.parquet", tmp_path / "fb.json", 90)
     rows = pq.read_table(tmp_path / "labels.parquet").to_pylist()
     kinds = {r["transaction_id"]: r["label_kind"] for r in rows}
-    assert kinds == {"tx-a": "feedback", "tx-b": "feedback", "tx-c": "delayed"}
+    assert kinds == {"tx-a": "feedback", "tx-b": "feedback", "tx-c": "delayed", "tx-d": None}
+
+
+def test_a_labelled_users_unlabelled_transactions_come_as_context(seeded_url, tmp_path):
+    """tx-d was scored between the user's labelled transactions: the scorer counted it in
+    their velocity, so it is exported, unlabelled, and featurize trains on the others only."""
+    url, _ = seeded_url
+    collect_feedback(url, tmp_path / "labels.parquet", tmp_path / "fb.json", 90)
+    rows = {r["transaction_id"]: r for r in pq.read_table(tmp_path / "labels.parquet").to_pylist()}
+    context = rows["tx-d"]
+    assert (context["label"], context["label_source"], context["labelled_at"]) == (None,) * 3
+    assert (context["is_fraud"], context["score"], context["band"]) == (0, 0.60, "CHALLENGE")
+    features, window = feedback_set(tmp_path / "labels.parquet", FEATURIZE)
+    assert sorted(features["transaction_id"]) == ["tx-a", "tx-b", "tx-c"]
+    assert window["count"] == 3
+    by_id = features.set_index("transaction_id")
+    assert by_id.loc["tx-c", "tx_count_1h"] == 3  # tx-a, tx-b and the unlabelled tx-d
 
 
 def test_an_unlabelled_transaction_counts_as_legit_only_after_the_label_delay(seeded_url, tmp_path):

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_three_days_of_the_loop(database_url, mlflow_tracking_uri, tmp_path):
-    cfg = LoopConfig(days=3, seeds=(1,), n_users=2000, daily_budget=30, delay_days=1)
+    cfg = LoopConfig(
+        days=3, seeds=(1,), n_users=2000, daily_budget=30, delay_days=1, tiny_model=True
+    )
     result = run_loop(cfg, tmp_path / "loop", database_url, mlflow_tracking_uri)
     rows = result["rows"]
     assert {(r["day"], r["strategy"]) for r in rows} == {
@@ -28,4 +30,6 @@ def test_three_days_of_the_loop(database_url, mlflow_tracking_uri, tmp_path):
         recent = r["gate"]["recent"]
         if r["gate"]["decision"] == "promoted" and recent and recent["champion_pr_auc"]:
             assert recent["candidate_pr_auc"] >= recent["champion_pr_auc"]
+    assert result["gate"]["promoted_worse_on_recent"] == 0
+    assert set(result["gains"].index) == set(STRATEGIES) - {"a"}
     assert result["plot"].stat().st_size > 0

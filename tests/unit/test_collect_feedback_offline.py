@@ -42,6 +42,7 @@ def test_without_a_database_the_cli_writes_an_empty_file_with_the_schema(tmp_pat
     assert table.schema.equals(SCHEMA)
     assert tuple(table.column_names) == FEEDBACK_COLUMNS
     assert json.loads(report.read_text()) == {
+        "context": 0,
         "count": 0,
         "fraud": 0,
         "legit": 0,
