@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -51,6 +52,8 @@ KAFKA_LIBS = ROOT / "build" / "kafka" / "libs"
 LOCK_TIMEOUT_S = 900
 STOP_TIMEOUT_S = 30
 LOG_TAIL_LINES = 30
+ERROR_LINE = re.compile(r"\b(ERROR|FATAL)\b|Exception")  # a log line that names a cause
+FIRST_ERRORS = 3
 # At least the number of scorer replicas (one consumer group spreads partitions over them).
 TOPIC_PARTITIONS = 3
 
@@ -104,10 +107,17 @@ def endpoint_address(endpoint: str) -> tuple[str, int]:
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The log's last lines, after its first error lines when those came earlier: a
+    service that fails often logs its shutdown after the cause (Kafka does)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        logged = path.read_text(errors="replace").splitlines()
     except OSError:
         return f"(no log at {path})"
+    tail = logged[-lines:]
+    earlier = [line for line in logged[:-lines] if ERROR_LINE.search(line)][:FIRST_ERRORS]
+    if not earlier:
+        return "\n".join(tail)
+    return "\n".join(["first errors:", *earlier, "...", *tail])
 
 
 # --- the stack and its services -----------------------------------------------------------

@@ -123,3 +123,16 @@ def test_scorer_replicas_beyond_the_partitions_or_without_metrics_are_refused(st
     bad = devstack.Stack(replace(MOVED, **overrides), stack.run_dir)
     with pytest.raises(devstack.StackError, match="FRAUDOPS_SCORER_REPLICAS"):
         devstack.SCORER.prepare(bad)
+
+
+def test_a_log_tail_keeps_the_first_errors_that_scrolled_past(tmp_path):
+    log = tmp_path / "kafka.log"
+    noise = [f"INFO shutting down component {i}" for i in range(100)]
+    cause = "org.apache.kafka.common.KafkaException: failed to bind: Address already in use"
+    log.write_text("\n".join(["INFO starting", cause, *noise]) + "\n")
+    tail = devstack.log_tail(log, lines=10)
+    assert cause in tail and tail.splitlines()[-1] == noise[-1]
+    assert "component 50" not in tail
+    quiet = tmp_path / "quiet.log"
+    quiet.write_text("\n".join(noise))
+    assert devstack.log_tail(quiet, lines=10).splitlines() == noise[-10:]
