@@ -53,8 +53,6 @@ TTL_SECONDS = max(WINDOWS_SECONDS) + MAX_GAP_SECONDS
 INLINE_TIMEOUT_SECONDS = 0.25
 # After a failure, calls fail fast for this long instead of each waiting out a timeout.
 RETRY_AFTER_SECONDS = 0.5
-# Up to this many rows, replies are parsed in plain Python (see velocity_of).
-SMALL_BATCH = 8
 NO_HISTORY = [0.0] * (2 * len(WINDOWS_SECONDS)) + [math.log1p(MAX_GAP_SECONDS)]
 
 # KEYS: one per transaction, its user's. ARGV: retention, ttl, window count, the windows
@@ -221,24 +219,8 @@ class RedisFeatures:
 
 
 def velocity_of(raw: Sequence[bytes]) -> np.ndarray:
-    """The script's replies as velocity features (N, 2 * windows + 1): counts, log sums,
-    log gap. A few rows are parsed in plain Python (numpy's fixed cost per call is larger
-    than the work), more with numpy; both give the same numbers."""
-    if len(raw) > SMALL_BATCH:
-        return _velocity_numpy(raw)
-    rows = []
-    for reply in raw:
-        values = [float(v) for v in reply.split()]
-        row = []
-        for w in range(len(WINDOWS_SECONDS)):
-            row += [values[2 * w], math.log1p(max(values[2 * w + 1], 0.0))]
-        gap = values[-1]
-        row.append(math.log1p(MAX_GAP_SECONDS if gap < 0 else min(gap, MAX_GAP_SECONDS)))
-        rows.append(row)
-    return np.array(rows, dtype=np.float64)
-
-
-def _velocity_numpy(raw: Sequence[bytes]) -> np.ndarray:
+    """The script's replies as velocity features (N, 2 * windows + 1): counts, log sums
+    (a sum below zero, from float rounding, reads as zero), log gap (none: never seen)."""
     values = np.array(b" ".join(raw).split(), dtype=np.float64).reshape(len(raw), -1)
     out = np.empty_like(values)
     for w in range(len(WINDOWS_SECONDS)):

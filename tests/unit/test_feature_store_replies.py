@@ -1,12 +1,11 @@
-"""The Redis script's replies become the same velocity features whether a batch is parsed
-in plain Python (a few rows, the inline path) or with numpy (a stream micro-batch)."""
+"""The Redis script's replies become the velocity features: counts, log sums, and the
+log gap, capped, with "never seen" reading as the cap."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from fraudops.feature_store import SMALL_BATCH, _velocity_numpy, velocity_of
+from fraudops.feature_store import velocity_of
 from fraudops.features import MAX_GAP_SECONDS
 
 REPLIES = [
@@ -20,12 +19,13 @@ REPLIES = [
 ]
 
 
-@pytest.mark.parametrize("n", [1, 2, len(REPLIES), SMALL_BATCH])
-def test_plain_python_replies_equal_numpy(n):
-    raw = (REPLIES * SMALL_BATCH)[:n]
-    small = velocity_of(raw)
-    assert small.shape == (n, 5) and small.dtype == np.float64
-    np.testing.assert_array_equal(small, _velocity_numpy(raw))
+def test_replies_become_counts_log_sums_and_log_gaps():
+    features = velocity_of(REPLIES)
+    assert features.shape == (len(REPLIES), 5) and features.dtype == np.float64
+    assert features[1].tolist() == [1.0, np.log1p(950.5), 3.0, np.log1p(1200.25), np.log1p(61)]
+    assert features[3].tolist() == [4.0, np.log1p(1e20), 9.0, np.log1p(1.0000000000000002e20), 0.0]
+    assert features[5].tolist() == [2.0, 0.0, 2.0, 0.0, np.log1p(5)]  # -0 reads as 0
+    assert features[6].tolist() == [1.0, 0.0, 1.0, 0.0, np.log1p(5)]
 
 
 def test_the_gap_reads_never_seen_and_capped():
