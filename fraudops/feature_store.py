@@ -6,13 +6,17 @@ lives: one Redis for the inline server's processes and every scorer replica, so 
 a second process or a consumer-group rebalance sees the same history and gives the same
 features.
 
-Each user has one key, `<prefix>:{user}` (hash-tagged, for a cluster): a sorted set of
-the user's recent events, score = timestamp, member = "amount|the velocity features it was
-first scored with|transaction_id". One Lua script reads a user's events, computes a
-transaction's velocity features and records it, for a whole micro-batch at once: one round
-trip, atomic, so two processes scoring the same user at once each count the other. A
-transaction costs three commands inside the script (read the events, add one, refresh the
-expiry) and work linear in the user's kept events.
+Each user has one key, `<prefix>:h:{user}` (hash-tagged, for a cluster): a string holding
+the user's recent events, one line each, "timestamp TAB amount TAB the velocity features it
+was first scored with TAB transaction_id". One Lua script reads a micro-batch's users,
+computes each transaction's velocity features, records it, and writes each user back once,
+with its expiry: one round trip, atomic, so two processes scoring the same user at once each
+count the other. A transaction costs one GET (once per user and batch) and one SET (once per
+user and batch) inside the script, and work linear in the user's kept events. A sorted set
+per user cost twice as much inside Redis (its reply is a Lua table of two strings an event);
+keys of that earlier layout (`<prefix>:{user}`) are not read and expire on their own.
+Transaction ids hold no tab or newline (they are validated as printable text before they
+get here; a batch that breaks this is refused).
 
 The features of a transaction are those `batch_features` gives it over the stream seen so
 far: windows count earlier events with a timestamp in (ts - window, ts], ties included,
@@ -56,55 +60,65 @@ RETRY_AFTER_SECONDS = 0.5
 NO_HISTORY = [0.0] * (2 * len(WINDOWS_SECONDS)) + [math.log1p(MAX_GAP_SECONDS)]
 
 # KEYS: one per transaction, its user's. ARGV: retention, ttl, window count, the windows
-# (ascending), then (transaction_id, timestamp, amount) per transaction. Returns one
-# string per transaction: "count sum" per window, then the gap (-1: no earlier event).
+# (ascending), then the transactions, one line each: "timestamp TAB amount TAB id". Returns
+# one string per transaction: "count sum" per window, then the gap (-1: no earlier event).
 _SCRIPT = """
 local retention, ttl, nw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local windows = {}
 for w = 1, nw do windows[w] = tonumber(ARGV[3 + w]) end
-local longest, base = windows[nw], 3 + nw
+local longest = windows[nw]
 local format = string.rep('%d %.17g ', nw) .. '%d'
-local out = {}
-for i = 1, #KEYS do
-  local key, id = KEYS[i], ARGV[base + 3 * i - 2]
-  local ts, amount = tonumber(ARGV[base + 3 * i - 1]), ARGV[base + 3 * i]
-  local events = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-  local suffix, found, prev = '|' .. id, nil, nil
-  local counts, sums = {}, {}
-  for w = 1, nw do counts[w], sums[w] = 0, 0 end
-  for j = 1, #events, 2 do
-    local member, t = events[j], tonumber(events[j + 1])
-    if string.find(member, suffix, -#suffix, true) then
-      local bar = string.find(member, '|', 1, true)
-      local second = string.find(member, '|', bar + 1, true)
-      if second == #member - #id then
-        found = string.sub(member, bar + 1, second - 1)
-        break
-      end
-    end
-    if t <= ts then
-      prev = t
-      if t > ts - longest then
-        local a = tonumber(string.sub(member, 1, string.find(member, '|', 1, true) - 1))
-        for w = 1, nw do
-          if t > ts - windows[w] then counts[w], sums[w] = counts[w] + 1, sums[w] + a end
-        end
-      end
+local find, gmatch, tonumber = string.find, string.gmatch, tonumber
+local histories, changed, out = {}, {}, {}
+local counts, sums, values = {}, {}, {}
+local i = 0
+for ts, amount, id in gmatch(ARGV[4 + nw], '([^\\t]*)\\t([^\\t]*)\\t([^\\n]*)\\n') do
+  i = i + 1
+  local key = KEYS[i]
+  ts = tonumber(ts)
+  local history = histories[key] or redis.call('GET', key) or ''
+  local found = nil
+  if find(history, '\\t' .. id .. '\\n', 1, true) then
+    for f, other in gmatch(history, '[^\\t]*\\t[^\\t]*\\t([^\\t]*)\\t([^\\n]*)\\n') do
+      if other == id then found = f break end
     end
   end
   if not found then
-    local values = {}
+    for w = 1, nw do counts[w], sums[w] = 0, 0 end
+    local prev, oldest = nil, ts
+    for t, a in gmatch(history, '([^\\t]*)\\t([^\\t]*)\\t[^\\n]*\\n') do
+      t = tonumber(t)
+      if t < oldest then oldest = t end
+      if t <= ts then
+        if prev == nil or t > prev then prev = t end
+        if t > ts - longest then
+          a = tonumber(a)
+          for w = 1, nw do
+            if t > ts - windows[w] then counts[w], sums[w] = counts[w] + 1, sums[w] + a end
+          end
+        end
+      end
+    end
     for w = 1, nw do values[2 * w - 1], values[2 * w] = counts[w], sums[w] end
     values[2 * nw + 1] = prev and (ts - prev) or -1
-    found = string.format(format, unpack(values))
-    redis.call('ZADD', key, ts, amount .. '|' .. found .. '|' .. id)
-    if #events > 0 and tonumber(events[2]) <= ts - retention then
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', ts - retention)
+    found = string.format(format, unpack(values, 1, 2 * nw + 1))
+    if oldest <= ts - retention then
+      local kept = {}
+      for line in gmatch(history, '[^\\n]*\\n') do
+        if tonumber(string.match(line, '^[^\\t]*')) > ts - retention then kept[#kept + 1] = line end
+      end
+      history = table.concat(kept)
     end
-    redis.call('EXPIRE', key, ttl)
+    history = history .. ts .. '\\t' .. amount .. '\\t' .. found .. '\\t' .. id .. '\\n'
+    if not changed[key] then changed[key] = true changed[#changed + 1] = key end
   end
+  histories[key] = history
   out[i] = found
 end
+if i ~= #KEYS then
+  return redis.error_reply('fraudops: ' .. #KEYS .. ' keys but ' .. i .. ' transaction lines')
+end
+for _, key in ipairs(changed) do redis.call('SET', key, histories[key], 'EX', ttl) end
 return out
 """
 
@@ -143,16 +157,16 @@ class RedisFeatures:
         return cls(connect(url, timeout), prefix)
 
     def key_of(self, user_id: int) -> str:
-        return f"{self.prefix}:{{{user_id}}}"
+        return f"{self.prefix}:h:{{{user_id}}}"
 
     def history(self, user_id: int) -> list[tuple[str, int, float]]:
         """A user's recorded (transaction_id, timestamp, amount), in time order."""
-        events = self.client.zrange(self.key_of(user_id), 0, -1, withscores=True)
+        text = (self.client.get(self.key_of(user_id)) or b"").decode()
         out = []
-        for member, ts in events:
-            amount, _features, tx_id = member.decode().split("|", 2)
+        for line in text.splitlines():
+            ts, amount, _features, tx_id = line.split("\t", 3)
             out.append((tx_id, int(ts), float(amount)))
-        return out
+        return sorted(out, key=lambda event: event[1])
 
     def transform(self, tx: Mapping) -> np.ndarray:
         """Features of one transaction; records it in the user's history."""
@@ -182,11 +196,14 @@ class RedisFeatures:
         before its reply is read."""
         if time.monotonic() < self._down_until:
             raise FeatureStateUnavailable("Redis failed moments ago; not retried yet")
-        keys: list[str] = []
-        args: list = list(self._fixed_args)
-        for tx in txs:
-            keys.append(self.key_of(int(tx["user_id"])))
-            args += [tx["transaction_id"], int(tx["timestamp"]), repr(float(tx["amount"]))]
+        keys = [self.key_of(int(tx["user_id"])) for tx in txs]
+        lines = "".join(
+            f"{int(tx['timestamp'])}\t{float(tx['amount'])!r}\t{tx['transaction_id']}\n"
+            for tx in txs
+        )
+        if lines.count("\n") != len(txs) or lines.count("\t") != 2 * len(txs):
+            raise ValueError("a transaction_id holds a tab or a newline; ids must be printable")
+        args = [*self._fixed_args, lines]
         try:
             return self._call(keys, args, meanwhile)
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as err:

@@ -17,7 +17,7 @@ import pandas as pd
 import psycopg2.extras
 import pytest
 
-from fraudops.feature_store import RedisFeatures
+from fraudops.feature_store import RETENTION_SECONDS, TTL_SECONDS, RedisFeatures
 from fraudops.features import FEATURE_NAMES, batch_features
 from serving import metrics
 from serving.feature_state import check_history
@@ -122,6 +122,33 @@ def test_late_events_get_the_batch_features_of_the_stream_so_far(redis_server):
     got = np.vstack([state.transform(tx) for tx in rows_of(frame)])
     expected = np.vstack([batch_features(frame.iloc[: k + 1])[k] for k in range(len(frame))])
     assert_features_equal(got, expected)
+
+
+def test_history_keeps_the_retention_and_the_key_expires(redis_server):
+    """Events older than the retention before the newest are dropped when the user next
+    transacts (the windows still count the kept ones), and the key expires after the
+    longest window plus the never-seen gap of inactivity."""
+    state = RedisFeatures.from_url(redis_server.url)
+    base = {**rows_of(make_transactions(1, seed=3))[0], "user_id": 9, "amount": 2.0}
+    start = 1_700_000_000
+    times = [start, start + 60, start + RETENTION_SECONDS, start + RETENTION_SECONDS + 30]
+    got = state.transform_many([
+        {**base, "timestamp": t, "transaction_id": f"ret-{n}"} for n, t in enumerate(times)
+    ])  # fmt: skip
+    assert [tx_id for tx_id, _, _ in state.history(9)] == ["ret-1", "ret-2", "ret-3"]
+    assert got[:, COUNT_1H].tolist() == [0.0, 1.0, 0.0, 1.0]
+    ttl = state.client.ttl(state.key_of(9))
+    assert TTL_SECONDS - 60 < ttl <= TTL_SECONDS
+
+
+def test_an_id_with_a_tab_or_newline_is_refused_and_nothing_recorded(redis_server):
+    state = RedisFeatures.from_url(redis_server.url)
+    base = {**rows_of(make_transactions(1, seed=3))[0], "user_id": 10}
+    good = {**base, "transaction_id": "fine"}
+    for bad_id in ("a\tb", "a\nb"):
+        with pytest.raises(ValueError, match="tab or a newline"):
+            state.transform_many([good, {**base, "transaction_id": bad_id}])
+    assert state.history(10) == []
 
 
 @pytest.fixture
