@@ -9,14 +9,16 @@ features.
 Each user has one key, `<prefix>:h:{user}` (hash-tagged, for a cluster): a string holding
 the user's recent events, one line each, "timestamp TAB amount TAB the velocity features it
 was first scored with TAB transaction_id". One Lua script reads a micro-batch's users,
-computes each transaction's velocity features, records it, and writes each user back once,
-with its expiry: one round trip, atomic, so two processes scoring the same user at once each
-count the other. A transaction costs one GET (once per user and batch) and one SET (once per
-user and batch) inside the script, and work linear in the user's kept events. A sorted set
-per user cost twice as much inside Redis (its reply is a Lua table of two strings an event);
-keys of that earlier layout (`<prefix>:{user}`) are not read and expire on their own.
-Transaction ids hold no tab or newline (they are validated as printable text before they
-get here; a batch that breaks this is refused).
+computes each transaction's velocity features, records it, and writes each user once:
+atomic, so two processes scoring the same user at once each count the other. Inside the
+script a user costs one GET and one APPEND + EXPIRE per batch (a SET when old events are
+dropped, about once an hour of event time), and a transaction costs work linear in its
+user's kept events. A sorted set per user cost 1.4x as much inside Redis (its reply is a Lua
+table of two strings an event); keys of that layout (`<prefix>:{user}`) are not read and
+expire on their own. A batch goes to Redis in calls of at most SCRIPT_ROWS transactions, so
+one batch of a user with a long history cannot hold Redis (and every inline call waiting on
+it) for long. Transaction ids hold no tab or newline (they are validated as printable text
+before they get here; a batch that breaks this is refused).
 
 The features of a transaction are those `batch_features` gives it over the stream seen so
 far: windows count earlier events with a timestamp in (ts - window, ts], ties included,
@@ -32,11 +34,12 @@ user would read as "never seen" anyway."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import redis
@@ -51,32 +54,43 @@ log = logging.getLogger(__name__)
 LATENESS_SECONDS = 86400  # how late an event may be and still get exact batch features
 RETENTION_SECONDS = max(WINDOWS_SECONDS) + LATENESS_SECONDS
 TTL_SECONDS = max(WINDOWS_SECONDS) + MAX_GAP_SECONDS
+# Events older than the retention are dropped once the oldest is this much older still: a
+# user's history is rewritten about once an hour of event time, and otherwise appended to.
+TRIM_SLACK_SECONDS = 3600
 # How long a call may wait on Redis, by default: the inline path answers without history
 # rather than wait longer; the stream scorer passes a longer one for its large batches.
 # The URL's query string overrides it (`?socket_timeout=0.5`).
 INLINE_TIMEOUT_SECONDS = 0.25
+# Transactions per script call: a batch of users with long histories (~0.4 ms each inside
+# Redis at 700 kept events) holds Redis for at most ~0.1 s at a time.
+SCRIPT_ROWS = 250
 # After a failure, calls fail fast for this long instead of each waiting out a timeout.
 RETRY_AFTER_SECONDS = 0.5
 NO_HISTORY = [0.0] * (2 * len(WINDOWS_SECONDS)) + [math.log1p(MAX_GAP_SECONDS)]
 
-# KEYS: one per transaction, its user's. ARGV: retention, ttl, window count, the windows
+# KEYS: one per transaction, its user's. ARGV: retention, trim slack, ttl, window count, the windows
 # (ascending), then the transactions, one line each: "timestamp TAB amount TAB id". Returns
 # one string per transaction: "count sum" per window, then the gap (-1: no earlier event).
 _SCRIPT = """
-local retention, ttl, nw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local retention, trim_slack, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local nw = tonumber(ARGV[4])
 local windows = {}
-for w = 1, nw do windows[w] = tonumber(ARGV[3 + w]) end
+for w = 1, nw do windows[w] = tonumber(ARGV[4 + w]) end
 local longest = windows[nw]
 local format = string.rep('%d %.17g ', nw) .. '%d'
 local find, gmatch, tonumber = string.find, string.gmatch, tonumber
-local histories, changed, out = {}, {}, {}
+local histories, stored, changed, out = {}, {}, {}, {}
 local counts, sums, values = {}, {}, {}
 local i = 0
-for ts, amount, id in gmatch(ARGV[4 + nw], '([^\\t]*)\\t([^\\t]*)\\t([^\\n]*)\\n') do
+for ts, amount, id in gmatch(ARGV[5 + nw], '([^\\t]*)\\t([^\\t]*)\\t([^\\n]*)\\n') do
   i = i + 1
   local key = KEYS[i]
   ts = tonumber(ts)
-  local history = histories[key] or redis.call('GET', key) or ''
+  local history = histories[key]
+  if history == nil then
+    history = redis.call('GET', key) or ''
+    stored[key] = #history
+  end
   local found = nil
   if find(history, '\\t' .. id .. '\\n', 1, true) then
     for f, other in gmatch(history, '[^\\t]*\\t[^\\t]*\\t([^\\t]*)\\t([^\\n]*)\\n') do
@@ -102,12 +116,13 @@ for ts, amount, id in gmatch(ARGV[4 + nw], '([^\\t]*)\\t([^\\t]*)\\t([^\\n]*)\\n
     for w = 1, nw do values[2 * w - 1], values[2 * w] = counts[w], sums[w] end
     values[2 * nw + 1] = prev and (ts - prev) or -1
     found = string.format(format, unpack(values, 1, 2 * nw + 1))
-    if oldest <= ts - retention then
+    if oldest <= ts - retention - trim_slack then
       local kept = {}
       for line in gmatch(history, '[^\\n]*\\n') do
         if tonumber(string.match(line, '^[^\\t]*')) > ts - retention then kept[#kept + 1] = line end
       end
       history = table.concat(kept)
+      stored[key] = 0
     end
     history = history .. ts .. '\\t' .. amount .. '\\t' .. found .. '\\t' .. id .. '\\n'
     if not changed[key] then changed[key] = true changed[#changed + 1] = key end
@@ -118,7 +133,15 @@ end
 if i ~= #KEYS then
   return redis.error_reply('fraudops: ' .. #KEYS .. ' keys but ' .. i .. ' transaction lines')
 end
-for _, key in ipairs(changed) do redis.call('SET', key, histories[key], 'EX', ttl) end
+for _, key in ipairs(changed) do
+  local history, before = histories[key], stored[key]
+  if before > 0 then
+    redis.call('APPEND', key, string.sub(history, before + 1))
+    redis.call('EXPIRE', key, ttl)
+  else
+    redis.call('SET', key, history, 'EX', ttl)
+  end
+end
 return out
 """
 
@@ -146,8 +169,9 @@ class RedisFeatures:
         self.client = client
         self.prefix = prefix
         self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()
-        self._fixed_args = [RETENTION_SECONDS, TTL_SECONDS, len(WINDOWS_SECONDS)]
-        self._fixed_args += sorted(WINDOWS_SECONDS)
+        windows = sorted(WINDOWS_SECONDS)
+        fixed = [RETENTION_SECONDS, TRIM_SLACK_SECONDS, TTL_SECONDS, len(windows), *windows]
+        self._fixed_args = fixed
         self._down_until = 0.0
 
     @classmethod
@@ -173,7 +197,9 @@ class RedisFeatures:
         return self.transform_many([tx])[0]
 
     def transform_many(self, txs: Sequence[Mapping]) -> np.ndarray:
-        """Features of a micro-batch, in order, in one round trip to Redis. The static
+        """Features of a micro-batch, in order, in one round trip to Redis per SCRIPT_ROWS
+        transactions (a part already recorded if a later one fails gives the same features
+        when the batch is retried: the store is idempotent by transaction_id). The static
         features are computed while Redis runs the script: the round trip is mostly
         waiting (on a VM, waking the other core), and the wait hides that work."""
         if not txs:
@@ -189,13 +215,23 @@ class RedisFeatures:
 
     def is_empty(self) -> bool:
         """Whether no user has any history under this prefix."""
-        return next(iter(self.client.scan_iter(match=f"{self.prefix}:*", count=1000)), None) is None
+        keys = self.client.scan_iter(match=f"{self.prefix}:h:*", count=1000)
+        return next(iter(keys), None) is None
 
     def _run(self, txs: Sequence[Mapping], meanwhile: Callable[[], None] | None = None) -> list:
-        """The script's reply for `txs`; `meanwhile()` runs after the call is sent and
-        before its reply is read."""
+        """The script's replies for `txs`, in calls of SCRIPT_ROWS; `meanwhile()` runs
+        after the first call is sent and before its reply is read."""
         if time.monotonic() < self._down_until:
             raise FeatureStateUnavailable("Redis failed moments ago; not retried yet")
+        parts = [self._arguments(txs[i : i + SCRIPT_ROWS]) for i in range(0, len(txs), SCRIPT_ROWS)]
+        raw: list = []
+        with self._outage():
+            for n, (keys, args) in enumerate(parts):
+                raw += self._call(keys, args, None if n else meanwhile)
+        return raw
+
+    def _arguments(self, txs: Sequence[Mapping]) -> tuple[list[str], list]:
+        """The script's KEYS and ARGV for `txs`."""
         keys = [self.key_of(int(tx["user_id"])) for tx in txs]
         lines = "".join(
             f"{int(tx['timestamp'])}\t{float(tx['amount'])!r}\t{tx['transaction_id']}\n"
@@ -203,9 +239,14 @@ class RedisFeatures:
         )
         if lines.count("\n") != len(txs) or lines.count("\t") != 2 * len(txs):
             raise ValueError("a transaction_id holds a tab or a newline; ids must be printable")
-        args = [*self._fixed_args, lines]
+        return keys, [*self._fixed_args, lines]
+
+    @contextlib.contextmanager
+    def _outage(self) -> Iterator[None]:
+        """Redis errors that mean "cannot serve now" as FeatureStateUnavailable; calls
+        after one fail fast for RETRY_AFTER_SECONDS."""
         try:
-            return self._call(keys, args, meanwhile)
+            yield
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as err:
             if isinstance(err, redis.ResponseError) and not str(err).startswith(_UNAVAILABLE):
                 raise  # a real error in the script or its arguments, not an outage

@@ -145,7 +145,8 @@ class StreamScorer:
     def _score(self, txs: list[dict], started: float) -> ScoredBatch:
         """Score with the current model; without one yet, wait for it (nothing is lost).
         Without the feature store, hold the batch (no further consuming, nothing committed)
-        and retry with backoff: the store records a batch all or nothing, by id."""
+        and retry with backoff: a transaction the store recorded before it failed counts
+        once and keeps its first features (by id)."""
         delay = RETRY_FIRST_SECONDS
         while True:
             try:

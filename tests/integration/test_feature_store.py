@@ -17,7 +17,13 @@ import pandas as pd
 import psycopg2.extras
 import pytest
 
-from fraudops.feature_store import RETENTION_SECONDS, TTL_SECONDS, RedisFeatures
+from fraudops.feature_store import (
+    RETENTION_SECONDS,
+    SCRIPT_ROWS,
+    TRIM_SLACK_SECONDS,
+    TTL_SECONDS,
+    RedisFeatures,
+)
 from fraudops.features import FEATURE_NAMES, batch_features
 from serving import metrics
 from serving.feature_state import check_history
@@ -125,20 +131,36 @@ def test_late_events_get_the_batch_features_of_the_stream_so_far(redis_server):
 
 
 def test_history_keeps_the_retention_and_the_key_expires(redis_server):
-    """Events older than the retention before the newest are dropped when the user next
-    transacts (the windows still count the kept ones), and the key expires after the
-    longest window plus the never-seen gap of inactivity."""
+    """Events older than the retention before the newest are dropped once the oldest is
+    TRIM_SLACK_SECONDS older still (the windows count only the kept ones), and the key
+    expires after the longest window plus the never-seen gap of inactivity."""
     state = RedisFeatures.from_url(redis_server.url)
     base = {**rows_of(make_transactions(1, seed=3))[0], "user_id": 9, "amount": 2.0}
-    start = 1_700_000_000
-    times = [start, start + 60, start + RETENTION_SECONDS, start + RETENTION_SECONDS + 30]
+    start, retention, slack = 1_700_000_000, RETENTION_SECONDS, TRIM_SLACK_SECONDS
+    times = [start, start + 2 * slack, start + retention + slack - 1, start + retention + slack]
     got = state.transform_many([
         {**base, "timestamp": t, "transaction_id": f"ret-{n}"} for n, t in enumerate(times)
     ])  # fmt: skip
     assert [tx_id for tx_id, _, _ in state.history(9)] == ["ret-1", "ret-2", "ret-3"]
-    assert got[:, COUNT_1H].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert got[:, COUNT_1H].tolist() == [0.0, 0.0, 0.0, 1.0]
     ttl = state.client.ttl(state.key_of(9))
     assert TTL_SECONDS - 60 < ttl <= TTL_SECONDS
+
+
+def test_a_large_batch_goes_in_bounded_script_calls_and_keeps_batch_features(redis_server):
+    """A batch of 2.5 x SCRIPT_ROWS over a few users: three script calls, one after the
+    other, the later ones counting the earlier ones (batch features throughout)."""
+    frame = make_transactions(int(2.5 * SCRIPT_ROWS), seed=12, days=1)
+    frame["user_id"] = np.random.default_rng(3).integers(1, 4, len(frame))
+    frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    state = RedisFeatures.from_url(redis_server.url)
+    state.transform({**rows_of(frame)[0], "user_id": 99, "transaction_id": "load-the-script"})
+    state.client.config_resetstat()
+    got = state.transform_many(rows_of(frame))
+    calls = state.client.info("commandstats")
+    scripts = sum(calls.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
+    assert scripts == 3
+    assert_features_equal(got, batch_features(frame))
 
 
 def test_an_id_with_a_tab_or_newline_is_refused_and_nothing_recorded(redis_server):
