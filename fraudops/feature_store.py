@@ -68,8 +68,8 @@ SCRIPT_ROWS = 250
 RETRY_AFTER_SECONDS = 0.5
 NO_HISTORY = [0.0] * (2 * len(WINDOWS_SECONDS)) + [math.log1p(MAX_GAP_SECONDS)]
 
-# KEYS: one per transaction, its user's. ARGV: retention, trim slack, ttl, window count, the windows
-# (ascending), then the transactions, one line each: "timestamp TAB amount TAB id". Returns
+# KEYS: one per transaction, its user's. ARGV: retention, trim slack, ttl, window count, the
+# windows (ascending), then the transactions, one line each: "timestamp TAB amount TAB id". Returns
 # one string per transaction: "count sum" per window, then the gap (-1: no earlier event).
 _SCRIPT = """
 local retention, trim_slack, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -82,10 +82,9 @@ local find, gmatch, tonumber = string.find, string.gmatch, tonumber
 local histories, stored, changed, out = {}, {}, {}, {}
 local counts, sums, values = {}, {}, {}
 local i = 0
-for ts, amount, id in gmatch(ARGV[5 + nw], '([^\\t]*)\\t([^\\t]*)\\t([^\\n]*)\\n') do
+for written, amount, id in gmatch(ARGV[5 + nw], '([^\\t]*)\\t([^\\t]*)\\t([^\\n]*)\\n') do
   i = i + 1
-  local key = KEYS[i]
-  ts = tonumber(ts)
+  local key, ts = KEYS[i], tonumber(written)
   local history = histories[key]
   if history == nil then
     history = redis.call('GET', key) or ''
@@ -124,7 +123,7 @@ for ts, amount, id in gmatch(ARGV[5 + nw], '([^\\t]*)\\t([^\\t]*)\\t([^\\n]*)\\n
       history = table.concat(kept)
       stored[key] = 0
     end
-    history = history .. ts .. '\\t' .. amount .. '\\t' .. found .. '\\t' .. id .. '\\n'
+    history = history .. written .. '\\t' .. amount .. '\\t' .. found .. '\\t' .. id .. '\\n'
     if not changed[key] then changed[key] = true changed[#changed + 1] = key end
   end
   histories[key] = history
@@ -170,8 +169,8 @@ class RedisFeatures:
         self.prefix = prefix
         self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()
         windows = sorted(WINDOWS_SECONDS)
-        fixed = [RETENTION_SECONDS, TRIM_SLACK_SECONDS, TTL_SECONDS, len(windows), *windows]
-        self._fixed_args = fixed
+        self._fixed_args = [RETENTION_SECONDS, TRIM_SLACK_SECONDS, TTL_SECONDS, len(windows)]
+        self._fixed_args += windows
         self._down_until = 0.0
 
     @classmethod
