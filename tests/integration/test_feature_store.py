@@ -128,6 +128,9 @@ def test_late_events_get_the_batch_features_of_the_stream_so_far(redis_server):
     got = np.vstack([state.transform(tx) for tx in rows_of(frame)])
     expected = np.vstack([batch_features(frame.iloc[: k + 1])[k] for k in range(len(frame))])
     assert_features_equal(got, expected)
+    # ~80 events a user: each history grew long, and kept its window state in time order
+    values = [state.client.get(state.key_of(user)) for user in range(1, 6)]
+    assert all(value.startswith(b"#") for value in values)
 
 
 def test_history_keeps_the_retention_and_the_key_expires(redis_server):
