@@ -10,7 +10,8 @@
 -- per window the offset of its first event, its count and its sum): a transaction in time
 -- order moves each window's front past the events that left it (amortised O(1), as
 -- fraudops.features.OnlineFeatures does); a late one reads the history whole and is put in
--- its place. Sums are re-added from the events whenever old events are dropped.
+-- its place. A window's sum is set to 0 whenever its count is (rounding cannot build up
+-- while the user pauses).
 
 local retention, trim_slack, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local heavy, width, nw = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -50,8 +51,17 @@ local function scan(events, ts)
   return counts, sums, prev, oldest, n
 end
 
+-- A long history's lines added in this call join its events (they are kept apart so
+-- that adding one does not copy the whole history).
+local function settle(user)
+  if #user.added > 0 then
+    user.events, user.added = user.events .. table.concat(user.added), {}
+  end
+end
+
 -- A long history's window state at its newest event, from the events (in time order).
 local function window_state(user)
+  settle(user)
   local events, newest = user.events, user.newest
   user.fronts, user.counts, user.sums = {}, {}, {}
   for w = 1, nw do
@@ -85,6 +95,7 @@ local function read_user(key)
     return user
   end
   user.events, user.heavy, user.was_heavy = sub(value, width + 1), true, true
+  user.added, user.new_ids, user.dropped_ids = {}, {}, {}
   user.stored = #value - width
   local numbers = {}
   for field in gmatch(sub(value, 2, width), '%S+') do numbers[#numbers + 1] = tonumber(field) end
@@ -119,10 +130,16 @@ local function first_after(events, cutoff)
   return pos
 end
 
--- Drop a long history's events at or before `cutoff` (a prefix).
+-- Drop a long history's events at or before `cutoff`: a prefix, and before every window's
+-- front (the cutoff is older than the longest window).
 local function trim_long(user, cutoff)
-  user.events, user.rewrite = sub(user.events, first_after(user.events, cutoff)), true
-  window_state(user)
+  settle(user)
+  local keep = first_after(user.events, cutoff)
+  for id in gmatch(sub(user.events, 1, keep - 1), '[^\n]*\t([^\t\n]*)\n') do
+    user.dropped_ids[#user.dropped_ids + 1], user.new_ids[id] = id, nil
+  end
+  user.events, user.rewrite = sub(user.events, keep), true
+  for w = 1, nw do user.fronts[w] = user.fronts[w] - (keep - 1) end
 end
 
 local function trim_short(user, cutoff)
@@ -153,6 +170,10 @@ local function record_short(user, ts, written, amount, id)
   if n + 1 > heavy then
     user.events, user.newest = sorted_events(user.events)
     user.heavy, user.rewrite = true, true
+    user.added, user.new_ids, user.dropped_ids = {}, {}, {}
+    for f, other in gmatch(user.events, '[^\t]*\t[^\t]*\t([^\t]*)\t([^\n]*)\n') do
+      user.new_ids[other] = f
+    end
     window_state(user)
   end
   return found
@@ -166,7 +187,11 @@ local function record_long(user, ts, written, amount_text, id)
   if ts >= user.newest then
     for w = 1, nw do
       local pos, cut = user.fronts[w], ts - windows[w]
-      while pos <= #user.events do
+      while true do
+        if pos > #user.events then
+          if #user.added == 0 then break end
+          settle(user)
+        end
         local t, a, next_pos = event_at(user.events, pos)
         if t > cut then break end
         user.counts[w], user.sums[w], pos = user.counts[w] - 1, user.sums[w] - a, next_pos
@@ -179,8 +204,9 @@ local function record_long(user, ts, written, amount_text, id)
     for w = 1, nw do
       user.counts[w], user.sums[w] = user.counts[w] + 1, user.sums[w] + amount
     end
-    user.events, user.newest = user.events .. line, ts
+    user.added[#user.added + 1], user.newest = line, ts
   else
+    settle(user)
     local counts, sums, prev = scan(user.events, ts)
     found = reply(counts, sums, prev, ts)
     line = written .. '\t' .. amount_text .. '\t' .. found .. '\t' .. id .. '\n'
@@ -195,21 +221,40 @@ local function record_long(user, ts, written, amount_text, id)
       end
     end
   end
-  local oldest = tonumber(string.match(user.events, '^[^\t]*'))
+  user.new_ids[id] = found
+  local oldest = tonumber(string.match(user.events, '^[^\t]*') or ts)
   if oldest <= ts - retention - trim_slack then trim_long(user, ts - retention) end
   return found
+end
+
+-- A long history's transaction ids (and their first features) live in a hash beside it,
+-- so that a repeat is found without searching the history.
+local function write_ids(ids_key, user)
+  for first = 1, #user.dropped_ids, 1000 do
+    local last = math.min(first + 999, #user.dropped_ids)
+    redis.call('HDEL', ids_key, unpack(user.dropped_ids, first, last))
+  end
+  local pairs_ = {}
+  for id, features in pairs(user.new_ids) do
+    pairs_[#pairs_ + 1], pairs_[#pairs_ + 2] = id, features
+    if #pairs_ >= 2000 then redis.call('HSET', ids_key, unpack(pairs_)) pairs_ = {} end
+  end
+  if #pairs_ > 0 then redis.call('HSET', ids_key, unpack(pairs_)) end
+  redis.call('EXPIRE', ids_key, ttl)
 end
 
 local function write_user(key, user)
   local fresh = user.stored > 0 and not user.rewrite
   if user.heavy then
+    local added = table.concat(user.added)
     if fresh and user.was_heavy then
       redis.call('SETRANGE', key, 0, header(user))
-      redis.call('APPEND', key, sub(user.events, user.stored + 1))
+      redis.call('APPEND', key, sub(user.events, user.stored + 1) .. added)
       redis.call('EXPIRE', key, ttl)
     else
-      redis.call('SET', key, header(user) .. user.events, 'EX', ttl)
+      redis.call('SET', key, header(user) .. user.events .. added, 'EX', ttl)
     end
+    write_ids(key .. ':ids', user)
   elseif fresh then
     redis.call('APPEND', key, sub(user.events, user.stored + 1))
     redis.call('EXPIRE', key, ttl)
@@ -229,7 +274,9 @@ for written, amount, id in gmatch(ARGV[7 + nw], '([^\t]*)\t([^\t]*)\t([^\n]*)\n'
     users[key] = user
   end
   local found = nil
-  if find(user.events, '\t' .. id .. '\n', 1, true) then
+  if user.heavy then
+    found = user.new_ids[id] or (user.was_heavy and redis.call('HGET', key .. ':ids', id)) or nil
+  elseif find(user.events, '\t' .. id .. '\n', 1, true) then
     for f, other in gmatch(user.events, '[^\t]*\t[^\t]*\t([^\t]*)\t([^\n]*)\n') do
       if other == id then found = f break end
     end

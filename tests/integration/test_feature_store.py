@@ -18,6 +18,7 @@ import psycopg2.extras
 import pytest
 
 from fraudops.feature_store import (
+    HEAVY_LINES,
     RETENTION_SECONDS,
     SCRIPT_ROWS,
     TRIM_SLACK_SECONDS,
@@ -164,6 +165,30 @@ def test_a_large_batch_goes_in_bounded_script_calls_and_keeps_batch_features(red
     scripts = sum(calls.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
     assert scripts == 3
     assert_features_equal(got, batch_features(frame))
+
+
+def test_a_long_history_keeps_batch_features_through_trims_and_repeats(redis_server):
+    """One user, an event every 10 minutes for 3 days, in micro-batches: the history grows
+    past HEAVY_LINES, keeps its window state in time order, drops what is older than the
+    retention; its transaction-id index holds exactly the kept events, and a repeat of a
+    kept event still gets its first features."""
+    frame = make_transactions(432, seed=21, days=1)
+    frame["user_id"] = 31
+    frame["timestamp"] = 1_700_000_000 + 600 * np.arange(len(frame))
+    rows, expected = rows_of(frame), batch_features(frame)
+    state = RedisFeatures.from_url(redis_server.url)
+    got = np.vstack([state.transform_many(batch) for batch in micro_batches(rows, seed=2)])
+    assert_features_equal(got, expected)
+
+    kept = state.history(31)
+    newest = int(frame["timestamp"].iloc[-1])
+    assert HEAVY_LINES < len(kept) < len(rows)
+    assert min(ts for _, ts, _ in kept) > newest - RETENTION_SECONDS - TRIM_SLACK_SECONDS
+    assert state.client.get(state.key_of(31)).startswith(b"#")
+    assert state.client.hlen(state.key_of(31) + ":ids") == len(kept)
+    again = state.transform_many(rows[-5:])
+    np.testing.assert_array_equal(again, got[-5:])
+    assert len(state.history(31)) == len(kept)
 
 
 def test_an_id_with_a_tab_or_newline_is_refused_and_nothing_recorded(redis_server):
