@@ -160,11 +160,18 @@ end
 
 -- A transaction of a short history: read it whole, then append; a history growing past
 -- `heavy` lines is put in time order and gets its window state.
+local never_seen = nil  -- the reply of a user without history, made once a call
 local function record_short(user, ts, written, amount, id)
-  local counts, sums, prev, oldest, n = scan(user.events, ts)
-  local found = reply(counts, sums, prev, ts)
-  if oldest and oldest <= ts - retention - trim_slack then
-    n = trim_short(user, ts - retention)
+  local found, n = never_seen, 0
+  if user.events ~= '' then
+    local counts, sums, prev, oldest
+    counts, sums, prev, oldest, n = scan(user.events, ts)
+    found = reply(counts, sums, prev, ts)
+    if oldest <= ts - retention - trim_slack then n = trim_short(user, ts - retention) end
+  elseif found == nil then
+    local counts, sums = scan('', ts)
+    found = reply(counts, sums, nil, ts)
+    never_seen = found
   end
   user.events = user.events .. written .. '\t' .. amount .. '\t' .. found .. '\t' .. id .. '\n'
   if n + 1 > heavy then
@@ -276,7 +283,7 @@ for written, amount, id in gmatch(ARGV[7 + nw], '([^\t]*)\t([^\t]*)\t([^\n]*)\n'
   local found = nil
   if user.heavy then
     found = user.new_ids[id] or (user.was_heavy and redis.call('HGET', key .. ':ids', id)) or nil
-  elseif find(user.events, '\t' .. id .. '\n', 1, true) then
+  elseif user.events ~= '' and find(user.events, '\t' .. id .. '\n', 1, true) then
     for f, other in gmatch(user.events, '[^\t]*\t[^\t]*\t([^\t]*)\t([^\n]*)\n') do
       if other == id then found = f break end
     end
