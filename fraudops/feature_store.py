@@ -23,7 +23,7 @@ events a user, ~22 µs a transaction in 2,000-row batches against ~330 µs when 
 was read whole. A batch goes to Redis in calls of at most SCRIPT_ROWS transactions, so no
 batch holds Redis (and the inline calls waiting on it) for long. A sorted set per user
 (the first layout, `<prefix>:{user}`, not read any more; its keys expire on their own) cost
-1.4x as much inside Redis. Transaction ids hold no tab or newline (they are validated as
+1.2-1.4x as much inside Redis. Transaction ids hold no tab or newline (they are validated as
 printable text before they get here; a batch that breaks this is refused).
 
 The features of a transaction are those `batch_features` gives it over the stream seen so
