@@ -59,9 +59,9 @@ local function settle(user)
   end
 end
 
--- A long history's window state at its newest event, from the events (in time order).
+-- A long history's window state at its newest event, from its events (in time order):
+-- made once, when a short history turns long.
 local function window_state(user)
-  settle(user)
   local events, newest = user.events, user.newest
   user.fronts, user.counts, user.sums = {}, {}, {}
   for w = 1, nw do

@@ -40,12 +40,11 @@ user would read as "never seen" anyway."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -163,9 +162,15 @@ class RedisFeatures:
             raise FeatureStateUnavailable("Redis failed moments ago; not retried yet")
         parts = [self._arguments(txs[i : i + SCRIPT_ROWS]) for i in range(0, len(txs), SCRIPT_ROWS)]
         raw: list = []
-        with self._outage():
+        try:
             for n, (keys, args) in enumerate(parts):
                 raw += self._call(keys, args, None if n else meanwhile)
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as err:
+            if isinstance(err, redis.ResponseError) and not str(err).startswith(_UNAVAILABLE):
+                raise  # a real error in the script or its arguments, not an outage
+            self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+            log.warning("feature store unavailable: %s", err)
+            raise FeatureStateUnavailable(f"Redis unavailable: {err}") from err
         return raw
 
     def _arguments(self, txs: Sequence[Mapping]) -> tuple[list[str], list]:
@@ -178,19 +183,6 @@ class RedisFeatures:
         if lines.count("\n") != len(txs) or lines.count("\t") != 2 * len(txs):
             raise ValueError("a transaction_id holds a tab or a newline; ids must be printable")
         return keys, [*self._fixed_args, lines]
-
-    @contextlib.contextmanager
-    def _outage(self) -> Iterator[None]:
-        """Redis errors that mean "cannot serve now" as FeatureStateUnavailable; calls
-        after one fail fast for RETRY_AFTER_SECONDS."""
-        try:
-            yield
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as err:
-            if isinstance(err, redis.ResponseError) and not str(err).startswith(_UNAVAILABLE):
-                raise  # a real error in the script or its arguments, not an outage
-            self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
-            log.warning("feature store unavailable: %s", err)
-            raise FeatureStateUnavailable(f"Redis unavailable: {err}") from err
 
     def _call(self, keys: list[str], args: list, meanwhile: Callable[[], None] | None) -> list:
         """EVALSHA on a pooled connection, split into send and read so that `meanwhile`
