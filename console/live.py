@@ -9,7 +9,8 @@ band of everything read since the last one and some of the scores themselves, fl
 first. The scores sent are limited to `MAX_ITEMS_PER_SECOND` (a token bucket holding at
 most `MAX_ITEMS_PER_TICK`), so a busy topic cannot flood a browser while the chart still
 counts every transaction; the newest flagged scores go first, those that find no room
-wait for the next tick, ALLOW ones are only counted. With nothing to show, a tick still
+wait for the next ticks (up to a second's worth, `MAX_WAITING`; beyond that the oldest give
+way), ALLOW ones are only counted. With nothing to show, a tick still
 goes every `TICK_S`."""
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from fraudops.settings import Settings
 
 MAX_ITEMS_PER_TICK = 25
 MAX_ITEMS_PER_SECOND = 100
+# Flagged scores kept for the next ticks: what the budget sends in a second, so a burst
+# of flagged scores reaches the screen whole and at most about a second late.
+MAX_WAITING = MAX_ITEMS_PER_SECOND
 TICK_S = 0.25  # the longest between two ticks (counts alone when nothing arrived)
 POLL_S = 0.05  # the longest one read waits for a first message
 COALESCE_S = 0.005  # after the first message, how long a read gathers the ones behind it
@@ -92,14 +96,14 @@ def read_scores(consumer: Consumer) -> list[dict[str, Any]]:
 def pick(items: list[dict[str, Any]], room: int) -> tuple[list[dict[str, Any]], list]:
     """Of the scores read (oldest first), the `room` to send now: flagged before ALLOW,
     newest first, sent in the order they came; and the flagged ones left over, newest
-    MAX_ITEMS_PER_TICK of them, for the next tick (the ALLOW ones are only counted). More
-    flagged scores than the budget passes leave the oldest behind, so what is on the screen
-    stays fresh."""
+    MAX_WAITING of them, for the next ticks (the ALLOW ones are only counted). More flagged
+    scores than the budget passes in a second leave the oldest behind, so what is on the
+    screen stays fresh."""
     flagged = [e for e in items if e["band"] != "ALLOW"]
     allow = [e for e in items if e["band"] == "ALLOW"]
     chosen = {id(e) for e in (flagged[::-1] + allow[::-1])[:room]}
     sent = [e for e in items if id(e) in chosen]
-    return sent, [e for e in flagged if id(e) not in chosen][-MAX_ITEMS_PER_TICK:]
+    return sent, [e for e in flagged if id(e) not in chosen][-MAX_WAITING:]
 
 
 async def score_stream(settings: Settings, disconnected: Callable[[], Any]) -> AsyncIterator[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from console.live import MAX_ITEMS_PER_TICK, pick
+from console.live import MAX_WAITING, pick
 
 
 def scores(bands: str) -> list[dict]:
@@ -31,7 +31,15 @@ def test_pick(bands, room, sent, left):
 
 
 def test_flagged_left_over_keep_only_the_newest():
-    _, waiting = pick(scores("B" * (MAX_ITEMS_PER_TICK + 10)), 0)
-    assert len(waiting) == MAX_ITEMS_PER_TICK
-    assert waiting[-1]["transaction_id"] == f"t{MAX_ITEMS_PER_TICK + 9}"
+    _, waiting = pick(scores("B" * (MAX_WAITING + 10)), 0)
+    assert len(waiting) == MAX_WAITING
+    assert waiting[-1]["transaction_id"] == f"t{MAX_WAITING + 9}"
     assert waiting[0]["transaction_id"] == "t10"
+
+
+def test_a_burst_read_with_little_room_keeps_every_flagged_score_waiting():
+    """40 flagged scores arriving when the budget has room for 5 (ALLOW scores just spent
+    it): the other 35 wait for the next ticks rather than the oldest being dropped."""
+    sent, waiting = pick(scores("A" * 10 + "B" * 40), 5)
+    assert [e["transaction_id"] for e in sent] == [f"t{n}" for n in range(45, 50)]
+    assert [e["transaction_id"] for e in waiting] == [f"t{n}" for n in range(10, 45)]
