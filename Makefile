@@ -23,11 +23,11 @@ CONSOLE_WEB_BUILT := $(CONSOLE_WEB)/dist/index.html
 CONSOLE_WEB_SOURCES := $(shell find $(CONSOLE_WEB)/src -type f 2>/dev/null) \
 	$(addprefix $(CONSOLE_WEB)/,package.json package-lock.json index.html vite.config.ts tsconfig.json)
 
-.PHONY: help install install-serving kafka-jars console-web console-web-test proto lint test test-unit test-integration test-pipeline test-faults services-up services-down \
+.PHONY: help install system-packages install-serving kafka-jars console-web console-web-test proto lint test test-unit test-integration test-pipeline test-faults services-up services-down \
 	services-status demo bench bench-tools clean
 
 help:
-	@echo "make install          .venv with the serving, pipeline and dev groups, and the Kafka jars"
+	@echo "make install          system packages (apt), .venv with the serving, pipeline and dev groups, the Kafka jars"
 	@echo "make install-serving  .venv-serving with the light scoring install only"
 	@echo "make console-web      build the console's frontend (npm ci && npm run build)"
 	@echo "make test             install, start Kafka + Postgres, run pytest (what CI runs)"
@@ -42,18 +42,24 @@ help:
 	@echo "make proto            regenerate the gRPC stubs from proto/"
 	@echo "make clean            remove caches and run/ (stops the services first)"
 
-install: $(STAMP) kafka-jars console-web
+# System packages first: on a machine without them, stop before any download.
+install: system-packages $(STAMP) kafka-jars console-web
+
+# Debian's packages of infra/system-packages.txt: installed when missing (as root), else
+# the one apt-get command that installs them is printed and make stops.
+system-packages:
+	scripts/system-packages.sh
 
 console-web: $(CONSOLE_WEB_BUILT)
 
-$(CONSOLE_WEB_BUILT): $(CONSOLE_WEB_SOURCES)
+$(CONSOLE_WEB_BUILT): $(CONSOLE_WEB_SOURCES) | system-packages
 	@command -v npm >/dev/null || { echo "npm not found (Node 20+ is needed)" >&2; exit 1; }
 	cd $(CONSOLE_WEB) && npm ci --no-audit --no-fund && npm run build
 
 console-web-test: console-web
 	cd $(CONSOLE_WEB) && npm test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | system-packages
 	@command -v uv >/dev/null || [ -x "$$HOME/.local/bin/uv" ] || \
 		python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 	@[ -x $(PY) ] || $(UV) venv --python $(PYTHON_VERSION) $(VENV)
@@ -62,7 +68,7 @@ $(STAMP): pyproject.toml
 
 kafka-jars: $(KAFKA_STAMP)
 
-$(KAFKA_STAMP): infra/kafka/pom.xml
+$(KAFKA_STAMP): infra/kafka/pom.xml | system-packages
 	@command -v mvn >/dev/null || { echo "mvn not found (apt-get install -y maven)" >&2; exit 1; }
 	rm -rf $(KAFKA_LIBS)
 	mvn -B -q -Dstyle.color=never -f infra/kafka/pom.xml dependency:copy-dependencies \
@@ -128,9 +134,11 @@ services-down:
 services-status:
 	$(DEVSTACK) status
 
+# The demo reports its whole duration, install included: it starts counting here.
+DEMO_STARTED := $(shell date +%s)
 demo: install
 	$(DEVSTACK) up
-	scripts/demo.sh
+	DEMO_STARTED=$(DEMO_STARTED) scripts/demo.sh
 
 bench: install
 	$(DEVSTACK) up kafka postgres

@@ -793,9 +793,9 @@ def status_line(service: Service, stack: Stack) -> str:
     endpoint = service.endpoint(stack.settings)
     pid = running_pid(service, stack)
     if not (port_open(*service.address(stack.settings)) if service.listens else pid):
-        return f"{service.name:<9} down  {endpoint}"
+        return f"{service.name:<14} down  {endpoint}"
     origin = f"pid {pid}" if pid is not None else "not started here"
-    return f"{service.name:<9} up    {endpoint}  ({origin})"
+    return f"{service.name:<14} up    {endpoint}  ({origin})"
 
 
 def env_lines(settings: Settings) -> list[str]:
@@ -851,7 +851,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status", "env", "_group"])
     parser.add_argument(
         "services", nargs="*",
-        help=f"default: all of {', '.join(SERVICES)}; also, when named: {', '.join(APPS)}",
+        help=f"default: up starts {', '.join(SERVICES)}; down and status also cover "
+        f"{', '.join(APPS)}",
     )  # fmt: skip
     parser.add_argument("--run-dir", type=Path, default=ROOT / "run")
     parser.add_argument("--kafka-libs", type=Path, default=KAFKA_LIBS)
@@ -862,7 +863,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.services if n not in known]
     if unknown:
         parser.error(f"unknown service {unknown[0]!r} (one of: {', '.join(known)})")
-    chosen = [known[n] for n in args.services or SERVICES]
+    # No names: `up` starts the services; `down` and `status` cover the apps as well, so
+    # nothing `up NAME` started outlives `down` (the apps stop first: reversed order).
+    chosen = [known[n] for n in args.services or (SERVICES if args.command == "up" else known)]
     settings = load_settings().with_local_services()
     stack = Stack(settings, args.run_dir.resolve(), args.kafka_libs.resolve())
     if args.command == "env":

@@ -5,6 +5,8 @@
 # Triggers the `fraud_training` DAG over Airflow's REST API, prints each task's state as it
 # changes, and exits non-zero if the run fails.
 set -euo pipefail
+# When `make demo` began (epoch seconds), so that the duration printed counts the install.
+STARTED=${DEMO_STARTED:-$(date +%s)}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY="$ROOT/.venv/bin/python"
@@ -75,5 +77,7 @@ cat <<EOF
   the stream scorer ($FRAUDOPS_TOPIC_RAW -> $FRAUDOPS_TOPIC_SCORES + Postgres), the label
   consumer ($FRAUDOPS_TOPIC_LABELS -> feedback_labels), the console, and a replay of held-out
   transactions through SendTransaction. They watch models/serving/ and hot-reload each newly
-  promoted model. Stop them: .venv/bin/python -m fraudops.devstack down replay label-consumer scorer server
+  promoted model. Stop everything (apps and services): .venv/bin/python -m fraudops.devstack down
 EOF
+elapsed=$(($(date +%s) - STARTED))
+say "ready: make demo took $((elapsed / 60)) min $((elapsed % 60)) s"

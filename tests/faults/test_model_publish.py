@@ -22,6 +22,7 @@ from fraudops.modelspec import MODEL_FILE, TMP_PREFIX, publish
 from fraudops.schema import proto_to_dict
 from serving.model_store import ModelStore
 from serving.scoring import ScoringCore
+from tests.helpers.real_parts import require
 from tests.helpers.serving_env import ROOT, stop_process, transaction, wait_until
 
 EXTRA_FILES = 5_000
@@ -108,13 +109,18 @@ def copying(serving_root: Path) -> bool:
 
 @contextlib.contextmanager
 def tiny_disk(size: str = "1m"):
-    """A tmpfs of `size` (root only); the test is skipped, saying why, where it cannot be."""
+    """A tmpfs of `size` (root only; CI runs as root): where it cannot be mounted the test
+    is skipped, saying why, or fails under CI."""
     where = Path(tempfile.mkdtemp(prefix="fraudops-fulldisk-"))
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
                              capture_output=True, text=True)  # fmt: skip
     if mounted.returncode != 0:
         where.rmdir()
-        pytest.skip(f"cannot mount a tmpfs to fill: {mounted.stderr.strip()}")
+    require(
+        mounted.returncode == 0,
+        f"a tmpfs to fill ({mounted.stderr.strip()})",
+        "run the fault suite as root",
+    )
     try:
         yield where
     finally:

@@ -5,6 +5,7 @@ it in the queue and labels it. Each screen's screenshot lands in run/console-scr
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,6 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from console.app import WEB_DIST
 from fraudops.proto_gen.fraud.v1 import fraud_pb2_grpc
 from tests.helpers.console_env import PASSWORD, add_account, insert_drift_report, insert_rows
+from tests.helpers.real_parts import require
 from tests.helpers.serving_env import (
     ROOT,
     channel_to,
@@ -35,21 +37,18 @@ from tests.helpers.serving_env import (
     wait_until,
 )
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
+# Debian's packages; another path (e.g. one that does not exist, to see the run fail under
+# CI) through CHROMIUM_PATH and CHROMEDRIVER_PATH.
+CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER_PATH", "/usr/bin/chromedriver"))
 SCREENS = ROOT / "run" / "console-screens"
 WAIT_S = 60
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-        reason="Debian's chromium and chromium-driver are not installed",
-    ),
-    pytest.mark.skipif(
-        not (WEB_DIST / "index.html").exists(), reason="run `make console-web` first"
-    ),
-]
+require(CHROMIUM.exists(), f"Chromium ({CHROMIUM})", "scripts/system-packages.sh")
+require(CHROMEDRIVER.exists(), f"chromedriver ({CHROMEDRIVER})", "scripts/system-packages.sh")
+require((WEB_DIST / "index.html").exists(), "the console's built frontend", "make console-web")
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

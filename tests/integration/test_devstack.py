@@ -19,8 +19,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from fraudops.devstack import APPS, SERVICES
 from fraudops.settings import Settings, load_settings
-from tests.helpers.stack import ROOT, free_port, port_open
+from tests.helpers.stack import ROOT, free_port, port_open, wait_until
 
 
 class Devstack:
@@ -200,3 +201,49 @@ def test_a_port_served_by_someone_else_is_used_and_left_running(devstack):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group `pgid` (the server and its workers)."""
+    members = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(proc.name))
+    return members
+
+
+def test_down_without_names_stops_the_apps_and_their_workers_and_status_lists_them(
+    devstack, tmp_path
+):
+    (tmp_path / "models").mkdir()
+    devstack.env.update({
+        "FRAUDOPS_REDIS_PORT": str(free_port()),
+        "FRAUDOPS_GRPC_PORT": str(free_port()),
+        "FRAUDOPS_METRICS_PORT": str(free_port()),
+        "FRAUDOPS_SERVER_WORKERS": "2",
+        "FRAUDOPS_MODEL_DIR": str(tmp_path / "models"),
+    })  # fmt: skip
+    settings = load_settings(devstack.env)
+    started = devstack("up", "postgres", "redis", "server", "label-consumer")
+    assert started.returncode == 0, started.stderr
+    server = devstack.pid("server")
+    others = [devstack.pid(name) for name in ("label-consumer", "redis")]
+    wait_until(lambda: len(_group_members(server)) >= 3, "the server's two workers", 60)
+
+    status = {line.split()[0]: line.split()[1] for line in devstack("status").stdout.splitlines()}
+    assert list(status) == [*SERVICES, *APPS]
+    up = {"postgres", "redis", "server", "label-consumer"}
+    assert status == {name: "up" if name in up else "down" for name in status}
+
+    stopped = devstack("down")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stderr.index("server: stopped") < stopped.stderr.index("postgres: stopped")
+    assert _group_members(server) == []
+    assert not port_open(settings.grpc_host, settings.grpc_port)
+    assert not any(_group_alive(pid) for pid in others)
+    status = devstack("status").stdout.splitlines()
+    assert all(line.split()[1] == "down" for line in status), status
