@@ -183,6 +183,9 @@ def create_app(settings: Settings) -> FastAPI:
     add_model_routes(app, settings)
     add_trend_routes(app, settings)
     add_live_routes(app, settings)
+    from console.rules_routes import add_rule_routes  # it builds on this module's pieces
+
+    add_rule_routes(app, settings)
     add_frontend(app)
     return app
 

@@ -22,7 +22,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 ROLES: tuple[str, ...] = ("viewer", "analyst", "admin")
 # What each role may do beyond reading (a role includes the ones before it).
-WRITE_ROLES = {"label": ("analyst", "admin"), "claim": ("analyst", "admin"), "rollback": ("admin",)}
+WRITE_ROLES = {
+    "label": ("analyst", "admin"),
+    "claim": ("analyst", "admin"),
+    "rollback": ("admin",),
+    "edit_rules": ("analyst", "admin"),  # rules and lists
+}
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 MIN_PASSWORD_LENGTH = 12
 SESSION_COOKIE = "fraudops_session"

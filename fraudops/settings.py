@@ -52,6 +52,8 @@ class Settings:
     # drift watch's online-vs-batch skew check; chosen by transaction id, so every process
     # and a redelivery agree.
     feature_sample_rate: float = 0.01
+    # How often a scoring process looks for a new rule set or list change (fraudops.rules).
+    rules_poll_seconds: float = 0.25
     log_level: str = "INFO"
     # The project-local dev stack (fraudops.devstack): its Postgres cluster and the KRaft
     # controller listener of its one broker (the broker's own port is in the bootstrap).

@@ -9,6 +9,7 @@ by their `multiprocess_mode`; outside that mode it is ignored)."""
 
 from __future__ import annotations
 
+import collections
 import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -151,3 +152,36 @@ def serve_aggregated(port: int, directory: str) -> None:
     multiprocess.MultiProcessCollector(registry, path=directory)
     start_http_server(port, addr="127.0.0.1", registry=registry)
     log.info("metrics of every worker on http://127.0.0.1:%d/metrics", port)
+
+
+RULE_MATCHES = Counter(
+    "fraudops_rule_matches_total",
+    "Transactions an analysts' rule matched, by rule and mode (live: it decided; shadow).",
+    ["rule", "mode"],
+    registry=REGISTRY,
+)
+RULE_ERRORS = Counter(
+    "fraudops_rule_errors_total",
+    "Rule evaluations that failed at run time (the rule matched nothing).",
+    registry=REGISTRY,
+)
+
+
+def count_rules(decisions) -> None:
+    """Count a batch's rule decisions (fraudops.rules.Decisions) by rule."""
+    for name, count in collections.Counter(decisions.decided_by).items():
+        if name != "model":
+            RULE_MATCHES.labels(rule=name, mode="live").inc(count)
+    shadow = collections.Counter(n for names in decisions.shadow if names for n in names)
+    for name, count in shadow.items():
+        RULE_MATCHES.labels(rule=name, mode="shadow").inc(count)
+    if decisions.errors:
+        RULE_ERRORS.inc(decisions.errors)
+
+
+RULE_RELOADS = Counter(
+    "fraudops_rule_reloads_total",
+    "Rule set reloads by outcome (swapped, rejected).",
+    ["outcome"],
+    registry=REGISTRY,
+)

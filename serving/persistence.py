@@ -57,6 +57,9 @@ SCORE_COLUMNS = (
     "reasons",
     "latency_us",
     "source",
+    "decided_by",
+    "shadow_rules",
+    "rules_version",
 )
 _COLS = ", ".join(SCORE_COLUMNS)
 _STAGE = (
@@ -84,15 +87,23 @@ _reasons_json = json.JSONEncoder(check_circular=False, separators=(",", ":")).en
 
 def _rows(batch: ScoredBatch, source: str) -> Iterator[tuple]:
     """The scored_transactions rows of one batch, in SCORE_COLUMNS order."""
-    version, latency = batch.model.version, batch.latency_us
-    for tx, score, band, reasons in zip(
-        batch.txs, batch.scores.tolist(), batch.band_names(), batch.reasons, strict=True
-    ):
+    version, latency, rules = batch.model.version, batch.latency_us, batch.rules_version
+    shadow = batch.shadow or itertools.repeat(None)
+    for tx, score, band, reasons, decided_by, matched in zip(
+        batch.txs, batch.scores.tolist(), batch.band_names(), batch.reasons, batch.deciders(),
+        shadow, strict=False,
+    ):  # fmt: skip
         yield (
             tx["transaction_id"], tx["user_id"], tx["timestamp"], tx["type"], tx["amount"],
             *_balances(tx), tx["dest_id"],
             tx["channel"], score, band, version, _reasons_json(reasons), latency, source,
+            decided_by, _text_array(matched), rules,
         )  # fmt: skip
+
+
+def _text_array(names: list[str] | None) -> str | None:
+    """Rule names (lower-case letters, digits, _) as a Postgres array literal; None: NULL."""
+    return "{" + ",".join(names) + "}" if names else None
 
 
 _NO_BALANCES = (None,) * 5

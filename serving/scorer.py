@@ -39,6 +39,7 @@ from serving.feature_state import BATCH_TIMEOUT_SECONDS, check_history, open_fea
 from serving.kafka_io import dead_letter, make_consumer, make_producer, next_offsets
 from serving.model_store import ModelStore
 from serving.persistence import RETRYABLE, DeploymentRecorder, ScoreWriter, WriteResult
+from serving.rule_store import RuleStore
 from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode_many
 
 log = logging.getLogger(__name__)
@@ -302,7 +303,10 @@ def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamSc
     store.start_watching()
     writer = ScoreWriter(url, sample_rate=settings.feature_sample_rate) if url else None
     consumer = make_consumer(settings, group)
-    core = ScoringCore(store, open_feature_state(settings, BATCH_TIMEOUT_SECONDS))
+    rules = RuleStore(url, settings.rules_poll_seconds) if url else None
+    if rules is not None:
+        rules.start()
+    core = ScoringCore(store, open_feature_state(settings, BATCH_TIMEOUT_SECONDS), rules=rules)
     check_history(core.features, url)
     scorer = StreamScorer(settings, core, consumer, make_producer(settings), writer)
     return scorer, store

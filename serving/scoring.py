@@ -3,7 +3,9 @@ transactions -> online features (per-user state) -> TFLite -> risk bands -> reas
 
 Everything is done a batch at a time (one transaction is a batch of one), so the model,
 the bands and the explainer run vectorised. The model reference is read once per batch:
-a hot reload mid-batch cannot mix two models in one answer."""
+a hot reload mid-batch cannot mix two models in one answer. The analysts' rules
+(fraudops.rules) come after the model, their set read once per batch the same way: the first
+live rule that matches decides the band, and the answer names it."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from fraudops.bands import BANDS, bands_for
 from fraudops.feature_store import FeatureStateUnavailable, RedisFeatures, features_without_history
 from fraudops.features import OnlineFeatures
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from fraudops.rules import EMPTY, MODEL, Decisions, RuleSet, rule_reason
 from fraudops.schema import (
     DEFAULT_WINDOW,
     VALIDATED_COLUMNS,
@@ -53,6 +56,12 @@ class ScoredBatch:
     latency_us: int
     scored_at_ms: int
     features: np.ndarray | None = None  # what the model scored (None: scored without history)
+    decided_by: list[str] | None = None  # per row, the rule that decided (None: the model, all)
+    shadow: list[list[str] | None] | None = None  # per row, the shadow rules that matched
+    rules_version: str = EMPTY.version
+
+    def deciders(self) -> list[str]:
+        return self.decided_by if self.decided_by is not None else [MODEL] * len(self.txs)
 
     def __len__(self) -> int:
         return len(self.txs)
@@ -62,7 +71,7 @@ class ScoredBatch:
 
     def responses(self) -> list[fraud_pb2.ScoreResponse]:
         """One ScoreResponse per transaction, in order."""
-        version = self.model.version
+        version, rules_version = self.model.version, self.rules_version
         return [
             fraud_pb2.ScoreResponse(
                 transaction_id=tx["transaction_id"],
@@ -72,10 +81,17 @@ class ScoredBatch:
                 reasons=reasons,
                 latency_us=self.latency_us,
                 scored_at=self.scored_at_ms,
+                decided_by=decided_by,
+                rules_version=rules_version,
             )
-            for tx, score, band, reasons in zip(
-                self.txs, self.scores.tolist(), self.bands.tolist(), self.reasons, strict=True
-            )
+            for tx, score, band, reasons, decided_by in zip(
+                self.txs,
+                self.scores.tolist(),
+                self.bands.tolist(),
+                self.reasons,
+                self.deciders(),
+                strict=True,
+            )  # fmt: skip
         ]
 
 
@@ -113,6 +129,22 @@ def decode_many(
     return txs, validate_columns(columns, window)
 
 
+class RuleSource:
+    """Where a core reads the served rule set (serving.rule_store.RuleStore swaps it)."""
+
+    def __init__(self, rules: RuleSet = EMPTY):
+        self.current = rules
+
+
+def apply_rules(rules: RuleSet, decisions: Decisions, reasons: list[list[str]]) -> list[list[str]]:
+    """The reasons of a batch with the deciding rule first where a rule decided."""
+    by_name = {r.name: r for r in rules.rules}
+    return [
+        r if name == MODEL else [rule_reason(by_name[name]), *r]
+        for name, r in zip(decisions.decided_by, reasons, strict=True)
+    ]
+
+
 class ScoringCore:
     """Scores batches against the store's current model with one per-user feature state.
 
@@ -127,8 +159,10 @@ class ScoringCore:
         store: ModelStore,
         features: OnlineFeatures | RedisFeatures | None = None,
         without_history_ok: bool = False,
+        rules: RuleSource | None = None,
     ):
         self.store = store
+        self.rules = rules if rules is not None else RuleSource()
         self.features = features if features is not None else OnlineFeatures()
         shared = getattr(self.features, "shared", False)
         self._state_lock = contextlib.nullcontext() if shared else threading.Lock()
@@ -141,6 +175,7 @@ class ScoringCore:
         model = self.store.current
         if model is None:
             raise NoModel("no model loaded yet")
+        rules = self.rules.current
         txs = list(txs)
         features, with_history = self._features(txs)
         scores = model.predict(features)
@@ -148,9 +183,16 @@ class ScoringCore:
         reasons = model.explainer.reasons(features) if txs else []
         if not with_history:
             reasons = [[NO_HISTORY_REASON, *r] for r in reasons]
+        decisions = rules.decide(txs, features, scores, bands)
+        if decisions is not None:
+            bands, reasons = decisions.bands, apply_rules(rules, decisions, reasons)
+            metrics.count_rules(decisions)
         latency_us = (time.perf_counter_ns() - started_ns) // 1000
         return ScoredBatch(txs, scores, bands, reasons, model, latency_us, int(time.time() * 1000),
-                           features if with_history else None)  # fmt: skip
+                           features if with_history else None,
+                           decided_by=decisions.decided_by if decisions else None,
+                           shadow=decisions.shadow if decisions else None,
+                           rules_version=rules.version)  # fmt: skip
 
     def _features(self, txs: list[Mapping[str, Any]]) -> tuple[np.ndarray, bool]:
         """The batch's features, and whether they include the users' history."""

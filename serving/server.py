@@ -62,6 +62,7 @@ from serving.persistence import (
     InlineScoreSink,
     ScoreWriter,
 )
+from serving.rule_store import RuleStore
 from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode, decode_batch
 from serving.tls import server_credentials
 
@@ -300,7 +301,10 @@ class ServingApp:
             DeploymentRecorder(settings.database_url, "server") if settings.database_url else None
         )
         self.store = ModelStore(settings.model_dir, self._recorder, prewarm=min(max_workers, 8))
-        self.core = ScoringCore(self.store, open_feature_state(settings), without_history_ok=True)
+        self.rules = RuleStore(settings.database_url, settings.rules_poll_seconds) if (
+            settings.database_url) else None  # fmt: skip
+        self.core = ScoringCore(self.store, open_feature_state(settings), without_history_ok=True,
+                                rules=self.rules)  # fmt: skip
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._max_workers = max_workers
         self._server: grpc.Server | None = None
@@ -346,6 +350,8 @@ class ServingApp:
         self.store.on_swap(self._set_health)
         self.store.load_latest()
         self.store.start_watching()
+        if self.rules is not None:
+            self.rules.start()
         check_history(self.core.features, s.database_url)
         self._producer = AckingProducer(make_producer(s))
         if s.database_url:
@@ -366,6 +372,8 @@ class ServingApp:
         if self._server is not None:
             self._server.stop(grace).wait()
         self.store.stop()
+        if self.rules is not None:
+            self.rules.stop()
         if self._sink is not None:
             self._sink.close()
         if self._producer is not None:

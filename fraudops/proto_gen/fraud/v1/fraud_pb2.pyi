@@ -66,7 +66,7 @@ class TransactionRequest(_message.Message):
     def __init__(self, transaction_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount: _Optional[float] = ..., timestamp: _Optional[int] = ..., is_fraud: _Optional[bool] = ..., type: _Optional[str] = ..., old_balance_orig: _Optional[float] = ..., new_balance_orig: _Optional[float] = ..., old_balance_dest: _Optional[float] = ..., new_balance_dest: _Optional[float] = ..., is_unauthorized_overdraft: _Optional[float] = ..., dest_id: _Optional[int] = ..., channel: _Optional[str] = ..., balances_missing: _Optional[bool] = ..., stripe_payment_intent_id: _Optional[str] = ..., stripe_charge_id: _Optional[str] = ..., stripe_customer_id: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("transaction_id", "score", "band", "model_version", "reasons", "latency_us", "scored_at")
+    __slots__ = ("transaction_id", "score", "band", "model_version", "reasons", "latency_us", "scored_at", "decided_by", "rules_version")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     BAND_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,8 @@ class ScoreResponse(_message.Message):
     REASONS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_US_FIELD_NUMBER: _ClassVar[int]
     SCORED_AT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_BY_FIELD_NUMBER: _ClassVar[int]
+    RULES_VERSION_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     score: float
     band: Band
@@ -81,7 +83,9 @@ class ScoreResponse(_message.Message):
     reasons: _containers.RepeatedScalarFieldContainer[str]
     latency_us: int
     scored_at: int
-    def __init__(self, transaction_id: _Optional[str] = ..., score: _Optional[float] = ..., band: _Optional[_Union[Band, str]] = ..., model_version: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., latency_us: _Optional[int] = ..., scored_at: _Optional[int] = ...) -> None: ...
+    decided_by: str
+    rules_version: str
+    def __init__(self, transaction_id: _Optional[str] = ..., score: _Optional[float] = ..., band: _Optional[_Union[Band, str]] = ..., model_version: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ..., latency_us: _Optional[int] = ..., scored_at: _Optional[int] = ..., decided_by: _Optional[str] = ..., rules_version: _Optional[str] = ...) -> None: ...
 
 class ScoreBatchRequest(_message.Message):
     __slots__ = ("transactions",)

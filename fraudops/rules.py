@@ -1,0 +1,398 @@
+"""Analysts' rules and lists beside the model: the language, its checks and its evaluation.
+
+A rule is "action if condition": the action is allow, review (the CHALLENGE band) or block,
+the condition a CEL expression (the Common Expression Language of Kubernetes and Envoy,
+through the `common-expression-language` package: a Rust interpreter with no I/O, no
+loops and no access to Python objects) over the transaction's fields, its features, the
+model's score and band, and list membership (`in_list('name', value)`). Rules are ordered;
+the first enforced rule that matches decides the band, and without one the model's band
+stands. A shadow rule is evaluated and its matches recorded, but decides nothing.
+
+The package has no type checker, so a condition is checked here before it may be served:
+its text (length, bracket depth, at most one comprehension: a comprehension can only range
+over a literal list, so its work is bounded by the text), CEL's own parser (errors carry
+their line and column), every name and function against what the evaluation provides, and
+a trial evaluation on a typed sample that must give true or false.
+
+One evaluation per transaction runs every rule of the set as one CEL program returning a
+list of booleans, against only the variables the set reads: building CEL values costs more
+than comparing them. A rule that fails at run time (a division by zero) matches nothing and
+is counted; the others still decide."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+import numpy as np
+
+from fraudops.bands import BANDS
+from fraudops.features import FEATURE_NAMES
+from fraudops.schema import NUMERIC_COLUMNS, STRIPE_ID_COLUMNS, text_problem
+
+ACTIONS: dict[str, int] = {"allow": 0, "review": 1, "block": 2}  # -> fraudops.bands index
+MODES = ("draft", "shadow", "live", "off")  # shadow and live rules are served
+SERVED_MODES = ("shadow", "live")
+LIST_KINDS = ("user", "customer", "ip", "country")
+MODEL = "model"  # what `decided_by` says when no rule decided
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+MAX_CONDITION_CHARS = 2000
+MAX_DEPTH = 16  # brackets within brackets; CEL's parser stops at 96 on its own
+MAX_COMPREHENSIONS = 1
+MAX_RULES = 500
+
+# What a condition may read, with a sample value of its type (the trial evaluation).
+TX_VARIABLES: dict[str, Any] = {
+    "transaction_id": "tx-1",
+    "user_id": 1,
+    "timestamp": 1_700_000_000,
+    "type": "TRANSFER",
+    **{name: 1.0 for name in NUMERIC_COLUMNS},
+    "dest_id": 2,
+    "channel": "web",
+    "balances_missing": False,
+    **{name: "" for name in STRIPE_ID_COLUMNS},
+}
+FEATURE_VARIABLES: dict[str, Any] = {n: 0.0 for n in FEATURE_NAMES if n not in TX_VARIABLES}
+# Velocity in the analyst's units: the features hold log1p of these.
+DERIVED_VARIABLES: dict[str, str] = {
+    "amount_sum_1h": "log_amount_sum_1h",
+    "amount_sum_24h": "log_amount_sum_24h",
+    "seconds_since_last": "log_seconds_since_last",
+}
+MODEL_VARIABLES: dict[str, Any] = {"score": 0.5, "model_band": "ALLOW"}
+VARIABLES: dict[str, Any] = {
+    **TX_VARIABLES,
+    **FEATURE_VARIABLES,
+    **dict.fromkeys(DERIVED_VARIABLES, 0.0),
+    **MODEL_VARIABLES,
+}
+LIST_FUNCTION = "in_list"
+# CEL's operators (as the parser names them) and the standard functions the interpreter has.
+_OPERATORS = "_+_ _-_ _*_ _/_ _%_ -_ !_ _==_ _!=_ _<_ _<=_ _>_ _>=_ _&&_ _||_ _?_:_ _[_] @in"
+_STANDARD = "@not_strictly_false size contains startsWith endsWith matches int uint double string"
+FUNCTIONS = frozenset(_OPERATORS.split() + _STANDARD.split() + ["bool", "has", LIST_FUNCTION])
+_MACRO = re.compile(r"\.\s*(all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+_LIST_CALL = re.compile(r"\bin_list\s*\(\s*(?:'([^']*)'|\"([^\"]*)\")?")
+_PARSE_POSITION = re.compile(r"<input>:(\d+):(\d+): (.*)")
+
+
+class RuleError(ValueError):
+    """A rule or list item refused; `field` names what is wrong, `position` (line, column,
+    1-based) where in the condition, when known."""
+
+    def __init__(self, field: str, problem: str, position: tuple[int, int] | None = None):
+        where = f" at line {position[0]}, column {position[1]}" if position else ""
+        super().__init__(f"{field}: {problem}{where}")
+        self.field = field
+        self.problem = problem
+        self.position = position
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    action: str  # allow, review, block
+    condition: str
+    mode: str = "live"
+
+    @property
+    def band(self) -> int:
+        return ACTIONS[self.action]
+
+
+# --- lists ---------------------------------------------------------------------------------
+
+
+def canonical_value(kind: str, value: Any) -> str:
+    """A list item as stored and looked up: user ids as integers, countries as upper-case
+    ISO codes, IP addresses and networks in ipaddress's form; RuleError names the problem."""
+    text = str(value).strip()
+    if kind == "user":
+        if not re.fullmatch(r"\d{1,19}", text) or not 0 < int(text) < 2**63:
+            raise RuleError("value", f"a user id is a positive 64-bit integer, got {text!r:.40}")
+        return str(int(text))
+    if kind == "country":
+        if not re.fullmatch(r"[A-Za-z]{2}", text):
+            raise RuleError("value", f"a country is a two-letter ISO code, got {text!r:.40}")
+        return text.upper()
+    if kind == "ip":
+        try:
+            return str(ipaddress.ip_network(text, strict=False))
+        except ValueError as err:
+            raise RuleError("value", f"not an IP address or network: {err}") from err
+    if kind == "customer":
+        if problem := text_problem(text, 128, printable=True) or ("is empty" if not text else ""):
+            raise RuleError("value", problem)
+        return text
+    raise RuleError("kind", f"unknown list kind {kind!r}; expected one of {', '.join(LIST_KINDS)}")
+
+
+@dataclass
+class ListIndex:
+    """One list's items (value -> expiry in Unix seconds, inf for none), looked up by kind;
+    an IP list keeps its networks by prefix length, so a lookup is a few set probes."""
+
+    kind: str
+    items: dict[str, float] = field(default_factory=dict)
+    _networks: dict[tuple[int, int], dict[int, float]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, kind: str, items: Iterable[tuple[str, float]]) -> ListIndex:
+        index = cls(kind, dict(items))
+        if kind == "ip":
+            for value, expiry in index.items.items():
+                net = ipaddress.ip_network(value)
+                key = (net.version, net.prefixlen)
+                index._networks.setdefault(key, {})[int(net.network_address)] = expiry
+        return index
+
+    def contains(self, value: Any, now: float) -> bool:
+        if self.kind == "ip":
+            return self._contains_ip(value, now)
+        key = str(value).upper() if self.kind == "country" else str(value)
+        return self.items.get(key, 0.0) > now
+
+    def _contains_ip(self, value: Any, now: float) -> bool:
+        try:
+            address = ipaddress.ip_address(str(value).strip())
+        except ValueError:
+            return False
+        number, width = int(address), address.max_prefixlen
+        for (version, prefix), networks in self._networks.items():
+            if version == address.version:
+                masked = number >> (width - prefix) << (width - prefix) if prefix else 0
+                if networks.get(masked, 0.0) > now:
+                    return True
+        return False
+
+
+# --- checking a condition ------------------------------------------------------------------
+
+
+def _depth_problem(text: str) -> tuple[int, int] | None:
+    """Where brackets (outside string literals) first nest deeper than MAX_DEPTH."""
+    depth, quote, escaped = 0, "", False
+    for i, c in enumerate(text):
+        if quote:
+            if c == quote and not escaped:
+                quote = ""
+            escaped = not escaped and c == "\\"
+        elif c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return _line_column(text, i)
+        elif c in ")]}":
+            depth -= 1
+    return None
+
+
+def _line_column(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _position_of(text: str, name: str) -> tuple[int, int] | None:
+    found = re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text)
+    return _line_column(text, found.start()) if found else None
+
+
+def _check_text(text: Any) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise RuleError("condition", "must be a non-empty expression")
+    if problem := text_problem(text.replace("\n", " "), MAX_CONDITION_CHARS):
+        raise RuleError("condition", problem)
+    if (where := _depth_problem(text)) is not None:
+        raise RuleError("condition", f"nests brackets deeper than {MAX_DEPTH}", where)
+    if len(_MACRO.findall(text)) > MAX_COMPREHENSIONS:
+        raise RuleError("condition", f"more than {MAX_COMPREHENSIONS} comprehension "
+                        "(all, exists, exists_one, map, filter)")  # fmt: skip
+    return text
+
+
+def _compile(text: str) -> cel.Program:
+    try:
+        return cel.compile(text)
+    except (ValueError, RuntimeError) as err:
+        found = _PARSE_POSITION.search(str(err))
+        if found is None:
+            raise RuleError("condition", str(err).splitlines()[0][:300]) from None
+        line, column, problem = found.groups()
+        raise RuleError("condition", problem[:300], (int(line), int(column))) from None
+
+
+def _check_references(text: str, program: cel.Program, lists: Mapping[str, str]) -> None:
+    bound = {name for _, name in _MACRO.findall(text)}
+    for name in program.variables():
+        if name not in VARIABLES and name not in bound:
+            raise RuleError("condition", f"unknown name {name!r}", _position_of(text, name))
+    for name in program.functions():
+        if name not in FUNCTIONS:
+            raise RuleError("condition", f"unknown function {name!r}", _position_of(text, name))
+    for found in _LIST_CALL.finditer(text):
+        name = found.group(1) if found.group(1) is not None else found.group(2)
+        where = _line_column(text, found.start())
+        if name is None:
+            raise RuleError("condition", "in_list takes a list name in quotes first", where)
+        if name not in lists:
+            raise RuleError("condition", f"no list named {name!r}", where)
+
+
+def check_condition(text: Any, lists: Mapping[str, str]) -> cel.Program:
+    """The compiled condition, or RuleError saying what is wrong and where. `lists` maps the
+    names of the lists that exist to their kinds."""
+    text = _check_text(text)
+    program = _compile(text)
+    _check_references(text, program, lists)
+    empty = {name: ListIndex(kind) for name, kind in lists.items()}
+    context = cel.Context(variables=VARIABLES, functions={LIST_FUNCTION: _membership(empty, 0)})
+    try:
+        result = program.execute(context)
+    except Exception as err:  # noqa: BLE001 - the interpreter's own type and value errors
+        problem = str(err).split(". ")[0][:200]
+        raise RuleError("condition", f"fails on a sample transaction: {problem}") from None
+    if not isinstance(result, bool):
+        raise RuleError("condition", f"must be true or false, got {type(result).__name__}")
+    return program
+
+
+def check_rule(rule: Rule, lists: Mapping[str, str]) -> cel.Program:
+    if not isinstance(rule.name, str) or not NAME_PATTERN.match(rule.name):
+        raise RuleError("name", "lower-case letters, digits and _, starting with a letter")
+    if rule.action not in ACTIONS:
+        raise RuleError("action", f"one of {', '.join(ACTIONS)}, got {rule.action!r:.20}")
+    if rule.mode not in MODES:
+        raise RuleError("mode", f"one of {', '.join(MODES)}, got {rule.mode!r:.20}")
+    try:
+        return check_condition(rule.condition, lists)
+    except RuleError as err:
+        raise RuleError(f"rules[{rule.name}].condition", err.problem, err.position) from None
+
+
+def _membership(lists: Mapping[str, ListIndex], now: float) -> Callable[[str, Any], bool]:
+    def in_list(name: str, value: Any) -> bool:
+        index = lists.get(name)
+        if index is None:
+            raise KeyError(f"no list named {name!r}")
+        return index.contains(value, now)
+
+    return in_list
+
+
+# --- a served rule set ---------------------------------------------------------------------
+
+
+@dataclass
+class Decisions:
+    """What the rules did to a batch: aligned with its transactions."""
+
+    bands: np.ndarray
+    decided_by: list[str]  # MODEL or the deciding rule's name
+    shadow: list[list[str] | None]  # the shadow rules that matched, per transaction
+    errors: int = 0  # rule evaluations that failed (they matched nothing)
+
+
+class RuleSet:
+    """An immutable, checked set of served rules and the lists they read, with its version.
+    Built whole or not at all: a rule that fails its checks refuses the set."""
+
+    def __init__(self, version: str, rules: Sequence[Rule], lists: Mapping[str, ListIndex]):
+        if len(rules) > MAX_RULES:
+            raise RuleError("rules", f"more than {MAX_RULES} served rules")
+        kinds = {name: index.kind for name, index in lists.items()}
+        self.version = version
+        self.rules = tuple(r for r in rules if r.mode in SERVED_MODES)
+        self.lists = dict(lists)
+        self._programs = [check_rule(r, kinds) for r in self.rules]
+        self._live = [i for i, r in enumerate(self.rules) if r.mode == "live"]
+        self._shadow = [i for i, r in enumerate(self.rules) if r.mode == "shadow"]
+        self._program = cel.compile("[" + ",".join(f"({r.condition}\n)" for r in self.rules) + "]")
+        names = set().union(*(p.variables() for p in self._programs)) if self.rules else set()
+        self._names = sorted(names & VARIABLES.keys())
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def decide(
+        self,
+        txs: Sequence[Mapping[str, Any]],
+        features: np.ndarray,
+        scores: np.ndarray,
+        bands: np.ndarray,
+        now: float | None = None,
+    ) -> Decisions | None:
+        """The rules' decisions for a scored batch; None when the set is empty."""
+        if not self.rules or not len(txs):
+            return None
+        now = time.time() if now is None else now
+        functions = {LIST_FUNCTION: _membership(self.lists, now)}
+        out = Decisions(bands.copy(), [MODEL] * len(txs), [None] * len(txs))
+        for i, row in enumerate(self._rows(txs, features, scores, bands)):
+            matched = self._evaluate(cel.Context(variables=row, functions=functions), out)
+            first = next((k for k in self._live if matched[k]), None)
+            if first is not None:
+                out.bands[i] = self.rules[first].band
+                out.decided_by[i] = self.rules[first].name
+            shadow = [self.rules[k].name for k in self._shadow if matched[k]]
+            out.shadow[i] = shadow or None
+        return out
+
+    def _evaluate(self, context: cel.Context, out: Decisions) -> list[bool]:
+        """Every rule at once; when that fails, rule by rule (a failing rule matches nothing)."""
+        try:
+            return self._program.execute(context)
+        except Exception:  # noqa: BLE001 - one rule's run-time error, found below
+            matched = []
+            for program in self._programs:
+                try:
+                    matched.append(program.execute(context) is True)
+                except Exception:  # noqa: BLE001
+                    out.errors += 1
+                    matched.append(False)
+            return matched
+
+    def _rows(self, txs, features, scores, bands) -> Iterable[dict[str, Any]]:
+        """The variables the set reads, one dict per transaction."""
+        columns = {name: _column(name, txs, features, scores, bands) for name in self._names}
+        if not columns:
+            return ({} for _ in txs)
+        names = list(columns)
+        rows = zip(*columns.values(), strict=True)
+        return (dict(zip(names, values, strict=True)) for values in rows)
+
+
+_FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def _column(name: str, txs, features: np.ndarray, scores: np.ndarray, bands: np.ndarray) -> list:
+    if name == "score":
+        return scores.astype(float).tolist()
+    if name == "model_band":
+        return [BANDS[b] for b in bands.tolist()]
+    if name in DERIVED_VARIABLES:
+        return np.expm1(features[:, _FEATURE_INDEX[DERIVED_VARIABLES[name]]].astype(float)).tolist()
+    if name in FEATURE_VARIABLES:
+        return features[:, _FEATURE_INDEX[name]].astype(float).tolist()
+    kind = type(TX_VARIABLES[name])
+    return [kind(tx.get(name, kind())) for tx in txs]
+
+
+EMPTY = RuleSet("none", [], {})
+
+
+def rule_reason(rule: Rule) -> str:
+    """The reason an answer shows when `rule` decided its band."""
+    return f"rule {rule.name}: {rule.action}"
+
+
+def expiry_seconds(expires_at: Any) -> float:
+    """A list item's expiry as Unix seconds (inf for none) from a datetime or None."""
+    return math.inf if expires_at is None else expires_at.timestamp()
