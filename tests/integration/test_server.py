@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import uuid
 from pathlib import Path
 
 import grpc
@@ -15,11 +16,13 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving.server import ServingApp
 from tests.helpers.serving_env import (
     channel_to,
     consume,
+    issue_token,
     make_settings,
     publish_model,
     query,
@@ -47,8 +50,8 @@ def app(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url)
 
 
 @pytest.fixture
-def channel(app):
-    with channel_to(app.port) as ch:
+def channel(app, client_token):
+    with channel_to(app.port, client_token) as ch:
         wait_serving(ch)
         yield ch
 
@@ -160,11 +163,13 @@ def test_labels_are_recorded_superseded_and_checked(app, channel):
     fraud_pb2_grpc.FraudScoringStub(channel).Score(transaction(5, transaction_id=tx_id))
     feedback = fraud_pb2_grpc.FeedbackStub(channel)
     first = feedback.SubmitLabel(
-        fraud_pb2.LabelRequest(transaction_id=tx_id, label=fraud_pb2.FRAUD, source="analyst:a")
+        fraud_pb2.LabelRequest(transaction_id=tx_id, label=fraud_pb2.FRAUD, source="test:desk")
     )
     assert (first.label, first.superseded_previous) == (fraud_pb2.FRAUD, False)
     second = feedback.SubmitLabel(
-        fraud_pb2.LabelRequest(transaction_id=tx_id, label=fraud_pb2.LEGIT, source="chargeback")
+        fraud_pb2.LabelRequest(
+            transaction_id=tx_id, label=fraud_pb2.LEGIT, source="chargeback:visa"
+        )
     )
     assert (second.label, second.superseded_previous) == (fraud_pb2.LEGIT, True)
     rows = query(
@@ -173,12 +178,13 @@ def test_labels_are_recorded_superseded_and_checked(app, channel):
         (tx_id,),
     )
     assert rows == [("LEGIT", "FRAUD")]
+    source = "test:a"
     cases = [
-        (dict(transaction_id="never-scored", label=fraud_pb2.FRAUD, source="a"), "NOT_FOUND"),
-        (dict(transaction_id=tx_id, label=fraud_pb2.LABEL_UNSPECIFIED, source="a"), "label"),
+        (dict(transaction_id="never-scored", label=fraud_pb2.FRAUD, source=source), "NOT_FOUND"),
+        (dict(transaction_id=tx_id, label=fraud_pb2.LABEL_UNSPECIFIED, source=source), "label"),
         (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source=""), "source"),
-        (dict(transaction_id="a\x00b", label=fraud_pb2.FRAUD, source="a"), "transaction_id"),
-        (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source="a", note="\x00"), "note"),
+        (dict(transaction_id="a\x00b", label=fraud_pb2.FRAUD, source=source), "transaction_id"),
+        (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source=source, note="\x00"), "note"),
     ]
     for fields, expected in cases:
         with pytest.raises(grpc.RpcError) as err:
@@ -203,11 +209,14 @@ def test_health_and_reflection_answer(channel):
     assert "fraud.v1" in score.package
 
 
-def test_without_a_model_the_server_is_not_serving_until_one_lands(built_models, serving_root):
-    server = ServingApp(make_settings(model_dir=serving_root), max_workers=4)
+def test_without_a_model_the_server_is_not_serving_until_one_lands(
+    built_models, serving_root, database_url, client_token
+):
+    settings = make_settings(model_dir=serving_root, database_url=database_url)
+    server = ServingApp(settings, max_workers=4)
     server.start()
     try:
-        with channel_to(server.port) as ch:
+        with channel_to(server.port, client_token) as ch:
             health = health_pb2_grpc.HealthStub(ch)
             status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
             assert status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -263,14 +272,27 @@ def _pem(tmp_path: Path, name: str, key, cert) -> tuple[Path, Path]:
     return key_path, cert_path
 
 
-@pytest.mark.parametrize("mutual", [False, True])
-def test_tls_and_mutual_tls(built_models, serving_root, tmp_path, mutual):
-    publish_model(built_models, serving_root, "v1")
+def tls_files(tmp_path: Path, client_name: str) -> tuple[Path, ...]:
+    """A CA, and a server and a client certificate it signed: (CA, server key, server
+    certificate, client key, client certificate) in PEM files."""
     ca = _key_and_cert("fraudops test CA", ca=True)
     _, ca_pem = _pem(tmp_path, "ca", *ca)
     server_key, server_pem = _pem(tmp_path, "server", *_key_and_cert("server", ca, san=True))
-    client_key, client_pem = _pem(tmp_path, "client", *_key_and_cert("client", ca))
+    client_key, client_pem = _pem(tmp_path, "client", *_key_and_cert(client_name, ca))
+    return ca_pem, server_key, server_pem, client_key, client_pem
+
+
+@pytest.mark.parametrize("mutual", [False, True])
+def test_tls_and_mutual_tls(built_models, serving_root, tmp_path, database_url, client_token,
+                            mutual):  # fmt: skip
+    """With mutual TLS the certificate's subject is the caller; without, the token is."""
+    publish_model(built_models, serving_root, "v1")
+    client_name = f"tls-{uuid.uuid4().hex[:8]}"
+    if mutual:
+        issue_token(database_url, client_name, scopes=["score"], sources=[])
+    ca_pem, server_key, server_pem, client_key, client_pem = tls_files(tmp_path, client_name)
     settings = make_settings(
+        database_url=database_url,
         model_dir=serving_root,
         tls_cert=server_pem,
         tls_key=server_key,
@@ -283,7 +305,8 @@ def test_tls_and_mutual_tls(built_models, serving_root, tmp_path, mutual):
         with_client = grpc.ssl_channel_credentials(
             ca_pem.read_bytes(), client_key.read_bytes(), client_pem.read_bytes()
         )
-        with grpc.secure_channel(target, with_client) as ch:
+        with grpc.secure_channel(target, with_client) as plain:
+            ch = plain if mutual else with_token(plain, client_token)
             reply = fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1), timeout=30)
             assert reply.model_version == "v1"
         refused = [grpc.insecure_channel(target)]
