@@ -259,6 +259,9 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
         label_bytes("never-scored", fraud_pb2.FRAUD): "transaction_id",
         label_bytes(known[2], fraud_pb2.LABEL_UNSPECIFIED): "label",
         label_bytes(known[3], fraud_pb2.LEGIT, source=""): "source",
+        # A forged analyst's verdict, and a source the Kafka door does not accept.
+        label_bytes(known[3], fraud_pb2.LEGIT, source="analyst:alice"): "source",
+        label_bytes(known[2], fraud_pb2.LEGIT, source="bank:desk"): "source",
     }
     produce(kafka_bootstrap, topics["topic_labels"], good + list(bad))
     group = f"labels-{uuid.uuid4().hex[:8]}"
@@ -282,6 +285,7 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
     }
     assert [a["new"] for a in audit_rows(conn, known[0])] == ["FRAUD", "LEGIT"]
     assert len(audit_rows(conn, known[1])) == 1
+    assert [a["source"] for a in audit_rows(conn, known[3])] == ["chargeback:visa"]
     dead = read_all(kafka_bootstrap, topics["topic_labels_dlq"], expected=len(bad))
     reasons = {(m.value() or b""): dict(m.headers())["error"].decode() for m in dead}
     assert set(reasons) == set(bad)
