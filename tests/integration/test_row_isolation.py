@@ -28,6 +28,7 @@ from tests.helpers.serving_env import (
     committed,
     consume,
     insert_scored,
+    issue_token,
     publish_model,
     query,
     scored_ids,
@@ -152,7 +153,8 @@ def test_an_inline_score_beside_a_refused_row_is_stored(settings, kafka_bootstra
     server = ServingApp(settings, max_workers=4)
     server.start()
     try:
-        with channel_to(server.port) as ch:
+        token = issue_token(strict_database, "tests-all")
+        with channel_to(server.port, token) as ch:
             wait_serving(ch)
             stub = fraud_pb2_grpc.FraudScoringStub(ch)
             answered = stub.ScoreBatch(fraud_pb2.ScoreBatchRequest(transactions=txs), timeout=10)
