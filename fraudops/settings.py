@@ -128,6 +128,11 @@ ENV_NAMES = {
 }
 
 
+def comma_list(text: str) -> list[str]:
+    """The items of a comma-separated setting, stripped, empty ones dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def env_name(field_name: str) -> str:
     return ENV_NAMES.get(field_name, f"FRAUDOPS_{field_name.upper()}")
 

@@ -41,7 +41,7 @@ import grpc
 
 from fraudops.db import append_audit, connect
 from fraudops.pii import configure_logging
-from fraudops.settings import Settings, env_name, load_settings
+from fraudops.settings import Settings, comma_list, env_name, load_settings
 from serving.labels import MAX_SOURCE_LENGTH
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,6 @@ def check_source(caller: Caller, source: str) -> None:
     reason = source_refusal(caller.sources, source, f"caller {caller.name!r}")
     if reason is not None:
         raise Refused(grpc.StatusCode.PERMISSION_DENIED, reason)
-
-
-def parse_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def check_caller(name: str, scopes: list[str], sources: list[str]) -> None:
@@ -225,7 +221,7 @@ class CallerDirectory:
 def anonymous_methods(settings: Settings) -> frozenset[str]:
     """The methods the operator opened to callers without credentials; an error names the
     variable when it lists a method that writes labels or does not exist."""
-    methods = frozenset(parse_list(settings.grpc_anonymous_methods))
+    methods = frozenset(comma_list(settings.grpc_anonymous_methods))
     if wrong := sorted(methods - ANONYMOUS_ALLOWED):
         raise ValueError(
             f"{env_name('grpc_anonymous_methods')}: {', '.join(wrong)} cannot be anonymous "
@@ -301,7 +297,7 @@ def run_command(args: argparse.Namespace, database_url: str) -> int:
                 return 1
             log.info("caller %s revoked", args.name)
             return 0
-        token = add_caller(conn, args.name, parse_list(args.scopes), parse_list(args.sources))
+        token = add_caller(conn, args.name, comma_list(args.scopes), comma_list(args.sources))
         print(token)  # stdout holds only the token, so a script can capture it
         log.info("caller %s saved; its token is shown once, above", args.name)
         return 0

@@ -31,8 +31,8 @@ from google.protobuf.message import DecodeError
 from fraudops.db import connect
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
-from fraudops.settings import Settings, load_settings
-from serving.callers import parse_list, source_refusal
+from fraudops.settings import Settings, comma_list, load_settings
+from serving.callers import source_refusal
 from serving.kafka_io import (
     consume_messages,
     dead_letter,
@@ -87,7 +87,7 @@ class LabelConsumer:
         self.producer = make_producer(settings)
         self.conn = None
         self._delivery_errors: list[str] = []
-        self._sources = parse_list(settings.kafka_label_sources)
+        self._sources = comma_list(settings.kafka_label_sources)
 
     def _connect(self):
         if self.conn is None or self.conn.closed:
