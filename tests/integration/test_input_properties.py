@@ -117,6 +117,7 @@ def app(built_models, serving_root, kafka_bootstrap, kafka_topics, property_data
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=property_database,
         model_dir=serving_root,
+        client_token=issue_token(property_database, "tests-all"),  # before the server starts
         **kafka_topics(),
     )
     server = ServingApp(settings, max_workers=4)
@@ -127,8 +128,7 @@ def app(built_models, serving_root, kafka_bootstrap, kafka_topics, property_data
 
 @pytest.fixture
 def channel(app):
-    token = issue_token(app.settings.database_url, "tests-all")
-    with channel_to(app.port, token) as ch:
+    with channel_to(app.port, app.settings.client_token) as ch:
         wait_serving(ch)
         yield ch
 
