@@ -9,7 +9,8 @@ issued; the table keeps only its SHA-256 (a token has 256 random bits, so a plai
 enough). A token is found by its hash in a dict: what a timing difference could reveal is
 about the hash, which an attacker cannot steer toward a stored one, never about a token.
 
-`analyst:<name>` is the source of a label given in the console by its signed-in user. The
+`analyst:<name>` (serving.labels.RESERVED_SOURCE) is the source of a label given in the
+console by its signed-in user. The
 console writes its labels straight to Postgres, so that source is never accepted through
 gRPC or Kafka, whatever a caller's record says (`RESERVED_SOURCE`).
 
@@ -34,7 +35,6 @@ import re
 import secrets
 import sys
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -42,7 +42,7 @@ import grpc
 from fraudops.db import append_audit, connect
 from fraudops.pii import configure_logging
 from fraudops.settings import Settings, comma_list, env_name, load_settings
-from serving.labels import MAX_SOURCE_LENGTH
+from serving.labels import RESERVED_SOURCE, source_refusal
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ METHOD_SCOPES = {"SendTransaction": "ingest", "Score": "score", "ScoreBatch": "s
                  "SubmitLabel": "label"}  # fmt: skip
 # Methods an operator may open to anonymous callers: never one that writes a label.
 ANONYMOUS_ALLOWED = frozenset(m for m, s in METHOD_SCOPES.items() if s != "label")
-RESERVED_SOURCE = "analyst:"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 TOKEN_PREFIX = "fo_"
 AUTH_HEADER = "authorization"
@@ -84,17 +83,6 @@ def token_hash(token: str) -> str:
 
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def source_refusal(patterns: Iterable[str], source: str, who: str) -> str | None:
-    """Why `who`, allowed `patterns`, may not write a label from `source`; None if it may."""
-    shown = source[:MAX_SOURCE_LENGTH]
-    if source.startswith(RESERVED_SOURCE):
-        return (f"source: {shown!r} is reserved for the console's signed-in analysts; "
-                f"{who} may not write it")  # fmt: skip
-    if any(fnmatch.fnmatchcase(source, p) for p in patterns):
-        return None
-    return f"source: {who} may not write labels from {shown!r}"
 
 
 def check_source(caller: Caller, source: str) -> None:

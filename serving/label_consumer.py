@@ -32,7 +32,6 @@ from fraudops.db import connect
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings, comma_list, load_settings
-from serving.callers import source_refusal
 from serving.kafka_io import (
     consume_messages,
     dead_letter,
@@ -40,7 +39,7 @@ from serving.kafka_io import (
     make_producer,
     next_offsets,
 )
-from serving.labels import LabelError, label_name, record_label, validate_label
+from serving.labels import LabelError, label_name, record_label, source_refusal, validate_label
 from serving.persistence import refusal
 
 log = logging.getLogger("fraudops.label_consumer")

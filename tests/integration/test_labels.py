@@ -18,6 +18,7 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from serving import db
 from serving.labels import LabelError, UnknownTransaction, label_name, record_label, validate_label
 from tests.helpers.serving_env import committed
+from tests.helpers.stack import wait_for_members
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +310,8 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
     group = f"labels-{uuid.uuid4().hex[:8]}"
     proc = start_consumer(kafka_bootstrap, url, topics, group)
     try:
+        # Once it holds the partitions, its first poll meets the missing database.
+        wait_for_members(kafka_bootstrap, group, 1)
         time.sleep(3)
         assert committed(kafka_bootstrap, group, topics["topic_labels"]) == 0
         # The database comes back whole: built under another name, then renamed into place,

@@ -6,7 +6,8 @@ import pytest
 
 from console.auth import Failures, Throttle
 from fraudops.settings import Settings
-from serving.callers import CallerError, anonymous_methods, check_caller, source_refusal
+from serving.callers import CallerError, anonymous_methods, check_caller
+from serving.labels import source_refusal
 
 
 @pytest.mark.parametrize(
