@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 
 from bench.common import transactions
+from fraudops.grpc_client import bearer_metadata
 from fraudops.proto_gen.fraud.v1 import fraud_pb2_grpc
 
 CLIENT_PROCESSES = 4
@@ -80,22 +81,24 @@ def _channel(port: int) -> grpc.Channel:
     return grpc.insecure_channel(f"127.0.0.1:{port}", [("grpc.use_local_subchannel_pool", 1)])
 
 
-def _client_process(port: int, threads: int, seconds: float, seed: int, ready, go, out):
-    """`threads` back-to-back callers, each connected and warm before it reports ready,
-    calling for `seconds` once `go` is set; puts (calls, errors)."""
+def _client_process(port: int, token: str | None, threads: int, seconds: float, seed: int,
+                    ready, go, out):  # fmt: skip
+    """`threads` back-to-back callers with `token`, each connected and warm before it
+    reports ready, calling for `seconds` once `go` is set; puts (calls, errors)."""
+    metadata = bearer_metadata(token)
     txs = transactions(4000, users=5000, seed=seed, prefix=f"cap{seed}-{os.getpid()}")
     calls, errors = [0] * threads, [0] * threads
 
     def caller(k: int) -> None:
         with _channel(port) as channel:
             stub = fraud_pb2_grpc.FraudScoringStub(channel)
-            stub.Score(txs[k], timeout=30)
+            stub.Score(txs[k], timeout=30, metadata=metadata)
             ready.put(1)
             go.wait()
             deadline, i = time.monotonic() + seconds, k
             while time.monotonic() < deadline:
                 try:
-                    stub.Score(txs[i % len(txs)], timeout=10)
+                    stub.Score(txs[i % len(txs)], timeout=10, metadata=metadata)
                     calls[k] += 1
                 except grpc.RpcError:
                     errors[k] += 1
@@ -109,7 +112,7 @@ def _client_process(port: int, threads: int, seconds: float, seed: int, ready, g
     out.put((sum(calls), sum(errors)))
 
 
-def wait_for_workers(port: int, n: int, attempts: int = 200) -> set[str]:
+def wait_for_workers(port: int, n: int, token: str | None, attempts: int = 200) -> set[str]:
     """Open connections until `n` distinct worker processes have answered a Score (each
     answer names its pid in trailing metadata); the pids seen."""
     from serving.server import WORKER_METADATA_KEY  # not in the client processes' imports
@@ -118,7 +121,8 @@ def wait_for_workers(port: int, n: int, attempts: int = 200) -> set[str]:
     txs = transactions(attempts, users=50, seed=3, prefix=f"warm-{os.getpid()}")
     for tx in txs:
         with _channel(port) as channel:
-            _, call = fraud_pb2_grpc.FraudScoringStub(channel).Score.with_call(tx, timeout=30)
+            stub = fraud_pb2_grpc.FraudScoringStub(channel)
+            _, call = stub.Score.with_call(tx, timeout=30, metadata=bearer_metadata(token))
         seen.add(dict(call.trailing_metadata())[WORKER_METADATA_KEY])
         if len(seen) >= n:
             return seen
@@ -126,14 +130,14 @@ def wait_for_workers(port: int, n: int, attempts: int = 200) -> set[str]:
 
 
 def measure(
-    port: int, server_pid: int, processes: int, clients: int, seconds: float
+    port: int, token: str | None, server_pid: int, processes: int, clients: int, seconds: float
 ) -> CapacityResult:
     context = multiprocessing.get_context("spawn")
     ready, go, out = context.Queue(), context.Event(), context.Queue()
     per_process = [clients // CLIENT_PROCESSES + (k < clients % CLIENT_PROCESSES)
                    for k in range(CLIENT_PROCESSES)]  # fmt: skip
     procs = [
-        context.Process(target=_client_process, args=(port, t, seconds, k, ready, go, out))
+        context.Process(target=_client_process, args=(port, token, t, seconds, k, ready, go, out))
         for k, t in enumerate(per_process)
         if t
     ]

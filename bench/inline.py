@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 
 from bench.common import Stats, median, transactions
+from fraudops.grpc_client import bearer_metadata
 from fraudops.modelspec import publish
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 
@@ -26,59 +27,66 @@ class InlineResult:
     noop_rounds: list[Stats] = field(default_factory=list)
 
 
-def call_latency(port: int, txs: list, warmup: int, rounds: int) -> list[Stats]:
+def call_latency(
+    port: int, txs: list, warmup: int, rounds: int, token: str | None = None
+) -> list[Stats]:
     """Sequential Score calls: `rounds` passes over txs[warmup:] after a warm-up."""
+    metadata = bearer_metadata(token)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = fraud_pb2_grpc.FraudScoringStub(channel)
         for tx in txs[:warmup]:
-            stub.Score(tx)
+            stub.Score(tx, metadata=metadata)
         out = []
         for _ in range(rounds):
             samples = []
             for tx in txs[warmup:]:
                 started = time.perf_counter()
-                stub.Score(tx)
+                stub.Score(tx, metadata=metadata)
                 samples.append(time.perf_counter() - started)
             out.append(Stats(samples))
     return out
 
 
-def score_latency(port: int, calls: int, rounds: int, warmup: int = 500) -> InlineResult:
+def score_latency(
+    port: int, calls: int, rounds: int, warmup: int = 500, token: str | None = None
+) -> InlineResult:
     """`rounds` rounds of `calls` sequential Score calls after a warm-up, and ScoreBatch."""
-    return interleaved_latency([port], calls, rounds, warmup)[0]
+    return interleaved_latency([port], calls, rounds, warmup, [token])[0]
 
 
 def interleaved_latency(
-    ports: list[int], calls: int, rounds: int, warmup: int = 500
-) -> list[InlineResult]:
-    """The same Score calls to each server, one round each in turn (server 1, 2, 1, 2,
-    ...), so that a change in the machine's load falls on all of them alike; then
-    ScoreBatch on each. One result per port."""
+    ports: list[int], calls: int, rounds: int, warmup: int = 500,
+    tokens: list[str | None] | None = None,
+) -> list[InlineResult]:  # fmt: skip
+    """The same Score calls to each server (with the token of the same rank), one round
+    each in turn (server 1, 2, 1, 2, ...), so that a change in the machine's load falls on
+    all of them alike; then ScoreBatch on each. One result per port."""
     txs = transactions(calls + warmup, users=5000, seed=1, prefix="inline")
     batch_size, batch_calls = 100, max(20, calls // 100)
     results = [InlineResult([], [], batch_size, []) for _ in ports]
+    metadata = [bearer_metadata(t) for t in (tokens or [None] * len(ports))]
     with contextlib.ExitStack() as stack:
         stubs = []
         for port in ports:
             channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{port}"))
             stubs.append(fraud_pb2_grpc.FraudScoringStub(channel))
-        for stub in stubs:
+        for stub, md in zip(stubs, metadata, strict=True):
             for tx in txs[:warmup]:
-                stub.Score(tx)
+                stub.Score(tx, metadata=md)
         for _ in range(rounds):
-            for stub, result in zip(stubs, results, strict=True):
+            for stub, md, result in zip(stubs, metadata, results, strict=True):
                 samples = []
                 for tx in txs[warmup:]:
                     started = time.perf_counter()
-                    reply = stub.Score(tx)
+                    reply = stub.Score(tx, metadata=md)
                     samples.append(time.perf_counter() - started)
                     result.server_us.append(reply.latency_us)
                 result.score_rounds.append(Stats(samples))
         request = fraud_pb2.ScoreBatchRequest(transactions=txs[:batch_size])
-        for stub, result in zip(stubs, results, strict=True):
+        for stub, md, result in zip(stubs, metadata, results, strict=True):
             for _ in range(batch_calls):
                 started = time.perf_counter()
-                stub.ScoreBatch(request)
+                stub.ScoreBatch(request, metadata=md)
                 result.batch_per_tx_us.append((time.perf_counter() - started) / batch_size * 1e6)
     return results
 
@@ -88,6 +96,7 @@ class SteadyClient(threading.Thread):
     """Back-to-back Score calls recording (start time, latency, version or error)."""
 
     port: int
+    token: str | None = None
     max_seconds: float = 120.0
     calls: list[tuple[float, float, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -98,13 +107,15 @@ class SteadyClient(threading.Thread):
     def run(self) -> None:
         txs = transactions(2000, users=500, seed=2, prefix="reload")
         deadline = time.monotonic() + self.max_seconds
+        metadata = bearer_metadata(self.token)
         with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
             stub = fraud_pb2_grpc.FraudScoringStub(channel)
             i = 0
             while not self.stop.is_set() and time.monotonic() < deadline:
                 started = time.perf_counter()
                 try:
-                    outcome = stub.Score(txs[i % len(txs)], timeout=5).model_version
+                    tx = txs[i % len(txs)]
+                    outcome = stub.Score(tx, timeout=5, metadata=metadata).model_version
                 except grpc.RpcError as err:
                     outcome = f"ERROR {err.code().name}"
                 self.calls.append((started, time.perf_counter() - started, outcome))
@@ -120,9 +131,11 @@ class ReloadResult:
     seconds_to_new_version: float
 
 
-def hot_reload(port: int, built: Path, serving_root: Path, version: str) -> ReloadResult:
+def hot_reload(
+    port: int, built: Path, serving_root: Path, version: str, token: str | None = None
+) -> ReloadResult:
     """Steady state for 3 s, publish `version`, then keep going 3 s past its first answer."""
-    client = SteadyClient(port)
+    client = SteadyClient(port, token)
     client.start()
     time.sleep(3.0)
     published = time.perf_counter()
@@ -200,6 +213,24 @@ def pinned_ping_us(url: str, redis_pid: int) -> dict[str, float]:
         os.sched_setaffinity(0, mine)
         os.sched_setaffinity(redis_pid, theirs)
     return out
+
+
+def auth_report(anonymous: InlineResult, with_token: InlineResult) -> list[str]:
+    """The same sequential Score calls to one server, without credentials (Score open to
+    anonymous callers) and with a bearer token, their rounds in turn."""
+    lines = ["inline Score without and with a caller's token (one server, same calls, rounds "
+             "in turn, medians):"]  # fmt: skip
+    p50 = {}
+    for label, result in (("anonymous", anonymous), ("token", with_token)):
+        p50[label] = median([s.pct(50) for s in result.score_rounds])
+        p99 = median([s.pct(99) for s in result.score_rounds])
+        lines.append(f"  {label:<10} p50 {p50[label]:6.0f} µs  p99 {p99:6.0f} µs  "
+                     f"(server-side {median(result.server_us):.0f} µs)")  # fmt: skip
+    pairs = zip(anonymous.score_rounds, with_token.score_rounds, strict=True)
+    rounds = [t.pct(50) - a.pct(50) for a, t in pairs]
+    lines.append(f"  the token adds {p50['token'] - p50['anonymous']:+.0f} µs to p50 (target: at "
+                 f"most +20 µs; per round {', '.join(f'{v:+.0f}' for v in rounds)})")  # fmt: skip
+    return lines
 
 
 def state_report(

@@ -3,6 +3,8 @@
 Starts its own server and scorer processes against the running Kafka and Postgres (a fresh
 database and fresh topics, removed afterwards) and its own redis-server (a free loopback
 port, append-only file, as served), with two tiny TFLite models, then prints:
+- auth: Score latency on one server without a token (Score opened to anonymous callers)
+  beside with one, their rounds in turn: what authenticating a caller costs;
 - inline: Score latency over gRPC on loopback with per-user state in memory beside in
   Redis (two servers, their rounds in turn), beside a no-op gRPC server; ScoreBatch
   per-transaction cost; client latency and failures during a hot reload against steady
@@ -34,6 +36,7 @@ from tests.helpers.stack import (
     create_topics,
     delete_topics,
     free_port,
+    issue_token,
     loopback_settings,
     port_open,
     python_process,
@@ -41,7 +44,7 @@ from tests.helpers.stack import (
     wait_until,
 )
 
-PARTS = ("inline", "capacity", "stream")
+PARTS = ("inline", "auth", "capacity", "stream")
 
 
 def serving(settings: Settings, log: Path):
@@ -58,6 +61,7 @@ def run_inline(
     settings = replace(settings, **topics)
     redis_url = redis_server.url
     shared = replace(settings, redis_url=redis_url, grpc_port=free_port())
+    token = settings.client_token
     try:
         with (
             serving(settings, work / "server.log"),
@@ -68,8 +72,8 @@ def run_inline(
             wait_serving(channel, timeout=120)
             wait_serving(channel_redis, timeout=120)
             ports = [settings.grpc_port, shared.grpc_port]
-            latency, in_redis = inline.interleaved_latency(ports, calls, rounds)
-            reload = inline.hot_reload(settings.grpc_port, built, settings.model_dir, "v2")
+            latency, in_redis = inline.interleaved_latency(ports, calls, rounds, 500, [token] * 2)
+            reload = inline.hot_reload(settings.grpc_port, built, settings.model_dir, "v2", token)
         noop_port = free_port()
         noop = ["-m", "bench.noop_server", str(noop_port)]
         with python_process(noop, settings, work / "noop.log", STOP_S):
@@ -83,6 +87,23 @@ def run_inline(
     return inline.report(latency, reload) + inline.state_report(latency, in_redis, ping_us, pinned)
 
 
+def run_auth(settings, work: Path, calls: int, rounds: int) -> list[str]:
+    """One server with Score open to anonymous callers: the same calls without and with
+    the bench caller's token, their rounds in turn."""
+    topics = create_topics(settings.kafka_bootstrap_servers, "bench-auth")
+    open_score = replace(settings, grpc_anonymous_methods="Score,ScoreBatch", **topics)
+    try:
+        with serving(open_score, work / "server-auth.log"), channel_to(settings.grpc_port) as ch:
+            wait_serving(ch, timeout=120)
+            port = settings.grpc_port
+            anonymous, with_token = inline.interleaved_latency(
+                [port, port], calls, rounds, 500, [None, settings.client_token]
+            )
+    finally:
+        delete_topics(settings.kafka_bootstrap_servers, list(topics.values()))
+    return inline.auth_report(anonymous, with_token)
+
+
 def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: float):
     """The same clients against 1, then 2 server processes sharing the Redis state: Python
     clients, then the Go client when it is built."""
@@ -93,8 +114,10 @@ def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: fl
         log = work / f"server-{processes}p.log"
         with serving(s, log) as server, channel_to(s.grpc_port) as channel:
             wait_serving(channel, timeout=120)
-            capacity.wait_for_workers(s.grpc_port, processes)
-            results.append(capacity.measure(s.grpc_port, server.pid, processes, clients, seconds))
+            capacity.wait_for_workers(s.grpc_port, processes, s.client_token)
+            results.append(capacity.measure(
+                s.grpc_port, s.client_token, server.pid, processes, clients, seconds
+            ))  # fmt: skip
             if go is not None:
                 results.append(capacity.measure_go(
                     go, s.grpc_port, server.pid, processes, clients, seconds, work
@@ -161,14 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     base = load_settings().with_local_services()
     with workspace(base.database_url, "fraudops-bench") as (work, built, url):
         settings = loopback_settings(
-            base, database_url=url, model_dir=work / "serving", log_level=LOG_LEVEL, redis_url=None
-        )
+            base, database_url=url, model_dir=work / "serving", log_level=LOG_LEVEL,
+            redis_url=None, client_token=issue_token(url, "bench"),
+        )  # fmt: skip
         redis_server = RedisServer(work / "redis").start()
         shared = redis_server.url
         lines: list[str] = []
         try:
             if "inline" in parts:
                 lines += run_inline(settings, redis_server, work, built, args.calls, args.rounds)
+            if "auth" in parts:
+                lines += run_auth(settings, work, args.calls, args.rounds)
             if "capacity" in parts:
                 seconds = args.capacity_seconds
                 lines += run_capacity(settings, shared, work, args.clients, seconds)

@@ -18,6 +18,7 @@ from tests.helpers.stack import (
     create_topics,
     delete_topics,
     free_port,
+    issue_token,
     loopback_settings,
     python_process,
     wait_serving,
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = loopback_settings(
             base, database_url=url, model_dir=work / "serving", log_level=LOG_LEVEL,
             redis_url=None, stripe_port=free_port(), stripe_decide_api_key=KEY, **topics,
+            client_token=issue_token(url, "bench"),
         )  # fmt: skip
         try:
             server = python_process(["-m", "serving.server"], settings, work / "server.log", STOP_S)
@@ -89,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             with server, stripe_app, channel_to(settings.grpc_port) as channel:
                 wait_serving(channel, timeout=120)
                 wait_until(lambda: _answers(settings.stripe_port), "the Stripe endpoint", 120)
-                grpc_rounds = inline.score_latency(settings.grpc_port, args.calls, args.rounds)
+                grpc_rounds = inline.score_latency(
+                    settings.grpc_port, args.calls, args.rounds, token=settings.client_token
+                )
                 http_rounds, http_server = decide_latency(
                     settings.stripe_port, args.calls, args.rounds
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from datetime import date, datetime
@@ -30,7 +31,7 @@ from console.auth import Session, User
 from fraudops.db import append_audit_alone
 from fraudops.modelspec import published_versions
 from fraudops.schema import TRANSACTION_TYPES
-from fraudops.settings import Settings
+from fraudops.settings import Settings, comma_list
 from serving.labels import MAX_NOTE_LENGTH, LabelError, record_label
 from serving.rollback import RollbackError, rollback
 
@@ -199,8 +200,15 @@ def same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_address(request: Request, trusted: frozenset[str]) -> str:
+    """The client's address: the connection's, unless it comes from a trusted proxy; then
+    the nearest address in X-Forwarded-For that is not a trusted proxy (what a client
+    writes there itself sits further left, and is not believed)."""
+    peer = request.client.host if request.client else "unknown"
+    if peer not in trusted:
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",")]
+    return next((h for h in reversed(hops) if h and h not in trusted), peer)
 
 
 def add_auth_routes(app: FastAPI, settings: Settings) -> None:
@@ -208,17 +216,19 @@ def add_auth_routes(app: FastAPI, settings: Settings) -> None:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    trusted = frozenset(comma_list(settings.console_trusted_proxies))
+    throttle = auth.Throttle(
+        settings.console_login_first_delay_s, settings.console_login_max_failures,
+        settings.console_login_max_client_failures, settings.console_login_window_s,
+    )  # fmt: skip
+
     @app.post("/api/auth/login")
     def login(body: LoginBody, request: Request, response: Response, conn: Db) -> dict:
-        client = client_address(request)
-        window = settings.console_login_window_s
-        by_name, by_client = auth.recent_failures(conn, body.name, client, window)
-        if (
-            by_name >= settings.console_login_max_failures
-            or by_client >= settings.console_login_max_client_failures
-        ):
-            raise HTTPException(429, "too many failed sign-ins: try again later",
-                                headers={"Retry-After": str(window)})  # fmt: skip
+        client = client_address(request, trusted)
+        failures = auth.recent_failures(conn, body.name, client, throttle.window_s)
+        if wait := throttle.wait_s(failures):
+            raise HTTPException(429, "too many failed sign-ins from here: try again later",
+                                headers={"Retry-After": str(math.ceil(wait))})  # fmt: skip
         user = auth.verify_password(conn, body.name, body.password)
         if user is None:
             auth.record_failure(conn, body.name, client)

@@ -4,8 +4,11 @@ Passwords are stored as argon2id hashes; a session is a random cookie value whos
 is the row key, so the sessions table opens no session if it leaks. Each session carries
 its own CSRF token: the browser gets it in a readable cookie and sends it back in the
 `X-CSRF-Token` header on every write (double submit), which a cross-site page can neither
-read nor forge. Failed sign-ins are counted per account and per client in Postgres, so
-the limit holds across worker processes and restarts.
+read nor forge. Failed sign-ins are counted per (account, client address) pair in
+Postgres, so the limit holds across worker processes and restarts: each failure doubles the
+wait before that pair may try again, and enough of them lock that pair alone. Nobody can lock
+an analyst out by guessing from elsewhere; the right password from another client works.
+A client is also limited over all the accounts it tries.
 
 The web layer asks for the signed-in user through one dependency (`console.app`'s
 `current_user`); single sign-on later is another way of producing the same `User`."""
@@ -106,17 +109,46 @@ def verify_password(conn, name: str, password: str) -> User | None:
     return User(name, row[0]) if row else None
 
 
-def recent_failures(conn, name: str, client: str, window_s: int) -> tuple[int, int]:
-    """Failed sign-ins in the window: (for the account, from the client)."""
+@dataclass(frozen=True)
+class Failures:
+    """Failed sign-ins from one client within the window."""
+
+    pair: int  # for this account
+    since_last_s: float  # since the pair's latest failure (0 when there is none)
+    client: int  # for any account
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """How failures slow a pair: the first wait, doubling per failure, and the lock."""
+
+    first_delay_s: float
+    max_failures: int  # per pair: then locked until failures leave the window
+    max_client_failures: int  # per client, over all accounts
+    window_s: int
+
+    def wait_s(self, failures: Failures) -> float:
+        """Seconds before this pair may try again; 0 when it may now."""
+        if failures.client >= self.max_client_failures or failures.pair >= self.max_failures:
+            return max(1.0, self.window_s - failures.since_last_s)
+        if failures.pair == 0:
+            return 0.0
+        delay = self.first_delay_s * 2 ** (failures.pair - 1)
+        return max(0.0, delay - failures.since_last_s)
+
+
+def recent_failures(conn, name: str, client: str, window_s: int) -> Failures:
+    """Failed sign-ins from `client` in the window."""
     with conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT count(*) FILTER (WHERE user_name = %s), count(*) FILTER (WHERE client = %s)"
-            " FROM console_login_failures WHERE at > now() - make_interval(secs => %s)"
-            " AND (user_name = %s OR client = %s)",
-            (name, client, window_s, name, client),
+            "SELECT count(*) FILTER (WHERE user_name = %s),"
+            " coalesce(extract(epoch FROM now() - max(at) FILTER (WHERE user_name = %s)), 0),"
+            " count(*) FROM console_login_failures"
+            " WHERE client = %s AND at > now() - make_interval(secs => %s)",
+            (name[:64], name[:64], client[:64], window_s),
         )
-        by_name, by_client = cur.fetchone()
-    return by_name, by_client
+        pair, since_last, by_client = cur.fetchone()
+    return Failures(pair, float(since_last), by_client)
 
 
 def record_failure(conn, name: str, client: str) -> None:

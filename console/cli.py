@@ -15,7 +15,7 @@ import sys
 from console import auth
 from fraudops.db import connect
 from fraudops.pii import configure_logging
-from fraudops.settings import load_settings
+from fraudops.settings import comma_list, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,13 @@ def serve(settings) -> int:
     from console.app import create_app
 
     app = create_app(settings)
-    # Behind a TLS proxy, X-Forwarded-Proto makes the cookies Secure. No log_config: uvicorn's
-    # loggers (access lines hold search terms) go through the root's PII-masking handler.
+    # Forwarded headers only from the configured proxies (uvicorn's default would trust any
+    # local client): behind one, X-Forwarded-Proto makes the cookies Secure. No log_config:
+    # uvicorn's loggers (access lines hold search terms) go through the root's PII-masking
+    # handler.
+    proxies = comma_list(settings.console_trusted_proxies)
     uvicorn.run(app, host=settings.console_host, port=settings.console_port,
-                proxy_headers=True, log_config=None,
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies, log_config=None,
                 log_level=settings.log_level.lower())  # fmt: skip
     return 0
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fraudops.processes import process_alive
-from fraudops.settings import Settings, load_settings, to_environ, url_address
+from fraudops.settings import Settings, env_name, load_settings, to_environ, url_address
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where `make kafka-jars` (a dependency of `make install`) puts the broker's jars.
@@ -655,11 +655,31 @@ LABEL_CONSUMER = Service(
 )
 
 # Held-out transactions sent through the server at a modest rate, so the live screens move.
+REPLAY_CALLER = "replay"
+
+
+def _replay_environ(stack: Stack) -> dict[str, str]:
+    """The replay's token: FRAUDOPS_CLIENT_TOKEN if set, else a new one for the caller
+    `replay` (scope ingest; issuing it revokes the previous replay's token)."""
+    if stack.settings.client_token:
+        return {}
+    from fraudops.db import connect
+    from serving.callers import add_caller
+
+    conn = connect(stack.settings.with_local_services().database_url)
+    try:
+        token = add_caller(conn, REPLAY_CALLER, ["ingest"], [])
+    finally:
+        conn.close()
+    return {env_name("client_token"): token}
+
+
 REPLAY = Service(
     name="replay",
     endpoint=lambda s: f"{s.grpc_host}:{s.grpc_port}",
     commands=lambda stack: [[sys.executable, str(stack.root / "scripts" / "replay.py")]],
     ready=lambda stack: True,
+    environ=_replay_environ,
     listens=False,
 )
 

@@ -44,6 +44,16 @@ class Settings:
     stripe_port: int = 8010
     stripe_webhook_secrets: str | None = None
     stripe_decide_api_key: str | None = None
+    # gRPC callers (serving/callers.py): the methods open without credentials (comma-separated,
+    # of SendTransaction, Score, ScoreBatch; never SubmitLabel), how often each server process
+    # reloads the callers from Postgres (the longest a revoke takes to bite), and the token a
+    # project client (replay, the benchmark) sends.
+    grpc_anonymous_methods: str = ""
+    caller_refresh_s: float = 5.0
+    client_token: str | None = None
+    # Label sources the label consumer accepts from `transaction_labels` (globs): the broker's
+    # ACLs decide who may write that topic, this decides what they may write.
+    kafka_label_sources: str = "stripe:*,chargeback:*"
     min_event_ts: int = 946_684_800  # 2000-01-01: an earlier transaction timestamp is refused
     max_event_ts_ahead_s: int = 300  # and so is one further ahead of the validating clock
     scorer_batch_size: int = 2000
@@ -65,9 +75,15 @@ class Settings:
     console_port: int = 8000
     console_session_ttl_s: int = 8 * 3600
     console_claim_ttl_s: int = 15 * 60
-    console_login_max_failures: int = 5  # per account, within the window
+    # Failed sign-ins slow down, then lock, one (account, client address) pair: each failure
+    # doubles the wait before the next try from that pair, from the first delay.
+    console_login_max_failures: int = 5  # per (account, client address), within the window
     console_login_max_client_failures: int = 20  # per client address, any accounts
     console_login_window_s: int = 15 * 60
+    console_login_first_delay_s: float = 1.0
+    # Proxies whose X-Forwarded-For names the client (comma-separated addresses); empty: the
+    # connection's own address is the client, whatever the header says.
+    console_trusted_proxies: str = ""
     console_export_max_rows: int = 100_000
     console_digest_dir: Path = Path("reports/digest")
 
@@ -112,6 +128,11 @@ ENV_NAMES = {
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
     "airflow_url": "AIRFLOW_URL",
 }
+
+
+def comma_list(text: str) -> list[str]:
+    """The items of a comma-separated setting, stripped, empty ones dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def env_name(field_name: str) -> str:

@@ -63,6 +63,10 @@ v = p(sys.argv[1]); print('[demo] served (newest published):', v[-1][0] if v els
 (cd "$ROOT" && "$PY" -m fraudops.devstack up server scorer label-consumer console)
 PASSWORD=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(12))')
 printf '%s\n' "$PASSWORD" | (cd "$ROOT" && "$PY" -m console users add demo-analyst --role analyst)
+# The replay gets a token of its own (caller `replay`, scope ingest) from the dev stack; this
+# one is for you: every gRPC call names its caller (README, "Who may call the server").
+GRPC_TOKEN=$(cd "$ROOT" && "$PY" -m serving.callers add demo-client --scopes ingest,score,label \
+  --sources 'chargeback:*')
 (cd "$ROOT" && "$PY" -m fraudops.devstack up replay)
 CONSOLE=$(cd "$ROOT" && "$PY" -c 'from fraudops.settings import load_settings; print(load_settings().console_url())')
 
@@ -72,6 +76,9 @@ cat <<EOF
   Airflow UI       $AIRFLOW  (DAG $DAG; task logs show each stage's output)
   MLflow UI        $MLFLOW  (experiment fraud-training; model fraud-detector, alias champion)
   Served model     $ROOT/models/serving/ (newest v<N> is live)
+  gRPC token       export TOKEN=$GRPC_TOKEN
+                   (caller demo-client: ingest, score, labels from chargeback:*; shown once)
+                   grpcurl -plaintext -H "authorization: Bearer \$TOKEN" -d '{"transaction_id": "t1", "user_id": 7, "amount": 950, "timestamp": 1700000000, "type": "TRANSFER"}' $FRAUDOPS_GRPC_HOST:$FRAUDOPS_GRPC_PORT fraud.v1.FraudScoring/Score
 
   Running now (logs in run/logs/): the gRPC server on $FRAUDOPS_GRPC_HOST:$FRAUDOPS_GRPC_PORT,
   the stream scorer ($FRAUDOPS_TOPIC_RAW -> $FRAUDOPS_TOPIC_SCORES + Postgres), the label

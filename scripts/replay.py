@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 import pandas as pd
 
+from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import LABEL_COLUMN, NUMERIC_COLUMNS
 from fraudops.settings import load_settings
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     target = f"{settings.grpc_host}:{settings.grpc_port}"
     sent = failed = 0
     with grpc.insecure_channel(target) as channel:
-        stub = fraud_pb2_grpc.FraudIngestionStub(channel)
+        stub = fraud_pb2_grpc.FraudIngestionStub(with_token(channel, settings.client_token))
         for request in requests(frame, uuid.uuid4().hex[:6]):
             if stopping:
                 break

@@ -8,6 +8,11 @@ holds, goes to `transaction_labels.dlq` with its original bytes and the reason i
 database commit or the DLQ delivery of every message before them, so a crash redelivers
 and never loses a label (and `record_label` makes a redelivery a no-op).
 
+Who may write this topic is the broker's business (its ACLs); what they may write is
+checked here: a label's source must match one of `kafka_label_sources` (globs), and
+`analyst:<name>` never comes through Kafka (the console, its only author, writes to
+Postgres). A label from any other source goes to the DLQ with the reason.
+
     python -m serving.label_consumer [--group fraudops-labels]
 """
 
@@ -26,7 +31,7 @@ from google.protobuf.message import DecodeError
 from fraudops.db import connect
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
-from fraudops.settings import Settings, load_settings
+from fraudops.settings import Settings, comma_list, load_settings
 from serving.kafka_io import (
     consume_messages,
     dead_letter,
@@ -34,7 +39,7 @@ from serving.kafka_io import (
     make_producer,
     next_offsets,
 )
-from serving.labels import LabelError, label_name, record_label
+from serving.labels import LabelError, label_name, record_label, source_refusal, validate_label
 from serving.persistence import refusal
 
 log = logging.getLogger("fraudops.label_consumer")
@@ -81,6 +86,7 @@ class LabelConsumer:
         self.producer = make_producer(settings)
         self.conn = None
         self._delivery_errors: list[str] = []
+        self._sources = comma_list(settings.kafka_label_sources)
 
     def _connect(self):
         if self.conn is None or self.conn.closed:
@@ -142,7 +148,13 @@ class LabelConsumer:
         """Store one message or dead-letter it (an invalid label, or one the database
         refuses for what it holds); only database outages propagate."""
         try:
-            self._store(decode(msg.value()))
+            request = decode(msg.value())
+            validate_label(request.transaction_id, request.label, request.source, request.note)
+            refused = source_refusal(self._sources, request.source, "a Kafka producer")
+            if refused is not None:
+                self._dead_letter(msg, refused)
+                return
+            self._store(request)
         except LabelError as err:
             self._dead_letter(msg, str(err))
         except psycopg2.Error as err:

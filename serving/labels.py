@@ -8,7 +8,8 @@ training run reads and the history an auditor reads can never disagree."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import fnmatch
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,9 @@ LABELS: tuple[str, ...] = ("FRAUD", "LEGIT")
 MAX_SOURCE_LENGTH = 64
 MAX_NOTE_LENGTH = 512
 AUDIT_KIND = "label"
+# The source of a label given in the console by its signed-in user (`analyst:<name>`): the
+# console writes those straight to Postgres, so no other door (gRPC, Kafka) may carry one.
+RESERVED_SOURCE = "analyst:"
 
 
 class LabelError(ValueError):
@@ -80,6 +84,17 @@ def validate_label(transaction_id: Any, label: Any, source: Any, note: Any) -> s
     if problem := text_problem(note, MAX_NOTE_LENGTH):
         raise LabelError("note", problem)
     return name
+
+
+def source_refusal(patterns: Iterable[str], source: str, who: str) -> str | None:
+    """Why `who`, allowed `patterns`, may not write a label from `source`; None if it may."""
+    shown = source[:MAX_SOURCE_LENGTH]
+    if source.startswith(RESERVED_SOURCE):
+        return (f"source: {shown!r} is reserved for the console's signed-in analysts; "
+                f"{who} may not write it")  # fmt: skip
+    if any(fnmatch.fnmatchcase(source, p) for p in patterns):
+        return None
+    return f"source: {who} may not write labels from {shown!r}"
 
 
 @contextmanager

@@ -35,6 +35,13 @@ RPC_ERRORS = Counter(
     ["rpc", "code"],
     registry=REGISTRY,
 )
+AUTH_REFUSED = Counter(
+    "fraudops_auth_refused_total",
+    "gRPC calls refused before their handler: UNAUTHENTICATED (no valid credentials) or "
+    "PERMISSION_DENIED (a scope or label source the caller may not use).",
+    ["rpc", "code"],
+    registry=REGISTRY,
+)
 SCORES = Counter(
     "fraudops_scores_total",
     "Transactions scored, by risk band and path (inline or stream).",

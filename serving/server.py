@@ -5,6 +5,11 @@ Every handler validates first and answers a bad request with INVALID_ARGUMENT na
 field; anything unexpected becomes INTERNAL for that call only, and the server stays up.
 Inline scores are persisted by a background sink, never on the request path.
 
+Every fraud.v1 call passes the caller check first (serving.callers.Gate: a bearer token or
+a mutual-TLS certificate, and the method's scope); a call refused there never reaches its
+handler. Health and reflection stay open: they reveal nothing a client could not learn
+from the proto file.
+
 With `FRAUDOPS_SERVER_WORKERS` above 1, a supervisor runs that many worker processes on one
 port (SO_REUSEPORT: the kernel spreads connections over them), since one process is bound
 by the GIL. Workers are spawned, not forked: each starts a fresh interpreter before any
@@ -52,7 +57,8 @@ from fraudops.pii import configure_logging
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import InvalidTransaction, TimestampWindow
 from fraudops.settings import Settings, load_settings
-from serving import labels, metrics
+from serving import callers, labels, metrics
+from serving.callers import CallerDirectory, Gate
 from serving.feature_state import check_history, open_feature_state
 from serving.kafka_io import AckingProducer, make_producer
 from serving.model_store import LoadedModel, ModelStore
@@ -162,7 +168,7 @@ class RpcFailure(Exception):
 
 def _status_for(err: Exception) -> tuple[grpc.StatusCode, str]:
     """The gRPC status a handler's exception maps to; the message is safe to return."""
-    if isinstance(err, RpcFailure):
+    if isinstance(err, RpcFailure | callers.Refused):
         return err.code, str(err)
     if isinstance(err, labels.UnknownTransaction):
         return grpc.StatusCode.NOT_FOUND, str(err)
@@ -178,7 +184,8 @@ def _status_for(err: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 def rpc(name: str) -> Callable:
-    """Time a handler and turn its exceptions into a status, never a crash."""
+    """Admit the caller (the servicer's `gate`), time the handler, which is given the
+    caller, and turn its exceptions into a status, never a crash."""
     histogram = metrics.RPC_LATENCY.labels(rpc=name)
 
     def decorate(handler: Callable) -> Callable:
@@ -187,14 +194,17 @@ def rpc(name: str) -> Callable:
             started = time.perf_counter()
             context.set_trailing_metadata(((WORKER_METADATA_KEY, str(os.getpid())),))
             try:
+                caller = self.gate.admit(context, name)
                 if isinstance(request, Undecodable):
                     message = f"{request.field}: {request.problem}"
                     raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, message)
-                return handler(self, request, context)
+                return handler(self, request, context, caller)
             except Exception as err:  # noqa: BLE001 - mapped to a status below
                 code, message = _status_for(err)
                 if code == grpc.StatusCode.INTERNAL:
                     log.exception("%s failed", name)
+                if isinstance(err, callers.Refused):
+                    metrics.AUTH_REFUSED.labels(rpc=name, code=code.name).inc()
                 metrics.RPC_ERRORS.labels(rpc=name, code=code.name).inc()
                 context.abort(code, message)
             finally:
@@ -206,13 +216,14 @@ def rpc(name: str) -> Callable:
 
 
 class Ingestion(fraud_pb2_grpc.FraudIngestionServicer):
-    def __init__(self, producer: AckingProducer, topic: str, window: TimestampWindow):
+    def __init__(self, gate: Gate, producer: AckingProducer, topic: str, window: TimestampWindow):
+        self.gate = gate
         self._producer = producer
         self._topic = topic
         self._window = window
 
     @rpc("SendTransaction")
-    def SendTransaction(self, request, context):
+    def SendTransaction(self, request, context, caller):
         decode(request, window=self._window)
         partition, offset = self._producer.send(
             self._topic, str(request.user_id), request.SerializeToString()
@@ -223,7 +234,10 @@ class Ingestion(fraud_pb2_grpc.FraudIngestionServicer):
 
 
 class Scoring(fraud_pb2_grpc.FraudScoringServicer):
-    def __init__(self, core: ScoringCore, sink: InlineScoreSink | None, window: TimestampWindow):
+    def __init__(
+        self, gate: Gate, core: ScoringCore, sink: InlineScoreSink | None, window: TimestampWindow
+    ):
+        self.gate = gate
         self._core = core
         self._sink = sink
         self._window = window
@@ -236,14 +250,14 @@ class Scoring(fraud_pb2_grpc.FraudScoringServicer):
             self._sink.submit(batch)
 
     @rpc("Score")
-    def Score(self, request, context):
+    def Score(self, request, context, caller):
         started = time.perf_counter_ns()
         batch = self._core.score([decode(request, window=self._window)], started)
         self._record(batch)
         return batch.responses()[0]
 
     @rpc("ScoreBatch")
-    def ScoreBatch(self, request, context):
+    def ScoreBatch(self, request, context, caller):
         started = time.perf_counter_ns()
         if len(request.transactions) > MAX_BATCH:
             raise InvalidTransaction("transactions", f"more than {MAX_BATCH} in one batch")
@@ -253,9 +267,13 @@ class Scoring(fraud_pb2_grpc.FraudScoringServicer):
 
 
 class FeedbackService(fraud_pb2_grpc.FeedbackServicer):
-    """Labels go through serving.labels.record_label, like those arriving over Kafka."""
+    """Labels go through serving.labels.record_label, like those arriving over Kafka, once
+    the label's source is one its caller may write."""
 
-    def __init__(self, pool: ThreadedConnectionPool | None, sink: InlineScoreSink | None):
+    def __init__(
+        self, gate: Gate, pool: ThreadedConnectionPool | None, sink: InlineScoreSink | None
+    ):
+        self.gate = gate
         self._pool = pool
         self._sink = sink
 
@@ -273,9 +291,11 @@ class FeedbackService(fraud_pb2_grpc.FeedbackServicer):
             self._pool.putconn(conn, close=broken)
 
     @rpc("SubmitLabel")
-    def SubmitLabel(self, request, context):
+    def SubmitLabel(self, request, context, caller):
         if self._pool is None:
             raise RpcFailure(grpc.StatusCode.FAILED_PRECONDITION, "no database configured")
+        labels.validate_label(request.transaction_id, request.label, request.source, request.note)
+        callers.check_source(caller, request.source)
         try:
             result = self._record(request)
         except labels.UnknownTransaction:
@@ -311,6 +331,10 @@ class ServingApp:
         self._sink: InlineScoreSink | None = None
         self._pool: ThreadedConnectionPool | None = None
         self._producer: AckingProducer | None = None
+        self.callers = CallerDirectory(settings.database_url, settings.caller_refresh_s)
+        self._gate = Gate(
+            self.callers, callers.anonymous_methods(settings), mtls=settings.tls_ca is not None
+        )
 
     def _set_health(self, model: LoadedModel | None) -> None:
         status = (
@@ -328,9 +352,10 @@ class ServingApp:
             futures.ThreadPoolExecutor(self._max_workers, thread_name_prefix="grpc"),
             options=[("grpc.so_reuseport", int(self._reuse_port))],
         )
-        add_service(server, "FraudIngestion", Ingestion(self._producer, s.topic_raw, window))
-        add_service(server, "FraudScoring", Scoring(self.core, self._sink, window))
-        add_service(server, "Feedback", FeedbackService(self._pool, self._sink))
+        gate = self._gate
+        add_service(server, "FraudIngestion", Ingestion(gate, self._producer, s.topic_raw, window))
+        add_service(server, "FraudScoring", Scoring(gate, self.core, self._sink, window))
+        add_service(server, "Feedback", FeedbackService(gate, self._pool, self._sink))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*FRAUD_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -353,6 +378,7 @@ class ServingApp:
         if self.rules is not None:
             self.rules.start()
         check_history(self.core.features, s.database_url)
+        self.callers.start()
         self._producer = AckingProducer(make_producer(s))
         if s.database_url:
             dead_letters = InlineDeadLetters(make_producer(s), s.topic_inline_dlq)
@@ -374,6 +400,7 @@ class ServingApp:
         self.store.stop()
         if self.rules is not None:
             self.rules.stop()
+        self.callers.stop()
         if self._sink is not None:
             self._sink.close()
         if self._producer is not None:

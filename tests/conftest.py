@@ -9,6 +9,8 @@
 - `database_url`: a database created for this pytest session on DATABASE_URL's server, by
   default the dev stack's Postgres (started if needed), all migrations applied, dropped at
   the end.
+- `client_token` (tests.helpers.serving_env): the token of a caller with every scope in
+  that database, for the tests' gRPC clients.
 - `mlflow_tracking_uri`: a real `mlflow server` of this session on a free loopback port,
   with a temporary SQLite backend and artifact directory.
 """

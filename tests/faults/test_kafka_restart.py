@@ -10,7 +10,6 @@ import itertools
 import threading
 import time
 import uuid
-from dataclasses import replace
 
 import grpc
 import pytest
@@ -39,12 +38,12 @@ AFTER_RESTART = 200  # acknowledged sends after the broker is back before the ca
 class Callers:
     """Threads sending SendTransaction in a loop; each outcome recorded by transaction id."""
 
-    def __init__(self, port: int, run: str):
+    def __init__(self, port: int, token: str, run: str):
         self.outcomes: dict[str, str] = {}
         self._ids = (f"fault-kafka-{run}-{n}" for n in itertools.count())
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._port = port
+        self._port, self._token = port, token
         self._threads = [
             threading.Thread(target=self._run, args=(d,), daemon=True)
             for d in DEADLINES_S
@@ -60,7 +59,7 @@ class Callers:
         return sum(o == "OK" for o in list(self.outcomes.values()))
 
     def _run(self, deadline: float) -> None:
-        with channel_to(self._port) as ch:
+        with channel_to(self._port, self._token) as ch:
             stub = fraud_pb2_grpc.FraudIngestionStub(ch)
             while not self._stop.is_set():
                 with self._lock:
@@ -95,15 +94,15 @@ def settings(private_stack, built_models, serving_root, database_url):
 
 
 def test_a_broker_restart_never_acknowledges_what_is_not_on_the_topic(
-    settings, private_stack, tmp_path, fault_report
+    settings, private_stack, tmp_path, fault_report, client_token
 ):
-    # The server without Postgres: the case is about Kafka, inline scores play no part.
-    server = ServingApp(replace(settings, database_url=None), max_workers=16)
+    # Postgres only for the callers: the case is about Kafka, inline scores play no part.
+    server = ServingApp(settings, max_workers=16)
     server.start()
     try:
         with channel_to(server.port) as ch:
             wait_serving(ch)
-        callers = Callers(server.port, uuid.uuid4().hex[:8]).start()
+        callers = Callers(server.port, client_token, uuid.uuid4().hex[:8]).start()
         wait_until(lambda: callers.acked() >= 300, "300 acknowledged sends", 120)
         fault = time.monotonic()
         private_stack.restart("kafka")
@@ -113,7 +112,8 @@ def test_a_broker_restart_never_acknowledges_what_is_not_on_the_topic(
         wait_until(lambda: callers.acked() >= acked_at_restart + AFTER_RESTART, "sends", 120)
         callers.stop()
         first = dict(callers.outcomes)
-        with channel_to(server.port) as ch:  # a producer sends again what was not acknowledged
+        # A producer sends again what was not acknowledged.
+        with channel_to(server.port, client_token) as ch:
             stub = fraud_pb2_grpc.FraudIngestionStub(ch)
             retried = {i: send(stub, i, 20.0) for i, o in first.items() if o != "OK"}
     finally:

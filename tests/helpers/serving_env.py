@@ -21,6 +21,7 @@ from tests.helpers.stack import (
     build_models,
     channel_to,
     free_port,
+    issue_token,
     loopback_settings,
     process_env,
     python_process,
@@ -31,8 +32,8 @@ from tests.helpers.stack import (
 
 # Shared with the benchmark through tests.helpers.stack; re-exported for the tests.
 __all__ = [
-    "ROOT", "channel_to", "free_port", "process_env", "stop_process", "wait_serving",
-    "wait_until",
+    "ROOT", "channel_to", "free_port", "issue_token", "process_env", "stop_process",
+    "wait_serving", "wait_until",
 ]  # fmt: skip
 
 
@@ -40,6 +41,13 @@ __all__ = [
 def built_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Model directories v1 and v2, built once in a TensorFlow subprocess."""
     return build_models(tmp_path_factory.mktemp("built-models"))
+
+
+@pytest.fixture(scope="session")
+def client_token(database_url: str) -> str:
+    """The token of a caller with every scope and the test label sources, in the session's
+    database: what the tests' clients of a server on that database send."""
+    return issue_token(database_url, "tests-all")
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fraudops.devstack import port_open, wait_until
+from fraudops.grpc_client import with_token
 from fraudops.settings import Settings, to_environ
 
 __all__ = ["port_open", "wait_until"]  # re-exported: one implementation with the dev stack
@@ -29,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY_MODEL = Path(__file__).with_name("tiny_model.py")
 # Two distinguishable models: different seeds and output biases.
 MODEL_SPECS = {"v1": "v1:7:0.0", "v2": "v2:11:1.5"}
+SCOPES = ("ingest", "score", "label")
+# Every label source a test writes through gRPC (analyst:<name> is the console's alone).
+TEST_SOURCES = ("chargeback:*", "stripe:*", "test:*")
 
 
 def free_port() -> int:
@@ -77,12 +81,25 @@ def python_process(
 
 
 @contextlib.contextmanager
-def channel_to(port: int) -> Iterator[grpc.Channel]:
+def channel_to(port: int, token: str | None = None) -> Iterator[grpc.Channel]:
+    """A plain-text channel to a loopback server, sending `token` on every call."""
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield channel
+        yield with_token(channel, token)
     finally:
         channel.close()
+
+
+def issue_token(database_url: str, name: str, scopes=SCOPES, sources=TEST_SOURCES) -> str:
+    """A caller `name` in that database (replacing one of that name); returns its token."""
+    from fraudops.db import connect
+    from serving.callers import add_caller
+
+    conn = connect(database_url)
+    try:
+        return add_caller(conn, name, list(scopes), list(sources))
+    finally:
+        conn.close()
 
 
 def wait_serving(channel: grpc.Channel, timeout: float = 60) -> None:

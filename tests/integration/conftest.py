@@ -6,7 +6,8 @@
   take Redis away and bring it back with its data.
 - `redis_server`: one such server.
 - `stream_settings`: settings for server and scorer processes sharing that Redis, fresh
-  topics, a fresh database, a consumer group of their own and model v1 published.
+  topics, a fresh database, a consumer group of their own and model v1 published; their
+  `client_token` is the session's `client_token`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def redis_server(redis_servers) -> RedisServer:
 
 @pytest.fixture
 def stream_settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url,
-                    redis_server) -> Settings:  # fmt: skip
+                    redis_server, client_token) -> Settings:  # fmt: skip
     return serving_v1_settings(
         built_models,
         serving_root,
@@ -50,5 +51,6 @@ def stream_settings(built_models, serving_root, kafka_bootstrap, kafka_topics, d
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,
         redis_url=redis_server.url,
+        client_token=client_token,
         **kafka_topics(),
     )

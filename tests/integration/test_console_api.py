@@ -10,6 +10,7 @@ import re
 import uuid
 
 import pytest
+from fastapi.testclient import TestClient
 from starlette.routing import Route
 
 from console import auth
@@ -104,16 +105,57 @@ def test_wrong_password_is_refused_and_audited(client, analyst, database_url):
     assert rows == [("login_failed",)]
 
 
-def test_failed_sign_ins_are_rate_limited(database_url, analyst):
-    settings = console_settings(database_url, console_login_max_failures=3)
+def sign_in_status(client, name: str, password: str, forwarded: str | None = None) -> int:
+    body = {"name": name, "password": password}
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    return client.post("/api/auth/login", json=body, headers=headers).status_code
+
+
+def test_failed_sign_ins_lock_the_pair(database_url, analyst):
+    settings = console_settings(database_url, console_login_max_failures=3,
+                                console_login_first_delay_s=0)  # fmt: skip
     with client_for(settings) as client:
-        for _ in range(3):
-            bad = client.post("/api/auth/login", json={"name": analyst, "password": "wrong"})
-            assert bad.status_code == 401
+        assert [sign_in_status(client, analyst, "wrong") for _ in range(3)] == [401] * 3
         # Even the right password waits now: guessing cannot continue at full speed.
         good = client.post("/api/auth/login", json={"name": analyst, "password": PASSWORD})
         assert good.status_code == 429
         assert "Retry-After" in good.headers
+
+
+def test_five_failures_from_one_client_do_not_lock_the_account_for_another(database_url, analyst):
+    settings = console_settings(database_url, console_login_first_delay_s=0)
+    with client_for(settings) as attacker, client_for(settings) as colleague:
+        assert [sign_in_status(attacker, analyst, "wrong") for _ in range(5)] == [401] * 5
+        assert sign_in_status(attacker, analyst, PASSWORD) == 429
+        signed_in(colleague, analyst)
+        assert colleague.get("/api/auth/me").json()["name"] == analyst
+
+
+def test_each_failure_makes_the_pair_wait_longer(database_url, analyst):
+    settings = console_settings(database_url, console_login_first_delay_s=60)
+    other = add_account(database_url, "viewer")
+    with client_for(settings) as client:
+        assert sign_in_status(client, analyst, "wrong") == 401
+        again = client.post("/api/auth/login", json={"name": analyst, "password": PASSWORD})
+        assert again.status_code == 429
+        assert 0 < int(again.headers["Retry-After"]) <= 60
+        assert sign_in_status(client, other, PASSWORD) == 200  # another pair: not slowed
+
+
+def test_forwarded_for_counts_only_from_a_trusted_proxy(database_url, analyst):
+    proxy = f"proxy-{uuid.uuid4().hex[:6]}"
+    settings = console_settings(database_url, console_login_first_delay_s=0,
+                                console_trusted_proxies=proxy)  # fmt: skip
+    app = create_app(settings)
+    with TestClient(app, client=(proxy, 443)) as via_proxy, client_for(settings) as direct:
+        guesses = [sign_in_status(via_proxy, analyst, "wrong", "203.0.113.7") for _ in range(5)]
+        assert guesses == [401] * 5
+        assert sign_in_status(via_proxy, analyst, PASSWORD, "203.0.113.7") == 429
+        assert sign_in_status(via_proxy, analyst, PASSWORD, "198.51.100.9") == 200
+        # A client that is not a proxy cannot rotate its apparent address.
+        rotated = [sign_in_status(direct, analyst, "wrong", f"10.0.0.{i}") for i in range(5)]
+        assert rotated == [401] * 5
+        assert sign_in_status(direct, analyst, PASSWORD, "10.9.9.9") == 429
 
 
 def test_expired_session_answers_401(database_url, analyst):

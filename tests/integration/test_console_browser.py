@@ -52,14 +52,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
+def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url,
+             client_token):  # fmt: skip
     # v2's output bias puts the tiny model's scores in the flagged bands.
     publish_model(built_models, serving_root, "v2")
     return replace(
         make_settings(
             kafka_bootstrap_servers=kafka_bootstrap, database_url=database_url,
             model_dir=serving_root, consumer_group=f"test-console-{uuid.uuid4().hex[:8]}",
-            **kafka_topics(),
+            client_token=client_token, **kafka_topics(),
         ),
         console_port=free_port(),
     )  # fmt: skip
@@ -146,7 +147,7 @@ def test_stream_queue_and_label_in_the_browser(loop, settings, browser, database
         (By.CSS_SELECTOR, "[data-testid=live-connected]"), "connected"))  # fmt: skip
 
     ids = [f"browser-{uuid.uuid4().hex[:8]}-{i}" for i in range(5)]
-    with channel_to(settings.grpc_port) as channel:
+    with channel_to(settings.grpc_port, settings.client_token) as channel:
         stub = fraud_pb2_grpc.FraudIngestionStub(channel)
         for i, tx_id in enumerate(ids):
             stub.SendTransaction(transaction(i, transaction_id=tx_id, user_id=777), timeout=30)

@@ -43,43 +43,46 @@ def one_users_transfers(n: int, user_id: int = 4242) -> list:
     ]  # fmt: skip
 
 
-def score_over_grpc(port: int, requests: list) -> list:
-    with channel_to(port) as ch:
+def score_over_grpc(port: int, token: str, requests: list) -> list:
+    with channel_to(port, token) as ch:
         wait_serving(ch)
         stub = fraud_pb2_grpc.FraudScoringStub(ch)
         return [stub.Score(r, timeout=10) for r in requests]
 
 
 def test_a_restarted_server_scores_like_an_uninterrupted_one(
-    built_models, serving_root, redis_servers, tmp_path
+    built_models, serving_root, redis_servers, tmp_path, database_url, client_token
 ):
     publish_model(built_models, serving_root, "v1")
     requests = one_users_transfers(31)
 
     def server(redis_url: str, log: str):
-        settings = make_settings(model_dir=serving_root, redis_url=redis_url)
+        settings = make_settings(
+            model_dir=serving_root, redis_url=redis_url, database_url=database_url
+        )
         return settings.grpc_port, service_process("serving.server", settings, tmp_path / log)
 
     port, proc = server(redis_servers().url, "uninterrupted.log")
     with proc:
-        uninterrupted = [r.score for r in score_over_grpc(port, requests)]
+        uninterrupted = [r.score for r in score_over_grpc(port, client_token, requests)]
     restarted_redis = redis_servers().url
     port, proc = server(restarted_redis, "first.log")
     with proc:
-        restarted = [r.score for r in score_over_grpc(port, requests[:15])]
+        restarted = [r.score for r in score_over_grpc(port, client_token, requests[:15])]
     port, proc = server(restarted_redis, "second.log")
     with proc:
-        restarted += [r.score for r in score_over_grpc(port, requests[15:])]
+        restarted += [r.score for r in score_over_grpc(port, client_token, requests[15:])]
     assert len(set(uninterrupted)) > 1  # the history moves the score: the test can fail
     assert restarted == uninterrupted
 
 
 @pytest.fixture
-def app(built_models, serving_root, kafka_bootstrap, redis_server):
+def app(built_models, serving_root, kafka_bootstrap, redis_server, database_url, client_token):
     publish_model(built_models, serving_root, "v1")
     settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap, model_dir=serving_root, redis_url=redis_server.url
-    )
+        kafka_bootstrap_servers=kafka_bootstrap, model_dir=serving_root,
+        redis_url=redis_server.url, database_url=database_url, client_token=client_token,
+    )  # fmt: skip
     server = ServingApp(settings, max_workers=8)
     server.start()
     yield server
@@ -92,7 +95,7 @@ def _without_history_count() -> float:
 
 def test_inline_answers_without_history_while_redis_is_gone_or_hung(app, redis_server):
     requests = one_users_transfers(12)
-    with channel_to(app.port) as ch:
+    with channel_to(app.port, app.settings.client_token) as ch:
         wait_serving(ch)
         stub = fraud_pb2_grpc.FraudScoringStub(ch)
 

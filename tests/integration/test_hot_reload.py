@@ -34,16 +34,17 @@ class SteadyClient(threading.Thread):
     """Calls Score back to back until stopped (bounded in count and time), recording the
     model version of each answer and every failure."""
 
-    def __init__(self, port: int, max_calls: int = 200_000, max_seconds: float = 120):
+    def __init__(self, port: int, token: str, max_calls: int = 200_000, max_seconds: float = 120):
         super().__init__(daemon=True)
-        self.port, self.max_calls, self.max_seconds = port, max_calls, max_seconds
+        self.port, self.token = port, token
+        self.max_calls, self.max_seconds = max_calls, max_seconds
         self.versions: list[str] = []
         self.failures: list[str] = []
         self.stopping = threading.Event()
 
     def run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
-        with channel_to(self.port) as channel:
+        with channel_to(self.port, self.token) as channel:
             stub = fraud_pb2_grpc.FraudScoringStub(channel)
             for i in range(self.max_calls):
                 if self.stopping.is_set() or time.monotonic() > deadline:
@@ -73,7 +74,7 @@ def _audit(url: str, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def test_reload_under_load_swaps_rejects_and_rolls_back(
-    built_models, serving_root, tmp_path, database_url
+    built_models, serving_root, tmp_path, database_url, client_token
 ):
     publish_model(built_models, serving_root, "v1")
     settings = make_settings(model_dir=serving_root, database_url=database_url)
@@ -83,7 +84,7 @@ def test_reload_under_load_swaps_rejects_and_rolls_back(
     )
     server = ServingApp(settings, max_workers=8)
     server.start()
-    client = SteadyClient(server.port)
+    client = SteadyClient(server.port, client_token)
     try:
         with channel_to(server.port) as ch:
             wait_serving(ch)

@@ -27,6 +27,7 @@ from fraudops.schema import (
     proto_to_dict,
     validate_transaction,
 )
+from serving.callers import source_refusal
 from serving.labels import LabelError, label_name, validate_label
 from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter
@@ -36,12 +37,13 @@ from tests.helpers.serving_env import (
     channel_to,
     consume,
     insert_scored,
+    issue_token,
     make_settings,
     publish_model,
     query,
     wait_serving,
 )
-from tests.helpers.stack import fresh_database
+from tests.helpers.stack import TEST_SOURCES, fresh_database
 
 EXAMPLES = hypothesis_settings(
     max_examples=200,
@@ -81,7 +83,7 @@ HOSTILE_TRANSACTION = {
 GOOD_LABEL = {
     "transaction_id": PLAIN_ID,
     "label": st.sampled_from([fraud_pb2.FRAUD, fraud_pb2.LEGIT]),
-    "source": st.sampled_from(["analyst:alice", "chargeback:visa"]),
+    "source": st.sampled_from(["test:alice", "chargeback:visa"]),
     "note": st.sampled_from(["", "card reported stolen", "refund confirmed"]),
 }
 HOSTILE_LABEL = {
@@ -115,6 +117,7 @@ def app(built_models, serving_root, kafka_bootstrap, kafka_topics, property_data
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=property_database,
         model_dir=serving_root,
+        client_token=issue_token(property_database, "tests-all"),  # before the server starts
         **kafka_topics(),
     )
     server = ServingApp(settings, max_workers=4)
@@ -125,7 +128,7 @@ def app(built_models, serving_root, kafka_bootstrap, kafka_topics, property_data
 
 @pytest.fixture
 def channel(app):
-    with channel_to(app.port) as ch:
+    with channel_to(app.port, app.settings.client_token) as ch:
         wait_serving(ch)
         yield ch
 
@@ -210,6 +213,11 @@ def test_accepted_labels_are_stored_and_rejected_ones_named(app, channel):
             )
         except LabelError as err:
             assert rejected_field(feedback.SubmitLabel, request) == err.field
+            return
+        if source_refusal(TEST_SOURCES, request.source, "the test caller"):
+            with pytest.raises(grpc.RpcError) as err:
+                feedback.SubmitLabel(request, timeout=10)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
             return
         forget(url, request.transaction_id)
         insert_scored(url, request.transaction_id)

@@ -18,6 +18,7 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from serving import db
 from serving.labels import LabelError, UnknownTransaction, label_name, record_label, validate_label
 from tests.helpers.serving_env import committed
+from tests.helpers.stack import wait_for_members
 
 
 @pytest.fixture(scope="module")
@@ -259,6 +260,9 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
         label_bytes("never-scored", fraud_pb2.FRAUD): "transaction_id",
         label_bytes(known[2], fraud_pb2.LABEL_UNSPECIFIED): "label",
         label_bytes(known[3], fraud_pb2.LEGIT, source=""): "source",
+        # A forged analyst's verdict, and a source the Kafka door does not accept.
+        label_bytes(known[3], fraud_pb2.LEGIT, source="analyst:alice"): "source",
+        label_bytes(known[2], fraud_pb2.LEGIT, source="bank:desk"): "source",
     }
     produce(kafka_bootstrap, topics["topic_labels"], good + list(bad))
     group = f"labels-{uuid.uuid4().hex[:8]}"
@@ -282,6 +286,7 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
     }
     assert [a["new"] for a in audit_rows(conn, known[0])] == ["FRAUD", "LEGIT"]
     assert len(audit_rows(conn, known[1])) == 1
+    assert [a["source"] for a in audit_rows(conn, known[3])] == ["chargeback:visa"]
     dead = read_all(kafka_bootstrap, topics["topic_labels_dlq"], expected=len(bad))
     reasons = {(m.value() or b""): dict(m.headers())["error"].decode() for m in dead}
     assert set(reasons) == set(bad)
@@ -305,6 +310,8 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
     group = f"labels-{uuid.uuid4().hex[:8]}"
     proc = start_consumer(kafka_bootstrap, url, topics, group)
     try:
+        # Once it holds the partitions, its first poll meets the missing database.
+        wait_for_members(kafka_bootstrap, group, 1)
         time.sleep(3)
         assert committed(kafka_bootstrap, group, topics["topic_labels"]) == 0
         # The database comes back whole: built under another name, then renamed into place,

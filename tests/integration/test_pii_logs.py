@@ -40,7 +40,7 @@ LEAKS = [
 
 
 def _send_pii_everywhere(settings, port: int, ids: list[str]) -> None:
-    with channel_to(port) as ch:
+    with channel_to(port, settings.client_token) as ch:
         wait_serving(ch)
         ingestion = fraud_pb2_grpc.FraudIngestionStub(ch)
         scoring = fraud_pb2_grpc.FraudScoringStub(ch)
@@ -56,7 +56,7 @@ def _send_pii_everywhere(settings, port: int, ids: list[str]) -> None:
         wait_until(lambda: scored_ids(settings.database_url, ids[:1]), "an inline score stored")
         note = f"card {PAN} {CVV}, customer {EMAIL}"
         label = fraud_pb2.LabelRequest(
-            transaction_id=ids[0], label=fraud_pb2.FRAUD, source="analyst:pii", note=note
+            transaction_id=ids[0], label=fraud_pb2.FRAUD, source="test:pii", note=note
         )
         feedback.SubmitLabel(label, timeout=30)
         with pytest.raises(grpc.RpcError):
@@ -75,6 +75,7 @@ def test_no_pan_cvv_or_email_in_any_serving_log(
     kafka_bootstrap,
     kafka_topics,
     database_url,
+    client_token,
     tmp_path,
     tmp_path_factory,
 ):
@@ -85,6 +86,7 @@ def test_no_pan_cvv_or_email_in_any_serving_log(
         model_dir=serving_root,
         consumer_group=f"test-pii-{uuid.uuid4().hex[:8]}",
         log_level="DEBUG",
+        client_token=client_token,
         **kafka_topics(),
     )
     ids = unique_ids("pii", 5)

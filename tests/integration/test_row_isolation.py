@@ -28,6 +28,7 @@ from tests.helpers.serving_env import (
     committed,
     consume,
     insert_scored,
+    issue_token,
     publish_model,
     query,
     scored_ids,
@@ -42,7 +43,7 @@ from tests.helpers.serving_env import (
 from tests.helpers.stack import fresh_database
 
 REFUSED_CHANNEL = "refused-by-db"  # valid for the schema, refused by this test's constraint
-REFUSED_SOURCE = "analyst:refused-by-db"  # the same for a label
+REFUSED_SOURCE = "chargeback:refused-by-db"  # the same for a label
 
 
 @pytest.fixture
@@ -149,10 +150,11 @@ def test_an_inline_score_beside_a_refused_row_is_stored(settings, kafka_bootstra
         for n, i in enumerate(ids)
     ]
     before = dead_letter_count("refused")
+    token = issue_token(strict_database, "tests-all")  # before the server loads its callers
     server = ServingApp(settings, max_workers=4)
     server.start()
     try:
-        with channel_to(server.port) as ch:
+        with channel_to(server.port, token) as ch:
             wait_serving(ch)
             stub = fraud_pb2_grpc.FraudScoringStub(ch)
             answered = stub.ScoreBatch(fraud_pb2.ScoreBatchRequest(transactions=txs), timeout=10)

@@ -21,6 +21,7 @@ import pytest
 
 from fraudops.feature_store import RedisFeatures
 from fraudops.features import FEATURE_NAMES, batch_features
+from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving.server import WORKER_METADATA_KEY
 from tests.helpers.serving_env import (
@@ -51,9 +52,10 @@ def fresh_channel(port: int) -> grpc.Channel:
     return grpc.insecure_channel(f"127.0.0.1:{port}", [("grpc.use_local_subchannel_pool", 1)])
 
 
-def score_with_worker(port: int, request) -> tuple[float, str]:
-    with fresh_channel(port) as ch:
-        reply, call = fraud_pb2_grpc.FraudScoringStub(ch).Score.with_call(request, timeout=10)
+def score_with_worker(settings, request) -> tuple[float, str]:
+    with fresh_channel(settings.grpc_port) as plain:
+        stub = fraud_pb2_grpc.FraudScoringStub(with_token(plain, settings.client_token))
+        reply, call = stub.Score.with_call(request, timeout=10)
     return reply.score, dict(call.trailing_metadata())[WORKER_METADATA_KEY]
 
 
@@ -72,8 +74,9 @@ def test_inline_and_stream_count_each_others_transactions(
     a, b = one_users_transfers(11, user_id=71), one_users_transfers(11, user_id=72)
     server = service_process("serving.server", stream_settings, tmp_path / "server.log")
     scorer = service_process("serving.scorer", stream_settings, tmp_path / "scorer.log")
-    with server, scorer, fresh_channel(stream_settings.grpc_port) as ch:
-        wait_serving(ch, timeout=120)
+    with server, scorer, fresh_channel(stream_settings.grpc_port) as plain:
+        wait_serving(plain, timeout=120)
+        ch = with_token(plain, stream_settings.client_token)
         ingestion, scoring = (
             fraud_pb2_grpc.FraudIngestionStub(ch),
             fraud_pb2_grpc.FraudScoringStub(ch),
@@ -157,10 +160,10 @@ def test_two_server_workers_and_a_restart_give_one_transaction_one_score(
     with service_process("serving.server", settings, tmp_path / "first.log") as proc:
         with fresh_channel(settings.grpc_port) as ch:
             wait_serving(ch, timeout=120)
-        history = [score_with_worker(settings.grpc_port, r)[0] for r in requests[:-1]]
+        history = [score_with_worker(settings, r)[0] for r in requests[:-1]]
         by_worker: dict[str, list[float]] = {}
         for _ in range(64):  # new connections until both workers have answered
-            score, worker = score_with_worker(settings.grpc_port, last)
+            score, worker = score_with_worker(settings, last)
             by_worker.setdefault(worker, []).append(score)
             if len(by_worker) == 2:
                 break
@@ -175,7 +178,7 @@ def test_two_server_workers_and_a_restart_give_one_transaction_one_score(
     with service_process("serving.server", settings, tmp_path / "second.log"):
         with fresh_channel(settings.grpc_port) as ch:
             wait_serving(ch, timeout=120)
-        assert score_with_worker(settings.grpc_port, last)[0] == pytest.approx(once, rel=1e-6)
+        assert score_with_worker(settings, last)[0] == pytest.approx(once, rel=1e-6)
 
 
 def scores_counted(metrics_text: str) -> float:
@@ -200,7 +203,7 @@ def test_the_supervisor_stops_when_a_worker_dies(stream_settings, tmp_path):
     with service_process("serving.server", settings, tmp_path / "server.log") as proc:
         with fresh_channel(settings.grpc_port) as ch:
             wait_serving(ch, timeout=120)
-        _, worker = score_with_worker(settings.grpc_port, one_users_transfers(1)[0])
+        _, worker = score_with_worker(settings, one_users_transfers(1)[0])
         os.kill(int(worker), signal.SIGKILL)
         wait_until(lambda: proc.poll() is not None, "the supervisor to exit", 90)
     assert proc.returncode == 1

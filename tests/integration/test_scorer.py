@@ -34,13 +34,15 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
+def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url,
+             client_token):  # fmt: skip
     return serving_v1_settings(
         built_models,
         serving_root,
         "test-scorer",
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=database_url,
+        client_token=client_token,
         **kafka_topics(),
     )
 
@@ -67,7 +69,7 @@ def test_sent_transactions_are_scored_exactly_once(settings, tmp_path):
     server.start()
     ids = unique_ids("stream", 60)
     try:
-        with channel_to(server.port) as ch:
+        with channel_to(server.port, settings.client_token) as ch:
             wait_serving(ch)
             stub = fraud_pb2_grpc.FraudIngestionStub(ch)
             for n, tx_id in enumerate(ids):

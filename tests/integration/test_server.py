@@ -1,12 +1,10 @@
 """The gRPC server in-process against the real Kafka and Postgres: ingestion acknowledged
 after the broker has the message, inline scores persisted, labels, validation errors,
-health, reflection and TLS (self-signed certificates made here)."""
+health, reflection and TLS (certificates from tests.helpers.tls)."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-from pathlib import Path
+import uuid
 
 import grpc
 import pytest
@@ -15,11 +13,13 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving.server import ServingApp
 from tests.helpers.serving_env import (
     channel_to,
     consume,
+    issue_token,
     make_settings,
     publish_model,
     query,
@@ -29,6 +29,7 @@ from tests.helpers.serving_env import (
     wait_serving,
     wait_until,
 )
+from tests.helpers.tls import tls_files
 
 
 @pytest.fixture
@@ -47,8 +48,8 @@ def app(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url)
 
 
 @pytest.fixture
-def channel(app):
-    with channel_to(app.port) as ch:
+def channel(app, client_token):
+    with channel_to(app.port, client_token) as ch:
         wait_serving(ch)
         yield ch
 
@@ -160,11 +161,13 @@ def test_labels_are_recorded_superseded_and_checked(app, channel):
     fraud_pb2_grpc.FraudScoringStub(channel).Score(transaction(5, transaction_id=tx_id))
     feedback = fraud_pb2_grpc.FeedbackStub(channel)
     first = feedback.SubmitLabel(
-        fraud_pb2.LabelRequest(transaction_id=tx_id, label=fraud_pb2.FRAUD, source="analyst:a")
+        fraud_pb2.LabelRequest(transaction_id=tx_id, label=fraud_pb2.FRAUD, source="test:desk")
     )
     assert (first.label, first.superseded_previous) == (fraud_pb2.FRAUD, False)
     second = feedback.SubmitLabel(
-        fraud_pb2.LabelRequest(transaction_id=tx_id, label=fraud_pb2.LEGIT, source="chargeback")
+        fraud_pb2.LabelRequest(
+            transaction_id=tx_id, label=fraud_pb2.LEGIT, source="chargeback:visa"
+        )
     )
     assert (second.label, second.superseded_previous) == (fraud_pb2.LEGIT, True)
     rows = query(
@@ -173,12 +176,13 @@ def test_labels_are_recorded_superseded_and_checked(app, channel):
         (tx_id,),
     )
     assert rows == [("LEGIT", "FRAUD")]
+    source = "test:a"
     cases = [
-        (dict(transaction_id="never-scored", label=fraud_pb2.FRAUD, source="a"), "NOT_FOUND"),
-        (dict(transaction_id=tx_id, label=fraud_pb2.LABEL_UNSPECIFIED, source="a"), "label"),
+        (dict(transaction_id="never-scored", label=fraud_pb2.FRAUD, source=source), "NOT_FOUND"),
+        (dict(transaction_id=tx_id, label=fraud_pb2.LABEL_UNSPECIFIED, source=source), "label"),
         (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source=""), "source"),
-        (dict(transaction_id="a\x00b", label=fraud_pb2.FRAUD, source="a"), "transaction_id"),
-        (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source="a", note="\x00"), "note"),
+        (dict(transaction_id="a\x00b", label=fraud_pb2.FRAUD, source=source), "transaction_id"),
+        (dict(transaction_id=tx_id, label=fraud_pb2.FRAUD, source=source, note="\x00"), "note"),
     ]
     for fields, expected in cases:
         with pytest.raises(grpc.RpcError) as err:
@@ -203,11 +207,14 @@ def test_health_and_reflection_answer(channel):
     assert "fraud.v1" in score.package
 
 
-def test_without_a_model_the_server_is_not_serving_until_one_lands(built_models, serving_root):
-    server = ServingApp(make_settings(model_dir=serving_root), max_workers=4)
+def test_without_a_model_the_server_is_not_serving_until_one_lands(
+    built_models, serving_root, database_url, client_token
+):
+    settings = make_settings(model_dir=serving_root, database_url=database_url)
+    server = ServingApp(settings, max_workers=4)
     server.start()
     try:
-        with channel_to(server.port) as ch:
+        with channel_to(server.port, client_token) as ch:
             health = health_pb2_grpc.HealthStub(ch)
             status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
             assert status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -221,56 +228,17 @@ def test_without_a_model_the_server_is_not_serving_until_one_lands(built_models,
         server.stop(grace=1)
 
 
-def _key_and_cert(name: str, issuer=None, san: bool = False, ca: bool = False):
-    """An EC key and a certificate, self-signed or signed by `issuer` (key, cert)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    signer_key, signer_name = (key, subject) if issuer is None else (issuer[0], issuer[1].subject)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(signer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if san:
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return key, builder.sign(signer_key, hashes.SHA256())
-
-
-def _pem(tmp_path: Path, name: str, key, cert) -> tuple[Path, Path]:
-    from cryptography.hazmat.primitives import serialization
-
-    key_path, cert_path = tmp_path / f"{name}.key", tmp_path / f"{name}.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
-
-
 @pytest.mark.parametrize("mutual", [False, True])
-def test_tls_and_mutual_tls(built_models, serving_root, tmp_path, mutual):
+def test_tls_and_mutual_tls(built_models, serving_root, tmp_path, database_url, client_token,
+                            mutual):  # fmt: skip
+    """With mutual TLS the certificate's subject is the caller; without, the token is."""
     publish_model(built_models, serving_root, "v1")
-    ca = _key_and_cert("fraudops test CA", ca=True)
-    _, ca_pem = _pem(tmp_path, "ca", *ca)
-    server_key, server_pem = _pem(tmp_path, "server", *_key_and_cert("server", ca, san=True))
-    client_key, client_pem = _pem(tmp_path, "client", *_key_and_cert("client", ca))
+    client_name = f"tls-{uuid.uuid4().hex[:8]}"
+    if mutual:
+        issue_token(database_url, client_name, scopes=["score"], sources=[])
+    ca_pem, server_key, server_pem, client_key, client_pem = tls_files(tmp_path, client_name)
     settings = make_settings(
+        database_url=database_url,
         model_dir=serving_root,
         tls_cert=server_pem,
         tls_key=server_key,
@@ -283,7 +251,8 @@ def test_tls_and_mutual_tls(built_models, serving_root, tmp_path, mutual):
         with_client = grpc.ssl_channel_credentials(
             ca_pem.read_bytes(), client_key.read_bytes(), client_pem.read_bytes()
         )
-        with grpc.secure_channel(target, with_client) as ch:
+        with grpc.secure_channel(target, with_client) as plain:
+            ch = plain if mutual else with_token(plain, client_token)
             reply = fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1), timeout=30)
             assert reply.model_version == "v1"
         refused = [grpc.insecure_channel(target)]

@@ -43,6 +43,7 @@ from serving.model_store import load_model
 from tests.helpers.pipeline_project import BIN, make_project, pipeline_env, run
 from tests.helpers.serving_env import (
     channel_to,
+    issue_token,
     make_settings,
     query,
     service_process,
@@ -81,9 +82,9 @@ def request_of(row: dict) -> fraud_pb2.TransactionRequest:
     return fraud_pb2.TransactionRequest(**fields, channel="web")
 
 
-def stream(port: int, frame: pd.DataFrame) -> None:
+def stream(port: int, token: str, frame: pd.DataFrame) -> None:
     """Every row through FraudIngestion.SendTransaction (-> Kafka -> the scorer)."""
-    with channel_to(port) as channel:
+    with channel_to(port, token) as channel:
         stub = fraud_pb2_grpc.FraudIngestionStub(channel)
         for row in frame.to_dict("records"):
             stub.SendTransaction(request_of(row), timeout=30)
@@ -118,16 +119,17 @@ def choose_labels(live: pd.DataFrame, seed: int) -> pd.DataFrame:
     return chosen.reset_index(drop=True)
 
 
-def submit_labels(port: int, bootstrap: str, topic: str, chosen: pd.DataFrame) -> None:
-    """Even rows through Feedback.SubmitLabel (analysts), odd rows as a chargeback feed."""
+def submit_labels(port: int, token: str, bootstrap: str, topic: str, chosen: pd.DataFrame):
+    """Even rows through Feedback.SubmitLabel (a reviewer's desk: feedback labels), odd rows
+    as a chargeback feed."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    with channel_to(port) as channel:
+    with channel_to(port, token) as channel:
         stub = fraud_pb2_grpc.FeedbackStub(channel)
         for i, row in enumerate(chosen.itertuples()):
             label = fraud_pb2.Label.Value(row.label)
             if i % 2 == 0:
                 request = fraud_pb2.LabelRequest(
-                    transaction_id=row.transaction_id, label=label, source="analyst:loop-test"
+                    transaction_id=row.transaction_id, label=label, source="test:loop-desk"
                 )
                 stub.SubmitLabel(request, timeout=30)
             else:
@@ -239,6 +241,7 @@ def loop_env(tmp_path, mlflow_tracking_uri, database_url, kafka_bootstrap, kafka
     airflow(["db", "migrate"], project, env, timeout=600)
     settings = make_settings(
         database_url=url,
+        client_token=issue_token(url, "tests-all"),
         kafka_bootstrap_servers=kafka_bootstrap,
         model_dir=project / "models" / "serving",
         consumer_group=f"loop-{tag}",
@@ -303,14 +306,16 @@ def test_labels_retrain_and_the_new_model_reaches_live_scoring(loop_env, tmp_pat
     ):
         with channel_to(settings.grpc_port) as channel:
             wait_serving(channel, timeout=120)
-        stream(settings.grpc_port, first)
+        stream(settings.grpc_port, settings.client_token, first)
         live_v1 = wait_scored(url, first)
         assert set(live_v1["model_version"]) == {"v1"}
         lap("2 stream and score with v1")
 
         chosen = choose_labels(live_v1, seed=7)
         assert chosen["v1_wrong"].any() and len(chosen) >= MIN_NEW_LABELS
-        submit_labels(settings.grpc_port, bootstrap, settings.topic_labels, chosen)
+        submit_labels(
+            settings.grpc_port, settings.client_token, bootstrap, settings.topic_labels, chosen
+        )
         ids = chosen["transaction_id"].tolist()
         sql = "SELECT labelled_at FROM feedback_labels WHERE transaction_id = ANY(%s)"
         wait_for(lambda: len(query(url, sql, (ids,))) == len(ids), "every label stored", 120, 0.5)
@@ -329,7 +334,7 @@ def test_labels_retrain_and_the_new_model_reaches_live_scoring(loop_env, tmp_pat
         for proc in (server, scorer):
             wait_for(lambda p=proc: serves(url, p.pid, "v2"), f"pid {proc.pid} serving v2", 60)
         assert server.poll() is None and scorer.poll() is None and labels.poll() is None
-        stream(settings.grpc_port, second)
+        stream(settings.grpc_port, settings.client_token, second)
         live_v2 = wait_scored(url, second)
         assert set(live_v2["model_version"]) == {"v2"}
         lap("6 hot reload and score with v2")
