@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import date
 
 import pytest
 
 from fraudops.review_queue import EXPLOIT, EXPLORE_RANDOM, QueuePolicy, read_queue
-from jobs.review_queue import build_queue, days_to_build
+from jobs.review_queue import build_queue
 from serving import db
 from serving.labels import LabelError, record_label
 from tests.helpers.queue_day import seed_day
@@ -92,7 +92,3 @@ def test_the_cli_builds_the_given_days_with_params_yaml(day_db, project_root, tm
     assert result.returncode == 0, result.stderr
     counts = query(url, "SELECT queue_date, count(*) FROM review_queue GROUP BY 1 ORDER BY 1")
     assert counts == [(DAY, 7), (date(2026, 3, 2), 7)]
-
-
-def test_a_run_rebuilds_yesterday_and_today():
-    assert days_to_build(datetime(2026, 3, 2, 0, 5, tzinfo=UTC)) == [DAY, date(2026, 3, 2)]
