@@ -54,6 +54,7 @@ class LabelResult:
     superseded: bool
     previous: str | None
     changed: bool = True
+    queue_reason: str | None = None
 
 
 def label_name(value: int | str) -> str:
@@ -142,7 +143,7 @@ def record_label(
         cur.execute(_CURRENT, (transaction_id,))
         current = cur.fetchone()
         if current is not None and tuple(current) == (name, source, note, reason):
-            return LabelResult(transaction_id, name, False, None, changed=False)
+            return LabelResult(transaction_id, name, False, None, False, reason)
         cur.execute(_UPSERT, (transaction_id, name, source, note, reason))
         previous, labelled_at = cur.fetchone()
         detail = {
@@ -155,7 +156,7 @@ def record_label(
         if reason:
             detail["queue_reason"] = reason
         append_audit(cur, AUDIT_KIND, transaction_id, detail)
-    return LabelResult(transaction_id, name, previous is not None, previous)
+    return LabelResult(transaction_id, name, previous is not None, previous, True, reason)
 
 
 def _reason(cur, queue_date: date | None, transaction_id: str) -> str | None:
