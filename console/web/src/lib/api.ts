@@ -75,3 +75,35 @@ export interface LiveItem {
   reasons: string[];
   latency_us: number;
 }
+
+/** Why the review-queue job put an item in front of an analyst (fraudops/review_queue.py). */
+export type QueueReason = "exploit" | "explore-threshold" | "explore-random";
+
+export interface ReviewQueueItem {
+  position: number;
+  reason: QueueReason;
+  transaction_id: string;
+  user_id: number;
+  event_ts: number;
+  type: string;
+  amount: number;
+  channel: string | null;
+  score: number;
+  band: string;
+  model_version: string;
+  label: string | null;
+  label_reason: QueueReason | null;
+  claimed_by: string | null;
+}
+
+export interface ReviewQueueDay {
+  day: string;
+  items: number;
+  labelled: number;
+}
+
+export interface ReviewQueuePage {
+  day: string | null;
+  days: ReviewQueueDay[];
+  items: ReviewQueueItem[];
+}

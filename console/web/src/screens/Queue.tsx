@@ -10,13 +10,44 @@ import { api, type QueueItem } from "../lib/api";
 import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
 import { cn } from "../lib/utils";
+import { ReviewQueue } from "./ReviewQueue";
 
 interface Page {
   items: QueueItem[];
   next_cursor: string | null;
 }
 
+const VIEWS = [
+  ["review", "Review queue", "chosen by the active-learning job, each item with why: work it first"],
+  ["flagged", "All flagged", "search every CHALLENGE and BLOCK transaction"],
+] as const;
+
+/** The Queue screen: the review queue first, then every flagged transaction to search. */
 export function Queue() {
+  const [params, setParams] = useSearchParams();
+  const view = params.get("view") === "flagged" ? "flagged" : "review";
+  return (
+    <div className="grid gap-4">
+      <div className="flex items-center gap-4">
+        <div role="tablist" className="inline-flex rounded-lg bg-slate-100 p-1">
+          {VIEWS.map(([key, title, hint]) => (
+            <button key={key} role="tab" aria-selected={view === key} title={hint} data-testid={`tab-${key}`}
+              onClick={() => setParams(key === "review" ? {} : { view: key })}
+              className={cn("rounded-md px-3 py-1.5 text-sm font-medium transition-colors",
+                view === key ? "bg-white text-slate-900 shadow-sm" : "text-slate-500 hover:text-slate-900")}>
+              {title}
+            </button>
+          ))}
+        </div>
+        <p className="text-sm text-slate-500">{VIEWS.find(([key]) => key === view)?.[2]}</p>
+      </div>
+      {view === "review" ? <ReviewQueue /> : <FlaggedList />}
+    </div>
+  );
+}
+
+/** Every flagged transaction, filtered and searched (the view is in the URL). */
+function FlaggedList() {
   const me = useMe();
   const mayLabel = me.may.includes("label");
   const navigate = useNavigate();
@@ -50,7 +81,11 @@ export function Queue() {
     load(null);
   }, [load]);
 
-  const update = (change: Partial<QueueFilters>) => setParams(searchFromFilters({ ...filters, ...change }));
+  const update = (change: Partial<QueueFilters>) => {
+    const next = new URLSearchParams(searchFromFilters({ ...filters, ...change }));
+    next.set("view", "flagged");
+    setParams(next);
+  };
 
   const label = useCallback(
     async (item: QueueItem | undefined, verdict: "FRAUD" | "LEGIT") => {
