@@ -6,10 +6,11 @@ review queue the job built. Each screen's screenshot lands in run/console-screen
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -232,19 +233,22 @@ def test_markup_in_a_channel_is_shown_as_text(loop, browser, database_url):
 
 
 def test_an_analyst_works_an_exploration_item_of_the_review_queue(console, browser, database_url):
-    """The job builds today's queue; the Queue screen opens on it, each item with its reason;
-    labelling a random ALLOW sample from it stores the label with that reason."""
-    today = datetime.now(UTC).date()
-    seed_day(database_url, today, 40, prefix=f"rq-{uuid.uuid4().hex[:6]}-")
+    """The job builds a day's queue; the Queue screen opens on the review queue, each item
+    with its reason; labelling a random ALLOW sample from it stores the label with that reason.
+    The day is one of this test's own (far ahead), so no other test's rows share its queue."""
+    day = date(2100, 1, 1) + timedelta(days=secrets.randbelow(3000))
+    prefix = f"rq-{uuid.uuid4().hex[:6]}-"
+    seed_day(database_url, day, 40, prefix=prefix)
     params = {"daily_budget": 10, "explore_share": 0.4, "random_share": 0.5, "seed": 4}
-    run_queue(database_url, [today], params)
+    run_queue(database_url, [day], params)
     analyst = add_account(database_url, "analyst")
     sign_in(browser, console, analyst)
     browser.get(f"{console}/queue")
-    day = (By.ID, "queue-day")
-    wait_for(browser, ec.presence_of_element_located(day))
-    Select(browser.find_element(*day)).select_by_value(today.isoformat())
-    sampled = (By.CSS_SELECTOR, "[data-testid=review-queue-table] tr[data-reason=explore-random]")
+    picker = (By.ID, "queue-day")
+    wait_for(browser, ec.presence_of_element_located(picker))
+    Select(browser.find_element(*picker)).select_by_value(day.isoformat())
+    sampled = (By.CSS_SELECTOR, "[data-testid=review-queue-table] tr[data-reason=explore-random]"
+               f"[data-testid^=review-item-{prefix}]")  # fmt: skip
     wait_for(browser, ec.presence_of_element_located(sampled))
     row = browser.find_element(*sampled)
     tx = row.get_attribute("data-testid").removeprefix("review-item-")
