@@ -79,21 +79,11 @@ export interface LiveItem {
 /** Why the review-queue job put an item in front of an analyst (fraudops/review_queue.py). */
 export type QueueReason = "exploit" | "explore-threshold" | "explore-random";
 
-export interface ReviewQueueItem {
+export interface ReviewQueueItem
+  extends Pick<QueueItem, "transaction_id" | "user_id" | "event_ts" | "type" | "amount" | "channel" | "score" | "band" | "model_version" | "label" | "claimed_by"> {
   position: number;
   reason: QueueReason;
-  transaction_id: string;
-  user_id: number;
-  event_ts: number;
-  type: string;
-  amount: number;
-  channel: string | null;
-  score: number;
-  band: string;
-  model_version: string;
-  label: string | null;
   label_reason: QueueReason | null;
-  claimed_by: string | null;
 }
 
 export interface ReviewQueueDay {

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
-import { Link, useNavigate, useSearchParams } from "react-router-dom";
+import { Link, useSearchParams } from "react-router-dom";
 import { useMe } from "../App";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
@@ -10,6 +10,7 @@ import { api, type QueueItem } from "../lib/api";
 import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
 import { cn } from "../lib/utils";
+import { useListKeys } from "./listKeys";
 import { ReviewQueue } from "./ReviewQueue";
 
 interface Page {
@@ -50,7 +51,6 @@ export function Queue() {
 function FlaggedList() {
   const me = useMe();
   const mayLabel = me.may.includes("label");
-  const navigate = useNavigate();
   const [params, setParams] = useSearchParams();
   const search = params.toString();
   const filters = useMemo(() => filtersFromSearch(search), [search]);
@@ -96,24 +96,13 @@ function FlaggedList() {
     [mayLabel],
   );
 
-  useEffect(() => {
-    function onKey(event: KeyboardEvent) {
-      if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
-      const item = items[selected];
-      const move = (to: number) => setSelected(Math.max(0, Math.min(items.length - 1, to)));
-      if (event.key === "j") move(selected + 1);
-      else if (event.key === "k") move(selected - 1);
-      else if (event.key === "f") void label(item, "FRAUD");
-      else if (event.key === "l") void label(item, "LEGIT");
-      else if (event.key === "n") {
-        const next = items[selected + 1];
-        if (next && mayLabel) void api.post(`/api/transactions/${encodeURIComponent(next.transaction_id)}/claim`).catch(() => undefined);
-        move(selected + 1);
-      } else if (event.key === "Enter" && item) navigate(`/transactions/${encodeURIComponent(item.transaction_id)}`);
-    }
-    window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
-  }, [items, selected, label, mayLabel, navigate]);
+  const claimNext = useCallback(
+    (next: QueueItem | undefined) => {
+      if (next && mayLabel) void api.post(`/api/transactions/${encodeURIComponent(next.transaction_id)}/claim`).catch(() => undefined);
+    },
+    [mayLabel],
+  );
+  useListKeys(items, selected, setSelected, label, claimNext);
 
   const toggle = (list: string[], value: string) => (list.includes(value) ? list.filter((v) => v !== value) : [...list, value]);
 

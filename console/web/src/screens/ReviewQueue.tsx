@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState } from "react";
-import { Link, useNavigate } from "react-router-dom";
+import { Link } from "react-router-dom";
 import { useMe } from "../App";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
@@ -9,6 +9,7 @@ import { Table, Td, Th } from "../components/ui/table";
 import { ApiError, api, type QueueReason, type ReviewQueueItem, type ReviewQueuePage } from "../lib/api";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
 import { cn } from "../lib/utils";
+import { useListKeys } from "./listKeys";
 
 /** What each reason means to an analyst, in the words of the policy that chose it. */
 export const REASONS: Record<QueueReason, { title: string; why: string; className: string }> = {
@@ -82,7 +83,6 @@ function ReasonCounts({ items }: { items: ReviewQueueItem[] }) {
 export function ReviewQueue() {
   const me = useMe();
   const mayLabel = me.may.includes("label");
-  const navigate = useNavigate();
   const [day, setDay] = useState<string>("");
   const [page, setPage] = useState<ReviewQueuePage | null>(null);
   const [selected, setSelected] = useState(0);
@@ -121,20 +121,7 @@ export function ReviewQueue() {
     [mayLabel, page],
   );
 
-  useEffect(() => {
-    function onKey(event: KeyboardEvent) {
-      if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
-      const item = items[selected];
-      const move = (to: number) => setSelected(Math.max(0, Math.min(items.length - 1, to)));
-      if (event.key === "j") move(selected + 1);
-      else if (event.key === "k") move(selected - 1);
-      else if (event.key === "f") void label(item, "FRAUD");
-      else if (event.key === "l") void label(item, "LEGIT");
-      else if (event.key === "Enter" && item) navigate(`/transactions/${encodeURIComponent(item.transaction_id)}`);
-    }
-    window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
-  }, [items, selected, label, navigate]);
+  useListKeys(items, selected, setSelected, label);
 
   if (!page) return <p role="alert" className="text-sm text-slate-500">{message || "Loading…"}</p>;
   const done = items.filter((i) => i.label).length;
