@@ -5,11 +5,12 @@ on day `--novel-day` a fraud pattern the reference never holds starts (pattern 3
 emptied by its own cash-outs). Each day, for each strategy, the served model (loaded by the
 scorer's own serving.model_store.ModelStore) scores the day's traffic, the scores are
 written to a real Postgres through the scorer's writer (serving.persistence.ScoreWriter),
-investigators label the day's review queue (fraudops.review_queue) through the real label
-path (serving.labels.record_label), and the customer's other transactions of the day when an
-alert proves fraud (the account is reviewed, as fraud teams do), and the real stages
-retrain on the reference plus the labels: collect_feedback, featurize, train, evaluate,
-export, promote (its gate decides; a promoted model is hot-loaded by the store). Strategies:
+investigators label the day's review queue, built by the production job (jobs.review_queue),
+through the real label path (serving.labels.record_label, with the queue's day, as the
+console does), and the customer's other transactions of the day when an alert proves fraud
+(the account is reviewed, as fraud teams do), and the real stages retrain on the reference
+plus the labels: collect_feedback, featurize, train, evaluate, export, promote (its gate
+decides; a promoted model is hot-loaded by the store). Strategies:
 
   a  no labels: the day-0 model serves throughout
   b  feedback on the top-k alerts only (exploit)
@@ -36,7 +37,7 @@ import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ import pandas as pd
 from fraudops.bands import bands_for
 from fraudops.features import batch_features
 from fraudops.params import load_params
-from fraudops.review_queue import QueuePolicy, build_queue
+from fraudops.review_queue import QueuePolicy
 from fraudops.settings import load_settings
+from jobs.review_queue import build_queue
 from serving import db
 from serving.labels import record_label
 from serving.model_store import ModelStore
@@ -277,7 +279,7 @@ def label_day(lane: Lane, cfg: LoopConfig, stream: Stream, t: int, seed: int) ->
         queued = {item.transaction_id for item in queue}
         for item in queue:
             fraud = truth[item.transaction_id]
-            _verdict(conn, item.transaction_id, fraud)
+            _verdict(conn, item.transaction_id, fraud, day)
             counts["reviewed"] += 1
             counts["reviewed_fraud"] += fraud
             if fraud and cfg.account_review:
@@ -294,8 +296,10 @@ def label_day(lane: Lane, cfg: LoopConfig, stream: Stream, t: int, seed: int) ->
     return counts
 
 
-def _verdict(conn, transaction_id: str, fraud: int) -> None:
-    record_label(conn, transaction_id, "FRAUD" if fraud else "LEGIT", "analyst:sim")
+def _verdict(conn, transaction_id: str, fraud: int, queue_date: date | None = None) -> None:
+    """An investigator's verdict; from the queue of `queue_date`, or (None) on an account review."""
+    label = "FRAUD" if fraud else "LEGIT"
+    record_label(conn, transaction_id, label, "analyst:sim", queue_date=queue_date)
 
 
 def _chargebacks(conn, cfg: LoopConfig, stream: Stream, t: int, seed: int) -> int:

@@ -51,6 +51,9 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 Id = Annotated[str, Field(min_length=1, max_length=128)]
+# A label for a transaction never scored: 404; for an item the queue's job has since
+# rebuilt away: 409 (the screen reloads the queue); any other broken rule: 422.
+LABEL_ERROR_STATUS = {"transaction_id": 404, "queue_date": 409}
 
 
 # --- database and the signed-in user ------------------------------------------------------
@@ -113,6 +116,11 @@ class LoginBody(Strict):
 class LabelBody(Strict):
     label: Literal["FRAUD", "LEGIT"]
     note: str = Field(default="", max_length=MAX_NOTE_LENGTH)
+    queue_date: date | None = None  # given from that day's review queue: stored with its reason
+
+
+class ReviewQueueQuery(Strict):
+    day: date | None = None
 
 
 class RollbackBody(Strict):
@@ -273,6 +281,12 @@ def add_queue_routes(app: FastAPI, settings: Settings) -> None:
         except queries.BadCursor as err:
             raise HTTPException(422, f"cursor: {err}") from err
 
+    @app.get("/api/review-queue")
+    def review_queue(
+        params: Annotated[ReviewQueueQuery, Query()], conn: Db, user: CurrentUser
+    ) -> dict:
+        return queries.review_queue(conn, params.day)
+
     @app.get("/api/queue.csv")
     def queue_csv(params: Annotated[QueueQuery, Query()], request: Request, user: CurrentUser):
         pool: ThreadedConnectionPool = request.app.state.pool
@@ -308,14 +322,14 @@ def add_queue_routes(app: FastAPI, settings: Settings) -> None:
     def label(transaction_id: Id, body: LabelBody, conn: Db, user: CurrentUser) -> dict:
         allowed(user, "label")
         try:
-            result = record_label(conn, transaction_id, body.label, user.label_source, body.note)
+            result = record_label(conn, transaction_id, body.label, user.label_source,
+                                  body.note, body.queue_date)  # fmt: skip
         except LabelError as err:
-            status = 404 if err.field == "transaction_id" else 422
-            raise HTTPException(status, str(err)) from err
+            raise HTTPException(LABEL_ERROR_STATUS.get(err.field, 422), str(err)) from err
         queries.release(conn, transaction_id, user.name)
         return {"transaction_id": result.transaction_id, "label": result.label,
                 "superseded": result.previous, "changed": result.changed,
-                "source": user.label_source}  # fmt: skip
+                "source": user.label_source, "queue_reason": result.queue_reason}  # fmt: skip
 
     @app.post("/api/transactions/{transaction_id}/claim")
     def claim(transaction_id: Id, conn: Db, user: CurrentUser) -> dict:

@@ -1,5 +1,5 @@
-"""What the console reads from Postgres: the review queue, a transaction and its context,
-the deployments timeline and the trends.
+"""What the console reads from Postgres: the active-learning review queue, the flagged
+list, a transaction and its context, the deployments timeline and the trends.
 
 Every value reaches SQL as a bound parameter; only fixed fragments of this module are
 ever joined into a statement. The queue pages by keyset (the last row's sort key and
@@ -13,7 +13,7 @@ import binascii
 import json
 import socket
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import psycopg2.extras
@@ -181,6 +181,36 @@ def queue_export(conn, f: QueueFilter, max_rows: int, batch: int = 2000):
         cur.itersize = batch
         cur.execute(sql, [*params, max_rows])
         yield from cur
+
+
+QUEUE_DAYS_LISTED = 14
+_QUEUE_DAYS = """
+SELECT q.queue_date AS day, count(*) AS items, count(f.label) AS labelled
+  FROM review_queue q LEFT JOIN feedback_labels f ON f.transaction_id = q.transaction_id
+ GROUP BY 1 ORDER BY 1 DESC LIMIT %s"""
+_QUEUE_ITEMS = """
+SELECT q.position, q.reason, q.transaction_id, s.user_id, s.event_ts, s.type, s.amount,
+       s.channel, q.score, q.band, q.model_version, f.label, f.queue_reason AS label_reason,
+       c.user_name AS claimed_by
+  FROM review_queue q
+  JOIN scored_transactions s ON s.transaction_id = q.transaction_id
+  LEFT JOIN feedback_labels f ON f.transaction_id = q.transaction_id
+  LEFT JOIN console_claims c ON c.transaction_id = q.transaction_id AND c.expires_at > now()
+ WHERE q.queue_date = %s ORDER BY q.position"""
+
+
+def review_queue(conn, day: date | None) -> dict[str, Any]:
+    """The job's queue of `day` (default: the newest day built), in review order, each item
+    with its reason and label, and the recent days with how much of each is labelled."""
+    with dict_cursor(conn) as cur:
+        cur.execute(_QUEUE_DAYS, (QUEUE_DAYS_LISTED,))
+        days = rows(cur)
+        day = day or (days[0]["day"] if days else None)
+        items: list[dict[str, Any]] = []
+        if day is not None:
+            cur.execute(_QUEUE_ITEMS, (day,))
+            items = rows(cur)
+    return {"day": day, "days": days, "items": items}
 
 
 _TX_COLUMNS = (

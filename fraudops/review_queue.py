@@ -9,14 +9,17 @@ budget explores (`explore_share` of k):
   unbiased estimate of the fraud that gets through.
 The rest is exploit: the highest scores. Every item says which of the three it is.
 
-`select_queue` is the policy on plain rows (deterministic for the seed and the day);
-`build_queue` runs it over a day of Postgres `scored_transactions` not yet labelled and
-writes the day's `review_queue` rows (re-building a day replaces them); `read_queue` is
-what the analyst console lists. Parameters: params.yaml `queue`."""
+`select_queue` is the policy on plain rows (deterministic for the seed and the day); the
+scheduled job `jobs.review_queue` runs it over a day of Postgres `scored_transactions` and
+stores the day's `review_queue` rows, which the analyst console lists. A label given from
+the queue is stored with its item's reason (`queued_reason`), so each reason's precision
+is measured. Parameters: params.yaml `queue`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -88,78 +91,74 @@ def band_edges(scores: np.ndarray, bands: np.ndarray, versions: np.ndarray) -> n
     return distance
 
 
-def select_queue(rows: list[dict[str, Any]], policy: QueuePolicy, day: date) -> list[QueueItem]:
-    """The day's queue from its candidate rows (transaction_id, score, band, model_version).
+def remaining(policy: QueuePolicy, kept: Sequence[QueueItem]) -> tuple[dict[str, int], int]:
+    """What is left of each reason's share, and of k, once `kept` items are counted."""
+    held = Counter(q.reason for q in kept)
+    sizes = {reason: max(0, n - held[reason]) for reason, n in policy.sizes().items()}
+    budget = max(0, policy.daily_budget - len(kept))
+    excess = sum(sizes.values()) - budget  # a reason held beyond its share
+    for reason in REASONS:
+        cut = min(max(excess, 0), sizes[reason])
+        sizes[reason], excess = sizes[reason] - cut, excess - cut
+    return sizes, budget
 
-    Exploit first, then the threshold and the random exploration; a pool with too few
-    rows leaves its budget to the next highest scores, so the queue is full whenever there
-    are k rows. Ties break on transaction_id, and the random sample is drawn from
-    (seed, day) over rows in id order: the same rows give the same queue."""
-    rows = sorted(rows, key=lambda r: r["transaction_id"])
+
+def _pick(rows: list[dict[str, Any]], sizes: dict[str, int], budget: int, rng) -> dict[int, str]:
+    """Row index -> reason: exploit, then the threshold and the random exploration, then
+    whatever budget is left to the next highest scores."""
     scores = np.array([float(r["score"]) for r in rows])
     bands = np.array([r["band"] for r in rows], dtype=object)
     versions = np.array([r["model_version"] for r in rows], dtype=object)
     by_risk = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i]["transaction_id"]))
-    sizes, taken = policy.sizes(), {}
-    for i in by_risk[: sizes[EXPLOIT]]:
-        taken[i] = EXPLOIT
+    taken = dict.fromkeys(by_risk[: sizes[EXPLOIT]], EXPLOIT)
     distance = band_edges(scores, bands, versions)
     near = sorted((i for i in range(len(rows)) if i not in taken), key=lambda i: distance[i])
-    for i in near[: sizes[EXPLORE_THRESHOLD]]:
-        taken[i] = EXPLORE_THRESHOLD
+    taken |= dict.fromkeys(near[: sizes[EXPLORE_THRESHOLD]], EXPLORE_THRESHOLD)
     allowed = [i for i in range(len(rows)) if i not in taken and bands[i] == ALLOW]
-    rng = np.random.default_rng([policy.seed, day.toordinal()])
     count = min(sizes[EXPLORE_RANDOM], len(allowed))
     for i in rng.choice(allowed, size=count, replace=False) if count else []:
         taken[int(i)] = EXPLORE_RANDOM
     for i in (i for i in by_risk if i not in taken):
-        if len(taken) >= policy.daily_budget:
+        if len(taken) >= budget:
             break
         taken[i] = EXPLOIT
-    order = sorted(
-        taken, key=lambda i: (REASONS.index(taken[i]), -scores[i], rows[i]["transaction_id"])
-    )
-    return [
-        QueueItem(rows[i]["transaction_id"], n, taken[i], float(scores[i]), bands[i], versions[i])
-        for n, i in enumerate(order, start=1)
-    ]
+    return taken
+
+
+def select_queue(
+    rows: list[dict[str, Any]], policy: QueuePolicy, day: date, kept: Sequence[QueueItem] = ()
+) -> list[QueueItem]:
+    """The day's queue from its candidate rows (transaction_id, score, band, model_version).
+
+    `kept` are items already worked (labelled, or claimed by an analyst): they stay, with
+    their reason, and spend their part of the budget. A pool with too few rows leaves its
+    budget to the next highest scores, so the queue is full whenever there are k rows.
+    Ties break on transaction_id, and the random sample is drawn from (seed, day) over
+    rows in id order: the same rows give the same queue."""
+    held = {q.transaction_id for q in kept}
+    rows = sorted((r for r in rows if r["transaction_id"] not in held),
+                  key=lambda r: r["transaction_id"])  # fmt: skip
+    sizes, budget = remaining(policy, kept)
+    taken = _pick(rows, sizes, budget, np.random.default_rng([policy.seed, day.toordinal()]))
+    new = [
+        QueueItem(rows[i]["transaction_id"], 0, reason, float(rows[i]["score"]),
+                  rows[i]["band"], rows[i]["model_version"])
+        for i, reason in taken.items()
+    ]  # fmt: skip
+    return in_review_order([*kept, *new])
+
+
+def in_review_order(items: Sequence[QueueItem]) -> list[QueueItem]:
+    """Exploit first, then the threshold and the random exploration, each by score;
+    positions numbered 1..n in that order."""
+    order = sorted(items, key=lambda q: (REASONS.index(q.reason), -q.score, q.transaction_id))
+    return [replace(q, position=n) for n, q in enumerate(order, start=1)]
 
 
 def day_span(day: date) -> tuple[int, int]:
     """The day's [start, end) in Unix seconds (transactions are queued by when they happened)."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return int(start.timestamp()), int((start + timedelta(days=1)).timestamp())
-
-
-_CANDIDATES = """
-SELECT s.transaction_id, s.score, s.band, s.model_version
-  FROM scored_transactions s
- WHERE s.event_ts >= %s AND s.event_ts < %s
-   AND NOT EXISTS (SELECT 1 FROM feedback_labels f WHERE f.transaction_id = s.transaction_id)
-"""
-_INSERT = """
-INSERT INTO review_queue (queue_date, transaction_id, position, reason, score, band, model_version)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-"""
-
-
-def build_queue(conn, day: date, policy: QueuePolicy) -> list[QueueItem]:
-    """Select the day's queue among its unlabelled scored transactions and store it in
-    review_queue, replacing an earlier queue of the same day, in one transaction."""
-    with conn, conn.cursor() as cur:
-        cur.execute(_CANDIDATES, day_span(day))
-        columns = [c.name for c in cur.description]
-        rows = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
-        items = select_queue(rows, policy, day)
-        cur.execute("DELETE FROM review_queue WHERE queue_date = %s", (day,))
-        cur.executemany(
-            _INSERT,
-            [
-                (day, q.transaction_id, q.position, q.reason, q.score, q.band, q.model_version)
-                for q in items
-            ],
-        )
-    return items
 
 
 def read_queue(conn, day: date) -> list[QueueItem]:
@@ -171,3 +170,14 @@ def read_queue(conn, day: date) -> list[QueueItem]:
             (day,),
         )
         return [QueueItem(*row) for row in cur.fetchall()]
+
+
+def queued_reason(cur, day: date, transaction_id: str) -> str | None:
+    """The reason `transaction_id` is in the queue of `day` (None: it is not), read with a
+    share lock so a rebuild of the day waits for the label being recorded with it."""
+    cur.execute(
+        "SELECT reason FROM review_queue WHERE queue_date = %s AND transaction_id = %s FOR SHARE",
+        (day, transaction_id),
+    )
+    row = cur.fetchone()
+    return row[0] if row else None

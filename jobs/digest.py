@@ -5,8 +5,9 @@ distributions, the fraud rate among those analysts have labelled, the precision 
 and CHALLENGE against those labels, alert precision P@k (the fraud share among the labelled
 of the day's k highest scores, k = `daily_budget`, the review queue's budget) with how many
 of those k were labelled, the review queue's precision per reason (exploit, and the two
-kinds of exploration, from `review_queue`), the riskiest users (ids only, PII masked) and the model
-versions that served (from `scored_transactions` and `model_deployments`). Written to
+kinds of exploration, from `review_queue` and the labels of its items, with how many of
+those analysts gave from the queue itself), the riskiest users (ids only, PII masked) and
+the model versions that served (from `scored_transactions` and `model_deployments`). Written to
 `<out-dir>/<date>/` as CSV files and an `index.html` with the plots embedded, one folder
 per day, so past days stay readable. Labels keep arriving after the day ends: re-running a
 day refreshes its label figures.
@@ -85,6 +86,7 @@ QUERIES = {
           FROM top LEFT JOIN feedback_labels f USING (transaction_id)""",
     "queue": """
         SELECT q.reason, count(*) AS items, count(f.label) AS labelled,
+               count(*) FILTER (WHERE f.queue_reason = q.reason) AS labelled_from_queue,
                count(*) FILTER (WHERE f.label = 'FRAUD') AS fraud
           FROM review_queue q LEFT JOIN feedback_labels f USING (transaction_id)
          WHERE q.queue_date = %(day)s GROUP BY q.reason""",
@@ -190,6 +192,7 @@ def summarise(day: date, tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
     for row in tables["queue"].to_dict("records"):
         name = row["reason"].replace("-", "_")
         summary[f"queue_{name}_items"] = int(row["items"])
+        summary[f"queue_{name}_labelled"] = int(row["labelled"])
         summary[f"queue_{name}_precision"] = _plain(row["precision"])
     return summary
 

@@ -4,7 +4,8 @@ One entry point, `record_label`, used by both doors a label comes in through: th
 `Feedback.SubmitLabel` servicer and the Kafka `transaction_labels` consumer. It validates
 the label, upserts `feedback_labels` (a later verdict supersedes the earlier one) and
 appends the change to `audit_log`, all in one database transaction, so the label the next
-training run reads and the history an auditor reads can never disagree."""
+training run reads and the history an auditor reads can never disagree. A verdict given
+from the review queue names the queue's day and is stored with the item's reason."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import fnmatch
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from fraudops.db import append_audit
 from fraudops.pii import mask_pii
+from fraudops.review_queue import queued_reason
 from fraudops.schema import MAX_ID_LENGTH, text_problem
 
 LABELS: tuple[str, ...] = ("FRAUD", "LEGIT")
@@ -55,6 +58,7 @@ class LabelResult:
     superseded: bool
     previous: str | None
     changed: bool = True
+    queue_reason: str | None = None
 
 
 def label_name(value: int | str) -> str:
@@ -111,24 +115,38 @@ def _one_transaction(conn) -> Iterator[Any]:
             conn.autocommit = True
 
 
-_CURRENT = "SELECT label, source, note FROM feedback_labels WHERE transaction_id = %s FOR UPDATE"
+_CURRENT = """
+SELECT label, source, note, queue_reason FROM feedback_labels WHERE transaction_id = %s FOR UPDATE
+"""
 _UPSERT = """
-INSERT INTO feedback_labels (transaction_id, label, source, note, labelled_at, supersedes)
-VALUES (%s, %s, %s, %s, now(), NULL)
+INSERT INTO feedback_labels (transaction_id, label, source, note, queue_reason, labelled_at,
+                             supersedes)
+VALUES (%s, %s, %s, %s, %s, now(), NULL)
 ON CONFLICT (transaction_id) DO UPDATE
    SET label = EXCLUDED.label, source = EXCLUDED.source, note = EXCLUDED.note,
-       labelled_at = EXCLUDED.labelled_at, supersedes = feedback_labels.label
+       queue_reason = EXCLUDED.queue_reason, labelled_at = EXCLUDED.labelled_at,
+       supersedes = feedback_labels.label
 RETURNING supersedes, labelled_at
 """
 
 
-def record_label(conn, transaction_id: str, label: str, source: str, note: str = "") -> LabelResult:
+def record_label(
+    conn,
+    transaction_id: str,
+    label: str,
+    source: str,
+    note: str = "",
+    queue_date: date | None = None,
+) -> LabelResult:
     """Validate and store one verdict; raise LabelError (UnknownTransaction) naming the field.
 
+    `queue_date`: the verdict was given from that day's review queue, so it is stored with
+    the item's reason; an item no longer in that queue (rebuilt meanwhile) is refused.
     The row lock taken on the current label serialises two verdicts racing on one
     transaction, so each audit row names the label it really replaced. Re-sending the
-    verdict already stored (same label, source and note: a Kafka redelivery after a crash
-    between the database commit and the offset commit) changes nothing and audits nothing."""
+    verdict already stored (same label, source, note and reason: a Kafka redelivery after a
+    crash between the database commit and the offset commit) changes nothing and audits
+    nothing."""
     name = validate_label(transaction_id, label, source, note)
     with _one_transaction(conn) as cur:
         cur.execute(
@@ -136,11 +154,12 @@ def record_label(conn, transaction_id: str, label: str, source: str, note: str =
         )
         if cur.fetchone() is None:
             raise UnknownTransaction(transaction_id)
+        reason = _reason(cur, queue_date, transaction_id)
         cur.execute(_CURRENT, (transaction_id,))
         current = cur.fetchone()
-        if current is not None and tuple(current) == (name, source, note):
-            return LabelResult(transaction_id, name, False, None, changed=False)
-        cur.execute(_UPSERT, (transaction_id, name, source, note))
+        if current is not None and tuple(current) == (name, source, note, reason):
+            return LabelResult(transaction_id, name, False, None, False, reason)
+        cur.execute(_UPSERT, (transaction_id, name, source, note, reason))
         previous, labelled_at = cur.fetchone()
         detail = {
             "source": source,
@@ -149,5 +168,17 @@ def record_label(conn, transaction_id: str, label: str, source: str, note: str =
             "labelled_at": labelled_at.isoformat(),
             "note": mask_pii(note),
         }
+        if reason:
+            detail["queue_reason"] = reason
         append_audit(cur, AUDIT_KIND, transaction_id, detail)
-    return LabelResult(transaction_id, name, previous is not None, previous)
+    return LabelResult(transaction_id, name, previous is not None, previous, True, reason)
+
+
+def _reason(cur, queue_date: date | None, transaction_id: str) -> str | None:
+    """The queue reason a verdict given from `queue_date`'s queue carries."""
+    if queue_date is None:
+        return None
+    reason = queued_reason(cur, queue_date, transaction_id)
+    if reason is None:
+        raise LabelError("queue_date", f"not in the review queue of {queue_date.isoformat()}")
+    return reason

@@ -7,7 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+import secrets
 import uuid
+from datetime import date, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +17,9 @@ from starlette.routing import Route
 
 from console import auth
 from console.app import PUBLIC_ROUTES, create_app
+from fraudops.db import connect
+from fraudops.review_queue import QueuePolicy, day_span
+from jobs.review_queue import build_queue
 from tests.helpers.console_env import (
     PASSWORD,
     add_account,
@@ -241,6 +246,64 @@ def test_label_of_unknown_transaction_is_404(client, analyst):
     response = client.post("/api/transactions/never-scored/label", json={"label": "FRAUD"})
     assert response.status_code == 404
     assert "transaction_id" in response.json()["detail"]
+
+
+def queue_day(database_url: str, days_ahead: int) -> tuple[date, list[str]]:
+    """A day of its own (years ahead, so no other test's queue shares it) with 6 scored
+    rows, and its queue built by the job: k = 4, one of them a random sample of ALLOW."""
+    day = date(2090, 1, 1) + timedelta(days=days_ahead)
+    start, _ = day_span(day)
+    scores = [0.95, 0.9, 0.72, 0.5, 0.1, 0.05]
+    bands = ["BLOCK", "BLOCK", "BLOCK", "CHALLENGE", "ALLOW", "ALLOW"]
+    ids = insert_rows(database_url, [
+        {"event_ts": start + i, "score": s, "band": b}
+        for i, (s, b) in enumerate(zip(scores, bands, strict=True))
+    ])  # fmt: skip
+    conn = connect(database_url)
+    try:
+        policy = QueuePolicy(daily_budget=4, explore_share=0.5, random_share=0.5, seed=1)
+        build_queue(conn, day, policy)
+    finally:
+        conn.close()
+    return day, ids
+
+
+def test_the_review_queue_lists_the_jobs_items_with_their_reasons(client, analyst, database_url):
+    day, ids = queue_day(database_url, secrets.randbelow(3000))
+    signed_in(client, analyst)
+    page = client.get("/api/review-queue", params={"day": day.isoformat()}).json()
+    assert page["day"] == day.isoformat()
+    items = page["items"]
+    assert [i["position"] for i in items] == [1, 2, 3, 4]
+    assert [i["reason"] for i in items] == [
+        "exploit", "exploit", "explore-threshold", "explore-random"
+    ]  # fmt: skip
+    assert items[0]["transaction_id"] == ids[0] and items[-1]["band"] == "ALLOW"
+    assert {d["day"] for d in page["days"]} >= {day.isoformat()}
+    newest = client.get("/api/review-queue").json()
+    assert newest["day"] == page["days"][0]["day"]
+    assert client.get("/api/review-queue", params={"day": "soon"}).status_code == 422
+
+
+def test_a_label_from_the_queue_is_stored_with_its_reason(client, analyst, database_url):
+    day, ids = queue_day(database_url, secrets.randbelow(3000))
+    signed_in(client, analyst)
+    sampled = client.get("/api/review-queue", params={"day": day.isoformat()}).json()["items"][-1]
+    tx = sampled["transaction_id"]
+    body = {"label": "FRAUD", "queue_date": day.isoformat()}
+    response = client.post(f"/api/transactions/{tx}/label", json=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["queue_reason"] == "explore-random"
+    stored = "SELECT label, source, queue_reason FROM feedback_labels WHERE transaction_id = %s"
+    assert query(database_url, stored, (tx,)) == [
+        ("FRAUD", f"analyst:{analyst}", "explore-random")
+    ]  # fmt: skip
+    after = client.get("/api/review-queue", params={"day": day.isoformat()}).json()["items"][-1]
+    assert (after["label"], after["label_reason"]) == ("FRAUD", "explore-random")
+    outside = ids[4] if ids[4] != tx else ids[5]  # the ALLOW row the sample left out
+    refused = client.post(f"/api/transactions/{outside}/label", json=body)
+    assert refused.status_code == 409 and "queue_date" in refused.json()["detail"]
+    assert query(database_url, stored, (outside,)) == []
 
 
 def test_queue_holds_unlabelled_flagged_rows_by_score_and_pages_by_keyset(

@@ -1,14 +1,17 @@
 """The console in a real browser: Debian's Chromium driven by Selenium through Debian's
 chromedriver (nothing downloads a browser), against the real loop: the gRPC server takes
 SendTransaction, the Kafka scorer scores it, the console shows it live, an analyst finds
-it in the queue and labels it. Each screen's screenshot lands in run/console-screens/."""
+it among the flagged transactions and labels it; an analyst works an exploration item of the
+review queue the job built. Each screen's screenshot lands in run/console-screens/."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -18,11 +21,13 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from console.app import WEB_DIST
 from fraudops.proto_gen.fraud.v1 import fraud_pb2_grpc
+from jobs.review_queue import run_queue
 from tests.helpers.console_env import PASSWORD, add_account, insert_drift_report, insert_rows
+from tests.helpers.queue_day import seed_day
 from tests.helpers.real_parts import require
 from tests.helpers.serving_env import (
     ROOT,
@@ -76,6 +81,17 @@ def loop(settings, tmp_path) -> Iterator[str]:
     ):
         with channel_to(settings.grpc_port) as channel:
             wait_serving(channel)
+        url = settings.console_url()
+        wait_until(lambda: _answers(f"{url}/api/health"), "the console", WAIT_S, every=0.3)
+        yield url
+
+
+@pytest.fixture
+def console(database_url, tmp_path) -> Iterator[str]:
+    """The console alone (the review queue needs no scoring): yields its URL."""
+    settings = replace(make_settings(database_url=database_url, model_dir=tmp_path / "models"),
+                       console_port=free_port())  # fmt: skip
+    with service_process("console", settings, tmp_path / "console.log", "serve"):
         url = settings.console_url()
         wait_until(lambda: _answers(f"{url}/api/health"), "the console", WAIT_S, every=0.3)
         yield url
@@ -163,7 +179,7 @@ def test_stream_queue_and_label_in_the_browser(loop, settings, browser, database
         "a flagged transaction in Postgres", WAIT_S,
     )  # fmt: skip
     target, band = rows[0]
-    browser.get(f"{loop}/queue?band={band}&q={target}")
+    browser.get(f"{loop}/queue?view=flagged&band={band}&q={target}")
     queue_table = (By.CSS_SELECTOR, "[data-testid=queue-table]")
     wait_for(browser, ec.text_to_be_present_in_element(queue_table, target))
     shot(browser, "queue")
@@ -201,7 +217,7 @@ def test_markup_in_a_channel_is_shown_as_text(loop, browser, database_url):
     version = f"xss-{uuid.uuid4().hex[:8]}"
     (tx,) = insert_rows(database_url, [{"model_version": version, "channel": channel}])
     sign_in(browser, loop, add_account(database_url, "viewer"))
-    browser.get(f"{loop}/queue?model_version={version}")
+    browser.get(f"{loop}/queue?view=flagged&model_version={version}")
     table = (By.CSS_SELECTOR, "[data-testid=queue-table]")
     wait_for(browser, ec.text_to_be_present_in_element(table, tx))
     assert channel in browser.find_element(*table).text
@@ -214,3 +230,47 @@ def test_markup_in_a_channel_is_shown_as_text(loop, browser, database_url):
     assert browser.find_elements(By.CSS_SELECTOR, "[data-testid=label-controls]") == []
     shot(browser, "transaction-xss")
     assert no_alert(browser)
+
+
+def test_an_analyst_works_an_exploration_item_of_the_review_queue(console, browser, database_url):
+    """The job builds a day's queue; the Queue screen opens on the review queue, each item
+    with its reason; labelling a random ALLOW sample from it stores the label with that reason.
+    The day is one of this test's own (far ahead), so no other test's rows share its queue."""
+    day = date(2100, 1, 1) + timedelta(days=secrets.randbelow(3000))
+    prefix = f"rq-{uuid.uuid4().hex[:6]}-"
+    seed_day(database_url, day, 40, prefix=prefix)
+    params = {"daily_budget": 10, "explore_share": 0.4, "random_share": 0.5, "seed": 4}
+    run_queue(database_url, [day], params)
+    analyst = add_account(database_url, "analyst")
+    sign_in(browser, console, analyst)
+    browser.get(f"{console}/queue")
+    picker = (By.ID, "queue-day")
+    wait_for(browser, ec.presence_of_element_located(picker))
+    Select(browser.find_element(*picker)).select_by_value(day.isoformat())
+    sampled = (By.CSS_SELECTOR, "[data-testid=review-queue-table] tr[data-reason=explore-random]"
+               f"[data-testid^=review-item-{prefix}]")  # fmt: skip
+    wait_for(browser, ec.presence_of_element_located(sampled))
+    row = browser.find_element(*sampled)
+    tx = row.get_attribute("data-testid").removeprefix("review-item-")
+    assert "Random ALLOW sample" in row.text and "ALLOW" in row.text
+    rows = browser.find_elements(By.CSS_SELECTOR, "[data-testid=review-queue-table] tbody tr")
+    assert len(rows) == 10
+    shot(browser, "review-queue")
+    browser.find_element(By.CSS_SELECTOR, f"[data-testid=review-fraud-{tx}]").click()
+    verdict = (By.CSS_SELECTOR, f"[data-testid=review-item-{tx}] [data-testid=review-verdict]")
+    wait_for(browser, ec.text_to_be_present_in_element(verdict, "FRAUD"))
+    shot(browser, "review-queue-labelled")
+
+    assert query(
+        database_url,
+        "SELECT label, source, queue_reason FROM feedback_labels WHERE transaction_id = %s",
+        (tx,),
+    ) == [("FRAUD", f"analyst:{analyst}", "explore-random")]  # fmt: skip
+    audit = query(database_url, "SELECT detail->>'queue_reason' FROM audit_log"
+                  " WHERE kind = 'label' AND subject = %s", (tx,))  # fmt: skip
+    assert audit == [("explore-random",)]
+
+    browser.find_element(By.CSS_SELECTOR, "[data-testid=tab-flagged]").click()
+    flagged = (By.CSS_SELECTOR, "[data-testid=queue-table]")
+    wait_for(browser, ec.presence_of_element_located(flagged))
+    assert "view=flagged" in browser.current_url

@@ -138,8 +138,9 @@ def test_without_a_database_the_cli_says_so(tmp_path):
 
 
 def test_alert_precision_counts_the_days_top_k_and_the_queue_by_reason(seeded_day):
-    from fraudops.review_queue import QueuePolicy, build_queue
+    from fraudops.review_queue import QueuePolicy
     from jobs.digest import build_digest
+    from jobs.review_queue import build_queue
 
     # top 3 by score: b1 (FRAUD), b2 (LEGIT), c1 (FRAUD)
     digest = build_digest(seeded_day, date.fromisoformat(DAY), top_users=5, bins=10, k=3)
@@ -152,11 +153,23 @@ def test_alert_precision_counts_the_days_top_k_and_the_queue_by_reason(seeded_da
         # among the unlabelled transactions that happened on the day (x-before too: the
         # queue goes by the payment's time, the digest by when it was scored)
         items = build_queue(conn, day, policy)
+        explored = [q for q in items if q.reason != "exploit"]
+        record_label(conn, explored[0].transaction_id, "FRAUD", "analyst:bob", queue_date=day)
+        record_label(conn, explored[1].transaction_id, "LEGIT", "analyst:bob", queue_date=day)
         queued = build_digest(seeded_day, day, top_users=5, bins=10, k=3).summary
     finally:
-        with conn, conn.cursor() as cur:
-            cur.execute("DELETE FROM review_queue")  # leave the module's day as it was
+        with conn, conn.cursor() as cur:  # leave the module's day as it was
+            cur.execute("DELETE FROM review_queue")
+            cur.execute("DELETE FROM feedback_labels WHERE queue_reason IS NOT NULL")
         conn.close()
     assert [q.transaction_id for q in items if q.reason == "exploit"] == ["x-before", "c2"]
     assert (queued["queue_exploit_items"], queued["queue_exploit_precision"]) == (2, None)
-    assert queued["queue_explore_threshold_items"] + queued["queue_explore_random_items"] == 2
+    assert [q.reason for q in explored] == ["explore-threshold", "explore-random"]
+    assert (
+        queued["queue_explore_threshold_labelled"],
+        queued["queue_explore_threshold_precision"],
+    ) == (1, 1.0)
+    assert (queued["queue_explore_random_labelled"], queued["queue_explore_random_precision"]) == (
+        1,
+        0.0,
+    )

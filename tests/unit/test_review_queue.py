@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pytest
@@ -11,6 +11,7 @@ from fraudops.review_queue import (
     EXPLOIT,
     EXPLORE_RANDOM,
     EXPLORE_THRESHOLD,
+    QueueItem,
     QueuePolicy,
     select_queue,
 )
@@ -94,3 +95,29 @@ def test_a_short_pool_leaves_its_budget_to_the_highest_scores():
 def test_a_meaningless_policy_names_the_parameter(params):
     with pytest.raises(ValueError, match="queue\\."):
         QueuePolicy.from_params(params)
+
+
+def test_worked_items_stay_with_their_reason_and_spend_their_share():
+    policy = QueuePolicy(daily_budget=20, explore_share=0.5, random_share=0.4, seed=1)
+    rows = day_rows()
+    kept = [QueueItem("t0001", 7, EXPLORE_RANDOM, 0.01, "ALLOW", "v1"),
+            QueueItem("t0002", 1, EXPLOIT, 0.99, "BLOCK", "v1")]  # fmt: skip
+    items = select_queue(rows, policy, DAY, kept)
+    assert len(items) == 20 and [q.position for q in items] == list(range(1, 21))
+    assert {r: len(v) for r, v in by_reason(items).items()} == policy.sizes()
+    reasons = {q.transaction_id: q.reason for q in items}
+    assert (reasons["t0001"], reasons["t0002"]) == (EXPLORE_RANDOM, EXPLOIT)
+
+
+def test_items_held_beyond_a_reasons_share_never_overspend_k():
+    policy = QueuePolicy(daily_budget=4, explore_share=0.5, random_share=0.5, seed=1)
+    kept = [QueueItem(f"k{i}", i, EXPLORE_RANDOM, 0.01, "ALLOW", "v1") for i in range(3)]
+    items = select_queue(day_rows(), policy, DAY, kept)
+    assert len(items) == 4 and sum(q.reason == EXPLORE_RANDOM for q in items) == 3
+
+
+def test_a_run_rebuilds_yesterday_and_today():
+    from jobs.review_queue import days_to_build
+
+    late = datetime(2026, 3, 2, 0, 5, tzinfo=UTC)
+    assert days_to_build(late) == [DAY, date(2026, 3, 2)]

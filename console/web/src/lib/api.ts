@@ -75,3 +75,25 @@ export interface LiveItem {
   reasons: string[];
   latency_us: number;
 }
+
+/** Why the review-queue job put an item in front of an analyst (fraudops/review_queue.py). */
+export type QueueReason = "exploit" | "explore-threshold" | "explore-random";
+
+export interface ReviewQueueItem
+  extends Pick<QueueItem, "transaction_id" | "user_id" | "event_ts" | "type" | "amount" | "channel" | "score" | "band" | "model_version" | "label" | "claimed_by"> {
+  position: number;
+  reason: QueueReason;
+  label_reason: QueueReason | null;
+}
+
+export interface ReviewQueueDay {
+  day: string;
+  items: number;
+  labelled: number;
+}
+
+export interface ReviewQueuePage {
+  day: string | null;
+  days: ReviewQueueDay[];
+  items: ReviewQueueItem[];
+}

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
-import { Link, useNavigate, useSearchParams } from "react-router-dom";
+import { Link, useSearchParams } from "react-router-dom";
 import { useMe } from "../App";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
@@ -10,16 +10,47 @@ import { api, type QueueItem } from "../lib/api";
 import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
 import { cn } from "../lib/utils";
+import { useListKeys } from "./listKeys";
+import { ReviewQueue } from "./ReviewQueue";
 
 interface Page {
   items: QueueItem[];
   next_cursor: string | null;
 }
 
+const VIEWS = [
+  ["review", "Review queue", "chosen by the active-learning job, each item with why: work it first"],
+  ["flagged", "All flagged", "search every CHALLENGE and BLOCK transaction"],
+] as const;
+
+/** The Queue screen: the review queue first, then every flagged transaction to search. */
 export function Queue() {
+  const [params, setParams] = useSearchParams();
+  const view = params.get("view") === "flagged" ? "flagged" : "review";
+  return (
+    <div className="grid gap-4">
+      <div className="flex items-center gap-4">
+        <div role="tablist" className="inline-flex rounded-lg bg-slate-100 p-1">
+          {VIEWS.map(([key, title, hint]) => (
+            <button key={key} role="tab" aria-selected={view === key} title={hint} data-testid={`tab-${key}`}
+              onClick={() => setParams(key === "review" ? {} : { view: key })}
+              className={cn("rounded-md px-3 py-1.5 text-sm font-medium transition-colors",
+                view === key ? "bg-white text-slate-900 shadow-sm" : "text-slate-500 hover:text-slate-900")}>
+              {title}
+            </button>
+          ))}
+        </div>
+        <p className="text-sm text-slate-500">{VIEWS.find(([key]) => key === view)?.[2]}</p>
+      </div>
+      {view === "review" ? <ReviewQueue /> : <FlaggedList />}
+    </div>
+  );
+}
+
+/** Every flagged transaction, filtered and searched (the view is in the URL). */
+function FlaggedList() {
   const me = useMe();
   const mayLabel = me.may.includes("label");
-  const navigate = useNavigate();
   const [params, setParams] = useSearchParams();
   const search = params.toString();
   const filters = useMemo(() => filtersFromSearch(search), [search]);
@@ -50,7 +81,11 @@ export function Queue() {
     load(null);
   }, [load]);
 
-  const update = (change: Partial<QueueFilters>) => setParams(searchFromFilters({ ...filters, ...change }));
+  const update = (change: Partial<QueueFilters>) => {
+    const next = new URLSearchParams(searchFromFilters({ ...filters, ...change }));
+    next.set("view", "flagged");
+    setParams(next);
+  };
 
   const label = useCallback(
     async (item: QueueItem | undefined, verdict: "FRAUD" | "LEGIT") => {
@@ -61,24 +96,13 @@ export function Queue() {
     [mayLabel],
   );
 
-  useEffect(() => {
-    function onKey(event: KeyboardEvent) {
-      if (event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement) return;
-      const item = items[selected];
-      const move = (to: number) => setSelected(Math.max(0, Math.min(items.length - 1, to)));
-      if (event.key === "j") move(selected + 1);
-      else if (event.key === "k") move(selected - 1);
-      else if (event.key === "f") void label(item, "FRAUD");
-      else if (event.key === "l") void label(item, "LEGIT");
-      else if (event.key === "n") {
-        const next = items[selected + 1];
-        if (next && mayLabel) void api.post(`/api/transactions/${encodeURIComponent(next.transaction_id)}/claim`).catch(() => undefined);
-        move(selected + 1);
-      } else if (event.key === "Enter" && item) navigate(`/transactions/${encodeURIComponent(item.transaction_id)}`);
-    }
-    window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
-  }, [items, selected, label, mayLabel, navigate]);
+  const claimNext = useCallback(
+    (next: QueueItem | undefined) => {
+      if (next && mayLabel) void api.post(`/api/transactions/${encodeURIComponent(next.transaction_id)}/claim`).catch(() => undefined);
+    },
+    [mayLabel],
+  );
+  useListKeys(items, selected, setSelected, label, claimNext);
 
   const toggle = (list: string[], value: string) => (list.includes(value) ? list.filter((v) => v !== value) : [...list, value]);
 

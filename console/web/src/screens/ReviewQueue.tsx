@@ -1,0 +1,207 @@
+import { useCallback, useEffect, useState } from "react";
+import { Link } from "react-router-dom";
+import { useMe } from "../App";
+import { Badge } from "../components/ui/badge";
+import { Button } from "../components/ui/button";
+import { Card } from "../components/ui/card";
+import { Label, NativeSelect } from "../components/ui/input";
+import { Table, Td, Th } from "../components/ui/table";
+import { ApiError, api, type QueueReason, type ReviewQueueItem, type ReviewQueuePage } from "../lib/api";
+import { formatAmount, formatScore, formatTime } from "../lib/format";
+import { cn } from "../lib/utils";
+import { useListKeys } from "./listKeys";
+
+/** What each reason means to an analyst, in the words of the policy that chose it. */
+export const REASONS: Record<QueueReason, { title: string; why: string; className: string }> = {
+  exploit: {
+    title: "Highest score",
+    why: "among the day's highest scores: the model's strongest alerts",
+    className: "bg-slate-900 text-white",
+  },
+  "explore-threshold": {
+    title: "Near a threshold",
+    why: "scored next to a band threshold: its label moves the line the most",
+    className: "bg-violet-100 text-violet-800 ring-1 ring-inset ring-violet-300",
+  },
+  "explore-random": {
+    title: "Random ALLOW sample",
+    why: "a random sample of allowed payments: the only unbiased look at fraud that got through",
+    className: "bg-sky-100 text-sky-800 ring-1 ring-inset ring-sky-300",
+  },
+};
+
+export function ReasonBadge({ reason }: { reason: QueueReason }) {
+  const r = REASONS[reason];
+  return (
+    <span title={r.why} data-reason={reason}
+      className={cn("inline-flex items-center whitespace-nowrap rounded-full px-2 py-0.5 text-xs font-medium", r.className)}>
+      {r.title}
+    </span>
+  );
+}
+
+function Progress({ done, total }: { done: number; total: number }) {
+  const share = total ? Math.round((100 * done) / total) : 0;
+  return (
+    <div className="flex min-w-48 flex-col gap-1">
+      <div className="flex justify-between text-xs text-slate-500">
+        <span>labelled</span>
+        <span data-testid="review-progress">{done} / {total}</span>
+      </div>
+      <div className="h-2 overflow-hidden rounded-full bg-slate-100">
+        <div className="h-full rounded-full bg-emerald-500 transition-all" style={{ width: `${share}%` }} />
+      </div>
+    </div>
+  );
+}
+
+function ReasonCounts({ items }: { items: ReviewQueueItem[] }) {
+  return (
+    <div className="grid flex-1 grid-cols-3 gap-2">
+      {(Object.keys(REASONS) as QueueReason[]).map((reason) => {
+        const mine = items.filter((i) => i.reason === reason);
+        const fraud = mine.filter((i) => i.label === "FRAUD").length;
+        const labelled = mine.filter((i) => i.label).length;
+        return (
+          <div key={reason} className="rounded-md border border-slate-200 px-3 py-2" data-testid={`reason-${reason}`}>
+            <div className="flex items-center justify-between gap-2">
+              <ReasonBadge reason={reason} />
+              <span className="text-lg font-semibold tabular-nums">{mine.length}</span>
+            </div>
+            <p className="mt-1 text-xs text-slate-500">{REASONS[reason].why}</p>
+            <p className="mt-1 text-xs text-slate-600">
+              {labelled} labelled{labelled ? ` · ${fraud} fraud` : ""}
+            </p>
+          </div>
+        );
+      })}
+    </div>
+  );
+}
+
+/** The review queue the scheduled job built for a day: the analyst's work list, first. */
+export function ReviewQueue() {
+  const me = useMe();
+  const mayLabel = me.may.includes("label");
+  const [day, setDay] = useState<string>("");
+  const [page, setPage] = useState<ReviewQueuePage | null>(null);
+  const [selected, setSelected] = useState(0);
+  const [message, setMessage] = useState("");
+  const [reload, setReload] = useState(0);
+
+  useEffect(() => {
+    let current = true;
+    const query = day ? `?day=${encodeURIComponent(day)}` : "";
+    api.get<ReviewQueuePage>(`/api/review-queue${query}`).then(
+      (found) => current && setPage(found),
+      (err: Error) => current && setMessage(err.message),
+    );
+    return () => {
+      current = false;
+    };
+  }, [day, reload]);
+
+  const items = page?.items ?? [];
+  const label = useCallback(
+    async (item: ReviewQueueItem | undefined, verdict: "FRAUD" | "LEGIT") => {
+      if (!item || !mayLabel || !page?.day) return;
+      try {
+        await api.post(`/api/transactions/${encodeURIComponent(item.transaction_id)}/label`, {
+          label: verdict,
+          note: "",
+          queue_date: page.day,
+        });
+        setMessage(`${item.transaction_id} labelled ${verdict} (${REASONS[item.reason].title})`);
+      } catch (err) {
+        const conflict = err instanceof ApiError && err.status === 409;
+        setMessage(conflict ? "The queue was rebuilt meanwhile: it has been reloaded." : err instanceof Error ? err.message : "label refused");
+      }
+      setReload((n) => n + 1);
+    },
+    [mayLabel, page],
+  );
+
+  useListKeys(items, selected, setSelected, label);
+
+  if (!page) return <p role="alert" className="text-sm text-slate-500">{message || "Loading…"}</p>;
+  const done = items.filter((i) => i.label).length;
+  return (
+    <div className="grid gap-4">
+      <Card className="flex flex-wrap items-start gap-6">
+        <div className="flex flex-col gap-1">
+          <Label htmlFor="queue-day">Queue of (UTC day)</Label>
+          <NativeSelect id="queue-day" value={page.day ?? ""} onChange={(e) => setDay(e.target.value)}>
+            {page.days.map((d) => (
+              <option key={d.day} value={d.day}>
+                {d.day} · {d.labelled}/{d.items}
+              </option>
+            ))}
+          </NativeSelect>
+          <Progress done={done} total={items.length} />
+        </div>
+        <ReasonCounts items={items} />
+      </Card>
+      <Card>
+        <div className="mb-2 flex items-center justify-between gap-4 text-xs">
+          <p className="text-slate-500">
+            Rebuilt by the fraud_review_queue job · j / k move · Enter opens
+            {mayLabel ? " · f fraud · l legit" : ""}
+          </p>
+          <p className="font-medium text-slate-700" role="status" data-testid="review-message">{message}</p>
+        </div>
+        <Table data-testid="review-queue-table">
+          <thead>
+            <tr>
+              <Th className="w-8">#</Th><Th>Why</Th><Th>Transaction</Th><Th>User</Th><Th>Type</Th>
+              <Th className="text-right">Amount</Th><Th>Band</Th><Th>Score</Th><Th>When</Th><Th>Claimed by</Th>
+              <Th className="text-right">Verdict</Th>
+            </tr>
+          </thead>
+          <tbody>
+            {items.map((item, i) => (
+              <tr key={item.transaction_id} onClick={() => setSelected(i)} data-selected={i === selected}
+                data-reason={item.reason} data-testid={`review-item-${item.transaction_id}`}
+                className={cn(i === selected && "bg-blue-50", item.label && "text-slate-400")}>
+                <Td className="tabular-nums text-slate-400">{item.position}</Td>
+                <Td><ReasonBadge reason={item.reason} /></Td>
+                <Td>
+                  <Link className="font-mono text-xs text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(item.transaction_id)}`}>
+                    {item.transaction_id}
+                  </Link>
+                </Td>
+                <Td>{item.user_id}</Td>
+                <Td>{item.type}</Td>
+                <Td className="text-right tabular-nums">{formatAmount(item.amount)}</Td>
+                <Td><Badge value={item.band} /></Td>
+                <Td className="tabular-nums">{formatScore(item.score)}</Td>
+                <Td className="whitespace-nowrap text-xs">{formatTime(item.event_ts)}</Td>
+                <Td>{item.claimed_by ?? ""}</Td>
+                <Td className="text-right">
+                  {item.label ? (
+                    <Badge value={item.label} data-testid="review-verdict" />
+                  ) : mayLabel ? (
+                    <span className="inline-flex gap-1">
+                      <Button size="sm" variant="outline" data-testid={`review-fraud-${item.transaction_id}`}
+                        className="border-red-200 text-red-700 hover:border-red-600 hover:bg-red-600 hover:text-white"
+                        onClick={() => void label(item, "FRAUD")}>Fraud</Button>
+                      <Button size="sm" variant="outline" data-testid={`review-legit-${item.transaction_id}`}
+                        className="border-green-200 text-green-700 hover:border-green-600 hover:bg-green-600 hover:text-white"
+                        onClick={() => void label(item, "LEGIT")}>Legit</Button>
+                    </span>
+                  ) : (
+                    <span className="text-xs text-slate-400">to review</span>
+                  )}
+                </Td>
+              </tr>
+            ))}
+          </tbody>
+        </Table>
+        {items.length === 0 && (
+          <p className="p-4 text-sm text-slate-500">
+            No review queue built yet: the fraud_review_queue job builds one from the day's scored transactions.
+          </p>
+        )}
+      </Card>
+    </div>
+  );
+}
