@@ -17,8 +17,6 @@ from typing import Any
 import numpy as np
 
 from fraudops.bands import BANDS, bands_for
-from fraudops.feature_store import FeatureStateUnavailable, RedisFeatures, features_without_history
-from fraudops.features import OnlineFeatures
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.schema import (
     DEFAULT_WINDOW,
@@ -30,6 +28,12 @@ from fraudops.schema import (
     validate_transaction,
 )
 from serving import metrics
+from serving.feature_state import (
+    FeatureState,
+    FeatureStateUnavailable,
+    MemoryFeatures,
+    features_without_history,
+)
 from serving.model_store import LoadedModel, ModelStore
 
 # fraudops.bands index (0 ALLOW, 1 CHALLENGE, 2 BLOCK) -> proto enum value.
@@ -125,13 +129,12 @@ class ScoringCore:
     def __init__(
         self,
         store: ModelStore,
-        features: OnlineFeatures | RedisFeatures | None = None,
+        features: FeatureState | None = None,
         without_history_ok: bool = False,
     ):
         self.store = store
-        self.features = features if features is not None else OnlineFeatures()
-        shared = getattr(self.features, "shared", False)
-        self._state_lock = contextlib.nullcontext() if shared else threading.Lock()
+        self.features = features if features is not None else MemoryFeatures()
+        self._state_lock = contextlib.nullcontext() if self.features.shared else threading.Lock()
         self._without_history_ok = without_history_ok
 
     def score(self, txs: Sequence[Mapping[str, Any]], started_ns: int | None = None) -> ScoredBatch:

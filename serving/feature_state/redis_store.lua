@@ -1,17 +1,18 @@
--- The velocity features of a micro-batch, recorded in each user's history (see
--- fraudops/feature_store.py). KEYS: one per transaction, its user's. ARGV: retention, trim
--- slack, ttl, heavy lines, header width, window count, the windows (ascending), then the
--- transactions, one line each: "timestamp TAB amount TAB id". Returns one string per
--- transaction: "count sum" per window, then the gap (-1: no earlier event).
+-- The velocity values of a micro-batch, recorded in each user's history: the window rule
+-- of fraudops.features.window_sums, inside Redis so that reading and recording a user is
+-- one atomic step (see serving/feature_state/redis_store.py and contract.py).
+-- KEYS: one per transaction, its user's. ARGV: retention, trim slack, ttl, heavy lines,
+-- header width, window count, the windows (ascending), then the transactions, one line
+-- each: "timestamp TAB amount TAB id". Returns one string per transaction: "count sum" per
+-- window, then the gap (-1: no earlier event).
 --
--- A user's value is its events, one line each: "timestamp TAB amount TAB features TAB id".
+-- A user's value is its events, one line each: "timestamp TAB amount TAB values TAB id".
 -- A short history (at most `heavy` lines) is in arrival order and read whole for each
 -- transaction. A longer one is in time order behind a fixed-width header ("#" newest, then
 -- per window the offset of its first event, its count and its sum): a transaction in time
--- order moves each window's front past the events that left it (amortised O(1), as
--- fraudops.features.OnlineFeatures does); a late one reads the history whole and is put in
--- its place. A window's sum is set to 0 whenever its count is (rounding cannot build up
--- while the user pauses).
+-- order moves each window's front past the events that left it (amortised O(1)); a late
+-- one reads the history whole and is put in its place. A window's sum is set to 0
+-- whenever its count is (rounding cannot build up while the user pauses).
 
 local retention, trim_slack, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local heavy, width, nw = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
