@@ -189,8 +189,9 @@ def batch_features(cols: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def static_matrix(txs: Sequence[Mapping]) -> np.ndarray:
-    """The per-transaction features of a micro-batch (N, static features), vectorised."""
-    return np.column_stack(_static_features(_static_columns(txs)))
+    """The per-transaction features of a micro-batch (N, static features), vectorised (one
+    array built from the columns: column_stack's per-column work shows on one transaction)."""
+    return np.array(_static_features(_static_columns(txs)), dtype=np.float64).T
 
 
 def _static_columns(txs: Sequence[Mapping]) -> dict[str, list]:
