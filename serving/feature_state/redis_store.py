@@ -15,7 +15,8 @@ HEAVY_LINES events) is read whole for each transaction; a longer one is kept in 
 behind a fixed-width header holding each window's running count, sum and first event, so a
 transaction in time order only steps the windows past the events that left them (late
 events read the history whole), and its transaction ids live in a hash beside it
-(`<key>:ids`, id -> first values), so a repeat is found without a search. What stays linear
+(`<key>:ids`, id -> first values), so a repeat is found without a search; the script is
+given both keys of every transaction (a cluster routes by the declared keys). What stays linear
 in a long history is copying its bytes once a call (in C). A batch goes to Redis in calls
 of at most SCRIPT_ROWS transactions, so no batch holds Redis (and the inline calls waiting
 on it) for long. Transaction ids hold no tab or newline (they are validated as printable
@@ -62,7 +63,7 @@ SCRIPT_ROWS = 250
 # After a failure, calls fail fast for this long instead of each waiting out a timeout.
 RETRY_AFTER_SECONDS = 0.5
 
-_SCRIPT = Path(__file__).with_name("redis_store.lua").read_text()
+SCRIPT = Path(__file__).with_name("redis_store.lua").read_text()
 
 # Errors that mean "Redis cannot serve now" rather than a bug in the script.
 _UNAVAILABLE = ("MISCONF", "OOM", "LOADING", "READONLY", "MASTERDOWN")
@@ -83,7 +84,7 @@ class RedisFeatures:
     def __init__(self, client: redis.Redis, prefix: str = "fo"):
         self.client = client
         self.prefix = prefix
-        self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()
+        self._sha = hashlib.sha1(SCRIPT.encode()).hexdigest()
         windows = sorted(WINDOWS_SECONDS)
         fixed = [RETENTION_SECONDS, TRIM_SLACK_SECONDS, TTL_SECONDS, HEAVY_LINES, HEADER_WIDTH]
         self._fixed_args = [*fixed, len(windows), *windows]
@@ -155,7 +156,10 @@ class RedisFeatures:
 
     def _arguments(self, txs: Sequence[Mapping]) -> tuple[list[str], list]:
         """The script's KEYS and ARGV for `txs`."""
-        keys = [self.key_of(int(tx["user_id"])) for tx in txs]
+        keys = []
+        for tx in txs:
+            key = self.key_of(int(tx["user_id"]))
+            keys += [key, f"{key}:ids"]
         lines = "".join(
             f"{int(tx['timestamp'])}\t{float(tx['amount'])!r}\t{tx['transaction_id']}\n"
             for tx in txs
@@ -177,7 +181,7 @@ class RedisFeatures:
             try:
                 return conn.read_response()
             except NoScriptError:
-                conn.send_command("EVAL", _SCRIPT, len(keys), *keys, *args)
+                conn.send_command("EVAL", SCRIPT, len(keys), *keys, *args)
                 return conn.read_response()
         except BaseException:
             conn.disconnect()

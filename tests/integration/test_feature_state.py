@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import psycopg2.extras
 import pytest
+import redis
 
 from fraudops.features import (
     FEATURE_NAMES,
@@ -30,7 +31,13 @@ from fraudops.features import (
     velocity_features,
 )
 from serving import metrics
-from serving.feature_state import FeatureState, MemoryFeatures, RedisFeatures, check_history
+from serving.feature_state import (
+    FeatureState,
+    MemoryFeatures,
+    RedisFeatures,
+    check_history,
+    redis_store,
+)
 from serving.feature_state.contract import RETENTION_SECONDS, TRIM_SLACK_SECONDS, TTL_SECONDS
 from serving.feature_state.redis_store import HEAVY_LINES, SCRIPT_ROWS
 from tests.conftest import ROOT
@@ -417,6 +424,19 @@ def test_an_id_with_a_tab_or_newline_is_refused_and_nothing_recorded(redis_serve
         with pytest.raises(ValueError, match="tab or a newline"):
             state.transform_many([good, {**base, "transaction_id": bad_id}])
     assert state.history(10) == []
+
+
+def test_the_script_refuses_keys_it_was_not_given_and_writes_nothing(redis_server):
+    """Every key the script touches is declared: a transaction's history key and its id
+    index, in pairs; a call that breaks the pairing is refused before anything is written."""
+    state = RedisFeatures.from_url(redis_server.url)
+    keys, args = state._arguments([{**TEMPLATE, "user_id": 11, "transaction_id": "k"}])
+    assert keys == [state.key_of(11), state.key_of(11) + ":ids"]
+    other = state.key_of(12) + ":ids"
+    for bad in ([keys[0]], [keys[0], other], [*keys, *keys]):
+        with pytest.raises(redis.ResponseError, match="fraudops: "):
+            state.client.eval(redis_store.SCRIPT, len(bad), *bad, *args)
+    assert state.client.dbsize() == 0
 
 
 @pytest.fixture
