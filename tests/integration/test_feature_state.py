@@ -86,10 +86,14 @@ class BatchReplay:
         if key not in self._first:
             rows = self._rows.setdefault(key[0], [])
             rows.append(tx)
-            self._first[key] = batch_features(pd.DataFrame(rows))[-1, VELOCITY]
-        static = batch_features(pd.DataFrame([tx]))[0]
-        static[VELOCITY] = self._first[key]
-        return static
+            self._first[key] = batch_features(columns(rows))[-1, VELOCITY]
+        features = batch_features(columns([tx]))[0]
+        features[VELOCITY] = self._first[key]
+        return features
+
+
+def columns(rows: Sequence[Mapping]) -> dict[str, list]:
+    return {name: [row[name] for row in rows] for name in rows[0]}
 
 
 @pytest.fixture(params=KINDS)
