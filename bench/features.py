@@ -1,5 +1,5 @@
 """The cost of the shared per-user feature state: `transform_many` on 2,000-row
-micro-batches over 5,000 users, Redis (`RedisFeatures`) beside in-memory (`OnlineFeatures`)
+micro-batches over 5,000 users, Redis (`RedisFeatures`) beside in-memory (`MemoryFeatures`)
 in one run, median of 5 runs; Redis round trips and bytes on the wire per transaction;
 and single-transaction `transform` latency (what the inline path adds per call).
 
@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fraudops.feature_store import RedisFeatures
-from fraudops.features import OnlineFeatures
+from serving.feature_state import MemoryFeatures, RedisFeatures
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.transactions import make_transactions
 
@@ -77,7 +76,7 @@ def report(server: RedisServer, rows: list[dict], args) -> None:
     client = redis_state.client
     memory_us, redis_us = [], []
     for _ in range(args.runs):
-        memory_us.append(per_tx_us(OnlineFeatures(), rows, args.batch))
+        memory_us.append(per_tx_us(MemoryFeatures(), rows, args.batch))
         client.flushall()
         before = wire_stats(client)
         redis_us.append(per_tx_us(redis_state, rows, args.batch))
@@ -98,7 +97,7 @@ def report(server: RedisServer, rows: list[dict], args) -> None:
           f"({used / max(users, 1):.0f} B per user)")  # fmt: skip
     single = rows[: min(len(rows), 5000)]
     client.flushall()
-    mem_p50 = single_latency_us(OnlineFeatures, single)
+    mem_p50 = single_latency_us(MemoryFeatures, single)
     redis_p50 = single_latency_us(lambda: redis_state, single)
     print(f"transform of one transaction, p50 over {len(single)} calls: in-memory "
           f"{mem_p50:.1f} us, Redis {redis_p50:.1f} us (+{redis_p50 - mem_p50:.1f})")  # fmt: skip

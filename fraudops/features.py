@@ -1,6 +1,8 @@
-"""The one feature transform. `batch_features` (vectorised, for featurize) and
-`OnlineFeatures` (one transaction at a time with per-user state, for the scorer) compute
-the same numbers: a parity test holds them to it. Feature names and order live here only.
+"""The one feature transform. `batch_features` (vectorised, for featurize) computes every
+feature of a dataset; the per-user feature states of the scorer (serving.feature_state)
+compute the same numbers one transaction at a time, and a test suite holds them to it.
+Feature names and order live here only, and so do the velocity window rule
+(`window_sums`) and how raw velocity values become features (`velocity_features`).
 
 Velocity features count a user's *earlier* transactions in a window ending at the current
 one. The batch transform orders each user's rows by (timestamp, row order), which is the
@@ -13,9 +15,7 @@ A dataset without the column has every balance present."""
 
 from __future__ import annotations
 
-import bisect
-import math
-from collections import deque
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -130,30 +130,51 @@ def model_inputs(missing_balance_share: float) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _velocity_features(user: np.ndarray, ts: np.ndarray, amount: np.ndarray) -> list[np.ndarray]:
-    """Per-user counts and sums over each window, and the gap since the previous row."""
+def window_sums(times, prefix, at, ts, search) -> list:
+    """Per window, the count and amount sum of the events before position `at` in `times`
+    (ascending) whose time is in (ts - window, ts]: the one window rule of every feature
+    state. `prefix[k]` is the sum of the first k amounts; `search(times, t)` is a right
+    bisection. The batch transform passes whole arrays (one sorted key per row,
+    `np.searchsorted`), the in-memory state one user's history and one event (`bisect`):
+    the same arithmetic either way. Every event before `at` is at or before `ts`, so only
+    the window's start needs a search."""
+    out = []
+    for window in WINDOWS_SECONDS:
+        first = search(times, ts - window)
+        out += [at - first, prefix[at] - prefix[first]]
+    return out
+
+
+def velocity_features(raw) -> np.ndarray:
+    """Raw velocity values (N, 2 * windows + 1: count and amount sum per window, then the
+    seconds since the previous event, negative for none) as features: log sums (a sum below
+    zero, from float rounding, reads as zero) and the log gap, capped at MAX_GAP_SECONDS
+    ("never seen" reads as the cap). Every feature state reports raw values through this."""
+    raw = np.asarray(raw, dtype=np.float64)
+    out = raw.copy()
+    out[:, 1:-1:2] = np.log1p(np.maximum(raw[:, 1:-1:2], 0.0))
+    gap = raw[:, -1]
+    out[:, -1] = np.log1p(np.where(gap < 0, MAX_GAP_SECONDS, np.minimum(gap, MAX_GAP_SECONDS)))
+    return out
+
+
+def _velocity_raw(user: np.ndarray, ts: np.ndarray, amount: np.ndarray) -> np.ndarray:
+    """Raw velocity values of every row (see `velocity_features`): each user's rows in
+    (timestamp, row order), each counting the rows before it."""
     n = len(user)
     _, rank = np.unique(user, return_inverse=True)
     order = np.lexsort((np.arange(n), ts, rank))
     # One sorted key per row: rows of one user are contiguous, in time order.
     key = rank[order].astype(np.int64) * (1 << 34) + ts[order]
     prefix = np.concatenate(([0.0], np.cumsum(amount[order])))
-    idx = np.arange(n)
-    out: list[np.ndarray] = []
-    for window in WINDOWS_SECONDS:
-        first = np.searchsorted(key, key - window, side="right")
-        count, total = np.empty(n), np.empty(n)
-        count[order] = idx - first
-        total[order] = prefix[idx] - prefix[first]
-        out += [count, np.log1p(np.maximum(total, 0.0))]
-    gap = np.full(n, float(MAX_GAP_SECONDS))
-    same_user = np.zeros(n, dtype=bool)
-    same_user[1:] = rank[order][1:] == rank[order][:-1]
-    sorted_gap = np.full(n, float(MAX_GAP_SECONDS))
-    sorted_gap[1:] = np.where(same_user[1:], np.diff(ts[order]), MAX_GAP_SECONDS)
-    gap[order] = np.minimum(sorted_gap, MAX_GAP_SECONDS)
-    out.append(np.log1p(gap))
-    return out
+    search = functools.partial(np.searchsorted, side="right")
+    sorted_raw = window_sums(key, prefix, np.arange(n), key, search)
+    gap = np.full(n, -1.0)
+    same_user = rank[order][1:] == rank[order][:-1]
+    gap[1:] = np.where(same_user, np.diff(ts[order]), -1.0)
+    raw = np.empty((n, len(sorted_raw) + 1))
+    raw[order] = np.column_stack([*sorted_raw, gap])
+    return raw
 
 
 def batch_features(cols: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -163,120 +184,14 @@ def batch_features(cols: Mapping[str, np.ndarray]) -> np.ndarray:
     amount = np.asarray(cols["amount"], dtype=np.float64)
     if len(user) == 0:
         return np.zeros((0, N_FEATURES), dtype=np.float32)
-    columns = _static_features(cols) + _velocity_features(user, ts, amount)
-    return np.column_stack(columns).astype(np.float32)
-
-
-class _UserWindows:
-    """One user's transactions within the longest window, sorted by time, with a running
-    count and amount sum per window: the last `counts[w]` events are those inside window
-    w of the newest timestamp, so a transaction in time order costs O(evicted), not
-    O(history)."""
-
-    __slots__ = ("counts", "events", "newest", "sums")
-
-    def __init__(self) -> None:
-        self.events: deque[tuple[int, float]] = deque()
-        self.counts = [0] * len(WINDOWS_SECONDS)
-        self.sums = [0.0] * len(WINDOWS_SECONDS)
-        self.newest = -(2**63)
-
-    def advance(self, ts: int) -> list[float]:
-        """Slide every window to end at `ts` (>= newest); its count and log amount sum."""
-        events, counts, sums = self.events, self.counts, self.sums
-        values: list[float] = []
-        for w, window in enumerate(WINDOWS_SECONDS):
-            count, total, cutoff = counts[w], sums[w], ts - window
-            while count and events[-count][0] <= cutoff:
-                total -= events[-count][1]
-                count -= 1
-            if not count:
-                total = 0.0  # an empty window restarts the sum: no drift carries over
-            counts[w], sums[w] = count, total
-            values += [float(count), math.log1p(max(total, 0.0))]
-        horizon = ts - _HORIZON
-        while events and events[0][0] <= horizon:
-            events.popleft()
-        return values
-
-    def add(self, ts: int, amount: float) -> None:
-        """Record a transaction at or after the newest one."""
-        self.events.append((ts, amount))
-        for w in range(len(WINDOWS_SECONDS)):
-            self.counts[w] += 1
-            self.sums[w] += amount
-        self.newest = ts
-
-    def late(self, ts: int, amount: float) -> list[float]:
-        """An event older than the newest one: count it by scanning (rare), then insert
-        it in time order and rebuild the running windows from the sorted events."""
-        values: list[float] = []
-        for window in WINDOWS_SECONDS:
-            recent = [a for t, a in self.events if t > ts - window]
-            values += [float(len(recent)), math.log1p(sum(recent))]
-        self.events.insert(bisect.bisect_right(self.events, ts, key=_event_time), (ts, amount))
-        for w, window in enumerate(WINDOWS_SECONDS):
-            inside = [a for t, a in self.events if t > self.newest - window]
-            self.counts[w], self.sums[w] = len(inside), math.fsum(inside)
-        return values
-
-
-_HORIZON = max(WINDOWS_SECONDS)
-
-
-def _event_time(event: tuple[int, float]) -> int:
-    return event[0]
-
-
-class OnlineFeatures:
-    """Per-user state for scoring one transaction at a time.
-
-    Holds, for each user, the (timestamp, amount) of transactions within the longest
-    window, with running per-window counts and sums. In a consumer group each user's state
-    lives in one scorer, since Kafka keys raw_transactions by user_id."""
-
-    def __init__(self) -> None:
-        self._history: dict[int, _UserWindows] = {}
-        self._last_seen: dict[int, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._history)
-
-    def transform(self, tx: Mapping) -> np.ndarray:
-        """Features of one transaction (a dict with canonical names); updates the state."""
-        static = [float(v[0]) for v in _static_features(_static_columns([tx]))]
-        return np.asarray(static + self.velocity(tx), dtype=np.float32)
-
-    def velocity(self, tx: Mapping) -> list[float]:
-        """The velocity features of one transaction, then record it in the user's state."""
-        user, ts, amount = int(tx["user_id"]), int(tx["timestamp"]), float(tx["amount"])
-        state = self._history.get(user)
-        if state is None:
-            state = self._history[user] = _UserWindows()
-        if ts >= state.newest:
-            values = state.advance(ts)
-            state.add(ts, amount)
-        else:
-            values = state.late(ts, amount)
-        last = self._last_seen.get(user)
-        # max(.., 0): an event older than the last one seen (out of order) counts as no gap
-        gap = MAX_GAP_SECONDS if last is None else min(max(ts - last, 0), MAX_GAP_SECONDS)
-        values.append(math.log1p(gap))
-        self._last_seen[user] = ts
-        return values
-
-    def transform_many(self, txs: list[Mapping]) -> np.ndarray:
-        """Features of a micro-batch, in order; static features are vectorised."""
-        if not txs:
-            return np.zeros((0, N_FEATURES), dtype=np.float32)
-        static = static_matrix(txs)
-        velocity = np.asarray([self.velocity(tx) for tx in txs], dtype=np.float64)
-        return np.hstack([static, velocity]).astype(np.float32)
+    velocity = velocity_features(_velocity_raw(user, ts, amount))
+    return np.column_stack([*_static_features(cols), velocity]).astype(np.float32)
 
 
 def static_matrix(txs: Sequence[Mapping]) -> np.ndarray:
-    """The per-transaction features of a micro-batch (N, static features), vectorised."""
-    return np.column_stack(_static_features(_static_columns(txs)))
+    """The per-transaction features of a micro-batch (N, static features), vectorised (one
+    array built from the columns: column_stack's per-column work shows on one transaction)."""
+    return np.array(_static_features(_static_columns(txs)), dtype=np.float64).T
 
 
 def _static_columns(txs: Sequence[Mapping]) -> dict[str, list]:

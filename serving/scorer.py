@@ -29,13 +29,17 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from google.protobuf.message import DecodeError
 
 from fraudops.bands import BANDS
-from fraudops.feature_store import FeatureStateUnavailable
 from fraudops.pii import configure_logging, mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.schema import TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import metrics
-from serving.feature_state import BATCH_TIMEOUT_SECONDS, check_history, open_feature_state
+from serving.feature_state import (
+    BATCH_TIMEOUT_SECONDS,
+    FeatureStateUnavailable,
+    check_history,
+    open_feature_state,
+)
 from serving.kafka_io import dead_letter, make_consumer, make_producer, next_offsets
 from serving.model_store import ModelStore
 from serving.persistence import RETRYABLE, DeploymentRecorder, ScoreWriter, WriteResult

@@ -19,8 +19,6 @@ from typing import Any
 import numpy as np
 
 from fraudops.bands import BANDS, bands_for
-from fraudops.feature_store import FeatureStateUnavailable, RedisFeatures, features_without_history
-from fraudops.features import OnlineFeatures
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.rules import EMPTY, MODEL, Decisions, RuleSet, rule_reason
 from fraudops.schema import (
@@ -33,6 +31,12 @@ from fraudops.schema import (
     validate_transaction,
 )
 from serving import metrics
+from serving.feature_state import (
+    FeatureState,
+    FeatureStateUnavailable,
+    MemoryFeatures,
+    features_without_history,
+)
 from serving.model_store import LoadedModel, ModelStore
 
 # fraudops.bands index (0 ALLOW, 1 CHALLENGE, 2 BLOCK) -> proto enum value.
@@ -157,15 +161,14 @@ class ScoringCore:
     def __init__(
         self,
         store: ModelStore,
-        features: OnlineFeatures | RedisFeatures | None = None,
+        features: FeatureState | None = None,
         without_history_ok: bool = False,
         rules: RuleSource | None = None,
     ):
         self.store = store
         self.rules = rules if rules is not None else RuleSource()
-        self.features = features if features is not None else OnlineFeatures()
-        shared = getattr(self.features, "shared", False)
-        self._state_lock = contextlib.nullcontext() if shared else threading.Lock()
+        self.features = features if features is not None else MemoryFeatures()
+        self._state_lock = contextlib.nullcontext() if self.features.shared else threading.Lock()
         self._without_history_ok = without_history_ok
 
     def score(self, txs: Sequence[Mapping[str, Any]], started_ns: int | None = None) -> ScoredBatch:

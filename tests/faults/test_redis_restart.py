@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fraudops.feature_store import RedisFeatures
+from serving.feature_state import RedisFeatures
 from tests.faults.support import USERS, Stream, log_says, resumed, with_stack
 from tests.helpers.serving_env import (
     scored_ids,

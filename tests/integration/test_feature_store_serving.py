@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fraudops.feature_store import RedisFeatures
 from fraudops.proto_gen.fraud.v1 import fraud_pb2_grpc
 from serving import metrics
+from serving.feature_state import RedisFeatures
 from serving.model_store import ModelStore
 from serving.scoring import NO_HISTORY_REASON, ScoringCore, decode
 from serving.server import ServingApp

@@ -19,10 +19,10 @@ import grpc
 import numpy as np
 import pytest
 
-from fraudops.feature_store import RedisFeatures
 from fraudops.features import FEATURE_NAMES, batch_features
 from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
+from serving.feature_state import RedisFeatures
 from serving.server import WORKER_METADATA_KEY
 from tests.helpers.serving_env import (
     ROOT,
@@ -39,9 +39,9 @@ from tests.helpers.serving_env import (
 )
 from tests.helpers.stack import port_open, wait_for_members
 from tests.helpers.transactions import make_transactions
+from tests.integration.test_feature_state import TOLERANCE
 from tests.integration.test_feature_store_serving import expected_scores, one_users_transfers
 from tests.integration.test_scorer import produce_raw
-from tests.unit.test_feature_parity import TOLERANCE
 
 pytestmark = pytest.mark.slow
 

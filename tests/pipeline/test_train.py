@@ -17,7 +17,7 @@ import pytest
 import yaml
 from sklearn.metrics import average_precision_score
 
-from fraudops.features import FEATURE_NAMES, N_FEATURES, OnlineFeatures
+from fraudops.features import FEATURE_NAMES, N_FEATURES, batch_features
 from tests.helpers.lineage import dataset_inputs, dvc_recorded, training_runs
 from tests.helpers.transactions import make_transactions
 from training.featurize import featurize
@@ -286,7 +286,7 @@ def candidate(trained):
 
 def _features(**tx) -> np.ndarray:
     base = {"user_id": 1, "timestamp": 1_700_000_000 + 12 * 3600, "is_unauthorized_overdraft": 0.0}
-    return OnlineFeatures().transform({**base, **tx}).reshape(1, -1)
+    return batch_features({k: [v] for k, v in {**base, **tx}.items()})  # a user's first
 
 
 def test_draining_the_origin_into_a_mule_scores_higher_than_a_payment(candidate):

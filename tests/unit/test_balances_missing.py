@@ -11,13 +11,13 @@ from fraudops.features import (
     BALANCE_FEATURES,
     FEATURE_NAMES,
     FEATURES,
-    OnlineFeatures,
     batch_features,
     mask_balances,
 )
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.schema import InvalidTransaction, proto_to_dict, validate_columns
 from fraudops.schema import validate_transaction as validate
+from serving.feature_state import MemoryFeatures
 from tests.helpers.transactions import make_transactions
 
 PRESENT = FEATURE_NAMES.index("balances_present")
@@ -52,7 +52,7 @@ def test_training_mask_equals_the_transform_of_missing_rows(frame):
 
 
 def test_online_reproduces_batch_with_missing_balances(frame):
-    online = OnlineFeatures()
+    online = MemoryFeatures()
     rows = np.vstack([online.transform(r) for r in frame.to_dict("records")])
     np.testing.assert_allclose(rows, batch_features(frame), rtol=1e-5, atol=1e-5)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fraudops.feature_store import velocity_of
 from fraudops.features import MAX_GAP_SECONDS
+from serving.feature_state.redis_store import velocity_of
 
 REPLIES = [
     b"0 0 0 0 -1",  # never seen

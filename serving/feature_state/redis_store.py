@@ -1,48 +1,34 @@
-"""Per-user online feature state in Redis, shared by every scoring process.
-
-`RedisFeatures` has the interface of `fraudops.features.OnlineFeatures` (`transform`,
-`transform_many`), so the scoring core takes either. The difference is where the history
-lives: one Redis for the inline server's processes and every scorer replica, so a restart,
-a second process or a consumer-group rebalance sees the same history and gives the same
-features.
+"""The per-user feature state in Redis, shared by every scoring process: the inline server's
+processes and every scorer replica see one history, so a restart, a second process or a
+consumer-group rebalance gives the same features. Its semantics are the contract's
+(serving.feature_state.contract); the window rule runs inside Redis, in Lua, so that
+reading and recording a user's events is one atomic step.
 
 Each user has one key, `<prefix>:h:{user}` (hash-tagged, for a cluster): a string holding
-the user's recent events, one line each, "timestamp TAB amount TAB the velocity features it
-was first scored with TAB transaction_id". One Lua script (feature_store.lua) reads a
-micro-batch's users, computes each transaction's velocity features, records it, and writes
+the user's recent events, one line each, "timestamp TAB amount TAB the raw velocity values
+it was first scored with TAB transaction_id". One Lua script (redis_store.lua) reads a
+micro-batch's users, computes each transaction's velocity values, records it, and writes
 each user once: atomic, so two processes scoring the same user at once each count the
 other. A user costs one GET and one APPEND + EXPIRE per batch inside the script (a SET when
 old events are dropped, about once an hour of event time). A short history (up to
 HEAVY_LINES events) is read whole for each transaction; a longer one is kept in time order
 behind a fixed-width header holding each window's running count, sum and first event, so a
-transaction in time order only steps the windows past the events that left them, as
-`OnlineFeatures` does (late events read the history whole), and its transaction ids live in
-a hash beside it (`<key>:ids`, id -> first features), so a repeat is found without a search.
-What stays linear in a long history is copying its bytes once a call (in C): at ~700 kept
-events a user, ~22 µs a transaction in 2,000-row batches against ~330 µs when every history
-was read whole. A batch goes to Redis in calls of at most SCRIPT_ROWS transactions, so no
-batch holds Redis (and the inline calls waiting on it) for long. A sorted set per user
-(the first layout, `<prefix>:{user}`, not read any more; its keys expire on their own) cost
-1.2-1.4x as much inside Redis. Transaction ids hold no tab or newline (they are validated as
-printable text before they get here; a batch that breaks this is refused).
+transaction in time order only steps the windows past the events that left them (late
+events read the history whole), and its transaction ids live in a hash beside it
+(`<key>:ids`, id -> first values), so a repeat is found without a search; the script is
+given both keys of every transaction (a cluster routes by the declared keys). What stays linear
+in a long history is copying its bytes once a call (in C). A batch goes to Redis in calls
+of at most SCRIPT_ROWS transactions, so no batch holds Redis (and the inline calls waiting
+on it) for long. Transaction ids hold no tab or newline (they are validated as printable
+text before they get here; a batch that breaks this is refused).
 
-The features of a transaction are those `batch_features` gives it over the stream seen so
-far: windows count earlier events with a timestamp in (ts - window, ts], ties included,
-and the gap is to the latest earlier event at or before ts. In time order that is exactly
-the batch transform. A late event (older than the user's newest) is counted against the
-events before it in time, and the events after it count it once they come; up to
-LATENESS_SECONDS late this is exact, since the history keeps that much beyond the longest
-window. A transaction_id seen before gets the features of its first scoring and is not
-counted again (redelivery, retry, or inline then Kafka), for as long as its event is kept.
-
-Keys expire after the longest window plus MAX_GAP_SECONDS of inactivity: by then the
-user would read as "never seen" anyway."""
+Keys expire after TTL_SECONDS of inactivity: by then the user would read as "never seen"
+anyway."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -53,16 +39,16 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-from fraudops.features import MAX_GAP_SECONDS, N_FEATURES, WINDOWS_SECONDS, static_matrix
+from fraudops.features import N_FEATURES, WINDOWS_SECONDS, static_matrix, velocity_features
+from serving.feature_state.contract import (
+    RETENTION_SECONDS,
+    TRIM_SLACK_SECONDS,
+    TTL_SECONDS,
+    FeatureStateUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
-LATENESS_SECONDS = 86400  # how late an event may be and still get exact batch features
-RETENTION_SECONDS = max(WINDOWS_SECONDS) + LATENESS_SECONDS
-TTL_SECONDS = max(WINDOWS_SECONDS) + MAX_GAP_SECONDS
-# Events older than the retention are dropped once the oldest is this much older still: a
-# user's history is rewritten about once an hour of event time, and otherwise appended to.
-TRIM_SLACK_SECONDS = 3600
 # How long a call may wait on Redis, by default: the inline path answers without history
 # rather than wait longer; the stream scorer passes a longer one for its large batches.
 # The URL's query string overrides it (`?socket_timeout=0.5`).
@@ -76,16 +62,11 @@ HEADER_WIDTH = 32 + 64 * len(WINDOWS_SECONDS)
 SCRIPT_ROWS = 250
 # After a failure, calls fail fast for this long instead of each waiting out a timeout.
 RETRY_AFTER_SECONDS = 0.5
-NO_HISTORY = [0.0] * (2 * len(WINDOWS_SECONDS)) + [math.log1p(MAX_GAP_SECONDS)]
 
-_SCRIPT = Path(__file__).with_name("feature_store.lua").read_text()
+SCRIPT = Path(__file__).with_name("redis_store.lua").read_text()
 
 # Errors that mean "Redis cannot serve now" rather than a bug in the script.
 _UNAVAILABLE = ("MISCONF", "OOM", "LOADING", "READONLY", "MASTERDOWN")
-
-
-class FeatureStateUnavailable(RuntimeError):
-    """The shared feature state could not be read or updated; nothing was recorded."""
 
 
 def connect(url: str, timeout: float = INLINE_TIMEOUT_SECONDS) -> redis.Redis:
@@ -96,14 +77,14 @@ def connect(url: str, timeout: float = INLINE_TIMEOUT_SECONDS) -> redis.Redis:
 
 
 class RedisFeatures:
-    """Online features with the per-user history in Redis (see the module docstring)."""
+    """The feature state with the per-user history in Redis (see the module docstring)."""
 
     shared = True  # the state is updated atomically in Redis: callers need no lock
 
     def __init__(self, client: redis.Redis, prefix: str = "fo"):
         self.client = client
         self.prefix = prefix
-        self._sha = hashlib.sha1(_SCRIPT.encode()).hexdigest()
+        self._sha = hashlib.sha1(SCRIPT.encode()).hexdigest()
         windows = sorted(WINDOWS_SECONDS)
         fixed = [RETENTION_SECONDS, TRIM_SLACK_SECONDS, TTL_SECONDS, HEAVY_LINES, HEADER_WIDTH]
         self._fixed_args = [*fixed, len(windows), *windows]
@@ -175,7 +156,10 @@ class RedisFeatures:
 
     def _arguments(self, txs: Sequence[Mapping]) -> tuple[list[str], list]:
         """The script's KEYS and ARGV for `txs`."""
-        keys = [self.key_of(int(tx["user_id"])) for tx in txs]
+        keys = []
+        for tx in txs:
+            key = self.key_of(int(tx["user_id"]))
+            keys += [key, f"{key}:ids"]
         lines = "".join(
             f"{int(tx['timestamp'])}\t{float(tx['amount'])!r}\t{tx['transaction_id']}\n"
             for tx in txs
@@ -197,7 +181,7 @@ class RedisFeatures:
             try:
                 return conn.read_response()
             except NoScriptError:
-                conn.send_command("EVAL", _SCRIPT, len(keys), *keys, *args)
+                conn.send_command("EVAL", SCRIPT, len(keys), *keys, *args)
                 return conn.read_response()
         except BaseException:
             conn.disconnect()
@@ -207,20 +191,8 @@ class RedisFeatures:
 
 
 def velocity_of(raw: Sequence[bytes]) -> np.ndarray:
-    """The script's replies as velocity features (N, 2 * windows + 1): counts, log sums
-    (a sum below zero, from float rounding, reads as zero), log gap (none: never seen)."""
-    values = np.array(b" ".join(raw).split(), dtype=np.float64).reshape(len(raw), -1)
-    out = np.empty_like(values)
-    for w in range(len(WINDOWS_SECONDS)):
-        out[:, 2 * w] = values[:, 2 * w]
-        out[:, 2 * w + 1] = np.log1p(np.maximum(values[:, 2 * w + 1], 0.0))
-    gap = values[:, -1]
-    out[:, -1] = np.log1p(np.where(gap < 0, MAX_GAP_SECONDS, np.minimum(gap, MAX_GAP_SECONDS)))
-    return out
-
-
-def features_without_history(txs: Sequence[Mapping]) -> np.ndarray:
-    """Features of transactions as if their users had never been seen: the answer the
-    inline path gives when the shared state is unreachable."""
-    velocity = np.tile(np.asarray(NO_HISTORY), (len(txs), 1))
-    return np.hstack([static_matrix(txs), velocity]).astype(np.float32)
+    """The script's replies ("count sum" per window, then the gap, -1 for none) as
+    velocity features."""
+    return velocity_features(
+        np.array(b" ".join(raw).split(), dtype=np.float64).reshape(len(raw), -1)
+    )

@@ -1,17 +1,20 @@
--- The velocity features of a micro-batch, recorded in each user's history (see
--- fraudops/feature_store.py). KEYS: one per transaction, its user's. ARGV: retention, trim
--- slack, ttl, heavy lines, header width, window count, the windows (ascending), then the
--- transactions, one line each: "timestamp TAB amount TAB id". Returns one string per
--- transaction: "count sum" per window, then the gap (-1: no earlier event).
+-- The velocity values of a micro-batch, recorded in each user's history: the window rule
+-- of fraudops.features.window_sums, inside Redis so that reading and recording a user is
+-- one atomic step (see serving/feature_state/redis_store.py and contract.py).
+-- KEYS: two per transaction, every key the script touches: its user's history, then that
+-- history's id index (the history key and ":ids"; checked, so both share a cluster slot).
+-- ARGV: retention, trim slack, ttl, heavy lines, header width, window count, the windows
+-- (ascending), then the transactions, one line each: "timestamp TAB amount TAB id".
+-- Returns one string per transaction: "count sum" per window, then the gap (-1: no
+-- earlier event). Nothing is written unless every line and key pair is well formed.
 --
--- A user's value is its events, one line each: "timestamp TAB amount TAB features TAB id".
+-- A user's value is its events, one line each: "timestamp TAB amount TAB values TAB id".
 -- A short history (at most `heavy` lines) is in arrival order and read whole for each
 -- transaction. A longer one is in time order behind a fixed-width header ("#" newest, then
 -- per window the offset of its first event, its count and its sum): a transaction in time
--- order moves each window's front past the events that left it (amortised O(1), as
--- fraudops.features.OnlineFeatures does); a late one reads the history whole and is put in
--- its place. A window's sum is set to 0 whenever its count is (rounding cannot build up
--- while the user pauses).
+-- order moves each window's front past the events that left it (amortised O(1)); a late
+-- one reads the history whole and is put in its place. A window's sum is set to 0
+-- whenever its count is (rounding cannot build up while the user pauses).
 
 local retention, trim_slack, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local heavy, width, nw = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -87,9 +90,9 @@ local function header(user)
   return text .. string.rep(' ', width - 1 - #text) .. '\n'
 end
 
-local function read_user(key)
+local function read_user(key, ids_key)
   local value = redis.call('GET', key) or ''
-  local user = {stored = #value, rewrite = false}
+  local user = {stored = #value, rewrite = false, ids_key = ids_key}
   if sub(value, 1, 1) ~= '#' then
     user.events, user.heavy = value, false
     return user
@@ -261,7 +264,7 @@ local function write_user(key, user)
     else
       redis.call('SET', key, header(user) .. user.events .. added, 'EX', ttl)
     end
-    write_ids(key .. ':ids', user)
+    write_ids(user.ids_key, user)
   elseif fresh then
     redis.call('APPEND', key, sub(user.events, user.stored + 1))
     redis.call('EXPIRE', key, ttl)
@@ -274,15 +277,18 @@ local users, changed, out = {}, {}, {}
 local i = 0
 for written, amount, id in gmatch(ARGV[7 + nw], '([^\t]*)\t([^\t]*)\t([^\n]*)\n') do
   i = i + 1
-  local key, ts = KEYS[i], tonumber(written)
+  local key, ids_key, ts = KEYS[2 * i - 1], KEYS[2 * i], tonumber(written)
+  if ids_key ~= key .. ':ids' or ts == nil then
+    return redis.error_reply('fraudops: transaction ' .. i .. ': keys or timestamp malformed')
+  end
   local user = users[key]
   if user == nil then
-    user = read_user(key)
+    user = read_user(key, ids_key)
     users[key] = user
   end
   local found = nil
   if user.heavy then
-    found = user.new_ids[id] or (user.was_heavy and redis.call('HGET', key .. ':ids', id)) or nil
+    found = user.new_ids[id] or (user.was_heavy and redis.call('HGET', user.ids_key, id)) or nil
   elseif user.events ~= '' and find(user.events, '\t' .. id .. '\n', 1, true) then
     for f, other in gmatch(user.events, '[^\t]*\t[^\t]*\t([^\t]*)\t([^\n]*)\n') do
       if other == id then found = f break end
@@ -298,8 +304,8 @@ for written, amount, id in gmatch(ARGV[7 + nw], '([^\t]*)\t([^\t]*)\t([^\n]*)\n'
   end
   out[i] = found
 end
-if i ~= #KEYS then
-  return redis.error_reply('fraudops: ' .. #KEYS .. ' keys but ' .. i .. ' transaction lines')
+if 2 * i ~= #KEYS then
+  return redis.error_reply('fraudops: ' .. #KEYS .. ' keys for ' .. i .. ' transaction lines')
 end
 for _, key in ipairs(changed) do write_user(key, users[key]) end
 return out
