@@ -139,6 +139,16 @@ class Parts:
         }
 
 
+def partition_key(event: dict[str, Any]) -> str:
+    """The payment an event is about, so a payment's events stay in order on one partition;
+    the event's own id for an event about none, or one whose references the consumer will
+    refuse (it is kept, to be dead-lettered with the reason, not refused here)."""
+    try:
+        return transaction_id_of(event["data"]["object"]) or event["id"]
+    except InvalidEvent:
+        return event["id"]
+
+
 def create_app(settings: Settings) -> FastAPI:
     parts = Parts(settings)
     secrets = settings.stripe_secrets()
@@ -162,8 +172,7 @@ def create_app(settings: Settings) -> FastAPI:
         except WebhookRejected as err:
             log.warning("webhook refused: %s", err)
             raise HTTPException(400, str(err)) from err
-        # Keyed by the payment, so a payment's events stay in order on one partition.
-        key = transaction_id_of(event["data"]["object"]) or event["id"]
+        key = partition_key(event)
         topic = settings.topic_stripe_events
         await run_in_threadpool(parts.producer.send, topic, key, payload)
         return {"received": event["id"]}

@@ -37,6 +37,7 @@ from integrations.stripe.events import (
     NotAPayment,
     label_of,
     parse_event,
+    reference,
     transaction,
     unix_seconds,
 )
@@ -118,7 +119,7 @@ class StripeConsumer(DatabaseHandler):
         out = outcome_of(event, self.settings)
         obj = event["data"]["object"]
         row = (
-            event["id"], event["type"], bool(event.get("livemode")), str(obj.get("id") or ""),
+            event["id"], event["type"], bool(event.get("livemode")), reference(obj, "id"),
             out.transaction_id or None, out.kind, event["created"],
         )  # fmt: skip
         conn = self.connection()

@@ -52,11 +52,9 @@ def check_event(event: Any) -> dict[str, Any]:
         raise InvalidEvent("event", "must be a JSON object")
     for name in ("id", "type"):
         value = event.get(name)
-        if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_LENGTH:
-            raise InvalidEvent(f"event.{name}", f"must be a string of 1 to {MAX_NAME_LENGTH} "
-                               "characters")  # fmt: skip
-        if not value.isprintable():
-            raise InvalidEvent(f"event.{name}", "must hold printable characters only")
+        if not isinstance(value, str) or not value:
+            raise InvalidEvent(f"event.{name}", "must be a non-empty string")
+        _checked_id(value, f"event.{name}")
     data = event.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise InvalidEvent("event.data.object", "must be an object")
@@ -116,11 +114,18 @@ def stripe_user_id(kind: str, stripe_id: str) -> int:
     return _USER_BASE + int.from_bytes(digest[:8], "big") % _USER_BASE
 
 
-def _id(value: Any) -> str:
-    """A Stripe reference, whether the id itself or the expanded object."""
-    if isinstance(value, Mapping):
-        return str(value.get("id") or "")
-    return str(value or "")
+def reference(obj: Mapping[str, Any], key: str) -> str:
+    """The Stripe id `obj[key]` names, whether the id itself or the expanded object ("" if
+    none); InvalidEvent naming `key` for one that is not a short printable string."""
+    value = obj.get(key)
+    ref = value.get("id") if isinstance(value, Mapping) else value
+    return _checked_id(str(ref or ""), key)
+
+
+def _checked_id(ref: str, field: str) -> str:
+    if len(ref) > MAX_NAME_LENGTH or not ref.isprintable():
+        raise InvalidEvent(field, f"must be up to {MAX_NAME_LENGTH} printable characters")
+    return ref
 
 
 def _fingerprint(obj: Mapping[str, Any]) -> str:
@@ -133,7 +138,7 @@ def _fingerprint(obj: Mapping[str, Any]) -> str:
         card = _mapping(details.get("card")) or _mapping(holder.get("card"))
         found = holder.get("card_fingerprint") or card.get("fingerprint")
         if found:
-            return str(found)
+            return _checked_id(str(found), "card_fingerprint")
     return ""
 
 
@@ -144,7 +149,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def user_of(obj: Mapping[str, Any]) -> int:
     """The user a payment belongs to: its customer, else its card."""
-    if customer := _id(obj.get("customer")):
+    if customer := reference(obj, "customer"):
         return stripe_user_id("customer", customer)
     if fingerprint := _fingerprint(obj):
         return stripe_user_id("card", fingerprint)
@@ -154,8 +159,8 @@ def user_of(obj: Mapping[str, Any]) -> int:
 def transaction_id_of(obj: Mapping[str, Any]) -> str:
     """The transaction a Stripe object is about: its PaymentIntent, else its charge."""
     if obj.get("object") == "payment_intent":
-        return _id(obj.get("id"))
-    return _id(obj.get("payment_intent")) or _id(obj.get("charge")) or _id(obj.get("id"))
+        return reference(obj, "id")
+    return reference(obj, "payment_intent") or reference(obj, "charge") or reference(obj, "id")
 
 
 def transaction(obj: Mapping[str, Any], now: float | None = None) -> fraud_pb2.TransactionRequest:
@@ -170,8 +175,8 @@ def transaction(obj: Mapping[str, Any], now: float | None = None) -> fraud_pb2.T
     if not isinstance(currency, str) or not currency:
         raise NotAPayment("currency", "must be a three-letter ISO code")
     created = unix_seconds(obj.get("created"), "created", int(time.time() if now is None else now))
-    charge = _id(obj.get("latest_charge")) if is_intent else _id(obj.get("id"))
-    intent = _id(obj.get("id")) if is_intent else _id(obj.get("payment_intent"))
+    charge = reference(obj, "latest_charge") if is_intent else reference(obj, "id")
+    intent = reference(obj, "id") if is_intent else reference(obj, "payment_intent")
     return fraud_pb2.TransactionRequest(
         transaction_id=transaction_id_of(obj),
         user_id=user_of(obj),
@@ -182,7 +187,7 @@ def transaction(obj: Mapping[str, Any], now: float | None = None) -> fraud_pb2.T
         balances_missing=True,
         stripe_payment_intent_id=intent,
         stripe_charge_id=charge,
-        stripe_customer_id=_id(obj.get("customer")),
+        stripe_customer_id=reference(obj, "customer"),
     )
 
 
@@ -190,7 +195,7 @@ def label_of(event_type: str, obj: Mapping[str, Any]) -> Label | None:
     """The verdict an event carries, or None: a fraudulent dispute, an early fraud warning
     or a fraudulent refund says FRAUD; a fraudulent dispute the merchant won says LEGIT."""
     tx_id = transaction_id_of(obj)
-    ref = _id(obj.get("id"))
+    ref = reference(obj, "id")
     fraudulent = obj.get("reason") == "fraudulent"
     if event_type == "charge.dispute.created" and fraudulent:
         return Label(tx_id, "FRAUD", "stripe:dispute", f"dispute {ref} opened: fraudulent")

@@ -17,6 +17,7 @@ from integrations.stripe.events import (
     NotAPayment,
     label_of,
     major_amount,
+    reference,
     stripe_user_id,
     transaction,
 )
@@ -62,7 +63,7 @@ def test_signed_garbage_and_no_secret_are_rejected():
     with pytest.raises(WebhookRejected):
         verify(junk, sign(b"not json"), SECRETS)
     body = b'{"hello": "world"}'
-    with pytest.raises(WebhookRejected, match="event.id: must be a string"):
+    with pytest.raises(WebhookRejected, match="event.id: must be a non-empty string"):
         verify(body, sign(body), SECRETS)
     body = b'{"id": "evt_1", "type": "charge.succeeded", "data": []}'
     with pytest.raises(WebhookRejected, match="event.data.object: must be an object"):
@@ -189,6 +190,29 @@ def test_an_event_created_out_of_range_is_named(created):
     with pytest.raises(InvalidEvent) as err:
         decode(json.dumps(body).encode())
     assert err.value.field == "event.created"
+
+
+@pytest.mark.parametrize(
+    ("obj", "field"),
+    [
+        ({"id": "cus_\x00"}, "id"),
+        ({"id": "cus_\ud800"}, "id"),
+        ({"id": "x" * 256}, "id"),
+        ({"id": 10**400}, "id"),
+    ],
+)
+def test_an_object_id_the_database_cannot_hold_is_named(obj, field):
+    body = json.loads(event("customer.created", {"object": "customer", **obj}))
+    with pytest.raises(InvalidEvent) as err:
+        reference(decode(json.dumps(body).encode())["data"]["object"], "id")
+    assert err.value.field == field
+
+
+def test_a_card_fingerprint_that_is_no_id_is_named():
+    ch = charge(payment_method_details={"card": {"fingerprint": "fp\ud800"}})
+    with pytest.raises(InvalidEvent) as err:
+        transaction(ch)
+    assert err.value.field == "card_fingerprint"
 
 
 def test_a_label_the_label_rules_refuse_is_named_before_it_is_published():
