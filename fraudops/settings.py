@@ -37,6 +37,7 @@ class Settings:
     topic_labels_dlq: str = "transaction_labels.dlq"
     topic_inline_dlq: str = "inline_scores.dlq"
     topic_stripe_events: str = "stripe_events"  # verified Stripe webhook events, as received
+    topic_stripe_events_dlq: str = "stripe_events.dlq"
     # The Stripe integration (integrations/stripe): its HTTP endpoint, the webhook endpoint
     # secrets (whsec_..., comma-separated: the new one beside the old while rotating) and
     # the key a checkout sends in X-Api-Key to ask for a decision.

@@ -70,6 +70,7 @@ COPY (
          coalesce(s.old_balance_dest, 0) AS old_balance_dest,
          coalesce(s.new_balance_dest, 0) AS new_balance_dest,
          coalesce(s.is_unauthorized_overdraft, 0) AS is_unauthorized_overdraft,
+         s.old_balance_orig IS NULL AS balances_missing,  -- stored NULL: the producer had none
          s.score, s.band, f.label,
          (s.scored_at >= %(start)s AND s.scored_at < %(end)s) AS in_window
     FROM scored_transactions s JOIN users u USING (user_id)
@@ -128,7 +129,8 @@ def read_window(conn, start: datetime, end: datetime) -> pd.DataFrame:
         dtype={"transaction_id": str, "type": str, "label": str},
         float_precision="round_trip",
     )
-    frame["in_window"] = frame["in_window"].astype(str).str.lower().isin(("t", "true"))
+    for flag in ("in_window", "balances_missing"):  # COPY writes booleans as t / f
+        frame[flag] = frame[flag].astype(str).str.lower().isin(("t", "true"))
     return frame
 
 

@@ -1,7 +1,7 @@
 """Kafka clients of the scoring service, configured in one place.
 
 Producers are idempotent with acks=all, so a retried send never duplicates or reorders a
-message within a partition. Consumers never auto-commit: the scorer and the label consumer
+message within a partition. Consumers never auto-commit: the scorer and the consumer loop
 commit a batch's offsets (`next_offsets`) by hand once everything it produced is durable."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from fraudops.pii import mask_pii
 from fraudops.settings import Settings
 from serving import metrics
 
@@ -72,10 +73,20 @@ def make_consumer(
     return Consumer(config)
 
 
-def dead_letter(value: bytes | None, reason: str) -> tuple[bytes | None, list[tuple[str, bytes]]]:
-    """Value and headers of a dead-letter copy: the original bytes, the reason in `error`.
-    A value too large to be sent again keeps its head and `truncated_from` says how long it
-    was: refused on its way to the DLQ, it would stop its consumer on every restart."""
+Headers = list[tuple[str, bytes]]
+
+
+def dead_letter(msg: Message, reason: str, kind: str) -> tuple[bytes | None, Headers]:
+    """Value and headers of the dead-letter copy of `msg`: its original bytes, and the
+    reason in `error`, PII masked (a reason may quote a field's value; headers get read and
+    logged). Logged, and counted by `kind` (the field or step that failed). A value too
+    large to be sent again keeps its head and `truncated_from` says how long it was:
+    refused on its way to the DLQ, it would stop its consumer on every restart."""
+    reason = mask_pii(reason)
+    metrics.DLQ.labels(reason=kind).inc()
+    log.warning("message at %s[%d]@%d to the DLQ: %s",
+                msg.topic(), msg.partition(), msg.offset(), reason)  # fmt: skip
+    value = msg.value()
     headers = [("error", reason.encode())]
     if value is not None and len(value) > MAX_DEAD_LETTER_BYTES:
         headers.append(("truncated_from", str(len(value)).encode()))
@@ -138,7 +149,10 @@ class AckingProducer:
         while not self._stopping.is_set():
             self._producer.poll(0.1)
 
-    def send(self, topic: str, key: str, value: bytes, timeout: float = 10.0) -> tuple[int, int]:
+    def send(
+        self, topic: str, key: str | bytes | None, value: bytes | None, timeout: float = 10.0,
+        headers: Headers | None = None,
+    ) -> tuple[int, int]:  # fmt: skip
         """Produce and block until the broker has it; returns (partition, offset)."""
         done = threading.Event()
         outcome: list[Any] = []
@@ -147,19 +161,20 @@ class AckingProducer:
             outcome.append(err if err is not None else (msg.partition(), msg.offset()))
             done.set()
 
-        self._produce(topic, key, value, on_delivery)
+        self._produce(topic, key, value, headers, on_delivery)
         if not done.wait(timeout):
             raise TimeoutError(f"no delivery report from Kafka within {timeout:g}s")
         if isinstance(outcome[0], KafkaError):
             raise KafkaException(outcome[0])
         return outcome[0]
 
-    def _produce(self, topic: str, key: str, value: bytes, on_delivery) -> None:
+    def _produce(self, topic: str, key, value, headers, on_delivery) -> None:
+        message = {"value": value, "key": key, "headers": headers, "on_delivery": on_delivery}
         try:
-            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            self._producer.produce(topic, **message)
         except BufferError:  # local queue full: let deliveries drain once, then retry
             self._producer.poll(0.5)
-            self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            self._producer.produce(topic, **message)
 
     def close(self, timeout: float = 10.0) -> None:
         self._stopping.set()

@@ -29,18 +29,25 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from google.protobuf.message import DecodeError
 
 from fraudops.bands import BANDS
-from fraudops.pii import configure_logging, mask_pii
+from fraudops.pii import configure_logging
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.schema import TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import metrics
+from serving.consumer_loop import Backoff
 from serving.feature_state import (
     BATCH_TIMEOUT_SECONDS,
     FeatureStateUnavailable,
     check_history,
     open_feature_state,
 )
-from serving.kafka_io import dead_letter, make_consumer, make_producer, next_offsets
+from serving.kafka_io import (
+    consume_messages,
+    dead_letter,
+    make_consumer,
+    make_producer,
+    next_offsets,
+)
 from serving.model_store import ModelStore
 from serving.persistence import RETRYABLE, DeploymentRecorder, ScoreWriter, WriteResult
 from serving.rule_store import RuleStore
@@ -105,9 +112,8 @@ class StreamScorer:
         self._thread.start()
         try:
             while not stop.is_set() and self._failure is None:
-                msgs = self._consumer.consume(s.scorer_batch_size, s.scorer_poll_seconds)
+                msgs = consume_messages(self._consumer, s.scorer_batch_size, s.scorer_poll_seconds)
                 self._commit_durable()
-                msgs = [m for m in msgs if self._usable(m)]
                 if msgs:
                     self._process(msgs)
         finally:
@@ -123,15 +129,6 @@ class StreamScorer:
         self._consumer.close()
         if self._writer is not None:
             self._writer.close()
-
-    @staticmethod
-    def _usable(msg: Message) -> bool:
-        err = msg.error()
-        if err is None:
-            return True
-        if err.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer error: %s", err)
-        return False
 
     def _process(self, msgs: list[Message]) -> None:
         """Decode, score and produce one micro-batch, then hand it to the writer."""
@@ -152,7 +149,7 @@ class StreamScorer:
         Without the feature store, hold the batch (no further consuming, nothing committed)
         and retry with backoff: a transaction the store recorded before it failed counts
         once and keeps its first features (by id)."""
-        delay = RETRY_FIRST_SECONDS
+        pause = Backoff(self._stop, RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS)
         while True:
             try:
                 return self.core.score(txs, int(started * 1e9))
@@ -162,10 +159,9 @@ class StreamScorer:
             except FeatureStateUnavailable as err:
                 metrics.FEATURE_STORE_RETRIES.inc()
                 log.warning("feature store unavailable (%s); holding %d transactions, "
-                            "retrying in %.1f s", err, len(txs), delay)  # fmt: skip
-                if self._stop.wait(delay):
+                            "retrying in %.1f s", err, len(txs), pause.delay)  # fmt: skip
+                if pause.wait():
                     raise ScorerFailed("stopped while the feature store was unavailable") from err
-                delay = min(2 * delay, RETRY_MAX_SECONDS)
 
     def _decode_or_dlq(self, msgs: list[Message], batch: _Batch) -> tuple[list[dict], list]:
         """The valid transactions of a batch and their messages; the rest go to the DLQ
@@ -188,12 +184,8 @@ class StreamScorer:
         return [txs[i] for i in keep], [decoded[i] for i in keep]
 
     def _dead_letter(self, msg: Message, reason: str, field_name: str, batch: _Batch) -> None:
-        reason = mask_pii(reason)  # the reason may quote a field value; headers get read and logged
-        metrics.DLQ.labels(reason=field_name).inc()
-        value, headers = dead_letter(msg.value(), reason)
+        value, headers = dead_letter(msg, reason, field_name)
         self._produce(self.settings.topic_dlq, msg.key(), value, batch, headers=headers)
-        log.warning("dead-lettered message at %s[%d]@%d: %s",
-                    msg.topic(), msg.partition(), msg.offset(), reason)  # fmt: skip
 
     def _produce_scores(self, batch: _Batch) -> None:
         scored = batch.scored
@@ -267,16 +259,15 @@ class StreamScorer:
         """Without Postgres (a restart, a failover), hold the batches (nothing committed,
         and consuming stops once the hand-off queue is full) and retry with backoff until
         the database is back or the scorer is stopped: an outage never ends the process."""
-        delay = RETRY_FIRST_SECONDS
+        pause = Backoff(self._stop, RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS)
         while True:
             try:
                 return self._writer.write([(batch, "stream") for batch in scored])
             except RETRYABLE as err:
                 log.warning("database unavailable (%s); holding %d rows, retrying in %.1f s",
-                            str(err).strip(), sum(map(len, scored)), delay)  # fmt: skip
-                if self._stop.wait(delay):
+                            str(err).strip(), sum(map(len, scored)), pause.delay)  # fmt: skip
+                if pause.wait():
                     raise ScorerFailed("stopped while the database was unavailable") from err
-                delay = min(2 * delay, RETRY_MAX_SECONDS)
 
     def _commit_durable(self, asynchronous: bool = True) -> None:
         """Commit the offsets of every batch the writer finished, in order."""

@@ -3,7 +3,8 @@ labels, the standard health service and server reflection (so grpcurl works).
 
 Every handler validates first and answers a bad request with INVALID_ARGUMENT naming the
 field; anything unexpected becomes INTERNAL for that call only, and the server stays up.
-Inline scores are persisted by a background sink, never on the request path.
+Inline scoring is set up by serving.inline, as for the Stripe decide endpoint; its scores
+are persisted by a background sink, never on the request path.
 
 Every fraud.v1 call passes the caller check first (serving.callers.Gate: a bearer token or
 a mutual-TLS certificate, and the method's scope); a call refused there never reaches its
@@ -43,7 +44,6 @@ from multiprocessing.connection import wait
 from typing import Any
 
 import grpc
-import numpy as np
 import psycopg2
 from confluent_kafka import KafkaException
 from google.protobuf import empty_pb2, unknown_fields
@@ -52,24 +52,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg2.pool import ThreadedConnectionPool
 
-from fraudops.bands import BANDS
 from fraudops.pii import configure_logging
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import InvalidTransaction, TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import callers, labels, metrics
 from serving.callers import CallerDirectory, Gate
-from serving.feature_state import check_history, open_feature_state
+from serving.inline import InlineScoring
 from serving.kafka_io import AckingProducer, make_producer
-from serving.model_store import LoadedModel, ModelStore
-from serving.persistence import (
-    DeploymentRecorder,
-    InlineDeadLetters,
-    InlineScoreSink,
-    ScoreWriter,
-)
-from serving.rule_store import RuleStore
-from serving.scoring import NoModel, ScoredBatch, ScoringCore, decode, decode_batch
+from serving.model_store import LoadedModel
+from serving.persistence import InlineScoreSink
+from serving.scoring import NoModel, decode, decode_batch
 from serving.tls import server_credentials
 
 log = logging.getLogger(__name__)
@@ -81,7 +74,6 @@ FRAUD_SERVICES = tuple(
 MAX_BATCH = 10_000
 WORKER_METADATA_KEY = "fraudops-worker"  # trailing metadata: the pid that answered
 WORKER_STOP_S = 30
-_BAND_COUNTERS = [metrics.SCORES.labels(band=b, source="inline") for b in BANDS]
 
 
 class Undecodable:
@@ -234,26 +226,15 @@ class Ingestion(fraud_pb2_grpc.FraudIngestionServicer):
 
 
 class Scoring(fraud_pb2_grpc.FraudScoringServicer):
-    def __init__(
-        self, gate: Gate, core: ScoringCore, sink: InlineScoreSink | None, window: TimestampWindow
-    ):
+    def __init__(self, gate: Gate, inline: InlineScoring):
         self.gate = gate
-        self._core = core
-        self._sink = sink
-        self._window = window
-
-    def _record(self, batch: ScoredBatch) -> None:
-        for band, count in enumerate(np.bincount(batch.bands, minlength=len(BANDS)).tolist()):
-            if count:
-                _BAND_COUNTERS[band].inc(count)
-        if self._sink is not None:
-            self._sink.submit(batch)
+        self._inline = inline
+        self._window = inline.window
 
     @rpc("Score")
     def Score(self, request, context, caller):
         started = time.perf_counter_ns()
-        batch = self._core.score([decode(request, window=self._window)], started)
-        self._record(batch)
+        batch = self._inline.score([decode(request, window=self._window)], started)
         return batch.responses()[0]
 
     @rpc("ScoreBatch")
@@ -261,8 +242,7 @@ class Scoring(fraud_pb2_grpc.FraudScoringServicer):
         started = time.perf_counter_ns()
         if len(request.transactions) > MAX_BATCH:
             raise InvalidTransaction("transactions", f"more than {MAX_BATCH} in one batch")
-        batch = self._core.score(decode_batch(request.transactions, self._window), started)
-        self._record(batch)
+        batch = self._inline.score(decode_batch(request.transactions, self._window), started)
         return fraud_pb2.ScoreBatchResponse(scores=batch.responses())
 
 
@@ -317,18 +297,10 @@ class ServingApp:
         self.settings = settings
         self._reuse_port = reuse_port
         self.port: int | None = None
-        self._recorder = (
-            DeploymentRecorder(settings.database_url, "server") if settings.database_url else None
-        )
-        self.store = ModelStore(settings.model_dir, self._recorder, prewarm=min(max_workers, 8))
-        self.rules = RuleStore(settings.database_url, settings.rules_poll_seconds) if (
-            settings.database_url) else None  # fmt: skip
-        self.core = ScoringCore(self.store, open_feature_state(settings), without_history_ok=True,
-                                rules=self.rules)  # fmt: skip
+        self.inline = InlineScoring(settings, "server", prewarm=min(max_workers, 8))
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._max_workers = max_workers
         self._server: grpc.Server | None = None
-        self._sink: InlineScoreSink | None = None
         self._pool: ThreadedConnectionPool | None = None
         self._producer: AckingProducer | None = None
         self.callers = CallerDirectory(settings.database_url, settings.caller_refresh_s)
@@ -347,15 +319,15 @@ class ServingApp:
 
     def _build(self) -> grpc.Server:
         s = self.settings
-        window = TimestampWindow.from_settings(s)
+        window = self.inline.window
         server = grpc.server(
             futures.ThreadPoolExecutor(self._max_workers, thread_name_prefix="grpc"),
             options=[("grpc.so_reuseport", int(self._reuse_port))],
         )
         gate = self._gate
         add_service(server, "FraudIngestion", Ingestion(gate, self._producer, s.topic_raw, window))
-        add_service(server, "FraudScoring", Scoring(gate, self.core, self._sink, window))
-        add_service(server, "Feedback", FeedbackService(gate, self._pool, self._sink))
+        add_service(server, "FraudScoring", Scoring(gate, self.inline))
+        add_service(server, "Feedback", FeedbackService(gate, self._pool, self.inline.sink))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*FRAUD_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -372,19 +344,11 @@ class ServingApp:
         """Load the model, start watching, connect Kafka and Postgres, serve; returns the port."""
         s = self.settings
         self._set_health(None)
-        self.store.on_swap(self._set_health)
-        self.store.load_latest()
-        self.store.start_watching()
-        if self.rules is not None:
-            self.rules.start()
-        check_history(self.core.features, s.database_url)
+        self.inline.store.on_swap(self._set_health)
+        self.inline.start()
         self.callers.start()
         self._producer = AckingProducer(make_producer(s))
         if s.database_url:
-            dead_letters = InlineDeadLetters(make_producer(s), s.topic_inline_dlq)
-            self._sink = InlineScoreSink(
-                ScoreWriter(s.database_url, sample_rate=s.feature_sample_rate), dead_letters
-            )
             self._pool = ThreadedConnectionPool(1, self._max_workers, s.database_url)
         self._server = self._build()
         self._server.start()
@@ -397,18 +361,12 @@ class ServingApp:
         self.health.enter_graceful_shutdown()
         if self._server is not None:
             self._server.stop(grace).wait()
-        self.store.stop()
-        if self.rules is not None:
-            self.rules.stop()
+        self.inline.stop()
         self.callers.stop()
-        if self._sink is not None:
-            self._sink.close()
         if self._producer is not None:
             self._producer.close()
         if self._pool is not None:
             self._pool.closeall()
-        if self._recorder is not None:
-            self._recorder.stopped()
         log.info("server stopped")
 
 

@@ -8,8 +8,9 @@
   Keeping the event itself on a topic of its own keeps the request path free of Postgres,
   makes every event replayable, and leaves the idempotency (by event id) to one process.
 - `POST /stripe/decide` (X-Api-Key): a PaymentIntent (the object, or the fields a checkout
-  has before confirming) scored by the same ScoringCore, model store and feature state as
-  `FraudScoring.Score`, persisted like an inline score, answered with the Stripe action.
+  has before confirming) scored by the same inline scoring setup as `FraudScoring.Score`
+  (serving.inline: model store, feature state, sink and feature sample), answered with the
+  Stripe action; a payment it cannot score gets 422 naming the field.
 
     python -m integrations.stripe.app   (uvicorn on FRAUDOPS_STRIPE_HOST:FRAUDOPS_STRIPE_PORT)
 """
@@ -31,19 +32,12 @@ from fastapi.responses import JSONResponse
 
 from fraudops.bands import BANDS
 from fraudops.pii import configure_logging
-from fraudops.schema import InvalidTransaction, TimestampWindow
+from fraudops.schema import InvalidTransaction
 from fraudops.settings import Settings, load_settings
-from integrations.stripe.events import NotAPayment, transaction, transaction_id_of
-from serving.feature_state import open_feature_state
+from integrations.stripe.events import InvalidEvent, parse_event, transaction, transaction_id_of
+from serving.inline import InlineScoring
 from serving.kafka_io import AckingProducer, make_producer
-from serving.model_store import ModelStore
-from serving.persistence import (
-    DeploymentRecorder,
-    InlineDeadLetters,
-    InlineScoreSink,
-    ScoreWriter,
-)
-from serving.scoring import NoModel, ScoringCore, decode
+from serving.scoring import NoModel, decode
 
 log = logging.getLogger("fraudops.stripe")
 
@@ -77,66 +71,62 @@ async def bounded_body(request: Request) -> bytes:
     return body
 
 
+async def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, else 422 saying why."""
+    try:
+        body = json.loads(await bounded_body(request))
+    except ValueError as err:  # not JSON, not UTF-8, or an integer of thousands of digits
+        raise HTTPException(422, f"body: not JSON ({err})") from err
+    if not isinstance(body, dict):
+        raise HTTPException(422, "payment_intent: must be a JSON object")
+    return body
+
+
 def verify(payload: bytes, header: str | None, secrets: list[str]) -> dict[str, Any]:
     """The event (as a dict), if any secret verifies the signature; else WebhookRejected
-    saying why."""
+    saying why. The body is parsed here, not by the stripe library, which fails on a
+    verified body of another shape than an event."""
     if not header:
         raise WebhookRejected("no Stripe-Signature header")
     problem = "no webhook secret configured"
     for secret in secrets:
         try:
-            event = stripe.Webhook.construct_event(payload, header, secret, tolerance=300).to_dict()
+            stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=300)
         except stripe.SignatureVerificationError as err:
             problem = f"signature: {err.user_message or err}"
             continue
-        except ValueError as err:  # verified, yet not JSON (or not UTF-8)
-            raise WebhookRejected(f"body is not a JSON event: {err}") from err
-        data = event.get("data")
-        if not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
-            raise WebhookRejected("body is not a Stripe event (no id or type)")
-        if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
-            raise WebhookRejected("body is not a Stripe event (no data.object)")
-        return event
+        except ValueError as err:  # not UTF-8
+            raise WebhookRejected(f"body: {err}") from err
+        try:
+            return parse_event(payload)
+        except InvalidEvent as err:
+            raise WebhookRejected(f"body is not a Stripe event: {err}") from err
     raise WebhookRejected(problem)
 
 
 class Parts:
-    """What the endpoints share: the producer, and the scoring parts of the inline path."""
+    """What the endpoints share: the producer, and inline scoring."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.window = TimestampWindow.from_settings(settings)
-        url = settings.database_url
-        recorder = DeploymentRecorder(url, "stripe") if url else None
-        self.store = ModelStore(settings.model_dir, recorder)
-        self.core = ScoringCore(self.store, open_feature_state(settings), without_history_ok=True)
-        self.blocking = bool(getattr(self.core.features, "shared", False))
+        self.inline = InlineScoring(settings, "stripe")
+        self.blocking = bool(getattr(self.inline.core.features, "shared", False))
         self.producer: AckingProducer | None = None
-        self.sink: InlineScoreSink | None = None
 
     def start(self) -> None:
-        s = self.settings
-        self.store.load_latest()
-        self.store.start_watching()
-        self.producer = AckingProducer(make_producer(s))
-        if s.database_url:
-            dead = InlineDeadLetters(make_producer(s), s.topic_inline_dlq)
-            self.sink = InlineScoreSink(ScoreWriter(s.database_url), dead)
+        self.inline.start()
+        self.producer = AckingProducer(make_producer(self.settings))
 
     def stop(self) -> None:
-        self.store.stop()
-        if self.sink is not None:
-            self.sink.close()
+        self.inline.stop()
         if self.producer is not None:
             self.producer.close()
 
     def decide(self, intent: dict[str, Any]) -> dict[str, Any]:
         """Score a PaymentIntent; the answer a checkout acts on."""
         started = time.perf_counter_ns()
-        tx = decode(transaction(intent), window=self.window)
-        batch = self.core.score([tx], started)
-        if self.sink is not None:
-            self.sink.submit(batch)
+        tx = decode(transaction(intent), window=self.inline.window)
+        batch = self.inline.score([tx], started)
         band = BANDS[int(batch.bands[0])]
         return {
             "payment_intent": tx["transaction_id"],
@@ -147,6 +137,16 @@ class Parts:
             "latency_us": batch.latency_us,
             **ACTIONS[band],
         }
+
+
+def partition_key(event: dict[str, Any]) -> str:
+    """The payment an event is about, so a payment's events stay in order on one partition;
+    the event's own id for an event about none, or one whose references the consumer will
+    refuse (it is kept, to be dead-lettered with the reason, not refused here)."""
+    try:
+        return transaction_id_of(event["data"]["object"]) or event["id"]
+    except InvalidEvent:
+        return event["id"]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -172,8 +172,7 @@ def create_app(settings: Settings) -> FastAPI:
         except WebhookRejected as err:
             log.warning("webhook refused: %s", err)
             raise HTTPException(400, str(err)) from err
-        # Keyed by the payment, so a payment's events stay in order on one partition.
-        key = transaction_id_of(event["data"]["object"]) or event["id"]
+        key = partition_key(event)
         topic = settings.topic_stripe_events
         await run_in_threadpool(parts.producer.send, topic, key, payload)
         return {"received": event["id"]}
@@ -184,16 +183,14 @@ def create_app(settings: Settings) -> FastAPI:
         given = request.headers.get("x-api-key") or ""
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             raise HTTPException(401, "a valid X-Api-Key header is required")
+        intent = await json_object(request)
         try:
-            intent = json.loads(await bounded_body(request))
-            if not isinstance(intent, dict):
-                raise NotAPayment("payment_intent", "must be a JSON object")
             # A Redis state is a network call: off the event loop. In memory it is cheaper
             # to score here than to hop to a worker thread.
             if parts.blocking:
                 return JSONResponse(await run_in_threadpool(parts.decide, intent))
             return JSONResponse(parts.decide(intent))
-        except (UnicodeDecodeError, json.JSONDecodeError, NotAPayment, InvalidTransaction) as err:
+        except (InvalidEvent, InvalidTransaction) as err:
             raise HTTPException(422, str(err)) from err
         except NoModel as err:
             raise HTTPException(503, "no model loaded yet; retry shortly") from err

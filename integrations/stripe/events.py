@@ -9,6 +9,7 @@ charge made without one), and its user is derived the same way."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,15 +28,60 @@ CHANNEL = "stripe"
 PAYMENT_EVENTS = ("payment_intent.succeeded", "charge.succeeded")
 # Stripe user ids live in [2^62, 2^63): clear of the small ids other sources use.
 _USER_BASE = 1 << 62
+INT64_MAX = (1 << 63) - 1  # amounts and timestamps travel as int64 (proto, Postgres BIGINT)
+MAX_NAME_LENGTH = 255  # Stripe's ids and event types are far shorter
 
 
-class NotAPayment(ValueError):
-    """A payment object fraudops cannot score; `field` names what it lacks."""
+class InvalidEvent(ValueError):
+    """A Stripe event or object fraudops cannot use; `field` names what is wrong."""
 
     def __init__(self, field: str, problem: str):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class NotAPayment(InvalidEvent):
+    """A payment object fraudops cannot score."""
+
+
+def check_event(event: Any) -> dict[str, Any]:
+    """`event` if it has what everything that takes an event reads: an `id` and a `type`
+    (short printable strings) and a `data.object` (an object); InvalidEvent otherwise."""
+    if not isinstance(event, dict):
+        raise InvalidEvent("event", "must be a JSON object")
+    for name in ("id", "type"):
+        value = event.get(name)
+        if not isinstance(value, str) or not value:
+            raise InvalidEvent(f"event.{name}", "must be a non-empty string")
+        _checked_id(value, f"event.{name}")
+    data = event.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise InvalidEvent("event.data.object", "must be an object")
+    return event
+
+
+def parse_event(body: bytes | None) -> dict[str, Any]:
+    """The event a webhook body holds (check_event's checks); InvalidEvent otherwise."""
+    try:
+        event = json.loads(body or b"")
+    except ValueError as err:  # not JSON, not UTF-8, or an integer of thousands of digits
+        raise InvalidEvent("event", f"not JSON ({err})") from err
+    return check_event(event)
+
+
+def unix_seconds(value: Any, field: str, default: int) -> int:
+    """A Stripe timestamp (Unix seconds), `default` when absent; InvalidEvent naming
+    `field` for anything but an integer from 0 to 2^63 - 1."""
+    if value is None:
+        return default
+    if not _is_int(value) or not 0 <= value <= INT64_MAX:
+        raise InvalidEvent(field, "must be Unix seconds, an integer from 0 to 2^63 - 1")
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -68,11 +114,18 @@ def stripe_user_id(kind: str, stripe_id: str) -> int:
     return _USER_BASE + int.from_bytes(digest[:8], "big") % _USER_BASE
 
 
-def _id(value: Any) -> str:
-    """A Stripe reference, whether the id itself or the expanded object."""
-    if isinstance(value, Mapping):
-        return str(value.get("id") or "")
-    return str(value or "")
+def reference(obj: Mapping[str, Any], key: str) -> str:
+    """The Stripe id `obj[key]` names, whether the id itself or the expanded object ("" if
+    none); InvalidEvent naming `key` for one that is not a short printable string."""
+    value = obj.get(key)
+    ref = value.get("id") if isinstance(value, Mapping) else value
+    return _checked_id(str(ref or ""), key)
+
+
+def _checked_id(ref: str, field: str) -> str:
+    if len(ref) > MAX_NAME_LENGTH or not ref.isprintable():
+        raise InvalidEvent(field, f"must be up to {MAX_NAME_LENGTH} printable characters")
+    return ref
 
 
 def _fingerprint(obj: Mapping[str, Any]) -> str:
@@ -81,16 +134,22 @@ def _fingerprint(obj: Mapping[str, Any]) -> str:
     for holder in (obj, obj.get("latest_charge"), obj.get("payment_method")):
         if not isinstance(holder, Mapping):
             continue
-        card = (holder.get("payment_method_details") or {}).get("card") or holder.get("card")
-        found = holder.get("card_fingerprint") or (card or {}).get("fingerprint")
+        details = _mapping(holder.get("payment_method_details"))
+        card = _mapping(details.get("card")) or _mapping(holder.get("card"))
+        found = holder.get("card_fingerprint") or card.get("fingerprint")
         if found:
-            return str(found)
+            return _checked_id(str(found), "card_fingerprint")
     return ""
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` if it is an object, else an empty one: a field of another shape is absent."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def user_of(obj: Mapping[str, Any]) -> int:
     """The user a payment belongs to: its customer, else its card."""
-    if customer := _id(obj.get("customer")):
+    if customer := reference(obj, "customer"):
         return stripe_user_id("customer", customer)
     if fingerprint := _fingerprint(obj):
         return stripe_user_id("card", fingerprint)
@@ -100,8 +159,8 @@ def user_of(obj: Mapping[str, Any]) -> int:
 def transaction_id_of(obj: Mapping[str, Any]) -> str:
     """The transaction a Stripe object is about: its PaymentIntent, else its charge."""
     if obj.get("object") == "payment_intent":
-        return _id(obj.get("id"))
-    return _id(obj.get("payment_intent")) or _id(obj.get("charge")) or _id(obj.get("id"))
+        return reference(obj, "id")
+    return reference(obj, "payment_intent") or reference(obj, "charge") or reference(obj, "id")
 
 
 def transaction(obj: Mapping[str, Any], now: float | None = None) -> fraud_pb2.TransactionRequest:
@@ -109,16 +168,15 @@ def transaction(obj: Mapping[str, Any], now: float | None = None) -> fraud_pb2.T
     the schema). Card payments carry no account balances: they are marked missing."""
     is_intent = obj.get("object", "payment_intent") == "payment_intent"
     amount = obj.get("amount_received") or obj.get("amount")
-    if not isinstance(amount, int) or isinstance(amount, bool):
-        raise NotAPayment("amount", "must be an integer in the currency's smallest unit")
+    if not _is_int(amount) or abs(amount) > INT64_MAX:
+        raise NotAPayment("amount", "must be an integer in the currency's smallest unit, "
+                          "below 2^63 in magnitude")  # fmt: skip
     currency = obj.get("currency")
     if not isinstance(currency, str) or not currency:
         raise NotAPayment("currency", "must be a three-letter ISO code")
-    created = obj.get("created")
-    if not isinstance(created, int):
-        created = int(time.time() if now is None else now)
-    charge = _id(obj.get("latest_charge")) if is_intent else _id(obj.get("id"))
-    intent = _id(obj.get("id")) if is_intent else _id(obj.get("payment_intent"))
+    created = unix_seconds(obj.get("created"), "created", int(time.time() if now is None else now))
+    charge = reference(obj, "latest_charge") if is_intent else reference(obj, "id")
+    intent = reference(obj, "id") if is_intent else reference(obj, "payment_intent")
     return fraud_pb2.TransactionRequest(
         transaction_id=transaction_id_of(obj),
         user_id=user_of(obj),
@@ -129,7 +187,7 @@ def transaction(obj: Mapping[str, Any], now: float | None = None) -> fraud_pb2.T
         balances_missing=True,
         stripe_payment_intent_id=intent,
         stripe_charge_id=charge,
-        stripe_customer_id=_id(obj.get("customer")),
+        stripe_customer_id=reference(obj, "customer"),
     )
 
 
@@ -137,7 +195,7 @@ def label_of(event_type: str, obj: Mapping[str, Any]) -> Label | None:
     """The verdict an event carries, or None: a fraudulent dispute, an early fraud warning
     or a fraudulent refund says FRAUD; a fraudulent dispute the merchant won says LEGIT."""
     tx_id = transaction_id_of(obj)
-    ref = _id(obj.get("id"))
+    ref = reference(obj, "id")
     fraudulent = obj.get("reason") == "fraudulent"
     if event_type == "charge.dispute.created" and fraudulent:
         return Label(tx_id, "FRAUD", "stripe:dispute", f"dispute {ref} opened: fraudulent")

@@ -1,16 +1,20 @@
-"""The scorer keeps the feature vectors it scored with for a sample of transactions, and
-the drift watch's skew check, recomputing them with the batch transform over each user's
-history, finds them equal: online and batch features agree on real traffic."""
+"""The scorer and the Stripe decide endpoint keep the feature vectors they scored with for
+a sample of transactions, and the drift watch's skew check, recomputing them with the
+batch transform over each user's history, finds them equal: online and batch features
+agree on real traffic, whichever door it came in by."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 
 from fraudops.db import connect
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from integrations.stripe.app import create_app
 from jobs.drift_watch import read_samples, read_window, skew_check, window_features
 from tests.helpers.serving_env import (
     make_settings,
@@ -21,6 +25,7 @@ from tests.helpers.serving_env import (
     wait_until,
 )
 from tests.helpers.stack import fresh_database
+from tests.helpers.stripe_events import payment_intent
 from tests.helpers.transactions import make_transactions
 from tests.integration.test_scorer import produce_raw
 
@@ -67,13 +72,47 @@ def test_the_scorers_sampled_features_match_the_batch_transform(
                 "every feature vector sampled",
                 60,
             )
-        now = datetime.now(UTC)
-        conn = connect(url)
-        try:
-            start, end = now - timedelta(hours=1), now + timedelta(minutes=1)
-            live, features = window_features(read_window(conn, start, end))
-            result = skew_check(live, features, read_samples(conn, start, end), 1e-4)
-        finally:
-            conn.close()
+        result = _skew(url)
+    assert result["checked"] == len(ids)
+    assert result["mismatches"] == 0, result["examples"]
+
+
+def _skew(url: str) -> dict:
+    """The drift watch's skew check over the last hour's scores."""
+    now = datetime.now(UTC)
+    conn = connect(url)
+    try:
+        start, end = now - timedelta(hours=1), now + timedelta(minutes=1)
+        live, features = window_features(read_window(conn, start, end))
+        return skew_check(live, features, read_samples(conn, start, end), 1e-4)
+    finally:
+        conn.close()
+
+
+def test_stripe_decisions_are_sampled_and_match_the_batch_transform(
+    built_models, serving_root, kafka_bootstrap, kafka_topics, postgres_server_url
+):
+    publish_model(built_models, serving_root, "v1")
+    customers = [f"cus_skew_{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    start = int(time.time()) - 3600
+    intents = [
+        payment_intent(amount=500 + 731 * i, customer=customers[i % 3], created=start + 97 * i)
+        for i in range(30)
+    ]
+    ids = [pi["id"] for pi in intents]
+    with fresh_database(postgres_server_url, "skew") as url:
+        settings = make_settings(
+            kafka_bootstrap_servers=kafka_bootstrap, database_url=url, model_dir=serving_root,
+            feature_sample_rate=1.0, stripe_decide_api_key="key", **kafka_topics(),
+        )  # fmt: skip
+        with TestClient(create_app(settings)) as client:
+            for pi in intents:
+                answer = client.post("/stripe/decide", json=pi, headers={"X-Api-Key": "key"})
+                assert answer.status_code == 200, answer.text
+        # Leaving the client stops the app, which drains its sink.
+        assert len(scored_ids(url, ids)) == len(ids)
+        samples = query(url, "SELECT transaction_id FROM feature_samples")
+        assert sorted(r[0] for r in samples) == sorted(ids)
+        result = _skew(url)
     assert result["checked"] == len(ids)
     assert result["mismatches"] == 0, result["examples"]

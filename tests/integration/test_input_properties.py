@@ -4,16 +4,25 @@ feedback_labels) and carried by Kafka, and reads back equal; every one it reject
 answered INVALID_ARGUMENT by the real gRPC server, naming the field the validator named.
 
 Examples start valid and have up to two fields replaced by hostile values (NUL and other
-control characters, any Unicode, int64 and float extremes), so both sides are exercised."""
+control characters, any Unicode, int64 and float extremes), so both sides are exercised.
+
+The Stripe doors take JSON, so their hostile values are any JSON value (numbers of hundreds
+of digits, arrays, objects, null): a decision is 200 or 422 naming the field, a signed
+webhook 200 or 400, and the event consumer takes an event or rejects it naming the field,
+which sends it to its DLQ; nothing else escapes to stop the consumer."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
 
 import grpc
 import pytest
+from confluent_kafka import Message
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -27,7 +36,11 @@ from fraudops.schema import (
     proto_to_dict,
     validate_transaction,
 )
+from integrations.stripe.app import create_app
+from integrations.stripe.consumer import StripeConsumer
 from serving.callers import source_refusal
+from serving.consumer_loop import Rejected
+from serving.kafka_io import AckingProducer, make_producer
 from serving.labels import LabelError, label_name, validate_label
 from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter
@@ -44,6 +57,7 @@ from tests.helpers.serving_env import (
     wait_serving,
 )
 from tests.helpers.stack import TEST_SOURCES, fresh_database
+from tests.helpers.stripe_events import SECRET, sign
 
 EXAMPLES = hypothesis_settings(
     max_examples=200,
@@ -92,6 +106,70 @@ HOSTILE_LABEL = {
     "source": ANY_TEXT,
     "note": ANY_TEXT | st.text(min_size=500, max_size=600),
 }
+
+
+# Any JSON value, with the numbers that overflow a float or an int64 among them.
+JSON_VALUE = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([10**400, -(10**400), 10**30, 2**63, 2**63 - 1, -1, 0])
+    | st.floats()
+    | ANY_TEXT
+    | st.lists(st.integers(), max_size=3)
+    | st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)
+)
+STRIPE_ID = st.text("0123456789abcdef", min_size=12, max_size=12)
+INTENT_FIELDS = ["amount", "amount_received", "currency", "customer", "created", "id",
+                 "object", "latest_charge", "payment_method", "card_fingerprint",
+                 "payment_method_details", "payment_intent", "charge", "reason",
+                 "status"]  # fmt: skip
+EVENT_FIELDS = ["id", "type", "created", "livemode", "data", "object"]
+EVENT_TYPES = ["payment_intent.succeeded", "charge.succeeded", "charge.dispute.created",
+               "charge.dispute.closed", "radar.early_fraud_warning.created", "refund.created",
+               "customer.created"]  # fmt: skip
+NAMES_A_FIELD = re.compile(r"[a-z_][a-z_.\[\]0-9]*: ")
+
+
+def hostile(draw, obj: dict, names: list[str]) -> dict:
+    """`obj` with up to two of `names` set to any JSON value."""
+    for name in draw(st.lists(st.sampled_from(names), max_size=2, unique=True)):
+        obj[name] = draw(JSON_VALUE)
+    return obj
+
+
+@st.composite
+def stripe_objects(draw) -> dict:
+    """A payment (PaymentIntent or charge) or a dispute, up to two fields hostile."""
+    run = draw(STRIPE_ID)
+    obj = {
+        "id": f"{draw(st.sampled_from(['pi', 'ch', 'dp']))}_{run}",
+        "object": draw(st.sampled_from(["payment_intent", "charge", "dispute"])),
+        "amount": draw(st.integers(1, 10**8)),
+        "currency": draw(st.sampled_from(["usd", "jpy", "kwd", "eur"])),
+        "customer": draw(st.sampled_from([None, f"cus_{run}"])),
+        "created": int(time.time()) - draw(st.integers(0, 86400)),
+        "payment_intent": f"pi_{run}",
+        "reason": "fraudulent",
+        "status": "won",
+        "payment_method_details": {"card": {"fingerprint": f"fp_{run}"}},
+    }
+    return hostile(draw, obj, INTENT_FIELDS)
+
+
+@st.composite
+def stripe_events(draw) -> dict:
+    """An event of one of the types fraudops reads, up to two fields hostile (the object's
+    fields included)."""
+    event = {
+        "id": f"evt_{draw(STRIPE_ID)}",
+        "object": "event",
+        "type": draw(st.sampled_from(EVENT_TYPES)),
+        "created": int(time.time()),
+        "livemode": False,
+        "data": {"object": draw(stripe_objects())},
+    }
+    return hostile(draw, event, EVENT_FIELDS)
 
 
 @st.composite
@@ -237,3 +315,65 @@ def test_accepted_labels_are_stored_and_rejected_ones_named(app, channel):
     assert expected, "no example was accepted: the strategy is too hostile"
     on_kafka = consume(app.settings.kafka_bootstrap_servers, topic, len(expected))
     assert {m.key(): fraud_pb2.LabelRequest.FromString(m.value()) for m in on_kafka} == expected
+
+
+@pytest.fixture
+def stripe_settings(built_models, serving_root, kafka_bootstrap, kafka_topics, property_database):
+    publish_model(built_models, serving_root, "v1")
+    return make_settings(
+        kafka_bootstrap_servers=kafka_bootstrap, database_url=property_database,
+        model_dir=serving_root, stripe_webhook_secrets=SECRET, stripe_decide_api_key="key",
+        **kafka_topics(),
+    )  # fmt: skip
+
+
+def test_stripe_decisions_are_made_or_refused_naming_the_field(stripe_settings):
+    @EXAMPLES
+    @given(stripe_objects())
+    def check(intent):
+        answer = client.post("/stripe/decide", json=intent, headers={"X-Api-Key": "key"})
+        assert answer.status_code in (200, 422), answer.text
+        if answer.status_code == 422:
+            assert NAMES_A_FIELD.match(answer.json()["detail"]), answer.text
+
+    with TestClient(create_app(stripe_settings)) as client:
+        check()
+
+
+def test_signed_webhooks_are_taken_or_refused_never_failed(stripe_settings):
+    @EXAMPLES
+    @given(stripe_events() | JSON_VALUE)
+    def check(event):
+        body = json.dumps(event).encode()
+        answer = client.post("/stripe/webhook", content=body,
+                             headers={"Stripe-Signature": sign(body)})  # fmt: skip
+        assert answer.status_code in (200, 400), answer.text
+        if answer.status_code == 400:
+            assert answer.json()["detail"].startswith("body is not a Stripe event: event")
+
+    with TestClient(create_app(stripe_settings)) as client:
+        check()
+
+
+def test_stripe_events_are_taken_or_rejected_naming_the_field(stripe_settings):
+    producer = AckingProducer(make_producer(stripe_settings))
+    consumer = StripeConsumer(stripe_settings, producer)
+    topic = stripe_settings.topic_stripe_events
+    outcomes: set[str] = set()
+
+    @EXAMPLES
+    @given(stripe_events())
+    def check(event):
+        msg = Message(topic=topic, value=json.dumps(event).encode())
+        try:
+            outcomes.add(consumer.handle(msg))
+        except Rejected as err:  # the consumer loop sends it to the DLQ with this reason
+            assert NAMES_A_FIELD.match(str(err)), str(err)
+            outcomes.add("rejected")
+
+    try:
+        check()
+    finally:
+        consumer.close()
+        producer.close()
+    assert {"transaction", "label", "rejected"} <= outcomes

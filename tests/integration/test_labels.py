@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -18,7 +19,6 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from serving import db
 from serving.labels import LabelError, UnknownTransaction, label_name, record_label, validate_label
 from tests.helpers.serving_env import committed
-from tests.helpers.stack import wait_for_members
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +223,9 @@ def labels_in(conn, tx_ids: list[str]) -> dict[str, str]:
         return dict(cur.fetchall())
 
 
-def start_consumer(bootstrap: str, database_url: str, topics: dict, group: str):
-    """`python -m serving.label_consumer` as a real process on the test's topics."""
+def start_consumer(bootstrap: str, database_url: str, topics: dict, group: str, log: Path):
+    """`python -m serving.label_consumer` as a real process on the test's topics, logging
+    to `log`."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -233,7 +234,8 @@ def start_consumer(bootstrap: str, database_url: str, topics: dict, group: str):
         "FRAUDOPS_TOPIC_LABELS_DLQ": topics["topic_labels_dlq"],
     }
     command = [sys.executable, "-m", "serving.label_consumer", "--group", group]
-    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    with log.open("w") as stderr:
+        return subprocess.Popen(command, env=env, stderr=stderr, text=True)
 
 
 def wait_until(predicate, deadline_s: float = 60) -> bool:
@@ -247,7 +249,7 @@ def wait_until(predicate, deadline_s: float = 60) -> bool:
 
 @pytest.mark.slow
 def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
-    conn, database_url, kafka_bootstrap, kafka_topics
+    conn, database_url, kafka_bootstrap, kafka_topics, tmp_path
 ):
     topics = kafka_topics()
     known = [scored(conn) for _ in range(4)]
@@ -266,7 +268,8 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
     }
     produce(kafka_bootstrap, topics["topic_labels"], good + list(bad))
     group = f"labels-{uuid.uuid4().hex[:8]}"
-    proc = start_consumer(kafka_bootstrap, database_url, topics, group)
+    log = tmp_path / "labels.log"
+    proc = start_consumer(kafka_bootstrap, database_url, topics, group, log)
     try:
         total = len(good) + len(bad)
         assert wait_until(
@@ -274,9 +277,9 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
         )
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-    assert "stopped" in stderr
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, log.read_text()
+    assert "stopped" in log.read_text()
 
     assert labels_in(conn, known) == {
         known[0]: "LEGIT",
@@ -296,7 +299,7 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
 
 @pytest.mark.slow
 def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
-    database_url, kafka_bootstrap, kafka_topics
+    database_url, kafka_bootstrap, kafka_topics, tmp_path
 ):
     """Labels that arrive while the database is down are stored once it is back."""
     topics = kafka_topics()
@@ -308,11 +311,12 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
         kafka_bootstrap, topics["topic_labels"], [label_bytes(t, fraud_pb2.FRAUD) for t in tx_ids]
     )
     group = f"labels-{uuid.uuid4().hex[:8]}"
-    proc = start_consumer(kafka_bootstrap, url, topics, group)
+    log = tmp_path / "labels.log"
+    proc = start_consumer(kafka_bootstrap, url, topics, group, log)
     try:
-        # Once it holds the partitions, its first poll meets the missing database.
-        wait_for_members(kafka_bootstrap, group, 1)
-        time.sleep(3)
+        # Until the consumer has met the outage with labels in hand (the group's first
+        # assignment may take seconds), nothing it does would show that it stalls.
+        assert wait_until(lambda: "database unavailable" in log.read_text())
         assert committed(kafka_bootstrap, group, topics["topic_labels"]) == 0
         # The database comes back whole: built under another name, then renamed into place,
         # so the consumer never sees it without the scored transactions its labels name.
@@ -333,8 +337,7 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
         outage_conn.close()
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
         db.drop_database(server, name)
-    assert proc.returncode == 0, stderr
-    assert "database unavailable" in stderr
+    assert proc.returncode == 0, log.read_text()
     assert read_all(kafka_bootstrap, topics["topic_labels_dlq"], expected=1, deadline_s=3) == []

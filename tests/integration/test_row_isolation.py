@@ -159,7 +159,7 @@ def test_an_inline_score_beside_a_refused_row_is_stored(settings, kafka_bootstra
             stub = fraud_pb2_grpc.FraudScoringStub(ch)
             answered = stub.ScoreBatch(fraud_pb2.ScoreBatchRequest(transactions=txs), timeout=10)
             assert [s.transaction_id for s in answered.scores] == ids
-            assert server._sink.flush()
+            assert server.inline.sink.flush()
             assert stub.Score(transaction(99), timeout=10).model_version == "v1"  # still up
     finally:
         server.stop(grace=1)

@@ -86,7 +86,7 @@ def test_inline_scores_answer_and_are_persisted_once(app, channel):
     url = app.settings.database_url
     wait_until(lambda: len(scored_ids(url, ids)) == len(ids), "inline scores in Postgres")
     stub.ScoreBatch(batch, timeout=10)  # scored again: the stored row stays the first one
-    app._sink.flush()
+    app.inline.sink.flush()
     rows = query(
         url,
         "SELECT transaction_id, source, model_version, score FROM scored_transactions "

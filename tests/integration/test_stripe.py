@@ -269,3 +269,53 @@ def test_no_e_mail_or_card_number_from_stripe_reaches_a_log(stack):
     for log in root.glob("*.log"):
         text = log.read_text(errors="replace")
         assert email not in text and pan not in text, log.name
+
+
+def _with(body: bytes, **fields) -> bytes:
+    """A webhook body with event-level fields replaced."""
+    return json.dumps({**json.loads(body), **fields}).encode()
+
+
+def test_an_event_fraudops_cannot_take_is_dead_lettered_with_its_reason_and_the_rest_go_on(
+    stack,
+):
+    settings, client, _ = stack
+    url = settings.database_url
+    ch = charge(customer="cus_after_poison")
+    same_payment = {"payment_intent": ch["payment_intent"]}  # one key: one partition, in order
+    poison = [  # (the field its reason names, the event)
+        ("amount", event("charge.succeeded", charge(amount=10**400, **same_payment))),
+        ("created", event("charge.succeeded", charge(created="abc", **same_payment))),
+        ("event.created", _with(event("charge.succeeded", charge(**same_payment)), created=10**30)),
+        ("event.created", _with(event("charge.succeeded", charge(**same_payment)), created="abc")),
+    ]
+    for _, body in poison:
+        assert deliver(client, body).status_code == 200  # signed: kept, not refused
+    assert deliver(client, event("charge.succeeded", ch)).status_code == 200
+    wait_until(lambda: scored(url, ch["payment_intent"]), "the payment behind the poison", 90)
+    ids = {json.loads(body)["id"]: field for field, body in poison}
+    dead = consume(settings.kafka_bootstrap_servers, settings.topic_stripe_events_dlq, len(ids))
+    reasons = {json.loads(m.value())["id"]: dict(m.headers())["error"].decode() for m in dead}
+    assert set(reasons) == set(ids)
+    for event_id, field in ids.items():
+        assert reasons[event_id].startswith(f"{field}: "), reasons[event_id]
+    assert events_recorded(url, list(ids)) == []  # dead-lettered, not claimed
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"amount": 10**400}, "amount"), ({"created": 10**30}, "created"),
+     ({"created": "abc"}, "created")],
+)  # fmt: skip
+def test_a_decision_on_numbers_out_of_range_is_422_naming_the_field(stack, fields, field):
+    _, client, _ = stack
+    answer = decide(client, intent(**fields))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith(f"{field}: ")
+
+
+def test_a_signed_body_that_is_not_an_event_object_is_400_naming_the_problem(stack):
+    _, client, _ = stack
+    answer = deliver(client, b'[{"id": "evt_1", "type": "charge.succeeded"}]')
+    assert answer.status_code == 400
+    assert answer.json()["detail"] == "body is not a Stripe event: event: must be a JSON object"

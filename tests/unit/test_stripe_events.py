@@ -3,21 +3,25 @@ own scheme), amounts in major units, stable user ids, and which events become la
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
-from fraudops.schema import proto_to_dict, validate_transaction
+from fraudops.schema import InvalidTransaction, proto_to_dict, validate_transaction
 from fraudops.settings import Settings
 from integrations.stripe.app import WebhookRejected, verify
-from integrations.stripe.consumer import outcome_of
+from integrations.stripe.consumer import decode, outcome_of
 from integrations.stripe.events import (
+    InvalidEvent,
     NotAPayment,
     label_of,
     major_amount,
+    reference,
     stripe_user_id,
     transaction,
 )
+from serving.labels import LabelError
 from tests.helpers.stripe_events import OLD_SECRET, SECRET, charge, dispute, event, sign
 
 SECRETS = [OLD_SECRET, SECRET]
@@ -59,13 +63,29 @@ def test_signed_garbage_and_no_secret_are_rejected():
     with pytest.raises(WebhookRejected):
         verify(junk, sign(b"not json"), SECRETS)
     body = b'{"hello": "world"}'
-    with pytest.raises(WebhookRejected, match="no id or type"):
+    with pytest.raises(WebhookRejected, match="event.id: must be a non-empty string"):
         verify(body, sign(body), SECRETS)
     body = b'{"id": "evt_1", "type": "charge.succeeded", "data": []}'
-    with pytest.raises(WebhookRejected, match="no data.object"):
+    with pytest.raises(WebhookRejected, match="event.data.object: must be an object"):
         verify(body, sign(body), SECRETS)
     with pytest.raises(WebhookRejected, match="no webhook secret"):
         verify(body, sign(body), [])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"[1, 2]", "event"),  # the stripe library itself fails on this with AttributeError
+        (b'"evt_1"', "event"),
+        (b'{"id": "evt_\\u0000", "type": "charge.succeeded", "data": {"object": {}}}', "event.id"),
+        (b'{"id": "evt_1", "type": "' + b"t" * 256 + b'", "data": {"object": {}}}', "event.type"),
+        (b'{"id": "evt_1", "type": "x", "data": {"object": ' + b"9" * 5000 + b"}}", "event"),
+    ],
+)
+def test_a_signed_body_that_is_not_an_event_is_rejected_naming_the_field(body, field):
+    with pytest.raises(WebhookRejected) as err:
+        verify(body, sign(body), SECRETS)
+    assert str(err.value).startswith(f"body is not a Stripe event: {field}: "), str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -130,12 +150,74 @@ def test_which_events_are_labels():
 
 
 def test_a_guest_payment_intent_waits_for_its_charge():
-    import json
-
     guest = {"id": "pi_guest", "object": "payment_intent", "amount": 100, "currency": "eur",
              "customer": None, "created": int(time.time())}  # fmt: skip
     body = json.loads(event("payment_intent.succeeded", guest))
     assert outcome_of(body, Settings()).kind == "ignored"
     body = json.loads(event("charge.succeeded", charge(amount=0)))
-    out = outcome_of(body, Settings())
-    assert (out.kind, out.detail) == ("invalid", "amount: must be greater than zero")
+    with pytest.raises(InvalidTransaction, match="amount: must be greater than zero"):
+        outcome_of(body, Settings())
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"amount": 10**400}, "amount"),
+        ({"amount": -(10**400)}, "amount"),
+        ({"amount": 2.5}, "amount"),
+        ({"amount": True}, "amount"),
+        ({"created": 10**30}, "created"),
+        ({"created": "abc"}, "created"),
+        ({"created": -1}, "created"),
+        ({"currency": ["usd"]}, "currency"),
+    ],
+)
+def test_payment_values_out_of_range_are_named(fields, field):
+    with pytest.raises(InvalidEvent) as err:
+        transaction(charge(**fields))
+    assert err.value.field == field
+
+
+def test_a_card_of_another_shape_is_no_card():
+    ch = charge(customer="cus_1", payment_method_details=["card"], card="x")
+    assert transaction(ch).user_id == stripe_user_id("customer", "cus_1")
+
+
+@pytest.mark.parametrize("created", [10**30, "abc", -5, 1.5])
+def test_an_event_created_out_of_range_is_named(created):
+    body = json.loads(event("customer.created", {"id": "cus_1", "object": "customer"}))
+    body["created"] = created
+    with pytest.raises(InvalidEvent) as err:
+        decode(json.dumps(body).encode())
+    assert err.value.field == "event.created"
+
+
+@pytest.mark.parametrize(
+    ("obj", "field"),
+    [
+        ({"id": "cus_\x00"}, "id"),
+        ({"id": "cus_\ud800"}, "id"),
+        ({"id": "x" * 256}, "id"),
+        ({"id": 10**400}, "id"),
+    ],
+)
+def test_an_object_id_the_database_cannot_hold_is_named(obj, field):
+    body = json.loads(event("customer.created", {"object": "customer", **obj}))
+    with pytest.raises(InvalidEvent) as err:
+        reference(decode(json.dumps(body).encode())["data"]["object"], "id")
+    assert err.value.field == field
+
+
+def test_a_card_fingerprint_that_is_no_id_is_named():
+    ch = charge(payment_method_details={"card": {"fingerprint": "fp\ud800"}})
+    with pytest.raises(InvalidEvent) as err:
+        transaction(ch)
+    assert err.value.field == "card_fingerprint"
+
+
+def test_a_label_the_label_rules_refuse_is_named_before_it_is_published():
+    ch = charge(payment_intent="pi_" + "x" * 100)
+    body = json.loads(event("charge.dispute.created", dispute(ch)))
+    with pytest.raises(LabelError) as err:
+        outcome_of(body, Settings())
+    assert err.value.field == "transaction_id"
