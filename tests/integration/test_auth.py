@@ -106,7 +106,7 @@ def test_a_call_without_credentials_is_refused_and_stores_nothing(app, client_to
             score(ch)(tx, metadata=metadata, timeout=10)
         assert err.value.code() == UNAUTHENTICATED
         assert err.value.details().startswith("authorization:"), err.value.details()
-    app._sink.flush()
+    app.inline.sink.flush()
     assert scored_ids(s.database_url, [tx.transaction_id]) == []
     assert consume(s.kafka_bootstrap_servers, s.topic_raw, expected=0, timeout=5) == []
     with channel_to(app.port, client_token) as ch:  # the same call, with an identity
@@ -133,7 +133,7 @@ def test_a_revoked_token_is_refused_within_the_refresh_interval(app):
     err = refusal(score, tx, token, app.port)
     assert err.code() == UNAUTHENTICATED
     assert err.details() == "authorization: unknown or revoked token"
-    app._sink.flush()
+    app.inline.sink.flush()
     assert scored_ids(s.database_url, [tx.transaction_id]) == []
 
 
