@@ -54,7 +54,8 @@ def test_kafka_properties_carry_the_settings_ports_and_nothing_left_to_fill(stac
     text = devstack.kafka_properties(stack)
     settings_lines = [line for line in text.splitlines() if not line.startswith("#")]
     assert not [line for line in settings_lines if "@" in line]
-    assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in text
+    assert "listeners=BROKER://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in text
+    assert "listener.security.protocol.map=BROKER:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT" in text
     assert f"log.dirs={stack.run_dir / 'kafka' / 'data'}" in text
     assert "auto.create.topics.enable=false" in text
 
