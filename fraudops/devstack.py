@@ -155,8 +155,12 @@ class Stack:
             return {}
 
     def as_kafka_user(self, user: str | None) -> Settings:
-        """The settings with `user`'s Kafka login (None, or no credentials yet: none)."""
-        password = self.kafka_passwords().get(user) if user else None
+        """The settings with `user`'s Kafka login (None: no login). A broker this stack did
+        not make (no credentials here) keeps the login the settings carry."""
+        passwords = self.kafka_passwords()
+        if not passwords:
+            return self.settings
+        password = passwords.get(user) if user else None
         return replace(self.settings, kafka_sasl_username=password and user,
                        kafka_sasl_password=password)  # fmt: skip
 
@@ -165,6 +169,14 @@ class Stack:
         to Kafka as `kafka_user` (every process as its own principal; None: not at all)."""
         settings = to_environ(self.as_kafka_user(kafka_user))
         return {**os.environ, **settings, "FRAUDOPS_PROJECT_DIR": str(self.root)}
+
+
+def with_local_kafka_login(settings: Settings, run_dir: Path = ROOT / "run") -> Settings:
+    """`settings` logged in to the dev stack's broker as its admin, unless they carry a
+    Kafka login of their own: the tests' and the benchmark's clients."""
+    if settings.kafka_sasl_username:
+        return settings
+    return Stack(settings, run_dir).as_kafka_user(kafka_access.ADMIN)
 
 
 def _nothing(stack: Stack) -> None:

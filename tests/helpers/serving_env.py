@@ -96,13 +96,13 @@ def service_process(module: str, settings: Settings, log_path: Path, *args: str)
     return python_process(["-m", module, *args], settings, log_path)
 
 
-def consume(bootstrap: str, topic: str, expected: int, timeout: float = 90) -> list[Message]:
-    """Read a topic from the start until `expected` messages or the timeout; a few more
-    seconds after reaching it, so a duplicate would show up too."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+def consume(kafka: Settings, topic: str, expected: int, timeout: float = 90) -> list[Message]:
+    """Read a topic from the start (as `kafka`'s login) until `expected` messages or the
+    timeout; a few more seconds after reaching it, so a duplicate would show up too."""
+    consumer = Consumer(kafka.kafka_config(**{
+        "group.id": f"test-{uuid.uuid4().hex}",
         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })  # fmt: skip
+    }))  # fmt: skip
     consumer.subscribe([topic])
     found: list[Message] = []
     deadline = time.monotonic() + timeout
@@ -119,9 +119,9 @@ def consume(bootstrap: str, topic: str, expected: int, timeout: float = 90) -> l
     return found
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int = 3) -> int:
+def committed(kafka: Settings, group: str, topic: str, partitions: int = 3) -> int:
     """Sum of the group's committed offsets on `topic` (= messages it is done with)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    consumer = Consumer(kafka.kafka_config(**{"group.id": group}))
     offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 30)
     consumer.close()
     return sum(max(tp.offset, 0) for tp in offsets)

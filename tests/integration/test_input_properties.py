@@ -109,10 +109,10 @@ def property_database(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def app(built_models, serving_root, kafka_bootstrap, kafka_topics, property_database):
+def app(built_models, serving_root, kafka_settings, kafka_topics, property_database):
     publish_model(built_models, serving_root, "v1")
     settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=property_database,
         model_dir=serving_root,
         **kafka_topics(),
@@ -186,7 +186,7 @@ def test_accepted_transactions_are_stored_and_rejected_ones_named(app, channel):
     finally:
         writer.close()
     assert sent, "no example was accepted: the strategy is too hostile"
-    on_kafka = consume(app.settings.kafka_bootstrap_servers, app.settings.topic_raw, len(sent))
+    on_kafka = consume(app.settings, app.settings.topic_raw, len(sent))
     read_back = {
         (m.partition(), m.offset()): fraud_pb2.TransactionRequest.FromString(m.value())
         for m in on_kafka
@@ -227,5 +227,5 @@ def test_accepted_labels_are_stored_and_rejected_ones_named(app, channel):
 
     check()
     assert expected, "no example was accepted: the strategy is too hostile"
-    on_kafka = consume(app.settings.kafka_bootstrap_servers, topic, len(expected))
+    on_kafka = consume(app.settings, topic, len(expected))
     assert {m.key(): fraud_pb2.LabelRequest.FromString(m.value()) for m in on_kafka} == expected

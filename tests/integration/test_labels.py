@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -15,9 +16,10 @@ from confluent_kafka import Consumer, Producer
 from google.protobuf.message import DecodeError
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from fraudops.settings import Settings
 from serving import db
 from serving.labels import LabelError, UnknownTransaction, label_name, record_label, validate_label
-from tests.helpers.serving_env import committed
+from tests.helpers.serving_env import committed, process_env
 
 
 @pytest.fixture(scope="module")
@@ -189,22 +191,18 @@ def message_key(i: int, value: bytes) -> bytes:
     return (tx_id or f"undecodable-{i}").encode()
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+def produce(kafka: Settings, topic: str, values: list[bytes]) -> None:
+    producer = Producer(kafka.kafka_config(**{"enable.idempotence": True}))
     for i, value in enumerate(values):
         producer.produce(topic, value=value, key=message_key(i, value))
     assert producer.flush(30) == 0
 
 
-def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 60) -> list:
+def read_all(kafka: Settings, topic: str, expected: int, deadline_s: float = 60) -> list:
     """Every message on `topic` (waits for `expected` of them, bounded by `deadline_s`)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = Consumer(kafka.kafka_config(**{
+        "group.id": f"reader-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
+    }))  # fmt: skip
     consumer.subscribe([topic])
     found, deadline = [], time.monotonic() + deadline_s
     while len(found) < expected and time.monotonic() < deadline:
@@ -222,17 +220,13 @@ def labels_in(conn, tx_ids: list[str]) -> dict[str, str]:
         return dict(cur.fetchall())
 
 
-def start_consumer(bootstrap: str, database_url: str, topics: dict, group: str):
-    """`python -m serving.label_consumer` as a real process on the test's topics."""
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "DATABASE_URL": database_url,
-        "FRAUDOPS_TOPIC_LABELS": topics["topic_labels"],
-        "FRAUDOPS_TOPIC_LABELS_DLQ": topics["topic_labels_dlq"],
-    }
+def start_consumer(kafka: Settings, database_url: str, topics: dict, group: str, log: Path):
+    """`python -m serving.label_consumer` as a real process on the test's topics, its
+    output in `log`."""
+    env = process_env(replace(kafka, database_url=database_url, **topics))
     command = [sys.executable, "-m", "serving.label_consumer", "--group", group]
-    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    with open(log, "w") as out:
+        return subprocess.Popen(command, env=env, stderr=out, text=True)
 
 
 def wait_until(predicate, deadline_s: float = 60) -> bool:
@@ -246,7 +240,7 @@ def wait_until(predicate, deadline_s: float = 60) -> bool:
 
 @pytest.mark.slow
 def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
-    conn, database_url, kafka_bootstrap, kafka_topics
+    conn, database_url, kafka_settings, kafka_topics, tmp_path
 ):
     topics = kafka_topics()
     known = [scored(conn) for _ in range(4)]
@@ -260,17 +254,17 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
         label_bytes(known[2], fraud_pb2.LABEL_UNSPECIFIED): "label",
         label_bytes(known[3], fraud_pb2.LEGIT, source=""): "source",
     }
-    produce(kafka_bootstrap, topics["topic_labels"], good + list(bad))
+    produce(kafka_settings, topics["topic_labels"], good + list(bad))
     group = f"labels-{uuid.uuid4().hex[:8]}"
-    proc = start_consumer(kafka_bootstrap, database_url, topics, group)
+    log = tmp_path / "label_consumer.log"
+    proc = start_consumer(kafka_settings, database_url, topics, group, log)
     try:
         total = len(good) + len(bad)
-        assert wait_until(
-            lambda: committed(kafka_bootstrap, group, topics["topic_labels"]) == total
-        )
+        assert wait_until(lambda: committed(kafka_settings, group, topics["topic_labels"]) == total)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+    stderr = log.read_text()
     assert proc.returncode == 0, stderr
     assert "stopped" in stderr
 
@@ -282,7 +276,7 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
     }
     assert [a["new"] for a in audit_rows(conn, known[0])] == ["FRAUD", "LEGIT"]
     assert len(audit_rows(conn, known[1])) == 1
-    dead = read_all(kafka_bootstrap, topics["topic_labels_dlq"], expected=len(bad))
+    dead = read_all(kafka_settings, topics["topic_labels_dlq"], expected=len(bad))
     reasons = {(m.value() or b""): dict(m.headers())["error"].decode() for m in dead}
     assert set(reasons) == set(bad)
     for value, field in bad.items():
@@ -291,7 +285,7 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
 
 @pytest.mark.slow
 def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
-    database_url, kafka_bootstrap, kafka_topics
+    database_url, kafka_settings, kafka_topics, tmp_path
 ):
     """Labels that arrive while the database is down are stored once it is back."""
     topics = kafka_topics()
@@ -300,13 +294,14 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
     url = db.with_database(server, name)  # not created yet: every connect fails
     tx_ids = [f"tx-outage-{i}" for i in range(3)]
     produce(
-        kafka_bootstrap, topics["topic_labels"], [label_bytes(t, fraud_pb2.FRAUD) for t in tx_ids]
+        kafka_settings, topics["topic_labels"], [label_bytes(t, fraud_pb2.FRAUD) for t in tx_ids]
     )
     group = f"labels-{uuid.uuid4().hex[:8]}"
-    proc = start_consumer(kafka_bootstrap, url, topics, group)
+    log = tmp_path / "label_consumer.log"
+    proc = start_consumer(kafka_settings, url, topics, group, log)
     try:
-        time.sleep(3)
-        assert committed(kafka_bootstrap, group, topics["topic_labels"]) == 0
+        assert wait_until(lambda: "database unavailable" in log.read_text())
+        assert committed(kafka_settings, group, topics["topic_labels"]) == 0
         # The database comes back whole: built under another name, then renamed into place,
         # so the consumer never sees it without the scored transactions its labels name.
         staging = f"{name}_staging"
@@ -321,13 +316,12 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
             cur.execute(f'ALTER DATABASE "{staging}" RENAME TO "{name}"')
         admin.close()
         outage_conn = db.connect(url)
-        assert wait_until(lambda: committed(kafka_bootstrap, group, topics["topic_labels"]) == 3)
+        assert wait_until(lambda: committed(kafka_settings, group, topics["topic_labels"]) == 3)
         assert labels_in(outage_conn, tx_ids) == dict.fromkeys(tx_ids, "FRAUD")
         outage_conn.close()
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
         db.drop_database(server, name)
-    assert proc.returncode == 0, stderr
-    assert "database unavailable" in stderr
-    assert read_all(kafka_bootstrap, topics["topic_labels_dlq"], expected=1, deadline_s=3) == []
+    assert proc.returncode == 0, log.read_text()
+    assert read_all(kafka_settings, topics["topic_labels_dlq"], expected=1, deadline_s=3) == []
