@@ -317,29 +317,14 @@ def _kafka_ready(stack: Stack) -> bool:
     return True
 
 
-def _kafka_topics(stack: Stack) -> None:
-    """Create the settings' topics that are missing (the broker auto-creates none), then
-    every principal and its ACLs on them."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import NewTopic
-
-    admin = _kafka_admin(stack)
-    existing = admin.list_topics(timeout=10).topics
-    missing = [
-        NewTopic(name, num_partitions=TOPIC_PARTITIONS)
-        for name in stack.settings.topics().values()
-        if name not in existing
-    ]
-    for name, future in (admin.create_topics(missing) if missing else {}).items():
-        try:
-            future.result(timeout=30)
-            say(f"kafka: created topic {name}")
-        except KafkaException as err:
-            if "TOPIC_ALREADY_EXISTS" not in str(err):
-                raise
+def _kafka_setup(stack: Stack) -> None:
+    """The settings' topics, then every principal and its ACLs on them."""
+    admin_settings = stack.as_kafka_user(kafka_access.ADMIN)
+    for name in kafka_access.ensure_topics(admin_settings, TOPIC_PARTITIONS):
+        say(f"kafka: created topic {name}")
     if stack.kafka_passwords():  # a broker of this stack (not one found on the port)
-        admin_settings = stack.as_kafka_user(kafka_access.ADMIN)
-        kafka_access.apply(admin_settings, stack.kafka_passwords(), stack.settings.topics())
+        kafka_access.add_users(admin_settings, stack.kafka_passwords())
+        kafka_access.grant(admin_settings, stack.settings.topics())
 
 
 KAFKA = Service(
@@ -348,7 +333,7 @@ KAFKA = Service(
     commands=_kafka_commands,
     ready=_kafka_ready,
     prepare=_kafka_prepare,
-    after_ready=_kafka_topics,
+    after_ready=_kafka_setup,
 )
 
 

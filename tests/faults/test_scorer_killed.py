@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
-from fraudops.settings import Settings
 from tests.faults.support import Stream, resumed
 from tests.helpers.serving_env import (
     consume,
+    on_topic,
     scored_ids,
     service_process,
     serving_v1_settings,
@@ -26,21 +24,6 @@ from tests.helpers.serving_env import (
 )
 
 N = 3000
-
-
-def on_topic(kafka: Settings, topic: str, partitions: int = 3) -> int:
-    """Messages on a topic so far (the sum of its partitions' high watermarks); 0 while the
-    broker cannot say yet (a new topic's leaders still moving in)."""
-    consumer = Consumer(kafka.kafka_config(**{"group.id": f"wm-{uuid.uuid4().hex}"}))
-    try:
-        marks = [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in range(partitions)
-        ]
-    except KafkaException:
-        return 0
-    finally:
-        consumer.close()
-    return sum(high for _low, high in marks)
 
 
 @pytest.fixture
@@ -65,7 +48,7 @@ def test_a_scorer_killed_while_dead_lettering_loses_nothing_on_restart(
     url, dlq = settings.database_url, settings.topic_dlq
     with service_process("serving.scorer", settings, tmp_path / "scorer-1.log") as first:
         stream.start()
-        wait_until(lambda: on_topic(kafka_settings, dlq) >= 50, "the DLQ being written", 120)
+        wait_until(lambda: (on_topic(kafka_settings, dlq) or 0) >= 50, "the DLQ being written", 120)
         stop_process(first, signal.SIGKILL)
     killed, before = time.monotonic(), len(scored_ids(url, ids))
     assert before < len(valid), "killed too late: the stream was already done"

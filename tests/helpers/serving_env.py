@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from fraudops.modelspec import publish
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
@@ -117,6 +117,21 @@ def consume(kafka: Settings, topic: str, expected: int, timeout: float = 90) -> 
     finally:
         consumer.close()
     return found
+
+
+def on_topic(kafka: Settings, topic: str, partitions: int = 3) -> int | None:
+    """Messages on a topic so far (the sum of its partitions' high watermarks); None while
+    the broker cannot say yet (a new topic's leaders still moving in)."""
+    consumer = Consumer(kafka.kafka_config(**{"group.id": f"wm-{uuid.uuid4().hex}"}))
+    try:
+        marks = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in range(partitions)
+        ]
+    except KafkaException:
+        return None
+    finally:
+        consumer.close()
+    return sum(high for _low, high in marks)
 
 
 def committed(kafka: Settings, group: str, topic: str, partitions: int = 3) -> int:
