@@ -140,6 +140,22 @@ def test_up_is_idempotent_env_exports_the_settings_and_down_stops_what_it_starte
     assert _shared_services() == shared_before
 
 
+def test_a_broker_formatted_without_users_is_made_again_with_them(devstack):
+    data = devstack.run_dir / "kafka" / "data"
+    (data / "old-topic-0").mkdir(parents=True)
+    (data / "meta.properties").write_text("version=1\n")  # an older stack's: no SCRAM users
+    up = devstack("up", "kafka")
+    assert up.returncode == 0, up.stderr
+    assert "formatted without SASL users" in up.stderr
+    assert not (data / "old-topic-0").exists()
+    from confluent_kafka.admin import AdminClient
+
+    admin = with_local_kafka_login(devstack.settings, devstack.run_dir)
+    assert set(Settings().topics().values()) <= set(
+        AdminClient(admin.kafka_config()).list_topics(timeout=10).topics
+    )
+
+
 def test_concurrent_ups_start_one_postgres(devstack):
     runs = [
         subprocess.Popen(
