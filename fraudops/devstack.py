@@ -6,7 +6,9 @@ console (uvicorn), bound to loopback, ports from Settings, state and logs under 
 (git-ignored). `up` is idempotent
 and returns once every named service answers (no names: all, in order); `down` stops, in
 reverse order, exactly what `up` started; a port already served by a process not started
-here is used as it is and never stopped. `env` prints the export lines of the settings.
+here is used as it is and never stopped. `env` prints the export lines of the settings,
+with the Kafka admin's login. The broker authenticates every client (SASL/SCRAM) and each
+process of the stack logs in as its own principal (`fraudops.kafka_access`).
 A service is one record in SERVICES: adding one is adding a record. The project's own
 processes are records in APPS, started only when named: `up scorer` starts
 `FRAUDOPS_SCORER_REPLICAS` stream scorers in one consumer group (their metrics on the ports
@@ -325,6 +327,9 @@ def _kafka_setup(stack: Stack) -> None:
     if stack.kafka_passwords():  # a broker of this stack (not one found on the port)
         kafka_access.add_users(admin_settings, stack.kafka_passwords())
         kafka_access.grant(admin_settings, stack.settings.topics())
+    elif running_pid(KAFKA, stack) is not None:
+        say("kafka: this broker was started by an older dev stack, without SASL users or "
+            "ACLs; `down kafka` then `up kafka` makes it again with them")  # fmt: skip
 
 
 KAFKA = Service(
