@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.common import transactions
 from console import auth, live
 from fraudops.db import connect
+from fraudops.devstack import with_local_kafka_login
 from fraudops.modelspec import publish
 from fraudops.settings import Settings, load_settings
 from serving import db
@@ -168,8 +169,7 @@ def read_stream(client: httpx.Client, arrivals: list[tuple[float, str]], stop: t
 
 def produce_at(settings: Settings, rate: int, seconds: float) -> int:
     """Raw transactions at `rate` per second for `seconds`; each id carries its send time."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                         "linger.ms": 2})  # fmt: skip
+    producer = Producer(settings.kafka_config(**{"linger.ms": 2}))
     pool = transactions(rate, 5000, seed=1, prefix="x")
     sent, started, step = 0, time.time(), 0.01
     while time.time() - started < seconds:
@@ -285,7 +285,7 @@ def live_latency(base: Settings, url: str, rate: int, seconds: float, browser: b
         tmp = Path(tmp_dir)
         built = build_models(tmp / "built")
         publish(built / "v2", tmp / "serving", "v2")
-        topics = create_topics(base.kafka_bootstrap_servers, "bench-console")
+        topics = create_topics(base, "bench-console")
         redis_server = RedisServer(tmp / "redis").start()  # the scorer's feature state
         settings = replace(base, database_url=url, model_dir=tmp / "serving", **topics,
                            console_port=free_port(), log_level="WARNING",
@@ -329,7 +329,7 @@ def live_latency(base: Settings, url: str, rate: int, seconds: float, browser: b
                     print(f"{name}:", (tmp / name).read_text()[-3000:])
         finally:
             redis_server.stop()
-            delete_topics(base.kafka_bootstrap_servers, list(topics.values()))
+            delete_topics(base, list(topics.values()))
     written = _written_at(url)
     shown = [(at, tx, _sent_at(tx)) for at, tx in arrivals]
     shown = [(at, tx, sent_at) for at, tx, sent_at in shown if sent_at >= measured_from]
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--fill-only needs --database (a fresh database is dropped at the end)")
     if not parts <= {"pages", "live"}:
         parser.error(f"--parts: unknown {sorted(parts - {'pages', 'live'})}")
-    base = load_settings().with_local_services()
+    base = with_local_kafka_login(load_settings().with_local_services())
     with bench_database(base.database_url, args.database) as url:
         started = time.perf_counter()
         bands = fill(url, args.rows)

@@ -29,6 +29,7 @@ import redis
 
 from bench import capacity, inline, stream
 from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
+from fraudops.devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.stack import (
@@ -57,7 +58,7 @@ def run_inline(
 ):
     """An in-memory and a Redis-state server side by side, their latency rounds in turn;
     then a hot reload under a steady client (in memory); then the no-op floor."""
-    topics = create_topics(settings.kafka_bootstrap_servers, "bench")
+    topics = create_topics(settings, "bench")
     settings = replace(settings, **topics)
     redis_url = redis_server.url
     shared = replace(settings, redis_url=redis_url, grpc_port=free_port())
@@ -81,7 +82,7 @@ def run_inline(
             txs = transactions(calls + 500, users=5000, seed=1, prefix="noop")
             latency.noop_rounds = inline.call_latency(noop_port, txs, 500, rounds)
     finally:
-        delete_topics(settings.kafka_bootstrap_servers, list(topics.values()))
+        delete_topics(settings, list(topics.values()))
     ping_us = inline.redis_ping_us(redis_url)
     pinned = inline.pinned_ping_us(redis_url, redis_server.pid)
     return inline.report(latency, reload) + inline.state_report(latency, in_redis, ping_us, pinned)
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = [p for p in args.parts.split(",") if p]
     if unknown := set(parts) - set(PARTS):
         parser.error(f"unknown part(s) {sorted(unknown)}; choose from {PARTS}")
-    base = load_settings().with_local_services()
+    base = with_local_kafka_login(load_settings().with_local_services())
     with workspace(base.database_url, "fraudops-bench") as (work, built, url):
         settings = loopback_settings(
             base, database_url=url, model_dir=work / "serving", log_level=LOG_LEVEL,

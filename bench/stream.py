@@ -49,11 +49,10 @@ def serialized(n: int, seed: int, prefix: str) -> list[tuple[str, bytes]]:
 
 
 def fill(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
-    producer = Producer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 20,
-        "batch.num.messages": 10000, "compression.type": "lz4",
+    producer = Producer(settings.kafka_config(**{
+        "linger.ms": 20, "batch.num.messages": 10000, "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
-    })  # fmt: skip
+    }))  # fmt: skip
     for key, value in messages:
         producer.produce(settings.topic_raw, key=key, value=value)
         producer.poll(0)
@@ -73,8 +72,7 @@ def redis_counters(url: str) -> dict[str, float]:
 
 
 def kafka_count(settings: Settings, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                         "group.id": f"bench-{uuid.uuid4().hex}"})  # fmt: skip
+    consumer = Consumer(settings.kafka_config(**{"group.id": f"bench-{uuid.uuid4().hex}"}))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         return sum(
@@ -102,7 +100,7 @@ def drain(
     base: Settings, n: int, seed: int, logs: Path, profile: Path | None = None, scorers: int = 1
 ) -> DrainResult:
     """One round on fresh topics and a fresh consumer group."""
-    topics = create_topics(base.kafka_bootstrap_servers, "bench", PARTITIONS)
+    topics = create_topics(base, "bench", PARTITIONS)
     settings = replace(base, consumer_group=f"bench-{uuid.uuid4().hex[:8]}", **topics)
     prefix = f"stream{seed}-{uuid.uuid4().hex[:6]}"  # rows of earlier rounds do not count
     messages = serialized(n, seed, prefix)
@@ -116,7 +114,7 @@ def drain(
             for k in range(scorers):
                 log = logs / f"scorer-{seed}-{k}.log"
                 running.enter_context(python_process(args, settings, log, STOP_S))
-            wait_for_members(settings.kafka_bootstrap_servers, settings.consumer_group, scorers)
+            wait_for_members(settings, settings.consumer_group, scorers)
             fill(settings, messages)
             deadline = time.monotonic() + 600
             while count < n and time.monotonic() < deadline:
@@ -127,7 +125,7 @@ def drain(
             last = time.perf_counter()
         on_kafka = kafka_count(settings, settings.topic_scores)
     finally:
-        delete_topics(settings.kafka_bootstrap_servers, list(topics.values()))
+        delete_topics(settings, list(topics.values()))
     per_tx = None
     if before is not None:
         after = redis_counters(settings.redis_url)

@@ -12,6 +12,7 @@ import httpx
 
 from bench import inline
 from bench.common import LOG_LEVEL, STOP_S, Stats, median, transactions, workspace
+from fraudops.devstack import with_local_kafka_login
 from fraudops.settings import load_settings
 from tests.helpers.stack import (
     channel_to,
@@ -76,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=3000, help="calls per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    base = load_settings().with_local_services()
+    base = with_local_kafka_login(load_settings().with_local_services())
     with workspace(base.database_url, "fraudops-bench-stripe") as (work, _built, url):
-        topics = create_topics(base.kafka_bootstrap_servers, "bench-stripe")
+        topics = create_topics(base, "bench-stripe")
         settings = loopback_settings(
             base, database_url=url, model_dir=work / "serving", log_level=LOG_LEVEL,
             redis_url=None, stripe_port=free_port(), stripe_decide_api_key=KEY, **topics,
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     settings.stripe_port, args.calls, args.rounds
                 )
         finally:
-            delete_topics(base.kafka_bootstrap_servers, list(topics.values()))
+            delete_topics(base, list(topics.values()))
     print(_line("gRPC FraudScoring.Score", grpc_rounds.score_rounds))
     print(_line("HTTP POST /stripe/decide", http_rounds))
     print(f"{'server-side scoring, median':<34} gRPC {median(grpc_rounds.server_us):.0f} µs, "

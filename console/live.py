@@ -64,11 +64,10 @@ def sse(event: str, data: Any) -> str:
 def stream_consumer(settings: Settings, timeout_s: float = 10) -> Consumer:
     """A consumer assigned every partition of the scores topic at its current end, so
     whatever is scored from now on is read (explicit offsets: nothing resolved lazily)."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+    consumer = Consumer(settings.kafka_config(**{
         "group.id": f"fraudops-console-live-{uuid.uuid4().hex}",
         "enable.auto.commit": False, "enable.partition.eof": False,
-    })  # fmt: skip
+    }))  # fmt: skip
     topic = settings.topic_scores
     metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
     if metadata.error is not None:
@@ -137,10 +136,9 @@ async def score_stream(settings: Settings, disconnected: Callable[[], Any]) -> A
 def consumer_lag(settings: Settings, timeout_s: float = 5) -> int | None:
     """Messages of `topic_raw` the scorer group has not committed yet; None when Kafka
     cannot tell (the broker is away, or the group never committed)."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+    consumer = Consumer(settings.kafka_config(**{
         "group.id": settings.consumer_group, "enable.auto.commit": False,
-    })  # fmt: skip
+    }))  # fmt: skip
     try:
         topic = consumer.list_topics(settings.topic_raw, timeout=timeout_s).topics.get(
             settings.topic_raw

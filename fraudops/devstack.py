@@ -6,7 +6,9 @@ console (uvicorn), bound to loopback, ports from Settings, state and logs under 
 (git-ignored). `up` is idempotent
 and returns once every named service answers (no names: all, in order); `down` stops, in
 reverse order, exactly what `up` started; a port already served by a process not started
-here is used as it is and never stopped. `env` prints the export lines of the settings.
+here is used as it is and never stopped. `env` prints the export lines of the settings,
+with the Kafka admin's login. The broker authenticates every client (SASL/SCRAM) and each
+process of the stack logs in as its own principal (`fraudops.kafka_access`).
 A service is one record in SERVICES: adding one is adding a record. The project's own
 processes are records in APPS, started only when named: `up scorer` starts
 `FRAUDOPS_SCORER_REPLICAS` stream scorers in one consumer group (their metrics on the ports
@@ -40,9 +42,10 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fraudops import kafka_access
 from fraudops.processes import process_alive
 from fraudops.settings import Settings, env_name, load_settings, to_environ, url_address
 
@@ -145,9 +148,37 @@ class Stack:
             raise StackError(f"{path} is missing: run `make install` first")
         return path
 
-    def environ(self) -> dict[str, str]:
-        """The environment every service starts with: ours plus the stack's settings."""
-        return {**os.environ, **to_environ(self.settings), "FRAUDOPS_PROJECT_DIR": str(self.root)}
+    def kafka_passwords(self) -> dict[str, str]:
+        """The broker's principals and their passwords (run/kafka/credentials.json, made
+        when the storage is formatted); empty before that."""
+        try:
+            return json.loads((self.dir("kafka") / "credentials.json").read_text())
+        except FileNotFoundError:
+            return {}
+
+    def as_kafka_user(self, user: str | None) -> Settings:
+        """The settings with `user`'s Kafka login (None: no login). A broker this stack did
+        not make (no credentials here) keeps the login the settings carry."""
+        passwords = self.kafka_passwords()
+        if not passwords:
+            return self.settings
+        password = passwords.get(user) if user else None
+        return replace(self.settings, kafka_sasl_username=password and user,
+                       kafka_sasl_password=password)  # fmt: skip
+
+    def environ(self, kafka_user: str | None = None) -> dict[str, str]:
+        """The environment a service starts with: ours plus the stack's settings, logged in
+        to Kafka as `kafka_user` (every process as its own principal; None: not at all)."""
+        settings = to_environ(self.as_kafka_user(kafka_user))
+        return {**os.environ, **settings, "FRAUDOPS_PROJECT_DIR": str(self.root)}
+
+
+def with_local_kafka_login(settings: Settings, run_dir: Path = ROOT / "run") -> Settings:
+    """`settings` logged in to the dev stack's broker as its admin, unless they carry a
+    Kafka login of their own: the tests' and the benchmark's clients."""
+    if settings.kafka_sasl_username:
+        return settings
+    return Stack(settings, run_dir).as_kafka_user(kafka_access.ADMIN)
 
 
 def _nothing(stack: Stack) -> None:
@@ -176,6 +207,7 @@ class Service:
     stop_signal: int = signal.SIGTERM
     ready_timeout_s: float = 120
     listens: bool = True  # False: no port of its own (a consumer); judged by its process
+    kafka_user: str | None = None  # its principal on the broker (fraudops.kafka_access)
 
     def address(self, settings: Settings) -> tuple[str, int]:
         return endpoint_address(self.endpoint(settings))
@@ -185,10 +217,14 @@ class Service:
 
 
 # --- Kafka --------------------------------------------------------------------------------
+# Clients authenticate with SASL/SCRAM-SHA-512 and ACLs decide what each may do
+# (fraudops.kafka_access); the passwords are generated at the first `up` into
+# run/kafka/credentials.json (mode 600) and given to each process of the stack as its own
+# login; `env` exports admin's.
 
 
 def _kafka_prepare(stack: Stack) -> None:
-    """server.properties from the template; storage formatted once."""
+    """server.properties from the template; passwords and storage made once."""
     if not any(stack.kafka_libs.glob("*.jar")):
         raise StackError(
             f"the Kafka broker's jars are missing in {stack.kafka_libs}: run `make install` "
@@ -196,16 +232,35 @@ def _kafka_prepare(stack: Stack) -> None:
         )
     if shutil.which("java") is None:
         raise StackError("java not found: Java 17+ is needed (.ci/run installs it)")
-    home = stack.dir("kafka")
+    home, data = stack.dir("kafka"), stack.dir("kafka") / "data"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "server.properties").write_text(kafka_properties(stack))
+    if (data / "meta.properties").exists() and not stack.kafka_passwords():
+        say(
+            f"kafka: {data} was formatted without SASL users (an older dev stack); "
+            "re-creating it empty (local dev data: its topics and messages are dropped)"
+        )
+        shutil.rmtree(data)
+    _kafka_credentials(stack)
+    _write_private(home / "server.properties", kafka_properties(stack))
     shutil.copy(stack.root / "infra" / "kafka" / "log4j2.properties", home / "log4j2.properties")
-    if not (home / "data" / "meta.properties").exists():
+    if not (data / "meta.properties").exists():
         _kafka_format(stack)
 
 
+def _kafka_credentials(stack: Stack) -> None:
+    """A random password for every principal that has none yet."""
+    import secrets
+
+    passwords = stack.kafka_passwords()
+    missing = [user for user in kafka_access.PRINCIPALS if user not in passwords]
+    if missing:
+        passwords.update({user: secrets.token_urlsafe(24) for user in missing})
+        _write_private(stack.dir("kafka") / "credentials.json", json.dumps(passwords, indent=1))
+
+
 def kafka_properties(stack: Stack) -> str:
-    """infra/kafka/server.properties with the data directory and the settings' ports."""
+    """infra/kafka/server.properties with the data directory, the settings' ports and the
+    admin password."""
     host, port = stack.settings.kafka_address()
     text = (stack.root / "infra" / "kafka" / "server.properties").read_text()
     for key, value in {
@@ -213,6 +268,7 @@ def kafka_properties(stack: Stack) -> str:
         "@HOST@": host,
         "@PORT@": str(port),
         "@CONTROLLER_PORT@": str(stack.settings.kafka_controller_port),
+        "@ADMIN_PASSWORD@": stack.kafka_passwords().get(kafka_access.ADMIN, ""),
     }.items():
         text = text.replace(key, value)
     return text
@@ -225,13 +281,18 @@ def _kafka_java(stack: Stack, *args: str) -> list[str]:
 
 
 def _kafka_format(stack: Stack) -> None:
+    """Format the storage with admin's SCRAM credential: the broker logs in to itself with
+    it, and the dev stack with it adds the other principals."""
     tool = "kafka.tools.StorageTool"
     cluster_id = subprocess.run(
         _kafka_java(stack, tool, "random-uuid"), capture_output=True, text=True, check=True
     ).stdout.split()[-1]
     say(f"kafka: formatting storage (cluster id {cluster_id})")
     config = str(stack.dir("kafka") / "server.properties")
-    command = _kafka_java(stack, tool, "format", "--standalone", "-t", cluster_id, "-c", config)
+    admin = kafka_access.ADMIN
+    scram = f"SCRAM-SHA-512=[name={admin},password={stack.kafka_passwords()[admin]}]"
+    command = _kafka_java(stack, tool, "format", "--standalone", "-t", cluster_id, "-c", config,
+                          "--add-scram", scram)  # fmt: skip
     _run_logged(command, stack.log("kafka"), "kafka: storage format failed")
 
 
@@ -248,7 +309,7 @@ def _kafka_commands(stack: Stack) -> list[list[str]]:
 def _kafka_admin(stack: Stack):
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": stack.settings.kafka_bootstrap_servers})
+    return AdminClient(stack.as_kafka_user(kafka_access.ADMIN).kafka_config())
 
 
 def _kafka_ready(stack: Stack) -> bool:
@@ -258,25 +319,17 @@ def _kafka_ready(stack: Stack) -> bool:
     return True
 
 
-def _kafka_topics(stack: Stack) -> None:
-    """Create the settings' topics that are missing (the broker auto-creates none)."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import NewTopic
-
-    admin = _kafka_admin(stack)
-    existing = admin.list_topics(timeout=10).topics
-    missing = [
-        NewTopic(name, num_partitions=TOPIC_PARTITIONS)
-        for name in stack.settings.topics().values()
-        if name not in existing
-    ]
-    for name, future in (admin.create_topics(missing) if missing else {}).items():
-        try:
-            future.result(timeout=30)
-            say(f"kafka: created topic {name}")
-        except KafkaException as err:
-            if "TOPIC_ALREADY_EXISTS" not in str(err):
-                raise
+def _kafka_setup(stack: Stack) -> None:
+    """The settings' topics, then every principal and its ACLs on them."""
+    admin_settings = stack.as_kafka_user(kafka_access.ADMIN)
+    for name in kafka_access.ensure_topics(admin_settings, TOPIC_PARTITIONS):
+        say(f"kafka: created topic {name}")
+    if stack.kafka_passwords():  # a broker of this stack (not one found on the port)
+        kafka_access.add_users(admin_settings, stack.kafka_passwords())
+        kafka_access.grant(admin_settings, stack.settings.topics())
+    elif running_pid(KAFKA, stack) is not None:
+        say("kafka: this broker was started by an older dev stack, without SASL users or "
+            "ACLs; `down kafka` then `up kafka` makes it again with them")  # fmt: skip
 
 
 KAFKA = Service(
@@ -285,7 +338,7 @@ KAFKA = Service(
     commands=_kafka_commands,
     ready=_kafka_ready,
     prepare=_kafka_prepare,
-    after_ready=_kafka_topics,
+    after_ready=_kafka_setup,
 )
 
 
@@ -495,16 +548,22 @@ MLFLOW = Service(
 # skipped. SQLite metadata in run/airflow (the embedded default).
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds a secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def _airflow_secret(stack: Stack, name: str) -> str:
     """A random secret generated once and kept in run/airflow (mode 600)."""
     import secrets
 
     path = stack.dir("airflow") / f".{name}"
     if not path.exists() or not path.read_text().strip():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(64) + "\n")
+        _write_private(path, secrets.token_hex(64) + "\n")
     return path.read_text().strip()
 
 
@@ -590,6 +649,7 @@ CONSOLE = Service(
     ready=lambda stack: http_ok(f"{stack.settings.console_url()}/api/health"),
     prepare=_console_prepare,
     ready_timeout_s=60,
+    kafka_user="console",
 )
 
 SERVICES = {s.name: s for s in (KAFKA, POSTGRES, REDIS, MLFLOW, AIRFLOW, CONSOLE)}
@@ -635,6 +695,7 @@ SCORER = Service(
     ready=_scorers_ready,
     prepare=_scorer_prepare,
     ready_timeout_s=60,
+    kafka_user="scorer",
 )
 
 # The inline gRPC server and the label consumer: the rest of the live loop, for the demo.
@@ -644,6 +705,7 @@ SERVER = Service(
     commands=lambda stack: [[sys.executable, "-m", "serving.server"]],
     ready=lambda stack: port_open(stack.settings.grpc_host, stack.settings.grpc_port),
     ready_timeout_s=120,
+    kafka_user="ingest",
 )
 
 LABEL_CONSUMER = Service(
@@ -652,6 +714,7 @@ LABEL_CONSUMER = Service(
     commands=lambda stack: [[sys.executable, "-m", "serving.label_consumer"]],
     ready=lambda stack: True,  # once it runs; `status` says whether it still does
     listens=False,
+    kafka_user="labels",
 )
 
 # Held-out transactions sent through the server at a modest rate, so the live screens move.
@@ -735,7 +798,8 @@ def _spawn(service: Service, stack: Stack) -> subprocess.Popen:
     service.pidfile(stack).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            commands[0], cwd=stack.root, env={**stack.environ(), **service.environ(stack)},
+            commands[0], cwd=stack.root,
+            env={**stack.environ(service.kafka_user), **service.environ(stack)},
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, **_user_kwargs(service.user),
         )  # fmt: skip
@@ -889,7 +953,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings().with_local_services()
     stack = Stack(settings, args.run_dir.resolve(), args.kafka_libs.resolve())
     if args.command == "env":
-        print("\n".join(env_lines(settings)))
+        print("\n".join(env_lines(stack.as_kafka_user(kafka_access.ADMIN))))
     elif args.command == "status":
         print("\n".join(status_line(s, stack) for s in chosen))
     else:

@@ -8,14 +8,20 @@ field, builds a subprocess's environment with `to_environ` (the inverse of
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # This process's Kafka principal (SASL/SCRAM); no user: an unauthenticated connection,
+    # which the dev stack's broker and docker-compose's refuse.
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)  # never logged
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
     database_url: str | None = None  # None: no database (collect_feedback reads nothing)
     redis_url: str | None = None  # None: per-user feature state in each process's memory
     mlflow_tracking_uri: str = "http://127.0.0.1:5000"
@@ -115,6 +121,27 @@ class Settings:
     def console_url(self) -> str:
         return f"http://{self.console_host}:{self.console_port}"
 
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """The configuration every Kafka client of the project starts from: where the
+        broker is and who this process is to it; `overrides` add the client's own keys."""
+        config: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap_servers}
+        if self.kafka_sasl_username:
+            config.update({
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": self.kafka_sasl_mechanism,
+                "sasl.username": self.kafka_sasl_username,
+                "sasl.password": self.kafka_sasl_password or "",
+            })  # fmt: skip
+        config.update(overrides)
+        return config
+
+    def kafka_login(self) -> dict[str, Any]:
+        """The fields that say which broker and as whom, to carry into other settings
+        (`replace(base, **settings.kafka_login())`)."""
+        names = ("kafka_bootstrap_servers", "kafka_sasl_username", "kafka_sasl_password",
+                 "kafka_sasl_mechanism")  # fmt: skip
+        return {name: getattr(self, name) for name in names}
+
     def kafka_address(self) -> tuple[str, int]:
         """Host and port of the first bootstrap server."""
         host, _, port = self.kafka_bootstrap_servers.split(",")[0].rpartition(":")
@@ -124,6 +151,9 @@ class Settings:
 # Environment variable for each setting; the standard names where one exists.
 ENV_NAMES = {
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "kafka_sasl_username": "KAFKA_SASL_USERNAME",
+    "kafka_sasl_password": "KAFKA_SASL_PASSWORD",
+    "kafka_sasl_mechanism": "KAFKA_SASL_MECHANISM",
     "database_url": "DATABASE_URL",
     "redis_url": "REDIS_URL",
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",

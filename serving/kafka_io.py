@@ -26,8 +26,7 @@ MAX_DEAD_LETTER_BYTES = 900_000
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    config = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+    config = settings.kafka_config(**{
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 2,
@@ -36,7 +35,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "queue.buffering.max.kbytes": 512 * 1024,
         "batch.num.messages": 10_000,
         "error_cb": _log_error,
-    }
+    })  # fmt: skip
     config.update(overrides)
     return config
 
@@ -51,8 +50,7 @@ def make_consumer(
     """A manual-commit consumer (default: the scorer's group); a new group starts at the
     earliest offset, so nothing already on the topic is skipped. With `report_lag`, the
     partitions' lag goes to the scorer's consumer-lag gauge via librdkafka statistics."""
-    config = {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+    config = settings.kafka_config(**{
         "group.id": group or settings.consumer_group,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -66,7 +64,7 @@ def make_consumer(
         "fetch.wait.max.ms": 50,
         "queued.max.messages.kbytes": 256 * 1024,
         "error_cb": _log_error,
-    }
+    })  # fmt: skip
     if report_lag:
         config.update({"statistics.interval.ms": 5000, "stats_cb": record_lag})
     config.update(overrides)

@@ -1,8 +1,11 @@
 """Shared fixtures for tests against the real services (never mocks).
 
 - `project_root`: the repository root (Path).
-- `kafka_bootstrap`: bootstrap servers of the running broker (from the settings); starts
-  it with `python -m fraudops.devstack up kafka` when nothing listens there.
+- `kafka_settings`: `Settings` naming the running broker and the admin login to it (all
+  else default; `replace(base, **kafka_settings.kafka_login())` carries both into other
+  settings): the settings' broker, started with `python -m fraudops.devstack up kafka` when
+  nothing listens there; the login from the environment (KAFKA_SASL_USERNAME, ...), else
+  the dev stack's admin (run/kafka/credentials.json).
 - `kafka_topics`: factory `kafka_topics(n_partitions=3)` -> dict of fresh, uniquely named
   topics keyed like the settings (topic_raw, topic_scores, topic_labels, topic_dlq,
   topic_labels_dlq, topic_inline_dlq); deleted when the test ends.
@@ -24,11 +27,13 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from fraudops.settings import load_settings, url_address
+from fraudops.devstack import with_local_kafka_login
+from fraudops.settings import Settings, load_settings, url_address
 from tests.helpers.stack import (
     create_topics,
     delete_topics,
@@ -70,28 +75,34 @@ def project_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
+def kafka_settings() -> Settings:
     settings = load_settings()
     _ensure_service("kafka", *settings.kafka_address())
+    settings = with_local_kafka_login(settings)
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    bootstrap = settings.kafka_bootstrap_servers
-    AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30)
-    return bootstrap
+    kafka = replace(Settings(), **settings.kafka_login())
+    try:
+        AdminClient(kafka.kafka_config()).list_topics(timeout=30)
+    except KafkaException as err:
+        pytest.fail(f"Kafka at {kafka.kafka_bootstrap_servers} as "
+                    f"{kafka.kafka_sasl_username or 'nobody'} does not answer: {err}")  # fmt: skip
+    return kafka
 
 
 @pytest.fixture
-def kafka_topics(kafka_bootstrap: str) -> Iterator[Callable[..., dict[str, str]]]:
+def kafka_topics(kafka_settings: Settings) -> Iterator[Callable[..., dict[str, str]]]:
     """Factory of fresh topics named after the settings' topics, deleted at the end."""
     created: list[str] = []
 
     def make(n_partitions: int = 3) -> dict[str, str]:
-        names = create_topics(kafka_bootstrap, "test", n_partitions)
+        names = create_topics(kafka_settings, "test", n_partitions)
         created.extend(names.values())
         return names
 
     yield make
-    delete_topics(kafka_bootstrap, created)
+    delete_topics(kafka_settings, created)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from fraudops.devstack import with_local_kafka_login
 from fraudops.settings import Settings
 from tests.helpers.serving_env import ROOT, free_port, process_env, transaction, wait_until
 
@@ -74,13 +75,13 @@ class Stream:
     `invalid_every`, every such transaction has a negative amount (`invalid` names them)."""
 
     def __init__(
-        self, bootstrap: str, topic: str, ids: list[str], per_second: float = 400,
+        self, kafka: Settings, topic: str, ids: list[str], per_second: float = 400,
         invalid_every: int = 0,
     ):  # fmt: skip
         self.ids = ids
         self.invalid = set(ids[::invalid_every]) if invalid_every else set()
         self.sent = 0
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        self._producer = Producer(kafka.kafka_config(**{"linger.ms": 5}))
         self._topic = topic
         self._pause = 1.0 / per_second
         self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
@@ -109,7 +110,7 @@ def with_stack(base: Settings, stack: PrivateStack, *names: str) -> Settings:
     """`base` pointed at the private stack's services named (kafka, postgres, redis)."""
     s = stack.settings
     fields = {
-        "kafka": {"kafka_bootstrap_servers": s.kafka_bootstrap_servers},
+        "kafka": with_local_kafka_login(s, stack.run_dir).kafka_login(),  # its broker's admin
         "postgres": {"database_url": s.database_url},
         "redis": {"redis_url": s.redis_url},
     }

@@ -120,7 +120,7 @@ def test_a_broker_restart_never_acknowledges_what_is_not_on_the_topic(
         server.stop(grace=5)
     on_topic = collections.Counter(
         fraud_pb2.TransactionRequest.FromString(m.value()).transaction_id
-        for m in consume(settings.kafka_bootstrap_servers, settings.topic_raw, len(first))
+        for m in consume(settings, settings.topic_raw, len(first))
     )
     codes = collections.Counter(first.values())
     twice = sum(c > 1 for c in on_topic.values())

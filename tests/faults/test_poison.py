@@ -36,12 +36,12 @@ def poison(tag: str) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
+def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url):
     return serving_v1_settings(
         built_models,
         serving_root,
         "fault-poison",
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=database_url,
         scorer_batch_size=100,
         **kafka_topics(),
@@ -49,11 +49,11 @@ def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database
 
 
 def test_poison_at_the_head_of_a_partition_is_dead_lettered_and_the_rest_scored(
-    settings, kafka_bootstrap, tmp_path, fault_report
+    settings, kafka_settings, tmp_path, fault_report
 ):
     ids = unique_ids("fault-poison", N_GOOD)
     bad = poison(ids[0])
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 1_048_576})
+    producer = Producer(kafka_settings.kafka_config(**{"message.max.bytes": 1_048_576}))
     topic = settings.topic_raw
     for value in bad.values():  # the head of partition 0
         producer.produce(topic, key=b"3", value=value, partition=0)
@@ -67,7 +67,7 @@ def test_poison_at_the_head_of_a_partition_is_dead_lettered_and_the_rest_scored(
     url = settings.database_url
     with service_process("serving.scorer", settings, tmp_path / "scorer.log") as scorer:
         wait_until(lambda: len(scored_ids(url, ids)) == N_GOOD, "every good one scored", 120)
-        dead = consume(kafka_bootstrap, settings.topic_dlq, 2 * len(bad))
+        dead = consume(kafka_settings, settings.topic_dlq, 2 * len(bad))
         assert scorer.poll() is None, "the scorer must still be running"
     reasons = sorted(dict(m.headers())["error"].decode().split(":")[0] for m in dead)
     truncated = [dict(m.headers()).get("truncated_from") for m in dead]

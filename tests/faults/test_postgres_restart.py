@@ -23,13 +23,13 @@ N = 4000
 
 
 @pytest.fixture
-def settings(private_stack, built_models, serving_root, kafka_bootstrap, kafka_topics):
+def settings(private_stack, built_models, serving_root, kafka_settings, kafka_topics):
     private_stack.up("postgres")
     base = serving_v1_settings(
         built_models,
         serving_root,
         "fault-pg",
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         scorer_batch_size=200,
         **kafka_topics(),
     )
@@ -46,7 +46,7 @@ def test_the_scorer_pauses_while_postgres_restarts_and_loses_nothing(
 
     log = tmp_path / "scorer.log"
     with service_process("serving.scorer", settings, log) as scorer:
-        stream = Stream(settings.kafka_bootstrap_servers, settings.topic_raw, ids).start()
+        stream = Stream(settings, settings.topic_raw, ids).start()
         wait_until(lambda: stored() >= N // 4, "a quarter of the stream stored", 120)
         fault = time.monotonic()
         away = private_stack.restart("postgres", lambda: log_says(log, "database unavailable"))

@@ -22,14 +22,14 @@ N = 4000
 
 
 @pytest.fixture
-def settings(private_stack, built_models, serving_root, kafka_bootstrap, kafka_topics,
+def settings(private_stack, built_models, serving_root, kafka_settings, kafka_topics,
              database_url):  # fmt: skip
     private_stack.up("redis")
     base = serving_v1_settings(
         built_models,
         serving_root,
         "fault-redis",
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=database_url,
         scorer_batch_size=200,
         **kafka_topics(),
@@ -47,7 +47,7 @@ def test_the_scorer_holds_while_redis_restarts_and_counts_each_transaction_once(
 
     log = tmp_path / "scorer.log"
     with service_process("serving.scorer", settings, log) as scorer:
-        stream = Stream(settings.kafka_bootstrap_servers, settings.topic_raw, ids).start()
+        stream = Stream(settings, settings.topic_raw, ids).start()
         wait_until(lambda: stored() >= N // 4, "a quarter of the stream stored", 120)
         fault = time.monotonic()
         away = private_stack.restart("redis", lambda: log_says(log, "feature store unavailable"))

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from tests.faults.support import Stream, resumed
 from tests.helpers.serving_env import (
     consume,
+    on_topic,
     scored_ids,
     service_process,
     serving_v1_settings,
@@ -27,28 +26,13 @@ from tests.helpers.serving_env import (
 N = 3000
 
 
-def on_topic(bootstrap: str, topic: str, partitions: int = 3) -> int:
-    """Messages on a topic so far (the sum of its partitions' high watermarks); 0 while the
-    broker cannot say yet (a new topic's leaders still moving in)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wm-{uuid.uuid4().hex}"})
-    try:
-        marks = [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in range(partitions)
-        ]
-    except KafkaException:
-        return 0
-    finally:
-        consumer.close()
-    return sum(high for _low, high in marks)
-
-
 @pytest.fixture
-def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
+def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url):
     return serving_v1_settings(
         built_models,
         serving_root,
         "fault-kill",
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=database_url,
         scorer_batch_size=50,
         **kafka_topics(),
@@ -56,15 +40,15 @@ def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database
 
 
 def test_a_scorer_killed_while_dead_lettering_loses_nothing_on_restart(
-    settings, kafka_bootstrap, tmp_path, fault_report
+    settings, kafka_settings, tmp_path, fault_report
 ):
     ids = unique_ids("fault-kill", N)
-    stream = Stream(kafka_bootstrap, settings.topic_raw, ids, invalid_every=3)
+    stream = Stream(kafka_settings, settings.topic_raw, ids, invalid_every=3)
     invalid, valid = stream.invalid, [i for i in ids if i not in stream.invalid]
     url, dlq = settings.database_url, settings.topic_dlq
     with service_process("serving.scorer", settings, tmp_path / "scorer-1.log") as first:
         stream.start()
-        wait_until(lambda: on_topic(kafka_bootstrap, dlq) >= 50, "the DLQ being written", 120)
+        wait_until(lambda: (on_topic(kafka_settings, dlq) or 0) >= 50, "the DLQ being written", 120)
         stop_process(first, signal.SIGKILL)
     killed, before = time.monotonic(), len(scored_ids(url, ids))
     assert before < len(valid), "killed too late: the stream was already done"
@@ -73,7 +57,7 @@ def test_a_scorer_killed_while_dead_lettering_loses_nothing_on_restart(
         recovery = time.monotonic() - killed
         stream.join()
         wait_until(lambda: len(scored_ids(url, ids)) == len(valid), "every valid one stored", 180)
-        dead = consume(kafka_bootstrap, dlq, len(invalid))
+        dead = consume(kafka_settings, dlq, len(invalid))
         assert second.poll() is None
     dead_ids = [fraud_pb2.TransactionRequest.FromString(m.value()).transaction_id for m in dead]
     rows = scored_ids(url, ids)

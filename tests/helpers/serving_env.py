@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from fraudops.modelspec import publish
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
@@ -104,13 +104,13 @@ def service_process(module: str, settings: Settings, log_path: Path, *args: str)
     return python_process(["-m", module, *args], settings, log_path)
 
 
-def consume(bootstrap: str, topic: str, expected: int, timeout: float = 90) -> list[Message]:
-    """Read a topic from the start until `expected` messages or the timeout; a few more
-    seconds after reaching it, so a duplicate would show up too."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+def consume(kafka: Settings, topic: str, expected: int, timeout: float = 90) -> list[Message]:
+    """Read a topic from the start (as `kafka`'s login) until `expected` messages or the
+    timeout; a few more seconds after reaching it, so a duplicate would show up too."""
+    consumer = Consumer(kafka.kafka_config(**{
+        "group.id": f"test-{uuid.uuid4().hex}",
         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })  # fmt: skip
+    }))  # fmt: skip
     consumer.subscribe([topic])
     found: list[Message] = []
     deadline = time.monotonic() + timeout
@@ -127,9 +127,24 @@ def consume(bootstrap: str, topic: str, expected: int, timeout: float = 90) -> l
     return found
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int = 3) -> int:
+def on_topic(kafka: Settings, topic: str, partitions: int = 3) -> int | None:
+    """Messages on a topic so far (the sum of its partitions' high watermarks); None while
+    the broker cannot say yet (a new topic's leaders still moving in)."""
+    consumer = Consumer(kafka.kafka_config(**{"group.id": f"wm-{uuid.uuid4().hex}"}))
+    try:
+        marks = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), 10) for p in range(partitions)
+        ]
+    except KafkaException:
+        return None
+    finally:
+        consumer.close()
+    return sum(high for _low, high in marks)
+
+
+def committed(kafka: Settings, group: str, topic: str, partitions: int = 3) -> int:
     """Sum of the group's committed offsets on `topic` (= messages it is done with)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    consumer = Consumer(kafka.kafka_config(**{"group.id": group}))
     offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 30)
     consumer.close()
     return sum(max(tp.offset, 0) for tp in offsets)

@@ -150,12 +150,13 @@ def _topics_ready(admin, names: list[str]) -> bool:
     )
 
 
-def create_topics(bootstrap: str, prefix: str, n_partitions: int = 3) -> dict[str, str]:
+def create_topics(kafka: Settings, prefix: str, n_partitions: int = 3) -> dict[str, str]:
     """Fresh topics `<prefix>-<random>.<name>` for every topic of the settings, keyed like
-    the settings' fields (topic_raw, ...), ready to produce to."""
+    the settings' fields (topic_raw, ...), ready to produce to; `kafka`'s login may create
+    topics (the admin's)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka.kafka_config())
     unique = f"{prefix}-{uuid.uuid4().hex[:12]}"
     names = {key: f"{unique}.{base}" for key, base in Settings().topics().items()}
     new = [NewTopic(name, num_partitions=n_partitions) for name in names.values()]
@@ -165,14 +166,14 @@ def create_topics(bootstrap: str, prefix: str, n_partitions: int = 3) -> dict[st
     return names
 
 
-def delete_topics(bootstrap: str, names: list[str]) -> None:
+def delete_topics(kafka: Settings, names: list[str]) -> None:
     """Delete topics; one that is already gone (a test may delete its own) is fine."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     if not names:
         return
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the futures resolve
+    admin = AdminClient(kafka.kafka_config())  # alive until the futures resolve
     for future in admin.delete_topics(names).values():
         try:
             future.result(timeout=30)
@@ -181,11 +182,11 @@ def delete_topics(bootstrap: str, names: list[str]) -> None:
                 raise
 
 
-def wait_for_members(bootstrap: str, group: str, n: int, timeout: float = 120) -> None:
+def wait_for_members(kafka: Settings, group: str, n: int, timeout: float = 120) -> None:
     """Until `n` members of a consumer group each hold at least one partition."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    admin = AdminClient(kafka.kafka_config(log_level=4))
 
     def holding() -> bool:
         members = admin.describe_consumer_groups([group])[group].result(timeout=10).members

@@ -42,13 +42,13 @@ def redis_server(redis_servers) -> RedisServer:
 
 
 @pytest.fixture
-def stream_settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url,
+def stream_settings(built_models, serving_root, kafka_settings, kafka_topics, database_url,
                     redis_server, client_token) -> Settings:  # fmt: skip
     return serving_v1_settings(
         built_models,
         serving_root,
         "test-scorer",
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=database_url,
         redis_url=redis_server.url,
         client_token=client_token,

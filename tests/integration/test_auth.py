@@ -38,10 +38,10 @@ PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
+def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url):
     publish_model(built_models, serving_root, "v1")
     return make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap, database_url=database_url,
+        **kafka_settings.kafka_login(), database_url=database_url,
         model_dir=serving_root, caller_refresh_s=0.2, **kafka_topics(),
     )  # fmt: skip
 
@@ -108,7 +108,7 @@ def test_a_call_without_credentials_is_refused_and_stores_nothing(app, client_to
         assert err.value.details().startswith("authorization:"), err.value.details()
     app.inline.sink.flush()
     assert scored_ids(s.database_url, [tx.transaction_id]) == []
-    assert consume(s.kafka_bootstrap_servers, s.topic_raw, expected=0, timeout=5) == []
+    assert consume(s, s.topic_raw, expected=0, timeout=5) == []
     with channel_to(app.port, client_token) as ch:  # the same call, with an identity
         assert score(ch)(tx, timeout=10).model_version == "v1"
 
@@ -163,7 +163,7 @@ def test_a_caller_without_the_scope_is_refused_naming_it(settings):
                                        source="chargeback:visa")  # fmt: skip
         assert "lacks scope 'label'" in refusal(submit, label, token, app.port).details()
         s = app.settings
-        assert consume(s.kafka_bootstrap_servers, s.topic_raw, expected=0, timeout=5) == []
+        assert consume(s, s.topic_raw, expected=0, timeout=5) == []
         with channel_to(app.port, token) as ch:
             assert score(ch)(tx, timeout=10).transaction_id == tx.transaction_id
     finally:

@@ -57,13 +57,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url,
+def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url,
              client_token):  # fmt: skip
     # v2's output bias puts the tiny model's scores in the flagged bands.
     publish_model(built_models, serving_root, "v2")
     return replace(
         make_settings(
-            kafka_bootstrap_servers=kafka_bootstrap, database_url=database_url,
+            **kafka_settings.kafka_login(), database_url=database_url,
             model_dir=serving_root, consumer_group=f"test-console-{uuid.uuid4().hex[:8]}",
             client_token=client_token, **kafka_topics(),
         ),

@@ -30,9 +30,9 @@ from tests.helpers.serving_env import (
 
 
 @pytest.fixture
-def settings(database_url, kafka_bootstrap, kafka_topics, serving_root):
+def settings(database_url, kafka_settings, kafka_topics, serving_root):
     return replace(
-        console_settings(database_url), kafka_bootstrap_servers=kafka_bootstrap,
+        console_settings(database_url), **kafka_settings.kafka_login(),
         console_port=free_port(), model_dir=serving_root, **kafka_topics(),
     )  # fmt: skip
 
@@ -80,7 +80,7 @@ def test_users_add_takes_the_password_from_stdin(settings, database_url):
 
 def test_live_stream_carries_scores_from_kafka(console, settings, database_url):
     client = session(console, add_account(database_url, "viewer"))
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(settings.kafka_config())
     sent = fraud_pb2.ScoreResponse(transaction_id="live-1", score=0.97, band=fraud_pb2.BLOCK,
                                    model_version="v9", reasons=["big"], latency_us=300)  # fmt: skip
     seen: list[dict] = []
@@ -109,7 +109,7 @@ def test_live_stream_carries_scores_from_kafka(console, settings, database_url):
 def ticks_after_producing(client, settings, scores: list) -> list[dict]:
     """The stream's ticks from the one after `scores` were produced (once it is ready)
     until their counts add up to all of them and a tick comes with nothing left to show."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(settings.kafka_config())
     ticks: list[dict] = []
     with client.stream("GET", "/api/live/stream") as stream:
         event = None

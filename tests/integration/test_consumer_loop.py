@@ -12,6 +12,7 @@ import psycopg2
 import pytest
 from confluent_kafka import Message, Producer
 
+from fraudops.settings import Settings
 from serving.consumer_loop import ConsumerLoop, Rejected
 from tests.helpers.serving_env import committed, consume, make_settings, wait_until
 
@@ -47,12 +48,12 @@ class Handler:
 
 
 @pytest.fixture
-def topics(kafka_bootstrap, kafka_topics):
+def topics(kafka_topics):
     return kafka_topics(n_partitions=1)  # one partition: the messages stay in order
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
+def produce(kafka: Settings, topic: str, values: list[bytes]) -> None:
+    producer = Producer(kafka.kafka_config())
     for i, value in enumerate(values):
         producer.produce(topic, key=f"key-{i}".encode(), value=value)
     assert producer.flush(30) == 0
@@ -65,14 +66,14 @@ def start(settings, group: str, handler: Handler) -> tuple[ConsumerLoop, threadi
     return loop, thread
 
 
-def test_poison_is_dead_lettered_with_its_reason_and_an_outage_is_retried(kafka_bootstrap, topics):
-    settings = make_settings(kafka_bootstrap_servers=kafka_bootstrap, **topics)
+def test_poison_is_dead_lettered_with_its_reason_and_an_outage_is_retried(kafka_settings, topics):
+    settings = make_settings(**kafka_settings.kafka_login(), **topics)
     values = [b"a", b"rejected", b"b", b"overflow", b"flaky", b"c"]
-    produce(kafka_bootstrap, settings.topic_labels, values)
+    produce(settings, settings.topic_labels, values)
     handler, group = Handler(flaky=(b"flaky",)), f"loop-{uuid.uuid4().hex[:8]}"
     loop, thread = start(settings, group, handler)
     try:
-        wait_until(lambda: committed(kafka_bootstrap, group, settings.topic_labels, 1) == 6,
+        wait_until(lambda: committed(settings, group, settings.topic_labels, 1) == 6,
                    "every offset committed", 60)  # fmt: skip
     finally:
         loop.stop()
@@ -81,7 +82,7 @@ def test_poison_is_dead_lettered_with_its_reason_and_an_outage_is_retried(kafka_
     assert handler.handled == [b"a", b"b", b"flaky", b"c"]
     assert handler.resets == 2  # one per failed attempt at the flaky message
     assert loop.counts.outcomes == {"handled": 4}
-    dead = consume(kafka_bootstrap, settings.topic_labels_dlq, 2)
+    dead = consume(settings, settings.topic_labels_dlq, 2)
     got = [(m.value(), m.key(), dict(m.headers())["error"].decode()) for m in dead]
     assert got == [
         (b"rejected", b"key-1", "amount: must be an integer below 2^63 in magnitude"),
@@ -89,9 +90,9 @@ def test_poison_is_dead_lettered_with_its_reason_and_an_outage_is_retried(kafka_
     ]
 
 
-def test_a_loop_stopped_during_an_outage_leaves_the_message_for_the_next(kafka_bootstrap, topics):
-    settings = make_settings(kafka_bootstrap_servers=kafka_bootstrap, **topics)
-    produce(kafka_bootstrap, settings.topic_labels, [b"a", b"down", b"b"])
+def test_a_loop_stopped_during_an_outage_leaves_the_message_for_the_next(kafka_settings, topics):
+    settings = make_settings(**kafka_settings.kafka_login(), **topics)
+    produce(settings, settings.topic_labels, [b"a", b"down", b"b"])
     group = f"loop-{uuid.uuid4().hex[:8]}"
     first = Handler(flaky=(b"down",), outages=10**6)
     loop, thread = start(settings, group, first)
@@ -99,7 +100,7 @@ def test_a_loop_stopped_during_an_outage_leaves_the_message_for_the_next(kafka_b
     loop.stop()
     thread.join(30)
     assert first.handled == [b"a"]
-    assert committed(kafka_bootstrap, group, settings.topic_labels, 1) == 1  # "a" only
+    assert committed(settings, group, settings.topic_labels, 1) == 1  # "a" only
     second = Handler()
     loop, thread = start(settings, group, second)
     try:
@@ -107,4 +108,4 @@ def test_a_loop_stopped_during_an_outage_leaves_the_message_for_the_next(kafka_b
     finally:
         loop.stop()
         thread.join(30)
-    assert consume(kafka_bootstrap, settings.topic_labels_dlq, 1, timeout=3) == []
+    assert consume(settings, settings.topic_labels_dlq, 1, timeout=3) == []

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from fraudops.devstack import APPS, SERVICES
+from fraudops.devstack import APPS, SERVICES, with_local_kafka_login
 from fraudops.settings import Settings, load_settings
 from tests.helpers.stack import ROOT, free_port, port_open, wait_until
 
@@ -30,7 +30,8 @@ class Devstack:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDOPS_")}
-        env.pop("DATABASE_URL", None)
+        for name in ("DATABASE_URL", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+            env.pop(name, None)
         env.update({
             "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
             "FRAUDOPS_KAFKA_CONTROLLER_PORT": str(free_port()),
@@ -103,10 +104,11 @@ def test_up_is_idempotent_env_exports_the_settings_and_down_stops_what_it_starte
     assert first.returncode == 0, first.stderr
     pids = {name: devstack.pid(name) for name in ("kafka", "postgres")}
 
-    settings = devstack.settings
+    settings = with_local_kafka_login(devstack.settings, devstack.run_dir)
+    assert settings.kafka_sasl_username == "admin"
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(settings.kafka_config())
     assert set(Settings().topics().values()) <= set(admin.list_topics(timeout=10).topics)
     with psycopg2.connect(settings.local_database_url()) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM schema_migrations")
@@ -136,6 +138,22 @@ def test_up_is_idempotent_env_exports_the_settings_and_down_stops_what_it_starte
     assert not port_open(*settings.kafka_address())
     assert not port_open("127.0.0.1", settings.postgres_port)
     assert _shared_services() == shared_before
+
+
+def test_a_broker_formatted_without_users_is_made_again_with_them(devstack):
+    data = devstack.run_dir / "kafka" / "data"
+    (data / "old-topic-0").mkdir(parents=True)
+    (data / "meta.properties").write_text("version=1\n")  # an older stack's: no SCRAM users
+    up = devstack("up", "kafka")
+    assert up.returncode == 0, up.stderr
+    assert "formatted without SASL users" in up.stderr
+    assert not (data / "old-topic-0").exists()
+    from confluent_kafka.admin import AdminClient
+
+    admin = with_local_kafka_login(devstack.settings, devstack.run_dir)
+    assert set(Settings().topics().values()) <= set(
+        AdminClient(admin.kafka_config()).list_topics(timeout=10).topics
+    )
 
 
 def test_concurrent_ups_start_one_postgres(devstack):

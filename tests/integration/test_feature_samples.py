@@ -53,14 +53,14 @@ def _requests(n: int) -> list[fraud_pb2.TransactionRequest]:
 
 
 def test_the_scorers_sampled_features_match_the_batch_transform(
-    built_models, serving_root, kafka_bootstrap, kafka_topics, postgres_server_url, tmp_path
+    built_models, serving_root, kafka_settings, kafka_topics, postgres_server_url, tmp_path
 ):
     publish_model(built_models, serving_root, "v1")
     requests = _requests(400)
     ids = [r.transaction_id for r in requests]
     with fresh_database(postgres_server_url, "skew") as url:
         settings = make_settings(
-            kafka_bootstrap_servers=kafka_bootstrap, database_url=url, model_dir=serving_root,
+            **kafka_settings.kafka_login(), database_url=url, model_dir=serving_root,
             consumer_group=f"test-skew-{uuid.uuid4().hex[:8]}", feature_sample_rate=1.0,
             **kafka_topics(),
         )  # fmt: skip
@@ -90,7 +90,7 @@ def _skew(url: str) -> dict:
 
 
 def test_stripe_decisions_are_sampled_and_match_the_batch_transform(
-    built_models, serving_root, kafka_bootstrap, kafka_topics, postgres_server_url
+    built_models, serving_root, kafka_settings, kafka_topics, postgres_server_url
 ):
     publish_model(built_models, serving_root, "v1")
     customers = [f"cus_skew_{uuid.uuid4().hex[:8]}" for _ in range(3)]
@@ -102,7 +102,7 @@ def test_stripe_decisions_are_sampled_and_match_the_batch_transform(
     ids = [pi["id"] for pi in intents]
     with fresh_database(postgres_server_url, "skew") as url:
         settings = make_settings(
-            kafka_bootstrap_servers=kafka_bootstrap, database_url=url, model_dir=serving_root,
+            **kafka_settings.kafka_login(), database_url=url, model_dir=serving_root,
             feature_sample_rate=1.0, stripe_decide_api_key="key", **kafka_topics(),
         )  # fmt: skip
         with TestClient(create_app(settings)) as client:

@@ -77,10 +77,10 @@ def test_a_restarted_server_scores_like_an_uninterrupted_one(
 
 
 @pytest.fixture
-def app(built_models, serving_root, kafka_bootstrap, redis_server, database_url, client_token):
+def app(built_models, serving_root, kafka_settings, redis_server, database_url, client_token):
     publish_model(built_models, serving_root, "v1")
     settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap, model_dir=serving_root,
+        **kafka_settings.kafka_login(), model_dir=serving_root,
         redis_url=redis_server.url, database_url=database_url, client_token=client_token,
     )  # fmt: skip
     server = ServingApp(settings, max_workers=8)
@@ -150,7 +150,7 @@ def test_the_scorer_holds_while_redis_is_down_and_completes(
         redis_server.start()
         wait_until(lambda: len(scored_ids(url, ids)) >= 120, "every transaction scored", 120)
     assert sorted(scored_ids(url, ids)) == sorted(ids)  # none lost, none written twice
-    on_kafka = consume(stream_settings.kafka_bootstrap_servers, stream_settings.topic_scores, 120)
+    on_kafka = consume(stream_settings, stream_settings.topic_scores, 120)
     assert len(on_kafka) == 120
     state = RedisFeatures.from_url(redis_server.url)
     recorded = [tx_id for user in range(500, 506) for tx_id, _, _ in state.history(user)]

@@ -189,10 +189,10 @@ def property_database(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def app(built_models, serving_root, kafka_bootstrap, kafka_topics, property_database):
+def app(built_models, serving_root, kafka_settings, kafka_topics, property_database):
     publish_model(built_models, serving_root, "v1")
     settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=property_database,
         model_dir=serving_root,
         client_token=issue_token(property_database, "tests-all"),  # before the server starts
@@ -267,7 +267,7 @@ def test_accepted_transactions_are_stored_and_rejected_ones_named(app, channel):
     finally:
         writer.close()
     assert sent, "no example was accepted: the strategy is too hostile"
-    on_kafka = consume(app.settings.kafka_bootstrap_servers, app.settings.topic_raw, len(sent))
+    on_kafka = consume(app.settings, app.settings.topic_raw, len(sent))
     read_back = {
         (m.partition(), m.offset()): fraud_pb2.TransactionRequest.FromString(m.value())
         for m in on_kafka
@@ -313,15 +313,15 @@ def test_accepted_labels_are_stored_and_rejected_ones_named(app, channel):
 
     check()
     assert expected, "no example was accepted: the strategy is too hostile"
-    on_kafka = consume(app.settings.kafka_bootstrap_servers, topic, len(expected))
+    on_kafka = consume(app.settings, topic, len(expected))
     assert {m.key(): fraud_pb2.LabelRequest.FromString(m.value()) for m in on_kafka} == expected
 
 
 @pytest.fixture
-def stripe_settings(built_models, serving_root, kafka_bootstrap, kafka_topics, property_database):
+def stripe_settings(built_models, serving_root, kafka_settings, kafka_topics, property_database):
     publish_model(built_models, serving_root, "v1")
     return make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap, database_url=property_database,
+        **kafka_settings.kafka_login(), database_url=property_database,
         model_dir=serving_root, stripe_webhook_secrets=SECRET, stripe_decide_api_key="key",
         **kafka_topics(),
     )  # fmt: skip

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg2
@@ -16,9 +16,10 @@ from confluent_kafka import Consumer, Producer
 from google.protobuf.message import DecodeError
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from fraudops.settings import Settings
 from serving import db
 from serving.labels import LabelError, UnknownTransaction, label_name, record_label, validate_label
-from tests.helpers.serving_env import committed
+from tests.helpers.serving_env import committed, process_env
 
 
 @pytest.fixture(scope="module")
@@ -190,22 +191,18 @@ def message_key(i: int, value: bytes) -> bytes:
     return (tx_id or f"undecodable-{i}").encode()
 
 
-def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+def produce(kafka: Settings, topic: str, values: list[bytes]) -> None:
+    producer = Producer(kafka.kafka_config(**{"enable.idempotence": True}))
     for i, value in enumerate(values):
         producer.produce(topic, value=value, key=message_key(i, value))
     assert producer.flush(30) == 0
 
 
-def read_all(bootstrap: str, topic: str, expected: int, deadline_s: float = 60) -> list:
+def read_all(kafka: Settings, topic: str, expected: int, deadline_s: float = 60) -> list:
     """Every message on `topic` (waits for `expected` of them, bounded by `deadline_s`)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = Consumer(kafka.kafka_config(**{
+        "group.id": f"reader-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest",
+    }))  # fmt: skip
     consumer.subscribe([topic])
     found, deadline = [], time.monotonic() + deadline_s
     while len(found) < expected and time.monotonic() < deadline:
@@ -223,19 +220,13 @@ def labels_in(conn, tx_ids: list[str]) -> dict[str, str]:
         return dict(cur.fetchall())
 
 
-def start_consumer(bootstrap: str, database_url: str, topics: dict, group: str, log: Path):
-    """`python -m serving.label_consumer` as a real process on the test's topics, logging
-    to `log`."""
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "DATABASE_URL": database_url,
-        "FRAUDOPS_TOPIC_LABELS": topics["topic_labels"],
-        "FRAUDOPS_TOPIC_LABELS_DLQ": topics["topic_labels_dlq"],
-    }
+def start_consumer(kafka: Settings, database_url: str, topics: dict, group: str, log: Path):
+    """`python -m serving.label_consumer` as a real process on the test's topics, its
+    output in `log`."""
+    env = process_env(replace(kafka, database_url=database_url, **topics))
     command = [sys.executable, "-m", "serving.label_consumer", "--group", group]
-    with log.open("w") as stderr:
-        return subprocess.Popen(command, env=env, stderr=stderr, text=True)
+    with open(log, "w") as out:
+        return subprocess.Popen(command, env=env, stderr=out, text=True)
 
 
 def wait_until(predicate, deadline_s: float = 60) -> bool:
@@ -249,7 +240,7 @@ def wait_until(predicate, deadline_s: float = 60) -> bool:
 
 @pytest.mark.slow
 def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
-    conn, database_url, kafka_bootstrap, kafka_topics, tmp_path
+    conn, database_url, kafka_settings, kafka_topics, tmp_path
 ):
     topics = kafka_topics()
     known = [scored(conn) for _ in range(4)]
@@ -266,20 +257,19 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
         label_bytes(known[3], fraud_pb2.LEGIT, source="analyst:alice"): "source",
         label_bytes(known[2], fraud_pb2.LEGIT, source="bank:desk"): "source",
     }
-    produce(kafka_bootstrap, topics["topic_labels"], good + list(bad))
+    produce(kafka_settings, topics["topic_labels"], good + list(bad))
     group = f"labels-{uuid.uuid4().hex[:8]}"
-    log = tmp_path / "labels.log"
-    proc = start_consumer(kafka_bootstrap, database_url, topics, group, log)
+    log = tmp_path / "label_consumer.log"
+    proc = start_consumer(kafka_settings, database_url, topics, group, log)
     try:
         total = len(good) + len(bad)
-        assert wait_until(
-            lambda: committed(kafka_bootstrap, group, topics["topic_labels"]) == total
-        )
+        assert wait_until(lambda: committed(kafka_settings, group, topics["topic_labels"]) == total)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-    assert proc.returncode == 0, log.read_text()
-    assert "stopped" in log.read_text()
+    stderr = log.read_text()
+    assert proc.returncode == 0, stderr
+    assert "stopped" in stderr
 
     assert labels_in(conn, known) == {
         known[0]: "LEGIT",
@@ -290,7 +280,7 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
     assert [a["new"] for a in audit_rows(conn, known[0])] == ["FRAUD", "LEGIT"]
     assert len(audit_rows(conn, known[1])) == 1
     assert [a["source"] for a in audit_rows(conn, known[3])] == ["chargeback:visa"]
-    dead = read_all(kafka_bootstrap, topics["topic_labels_dlq"], expected=len(bad))
+    dead = read_all(kafka_settings, topics["topic_labels_dlq"], expected=len(bad))
     reasons = {(m.value() or b""): dict(m.headers())["error"].decode() for m in dead}
     assert set(reasons) == set(bad)
     for value, field in bad.items():
@@ -299,7 +289,7 @@ def test_label_consumer_stores_valid_labels_and_dead_letters_the_rest(
 
 @pytest.mark.slow
 def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
-    database_url, kafka_bootstrap, kafka_topics, tmp_path
+    database_url, kafka_settings, kafka_topics, tmp_path
 ):
     """Labels that arrive while the database is down are stored once it is back."""
     topics = kafka_topics()
@@ -308,16 +298,16 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
     url = db.with_database(server, name)  # not created yet: every connect fails
     tx_ids = [f"tx-outage-{i}" for i in range(3)]
     produce(
-        kafka_bootstrap, topics["topic_labels"], [label_bytes(t, fraud_pb2.FRAUD) for t in tx_ids]
+        kafka_settings, topics["topic_labels"], [label_bytes(t, fraud_pb2.FRAUD) for t in tx_ids]
     )
     group = f"labels-{uuid.uuid4().hex[:8]}"
-    log = tmp_path / "labels.log"
-    proc = start_consumer(kafka_bootstrap, url, topics, group, log)
+    log = tmp_path / "label_consumer.log"
+    proc = start_consumer(kafka_settings, url, topics, group, log)
     try:
         # Until the consumer has met the outage with labels in hand (the group's first
         # assignment may take seconds), nothing it does would show that it stalls.
         assert wait_until(lambda: "database unavailable" in log.read_text())
-        assert committed(kafka_bootstrap, group, topics["topic_labels"]) == 0
+        assert committed(kafka_settings, group, topics["topic_labels"]) == 0
         # The database comes back whole: built under another name, then renamed into place,
         # so the consumer never sees it without the scored transactions its labels name.
         staging = f"{name}_staging"
@@ -332,7 +322,7 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
             cur.execute(f'ALTER DATABASE "{staging}" RENAME TO "{name}"')
         admin.close()
         outage_conn = db.connect(url)
-        assert wait_until(lambda: committed(kafka_bootstrap, group, topics["topic_labels"]) == 3)
+        assert wait_until(lambda: committed(kafka_settings, group, topics["topic_labels"]) == 3)
         assert labels_in(outage_conn, tx_ids) == dict.fromkeys(tx_ids, "FRAUD")
         outage_conn.close()
     finally:
@@ -340,4 +330,4 @@ def test_a_database_outage_stalls_the_consumer_and_loses_nothing(
         proc.wait(timeout=60)
         db.drop_database(server, name)
     assert proc.returncode == 0, log.read_text()
-    assert read_all(kafka_bootstrap, topics["topic_labels_dlq"], expected=1, deadline_s=3) == []
+    assert read_all(kafka_settings, topics["topic_labels_dlq"], expected=1, deadline_s=3) == []

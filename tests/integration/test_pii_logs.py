@@ -64,7 +64,7 @@ def _send_pii_everywhere(settings, port: int, ids: list[str]) -> None:
                 fraud_pb2.LabelRequest(transaction_id=EMAIL, label=fraud_pb2.FRAUD, source=PAN)
             )
     # A poison message whose validation error quotes the PAN, logged by the scorer.
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(settings.kafka_config())
     producer.produce(settings.topic_raw, key=b"1", value=bad.SerializeToString())
     assert producer.flush(30) == 0
 
@@ -72,7 +72,7 @@ def _send_pii_everywhere(settings, port: int, ids: list[str]) -> None:
 def test_no_pan_cvv_or_email_in_any_serving_log(
     built_models,
     serving_root,
-    kafka_bootstrap,
+    kafka_settings,
     kafka_topics,
     database_url,
     client_token,
@@ -81,7 +81,7 @@ def test_no_pan_cvv_or_email_in_any_serving_log(
 ):
     publish_model(built_models, serving_root, "v1")
     settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=database_url,
         model_dir=serving_root,
         consumer_group=f"test-pii-{uuid.uuid4().hex[:8]}",
@@ -97,7 +97,7 @@ def test_no_pan_cvv_or_email_in_any_serving_log(
         service_process("serving.scorer", settings, logs / "scorer.log"),
     ):
         _send_pii_everywhere(settings, settings.grpc_port, ids)
-        wait_until(lambda: consume(kafka_bootstrap, settings.topic_dlq, 1, timeout=5), "the DLQ")
+        wait_until(lambda: consume(kafka_settings, settings.topic_dlq, 1, timeout=5), "the DLQ")
     scorer_log = (logs / "scorer.log").read_text()
     assert "[PAN ****1111]" in scorer_log and "[EMAIL]" in scorer_log  # masked, not dropped
     written = sorted(Path(tmp_path_factory.getbasetemp()).rglob("*.log"))

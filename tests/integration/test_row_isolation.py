@@ -103,27 +103,27 @@ def test_the_writer_isolates_each_refused_row_and_writes_the_rest(core, strict_d
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, strict_database):
+def settings(built_models, serving_root, kafka_settings, kafka_topics, strict_database):
     """Server and scorer settings on the strict database and this test's topics."""
     return serving_v1_settings(
         built_models,
         serving_root,
         "test-isolate",
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=strict_database,
         **kafka_topics(),
     )
 
 
 @pytest.mark.slow
-def test_the_scorer_dead_letters_a_refused_row_and_goes_on(settings, kafka_bootstrap, tmp_path):
+def test_the_scorer_dead_letters_a_refused_row_and_goes_on(settings, kafka_settings, tmp_path):
     ids = unique_ids("stream-isolate", 40)
     channels = ["web"] * 17 + [REFUSED_CHANNEL] + ["web"] * 22
     sent = {
         i: transaction(n, user_id=3, transaction_id=i, channel=channels[n])
         for n, i in enumerate(ids)
     }
-    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer = Producer(kafka_settings.kafka_config())
     for tx in sent.values():
         producer.produce(settings.topic_raw, key=b"3", value=tx.SerializeToString())
     assert producer.flush(30) == 0
@@ -133,17 +133,17 @@ def test_the_scorer_dead_letters_a_refused_row_and_goes_on(settings, kafka_boots
     with service_process("serving.scorer", small, tmp_path / "scorer.log") as scorer:
         wait_until(lambda: len(scored_ids(url, ids)) == len(good), "every valid row stored", 120)
         group = settings.consumer_group
-        wait_until(lambda: committed(kafka_bootstrap, group, topic) == len(ids), "offsets", 60)
+        wait_until(lambda: committed(kafka_settings, group, topic) == len(ids), "offsets", 60)
         assert scorer.poll() is None, "the scorer must still be running"
         assert stop_process(scorer, signal.SIGTERM) == 0
     assert sorted(scored_ids(url, ids)) == sorted(good)
-    [dead] = consume(kafka_bootstrap, settings.topic_dlq, 1)
+    [dead] = consume(kafka_settings, settings.topic_dlq, 1)
     assert dead.value() == sent[ids[17]].SerializeToString() and dead.key() == b"3"
     reason = dict(dead.headers())["error"].decode()
     assert reason.startswith("database refused the row (23514)"), reason
 
 
-def test_an_inline_score_beside_a_refused_row_is_stored(settings, kafka_bootstrap, strict_database):
+def test_an_inline_score_beside_a_refused_row_is_stored(settings, kafka_settings, strict_database):
     ids = unique_ids("inline-isolate", 6)
     txs = [
         transaction(n, transaction_id=i, channel=REFUSED_CHANNEL if n == 2 else "web")
@@ -164,7 +164,7 @@ def test_an_inline_score_beside_a_refused_row_is_stored(settings, kafka_bootstra
     finally:
         server.stop(grace=1)
     assert sorted(scored_ids(strict_database, ids)) == sorted(ids[:2] + ids[3:])
-    [dead] = consume(kafka_bootstrap, settings.topic_inline_dlq, 1)
+    [dead] = consume(kafka_settings, settings.topic_inline_dlq, 1)
     row = json.loads(dead.value())
     assert (row["transaction_id"], row["source"]) == (ids[2], "inline")
     assert row["score"] == pytest.approx(answered.scores[2].score)
@@ -173,14 +173,14 @@ def test_an_inline_score_beside_a_refused_row_is_stored(settings, kafka_bootstra
 
 
 def test_inline_scores_go_to_kafka_while_postgres_is_unreachable(
-    core, database_url, kafka_bootstrap, kafka_topics
+    core, database_url, kafka_settings, kafka_topics
 ):
     inline_dlq = kafka_topics()["topic_inline_dlq"]
     missing = db.with_database(database_url, f"missing_{uuid.uuid4().hex[:8]}")
     ids = unique_ids("unreachable", 6)
     txs = [proto_to_dict(transaction(n, transaction_id=i)) for n, i in enumerate(ids)]
     counts = {r: dead_letter_count(r) for r in ("unwritten", "queue_full")}
-    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer = Producer(kafka_settings.kafka_config())
     sink = InlineScoreSink(
         ScoreWriter(missing, attempts=2),
         InlineDeadLetters(producer, inline_dlq),
@@ -190,7 +190,7 @@ def test_inline_scores_go_to_kafka_while_postgres_is_unreachable(
     sink.submit(core.score(txs[3:]))  # the queue already holds 3 of 5 rows: straight to Kafka
     assert sink.flush(timeout=60)
     sink.close()
-    dead = consume(kafka_bootstrap, inline_dlq, len(ids))
+    dead = consume(kafka_settings, inline_dlq, len(ids))
     reasons = {json.loads(m.value())["transaction_id"]: dict(m.headers())["error"] for m in dead}
     assert sorted(reasons) == sorted(ids)
     assert all(reasons[i].startswith(b"not written to Postgres") for i in ids[:3])
@@ -201,7 +201,7 @@ def test_inline_scores_go_to_kafka_while_postgres_is_unreachable(
 
 @pytest.mark.slow
 def test_the_label_consumer_dead_letters_a_refused_label_and_goes_on(
-    settings, kafka_bootstrap, tmp_path
+    settings, kafka_settings, tmp_path
 ):
     url = settings.database_url
     ids = unique_ids("label-isolate", 5)
@@ -212,21 +212,21 @@ def test_the_label_consumer_dead_letters_a_refused_label_and_goes_on(
         fraud_pb2.LabelRequest(transaction_id=i, label=fraud_pb2.FRAUD, source=source)
         for i, source in zip(ids, sources, strict=True)
     ]
-    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer = Producer(kafka_settings.kafka_config())
     for request in sent:
         producer.produce(settings.topic_labels, key=b"7", value=request.SerializeToString())
     assert producer.flush(30) == 0
     group, topic = f"labels-{uuid.uuid4().hex[:8]}", settings.topic_labels
     log = tmp_path / "labels.log"
     with service_process("serving.label_consumer", settings, log, "--group", group) as proc:
-        wait_until(lambda: committed(kafka_bootstrap, group, topic) == len(ids), "offsets", 60)
+        wait_until(lambda: committed(kafka_settings, group, topic) == len(ids), "offsets", 60)
         assert proc.poll() is None, "the label consumer must still be running"
         assert stop_process(proc) == 0
     stored = query(
         url, "SELECT transaction_id FROM feedback_labels WHERE transaction_id = ANY(%s)", (ids,)
     )
     assert sorted(r[0] for r in stored) == sorted(ids[:2] + ids[3:])
-    [dead] = consume(kafka_bootstrap, settings.topic_labels_dlq, 1)
+    [dead] = consume(kafka_settings, settings.topic_labels_dlq, 1)
     assert dead.value() == sent[2].SerializeToString()
     reason = dict(dead.headers())["error"].decode()
     assert reason.startswith("database refused the row (23514)"), reason

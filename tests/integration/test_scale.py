@@ -127,8 +127,7 @@ def test_two_scorers_one_killed_give_the_batch_features_and_count_nothing_twice(
     half = len(messages) // 2
     survivor = service_process("serving.scorer", small, tmp_path / "scorer-b.log")
     with survivor, service_process("serving.scorer", small, tmp_path / "scorer-a.log") as doomed:
-        bootstrap, group = stream_settings.kafka_bootstrap_servers, stream_settings.consumer_group
-        wait_for_members(bootstrap, group, 2)
+        wait_for_members(stream_settings, stream_settings.consumer_group, 2)
         produce_raw(stream_settings, messages[:half])
         wait_until(lambda: len(scored_ids(url, ids)) >= half // 2, "both mid-stream", 120)
         stop_process(doomed, signal.SIGKILL)
@@ -227,8 +226,7 @@ def test_the_dev_stack_starts_scorer_replicas_in_one_group(stream_settings, tmp_
     requests = [transaction(i, user_id=600 + i % 9, transaction_id=t) for i, t in enumerate(ids)]
     try:
         assert devstack("up", "scorer").returncode == 0
-        bootstrap, group = settings.kafka_bootstrap_servers, settings.consumer_group
-        wait_for_members(bootstrap, group, 2)
+        wait_for_members(settings, settings.consumer_group, 2)
         produce_raw(settings, [(str(r.user_id).encode(), r.SerializeToString()) for r in requests])
         url = settings.database_url
         wait_until(lambda: len(scored_ids(url, ids)) == len(ids), "every transaction", 120)

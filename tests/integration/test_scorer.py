@@ -34,13 +34,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url,
+def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url,
              client_token):  # fmt: skip
     return serving_v1_settings(
         built_models,
         serving_root,
         "test-scorer",
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=database_url,
         client_token=client_token,
         **kafka_topics(),
@@ -48,7 +48,7 @@ def settings(built_models, serving_root, kafka_bootstrap, kafka_topics, database
 
 
 def produce_raw(settings, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(settings.kafka_config())
     for key, value in messages:
         producer.produce(settings.topic_raw, key=key, value=value)
         producer.poll(0)
@@ -83,7 +83,7 @@ def test_sent_transactions_are_scored_exactly_once(settings, tmp_path):
     rows = stream_rows(settings.database_url, ids)
     assert sorted(r[0] for r in rows) == sorted(ids)
     assert {(r[1], r[2]) for r in rows} == {("stream", "v1")}
-    messages = consume(settings.kafka_bootstrap_servers, settings.topic_scores, len(ids))
+    messages = consume(settings, settings.topic_scores, len(ids))
     responses = [fraud_pb2.ScoreResponse.FromString(m.value()) for m in messages]
     assert Counter(r.transaction_id for r in responses) == Counter(ids)
     assert {r.model_version for r in responses} == {"v1"}
@@ -99,7 +99,7 @@ def test_poison_messages_go_to_the_dlq_and_later_ones_are_scored(settings, tmp_p
     with service_process("serving.scorer", settings, tmp_path / "scorer.log"):
         url = settings.database_url
         wait_until(lambda: len(scored_ids(url, ids)) == len(ids), "scores after the poison", 120)
-        dead = consume(settings.kafka_bootstrap_servers, settings.topic_dlq, 2)
+        dead = consume(settings, settings.topic_dlq, 2)
     by_value = {m.value(): m for m in dead}
     assert set(by_value) == {garbage, nan}
     reasons = {v: dict(m.headers())["error"].decode() for v, m in by_value.items()}
@@ -130,7 +130,7 @@ def test_a_scorer_killed_mid_stream_loses_and_duplicates_nothing(settings, tmp_p
     stored = scored_ids(url, ids)
     assert len(stored) == len(set(stored)) == len(ids)
     assert set(stored) == set(ids)
-    messages = consume(settings.kafka_bootstrap_servers, settings.topic_scores, len(ids))
+    messages = consume(settings, settings.topic_scores, len(ids))
     on_kafka = {fraud_pb2.ScoreResponse.FromString(m.value()).transaction_id for m in messages}
     assert on_kafka == set(ids)  # redelivered batches may repeat on Kafka, never in Postgres
 
@@ -146,11 +146,11 @@ def test_a_held_database_write_holds_back_no_score_and_no_offset(settings, tmp_p
     one write's worth) to Kafka; the group commits nothing past what Postgres holds, and
     once the lock goes every held row is stored once."""
     small = replace(settings, scorer_batch_size=10)
-    url, bootstrap = settings.database_url, settings.kafka_bootstrap_servers
+    url = settings.database_url
     first, held = unique_ids("before-lock", 10), unique_ids("held", 60)
 
     def done() -> int:
-        return committed(bootstrap, small.consumer_group, small.topic_raw)
+        return committed(small, small.consumer_group, small.topic_raw)
 
     with service_process("serving.scorer", small, tmp_path / "scorer.log") as scorer:
         produce_raw(small, raw_messages(first))
@@ -160,7 +160,7 @@ def test_a_held_database_write_holds_back_no_score_and_no_offset(settings, tmp_p
             with blocker.cursor() as cur:  # inserts wait for this transaction; reads do not
                 cur.execute("LOCK TABLE scored_transactions IN EXCLUSIVE MODE")
             produce_raw(small, raw_messages(held))
-            messages = consume(bootstrap, small.topic_scores, len(first) + len(held))
+            messages = consume(small, small.topic_scores, len(first) + len(held))
             on_kafka = {fraud_pb2.ScoreResponse.FromString(m.value()).transaction_id
                         for m in messages}  # fmt: skip
             assert set(held) <= on_kafka  # six batches of ten scored while no write finished

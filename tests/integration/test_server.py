@@ -33,10 +33,10 @@ from tests.helpers.tls import tls_files
 
 
 @pytest.fixture
-def app(built_models, serving_root, kafka_bootstrap, kafka_topics, database_url):
+def app(built_models, serving_root, kafka_settings, kafka_topics, database_url):
     publish_model(built_models, serving_root, "v1")
     settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=database_url,
         model_dir=serving_root,
         **kafka_topics(),
@@ -60,7 +60,7 @@ def test_send_transaction_acknowledges_what_kafka_holds(app, channel):
     sent = {i: transaction(n, user_id=40 + n % 3, transaction_id=i) for n, i in enumerate(ids)}
     acks = {i: stub.SendTransaction(tx, timeout=30) for i, tx in sent.items()}
     assert all(a.transaction_id == i and a.offset >= 0 for i, a in acks.items())
-    messages = consume(app.settings.kafka_bootstrap_servers, app.settings.topic_raw, len(ids))
+    messages = consume(app.settings, app.settings.topic_raw, len(ids))
     assert len(messages) == len(ids)
     for msg in messages:
         tx = fraud_pb2.TransactionRequest.FromString(msg.value())

@@ -15,22 +15,19 @@ from serving import db
 TABLES = {"scored_transactions", "feedback_labels", "model_deployments", "audit_log"}
 
 
-def test_kafka_roundtrip_on_fresh_topic(kafka_bootstrap, kafka_topics):
+def test_kafka_roundtrip_on_fresh_topic(kafka_settings, kafka_topics):
     topic = kafka_topics(n_partitions=3)["topic_raw"]
-    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    producer = Producer(kafka_settings.kafka_config(**{"enable.idempotence": True}))
     sent = {f"user-{i}": f"payload-{i}".encode() for i in range(20)}
     for key, value in sent.items():
         producer.produce(topic, key=key, value=value)
     assert producer.flush(30) == 0
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": f"test-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = Consumer(kafka_settings.kafka_config(**{
+        "group.id": f"test-{uuid.uuid4().hex}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    }))  # fmt: skip
     consumer.subscribe([topic])
     received = {}
     try:

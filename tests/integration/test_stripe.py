@@ -38,14 +38,14 @@ API_KEY = "test-decide-key"
 
 
 @pytest.fixture(scope="module")
-def stack(built_models, kafka_bootstrap, database_url, tmp_path_factory):
+def stack(built_models, kafka_settings, database_url, tmp_path_factory):
     """Settings, and the four processes running with them, for the whole module."""
     root = tmp_path_factory.mktemp("stripe")
     serving_root = root / "serving"
     publish_model(built_models, serving_root, "v1")
-    topics = create_topics(kafka_bootstrap, "stripe")
+    topics = create_topics(kafka_settings, "stripe")
     settings = make_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         database_url=database_url,
         model_dir=serving_root,
         consumer_group=f"test-stripe-scorer-{uuid.uuid4().hex[:8]}",
@@ -68,7 +68,7 @@ def stack(built_models, kafka_bootstrap, database_url, tmp_path_factory):
         with httpx.Client(base_url=base, timeout=10) as client:
             wait_until(lambda: _answers(client), "the Stripe endpoint to serve a decision", 90)
             yield settings, client, root
-    delete_topics(kafka_bootstrap, list(topics.values()))
+    delete_topics(kafka_settings, list(topics.values()))
 
 
 def _answers(client: httpx.Client) -> bool:
@@ -95,10 +95,9 @@ def deliver(client: httpx.Client, body: bytes, header: str | None = "sign") -> h
 
 def events_until(settings, event_id: str, timeout: float = 60) -> list[bytes]:
     """The stripe_events topic from the start up to the message of `event_id`."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": uuid.uuid4().hex,
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-    })  # fmt: skip
+    consumer = Consumer(settings.kafka_config(**{
+        "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest", "enable.auto.commit": False,
+    }))  # fmt: skip
     consumer.subscribe([settings.topic_stripe_events])
     values: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -154,7 +153,7 @@ def test_a_payment_lands_on_kafka_and_is_scored_once_however_often_it_arrives(st
     ids = [json.loads(b)["id"] for b in (body, second)]
     wait_until(lambda: len(events_recorded(url, ids)) == 2, "both events to be recorded", 60)
     assert sorted(o for _, o in events_recorded(url, ids)) == ["duplicate_payment", "transaction"]
-    raw = consume(settings.kafka_bootstrap_servers, settings.topic_raw, 1, 30)
+    raw = consume(settings, settings.topic_raw, 1, 30)
     mine = [fraud_pb2.TransactionRequest.FromString(m.value()) for m in raw]
     mine = [m for m in mine if m.transaction_id == tx_id]
     assert len(mine) == 1

@@ -37,6 +37,7 @@ from fraudops.bands import bands_for
 from fraudops.features import batch_features
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import TRANSACTION_COLUMNS
+from fraudops.settings import Settings
 from jobs.common import FEEDBACK_ASSET_URI
 from serving import db
 from serving.model_store import load_model
@@ -119,10 +120,10 @@ def choose_labels(live: pd.DataFrame, seed: int) -> pd.DataFrame:
     return chosen.reset_index(drop=True)
 
 
-def submit_labels(port: int, token: str, bootstrap: str, topic: str, chosen: pd.DataFrame):
+def submit_labels(port: int, token: str, kafka: Settings, topic: str, chosen: pd.DataFrame):
     """Even rows through Feedback.SubmitLabel (a reviewer's desk: feedback labels), odd rows
     as a chargeback feed."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer(kafka.kafka_config(**{"enable.idempotence": True}))
     with channel_to(port, token) as channel:
         stub = fraud_pb2_grpc.FeedbackStub(channel)
         for i, row in enumerate(chosen.itertuples()):
@@ -210,7 +211,7 @@ def feedback_quality(metrics: dict) -> dict:
 
 
 @pytest.fixture
-def loop_env(tmp_path, mlflow_tracking_uri, database_url, kafka_bootstrap, kafka_topics):
+def loop_env(tmp_path, mlflow_tracking_uri, database_url, kafka_settings, kafka_topics):
     """A tiny project, its Airflow home, a database of its own and fresh topics."""
     tag = uuid.uuid4().hex[:8]
     name = f"loop_{tag}"
@@ -242,7 +243,7 @@ def loop_env(tmp_path, mlflow_tracking_uri, database_url, kafka_bootstrap, kafka
     settings = make_settings(
         database_url=url,
         client_token=issue_token(url, "tests-all"),
-        kafka_bootstrap_servers=kafka_bootstrap,
+        **kafka_settings.kafka_login(),
         model_dir=project / "models" / "serving",
         consumer_group=f"loop-{tag}",
         **kafka_topics(),
@@ -287,7 +288,7 @@ def check_lineage(project: Path, chosen: pd.DataFrame, labelled_at: list, promot
 @pytest.mark.timeout(3600)
 def test_labels_retrain_and_the_new_model_reaches_live_scoring(loop_env, tmp_path, capsys):
     project, env, settings = loop_env
-    url, bootstrap = settings.database_url, settings.kafka_bootstrap_servers
+    url = settings.database_url
     timings, started = {}, time.monotonic()
 
     def lap(step: str) -> None:
@@ -314,7 +315,7 @@ def test_labels_retrain_and_the_new_model_reaches_live_scoring(loop_env, tmp_pat
         chosen = choose_labels(live_v1, seed=7)
         assert chosen["v1_wrong"].any() and len(chosen) >= MIN_NEW_LABELS
         submit_labels(
-            settings.grpc_port, settings.client_token, bootstrap, settings.topic_labels, chosen
+            settings.grpc_port, settings.client_token, settings, settings.topic_labels, chosen
         )
         ids = chosen["transaction_id"].tolist()
         sql = "SELECT labelled_at FROM feedback_labels WHERE transaction_id = ANY(%s)"

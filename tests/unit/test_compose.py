@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from fraudops import kafka_access
 from fraudops.settings import Settings, env_name, url_address
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def test_valid_against_compose_spec(compose):
 
 
 def test_the_whole_stack_is_there(compose):
-    infrastructure = {"kafka", "kafka-topics", "postgres", "redis", "mlflow", "airflow"}
+    infrastructure = {"kafka", "kafka-setup", "postgres", "redis", "mlflow", "airflow"}
     assert infrastructure | APP_SERVICES <= set(compose["services"])
 
 
@@ -75,10 +76,38 @@ def test_env_example_lists_every_interpolated_variable(compose):
     assert used <= example, f"missing from .env.example: {sorted(used - example)}"
 
 
-def test_topics_created_are_the_settings_topics(compose):
-    script = " ".join(compose["services"]["kafka-topics"]["command"])
-    listed = script.split("for topic in", 1)[1].split("; do", 1)[0].split()
-    assert sorted(listed) == sorted(Settings().topics().values())
+def test_kafka_setup_creates_the_settings_topics_and_every_principal(compose):
+    setup = compose["services"]["kafka-setup"]
+    assert setup["command"][:3] == ["python", "-m", "fraudops.kafka_access"]
+    environment = setup["environment"]
+    assert environment["KAFKA_SASL_USERNAME"] == kafka_access.ADMIN
+    assert {kafka_access.password_variable(user) for user in kafka_access.GRANTS} <= set(
+        environment
+    )
+
+
+# Each process that talks to Kafka logs in as its own principal.
+PRINCIPALS = {"server": "ingest", "scorer": "scorer", "label-consumer": "labels",
+              "stripe": "stripe", "stripe-consumer": "stripe", "console": "console"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("service", "user"), sorted(PRINCIPALS.items()))
+def test_each_kafka_client_logs_in_as_its_own_principal(compose, service, user):
+    environment = compose["services"][service]["environment"]
+    assert environment["KAFKA_SASL_USERNAME"] == user
+    variable = kafka_access.password_variable(user)
+    assert environment["KAFKA_SASL_PASSWORD"].startswith(f"${{{variable}:?")
+
+
+def test_the_broker_uses_the_dev_stacks_template(compose):
+    kafka = compose["services"]["kafka"]
+    assert "./infra/kafka/server.properties:/etc/fraudops/server.properties:ro" in kafka["volumes"]
+    script = " ".join(kafka["command"])
+    template = (ROOT / "infra" / "kafka" / "server.properties").read_text()
+    for placeholder in set(re.findall(r"@[A-Z_]+@", template)):
+        assert re.search(rf'"s\|{placeholder}\|[^"|]+\|g"', script), placeholder  # every one
+    assert f"s|@PORT@|{Settings().kafka_address()[1]}|g" in script
+    assert "--add-scram" in script
 
 
 def _published(compose: dict, service: str) -> list[str]:
@@ -97,8 +126,6 @@ def test_published_ports_are_the_settings_ports(compose):
         assert f"127.0.0.1:{port}:{port}" in _published(compose, service), service
     postgres = f"127.0.0.1:${{POSTGRES_HOST_PORT:-{settings.postgres_port}}}:5432"
     assert postgres in _published(compose, "postgres")
-    kafka = compose["services"]["kafka"]["environment"]
-    assert kafka["KAFKA_ADVERTISED_LISTENERS"].endswith(f":{settings.kafka_address()[1]}")
 
 
 def test_console_image_carries_its_built_frontend(compose):

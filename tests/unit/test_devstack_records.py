@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fraudops import devstack
+from fraudops import devstack, kafka_access
 from fraudops.settings import Settings, load_settings
 
 MOVED = replace(
@@ -54,7 +54,8 @@ def test_kafka_properties_carry_the_settings_ports_and_nothing_left_to_fill(stac
     text = devstack.kafka_properties(stack)
     settings_lines = [line for line in text.splitlines() if not line.startswith("#")]
     assert not [line for line in settings_lines if "@" in line]
-    assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in text
+    assert "listeners=BROKER://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093" in text
+    assert "listener.security.protocol.map=BROKER:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT" in text
     assert f"log.dirs={stack.run_dir / 'kafka' / 'data'}" in text
     assert "auto.create.topics.enable=false" in text
 
@@ -136,3 +137,27 @@ def test_a_log_tail_keeps_the_first_errors_that_scrolled_past(tmp_path):
     quiet = tmp_path / "quiet.log"
     quiet.write_text("\n".join(noise))
     assert devstack.log_tail(quiet, lines=10).splitlines() == noise[-10:]
+
+
+def test_each_process_of_the_stack_logs_in_to_kafka_as_its_own_principal(stack):
+    devstack._kafka_credentials(stack)
+    passwords = stack.kafka_passwords()
+    assert set(passwords) == {"admin", *kafka_access.GRANTS}
+    assert len(set(passwords.values())) == len(passwords)
+    assert stat.S_IMODE((stack.dir("kafka") / "credentials.json").stat().st_mode) == 0o600
+    principals = {s.name: s.kafka_user for s in {**devstack.SERVICES, **devstack.APPS}.values()}
+    assert principals["server"] == "ingest" and principals["scorer"] == "scorer"
+    for name, user in principals.items():
+        environ = stack.environ(user)
+        assert environ["KAFKA_SASL_USERNAME"] == (user or ""), name
+        assert environ["KAFKA_SASL_PASSWORD"] == passwords.get(user, ""), name
+    devstack._kafka_credentials(stack)
+    assert stack.kafka_passwords() == passwords  # generated once
+    assert f'password="{passwords["admin"]}"' in devstack.kafka_properties(stack)
+
+
+def test_a_broker_not_made_by_the_stack_keeps_the_settings_login(stack):
+    given = replace(MOVED, kafka_sasl_username="someone", kafka_sasl_password="theirs")
+    elsewhere = devstack.Stack(given, run_dir=stack.run_dir)
+    assert elsewhere.as_kafka_user("scorer") == given
+    assert devstack.with_local_kafka_login(MOVED, stack.run_dir) == MOVED  # no login to give

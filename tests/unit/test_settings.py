@@ -95,3 +95,15 @@ def test_url_address(url, address):
 def test_kafka_address_is_the_first_bootstrap_server():
     settings = replace(Settings(), kafka_bootstrap_servers="broker-a:19092,broker-b:19092")
     assert settings.kafka_address() == ("broker-a", 19092)
+
+
+def test_kafka_config_logs_in_only_when_a_user_is_set():
+    anonymous = Settings().kafka_config(**{"group.id": "g"})
+    assert anonymous == {"bootstrap.servers": "127.0.0.1:9092", "group.id": "g"}
+    scorer = replace(Settings(), kafka_sasl_username="scorer", kafka_sasl_password="s3cret")
+    assert scorer.kafka_config() == {
+        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "scorer", "sasl.password": "s3cret",
+    }  # fmt: skip
+    assert "s3cret" not in repr(scorer)  # settings may be logged; the password never is
+    assert replace(Settings(), **scorer.kafka_login()).kafka_config() == scorer.kafka_config()
