@@ -42,8 +42,13 @@ GRANTS = {
     "labels": Grant(read=("topic_labels",), write=("topic_labels", "topic_labels_dlq")),
     "stripe": Grant(
         read=("topic_stripe_events",),
-        write=("topic_stripe_events", "topic_stripe_events_dlq", "topic_raw", "topic_labels",
-               "topic_inline_dlq"),  # fmt: skip
+        write=(
+            "topic_stripe_events",
+            "topic_stripe_events_dlq",
+            "topic_raw",
+            "topic_labels",
+            "topic_inline_dlq",
+        ),  # fmt: skip
     ),
     "console": Grant(read=("topic_scores",), describe=("topic_raw",)),  # live view, lag
 }
