@@ -22,6 +22,9 @@ of at most SCRIPT_ROWS transactions, so no batch holds Redis (and the inline cal
 on it) for long. Transaction ids hold no tab or newline (they are validated as printable
 text before they get here; a batch that breaks this is refused).
 
+The user's countries live beside the history, on `<key>:geo`, written by a second script
+(redis_location.py) sent on the same connection in the same round trip.
+
 Keys expire after TTL_SECONDS of inactivity: by then the user would read as "never seen"
 anyway."""
 
@@ -46,6 +49,7 @@ from serving.feature_state.contract import (
     TTL_SECONDS,
     FeatureStateUnavailable,
 )
+from serving.feature_state.redis_location import location_command, location_of
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +127,8 @@ class RedisFeatures:
         if not txs:
             return np.zeros((0, N_FEATURES), dtype=np.float32)
         static: list[np.ndarray] = []
-        raw = self._run(txs, lambda: static.append(static_matrix(txs)))
-        return np.hstack([static[0], velocity_of(raw)]).astype(np.float32)
+        raw, places = self._run(txs, lambda: static.append(static_matrix(txs)))
+        return np.hstack([static[0], velocity_of(raw), location_of(places)]).astype(np.float32)
 
     def record(self, txs: Sequence[Mapping]) -> None:
         """Add transactions to the history without computing static features (rebuild)."""
@@ -136,23 +140,32 @@ class RedisFeatures:
         keys = self.client.scan_iter(match=f"{self.prefix}:h:*", count=1000)
         return next(iter(keys), None) is None
 
-    def _run(self, txs: Sequence[Mapping], meanwhile: Callable[[], None] | None = None) -> list:
-        """The script's replies for `txs`, in calls of SCRIPT_ROWS; `meanwhile()` runs
-        after the first call is sent and before its reply is read."""
+    def _run(
+        self, txs: Sequence[Mapping], meanwhile: Callable[[], None] | None = None
+    ) -> tuple[list, list]:
+        """The velocity and the location scripts' replies for `txs`, in calls of
+        SCRIPT_ROWS; `meanwhile()` runs after the first call is sent and before its reply
+        is read."""
         if time.monotonic() < self._down_until:
             raise FeatureStateUnavailable("Redis failed moments ago; not retried yet")
-        parts = [self._arguments(txs[i : i + SCRIPT_ROWS]) for i in range(0, len(txs), SCRIPT_ROWS)]
+        parts = [txs[i : i + SCRIPT_ROWS] for i in range(0, len(txs), SCRIPT_ROWS)]
         raw: list = []
+        places: list = []
         try:
-            for n, (keys, args) in enumerate(parts):
-                raw += self._call(keys, args, None if n else meanwhile)
+            for n, part in enumerate(parts):
+                keys, args = self._arguments(part)
+                velocity = (self._sha, SCRIPT, keys, args)
+                replies = self._call([velocity, location_command(part, self.key_of)],
+                                     None if n else meanwhile)  # fmt: skip
+                raw += replies[0]
+                places += replies[1]
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as err:
             if isinstance(err, redis.ResponseError) and not str(err).startswith(_UNAVAILABLE):
                 raise  # a real error in the script or its arguments, not an outage
             self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
             log.warning("feature store unavailable: %s", err)
             raise FeatureStateUnavailable(f"Redis unavailable: {err}") from err
-        return raw
+        return raw, places
 
     def _arguments(self, txs: Sequence[Mapping]) -> tuple[list[str], list]:
         """The script's KEYS and ARGV for `txs`."""
@@ -168,21 +181,30 @@ class RedisFeatures:
             raise ValueError("a transaction_id holds a tab or a newline; ids must be printable")
         return keys, [*self._fixed_args, lines]
 
-    def _call(self, keys: list[str], args: list, meanwhile: Callable[[], None] | None) -> list:
-        """EVALSHA on a pooled connection, split into send and read so that `meanwhile`
-        runs in between; EVAL (which also caches the script) when Redis has not seen it,
-        as after a restart. A connection left with an unread reply is closed."""
+    def _call(self, commands: list[tuple], meanwhile: Callable[[], None] | None) -> list:
+        """EVALSHA of each (sha, script, keys, args) on one pooled connection, all sent
+        before any reply is read, so that `meanwhile` runs in between; EVAL (which also
+        caches the script) for each Redis has not seen, as after a restart. A connection
+        left with an unread reply is closed."""
         pool = self.client.connection_pool
         conn = pool.get_connection()
         try:
-            conn.send_command("EVALSHA", self._sha, len(keys), *keys, *args)
+            for sha, _script, keys, args in commands:
+                conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
             if meanwhile is not None:
                 meanwhile()
-            try:
-                return conn.read_response()
-            except NoScriptError:
-                conn.send_command("EVAL", SCRIPT, len(keys), *keys, *args)
-                return conn.read_response()
+            replies: list = []
+            for _sha, script, keys, args in commands:
+                try:
+                    replies.append(conn.read_response())
+                except NoScriptError:
+                    replies.append((script, keys, args))  # sent again below, in order
+            for n, reply in enumerate(replies):
+                if isinstance(reply, tuple):
+                    script, keys, args = reply
+                    conn.send_command("EVAL", script, len(keys), *keys, *args)
+                    replies[n] = conn.read_response()
+            return replies
         except BaseException:
             conn.disconnect()
             raise
