@@ -178,6 +178,7 @@ def enrich_columns(ips: Sequence[str], database: GeoIpDatabase | None) -> dict[s
     return {"ip_country": [i.country for i in infos], "ip_kind": [i.kind for i in infos]}
 
 
+@functools.lru_cache(maxsize=LOOKUP_CACHE)
 def ip_hash(ip: str, key: str) -> str:
     """A keyed hash of an address (HMAC-SHA256, 128 bits as hex): the same address gives
     the same value under one key, and without the key it cannot be reversed by trying the

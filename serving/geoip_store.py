@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 class GeoIpStore:
     """Holds the database; loads, checks and swaps a replaced file off the request path."""
 
-    def __init__(self, path: Path | None, debounce_seconds: float = 0.15):
+    def __init__(
+        self, path: Path | None, hash_key: str | None = None, debounce_seconds: float = 0.15
+    ):
         self.path = Path(path).absolute() if path is not None else None
+        self.hash_key = hash_key  # of the addresses' keyed hash; None: no hash kept
         self.current: GeoIpDatabase | None = None
         self._debounce = debounce_seconds
         self._timer: threading.Timer | None = None

@@ -302,7 +302,7 @@ def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamSc
     rules = RuleStore(url, settings.rules_poll_seconds) if url else None
     if rules is not None:
         rules.start()
-    geoip = GeoIpStore(settings.geoip_db)
+    geoip = GeoIpStore(settings.geoip_db, settings.ip_hash_key)
     geoip.start_watching()
     state = open_feature_state(settings, BATCH_TIMEOUT_SECONDS)
     core = ScoringCore(store, state, rules=rules, geoip=geoip)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from fraudops.bands import BANDS, bands_for
-from fraudops.geoip import location_of
+from fraudops.bands import BANDS, bands_for, location_reasons
+from fraudops.geoip import ip_hash, location_of
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.rules import EMPTY, MODEL, Decisions, RuleSet, rule_reason
 from fraudops.schema import (
@@ -190,7 +190,7 @@ class ScoringCore:
         features, with_history = self._features(txs)
         scores = model.predict(features)
         bands = bands_for(scores, model.thresholds)
-        reasons = model.explainer.reasons(features) if txs else []
+        reasons = location_reasons(model.explainer.reasons(features), txs) if txs else []
         if not with_history:
             reasons = [[NO_HISTORY_REASON, *r] for r in reasons]
         decisions = rules.decide(txs, features, scores, bands)
@@ -205,12 +205,16 @@ class ScoringCore:
                            rules_version=rules.version)  # fmt: skip
 
     def _enrich(self, txs: list[Mapping[str, Any]]) -> None:
-        """Set each transaction's `ip_country` and `ip_kind` (the database is read once per
-        batch: a swap never splits one)."""
-        database = self.geoip.current if self.geoip is not None else None
+        """Set each transaction's `ip_country`, `ip_kind` and, with a key, `ip_hash` (the
+        database is read once per batch: a swap never splits one)."""
+        if self.geoip is None:
+            return
+        database, key = self.geoip.current, self.geoip.hash_key
         for tx in txs:
             info = location_of(tx, database)
             tx["ip_country"], tx["ip_kind"] = info.country, info.kind  # type: ignore[index]
+            if key and tx.get("ip_address"):
+                tx["ip_hash"] = ip_hash(tx["ip_address"], key)  # type: ignore[index]
 
     def _features(self, txs: list[Mapping[str, Any]]) -> tuple[np.ndarray, bool]:
         """The batch's features, and whether they include the users' history."""

@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from fraudops.bands import describe_location, location_reasons
 from fraudops.geoip import UNKNOWN, GeoIpDatabase, IpInfo, enrich_columns, install, ip_hash
 from fraudops.pii import mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
@@ -137,3 +138,13 @@ def test_the_keyed_hash_groups_one_address_and_needs_the_key():
 )
 def test_addresses_are_masked_in_logs(line, masked):
     assert mask_pii(line) == masked
+
+
+def test_a_location_reason_says_where_the_payment_and_the_card_are_from():
+    reasons = [["IP country differs from the card's (+2.1)", "amount (+1.0)",
+                "IP country new for this user (+0.7)"], ["amount (+1.0)"]]  # fmt: skip
+    txs = [{"ip_country": "BR", "ip_kind": "public", "card_country": "DE"}, {}]
+    assert location_reasons(reasons, txs) == [
+        ["IP country BR, card issued in DE (+2.1)", "amount (+1.0)"], ["amount (+1.0)"]
+    ]  # fmt: skip
+    assert describe_location({"ip_kind": "private"}) == "IP address private"
