@@ -142,6 +142,13 @@ class GeoIpDatabase:
         country = record.get("country_code", "") if isinstance(record, dict) else ""
         return IpInfo(country if country in COUNTRY_CODES else "", kind)
 
+    def network_of(self, ip: str) -> tuple[str, int]:
+        """The database's country for `ip` (unchecked: "" when none) and the prefix length
+        of the network it holds it for: the simulator draws addresses of real ranges."""
+        record, prefix = self._reader.get_with_prefix_len(ip)
+        country = record.get("country_code", "") if isinstance(record, dict) else ""
+        return country, prefix
+
     def check(self) -> None:
         """Refuse a file that is not a country database or places known addresses wrong."""
         meta = self._reader.metadata()

@@ -58,6 +58,10 @@ STRIPE_ID_COLUMNS: tuple[str, ...] = (
 IP_COLUMN = "ip_address"
 COUNTRY_COLUMNS: tuple[str, ...] = ("card_country", "billing_country")
 LOCATION_COLUMNS: tuple[str, ...] = (IP_COLUMN, *COUNTRY_COLUMNS)
+# What a dataset may carry of location (never the address: what enrichment derives from it,
+# and the card's country), between dest_id and the label; a dataset without them (a PaySim
+# CSV) has every location unknown.
+LOCATION_DATA_COLUMNS: tuple[str, ...] = ("ip_country", "ip_kind", "card_country")
 
 # The fields validate_transaction reads (validate_columns wants these columns).
 VALIDATED_COLUMNS: tuple[str, ...] = (
