@@ -1,18 +1,23 @@
 """Replay held-out transactions through `FraudIngestion.SendTransaction`, so the analyst
 console's live screens move during the demo, with traffic that looks like what the model
-was evaluated on.
+was trained and evaluated on.
 
-    python scripts/replay.py [--source data/reference/holdout.parquet] [--rate 20] [--max 20000]
+    python scripts/replay.py [--source data/reference/holdout.parquet]
+        [--history data/reference/train.parquet] [--rate 20] [--max 20000] [--seed 0]
 
 Event time is kept. The velocity features (a user's transactions in the last hour and day,
 the time since the previous one) are computed from each transaction's own timestamp, so the
-replay sends the held-out set's own time line, not "now": a user's days of history sent
-with the current time would pile into minutes and look nothing like the held-out set.
+replay sends the reference's own time line, not "now": a user's days of history sent with
+the current time would pile into minutes and look nothing like training or the held-out set.
 
 - Whole users: a seeded sample of the held-out users, as many as fit in --max rows, with
-  every one of their rows. Their features are then exactly the held-out set's (it is
-  featurized on its own, a user's history starting with the set), and the rows cover the
-  set's whole time span instead of its first hours.
+  every one of their rows, so the rows cover the set's whole time span, not its first hours.
+- Their history first: each sampled user's rows of the week before the held-out set (from
+  the reference's training part, --history; as far back as a feature looks). Without it
+  every user's first held-out row would be its first ever, which on a short held-out span
+  is a large share of the rows and unlike the training data; with it the held-out rows are
+  scored as a running system scores them. The held-out set is featurized without that
+  history, so its published band mix is the cold-start one; the two agree within noise.
 - Moved by whole days: every timestamp moves by the same whole number of days (hour of day
   and spacing kept), the most that leaves the last event at or before now. The events lie
   in the past; the scorer takes them, and the features see them as they happened.
@@ -43,12 +48,26 @@ import grpc
 import numpy as np
 import pandas as pd
 
+from fraudops.features import MAX_GAP_SECONDS
 from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import LABEL_COLUMN, NUMERIC_COLUMNS
 from fraudops.settings import Settings, load_settings
 
 DAY = 86400
+
+
+def with_history(held_out: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
+    """The held-out rows after their users' rows of the week before the set begins (as far
+    back as a feature looks), so a user's first held-out row is not its first ever."""
+    if history is None or history.empty:
+        return held_out
+    start = int(held_out["timestamp"].min())
+    recent = history[
+        (history["timestamp"] >= start - MAX_GAP_SECONDS) & (history["timestamp"] < start)
+        & history["user_id"].isin(held_out["user_id"].unique())
+    ]  # fmt: skip
+    return pd.concat([recent, held_out], ignore_index=True)
 
 
 def sample_users(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
@@ -76,14 +95,18 @@ def account_id(user_id: int, shift: int) -> int:
     return int.from_bytes(digest, "big") >> 2
 
 
-def replay_frame(frame: pd.DataFrame, max_rows: int, seed: int, now: float) -> pd.DataFrame:
-    """The rows to send, in event order: sampled users, timestamps moved by whole days, ids
-    and accounts of that shift (`transaction_id` names the shift and the source row)."""
-    shift = shift_days(int(frame["timestamp"].max()), now)
-    rows = sample_users(frame, max_rows, seed).sort_values("timestamp", kind="stable")
+def replay_frame(
+    held_out: pd.DataFrame, history: pd.DataFrame | None, max_rows: int, seed: int, now: float
+) -> pd.DataFrame:
+    """The rows to send, in event order: sampled users with their week of history,
+    timestamps moved by whole days, ids and accounts of that shift (`transaction_id` names
+    the shift and the source transaction)."""
+    shift = shift_days(int(held_out["timestamp"].max()), now)
+    rows = sample_users(with_history(held_out, history), max_rows, seed)
+    rows = rows.sort_values("timestamp", kind="stable")
     accounts = {u: account_id(int(u), shift) for u in rows["user_id"].unique()}
     return rows.assign(
-        transaction_id=[f"replay-{shift}d-{i}" for i in rows.index],
+        transaction_id=[f"replay-{shift}d-{t}" for t in rows["transaction_id"]],
         user_id=rows["user_id"].map(accounts).astype(np.int64),
         timestamp=rows["timestamp"].astype(np.int64) + shift * DAY,
     ).reset_index(drop=True)
@@ -135,6 +158,12 @@ def send_all(frame: pd.DataFrame, send, rate: float, stopping: list[int]) -> tup
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=Path("data/reference/holdout.parquet"))
+    parser.add_argument(
+        "--history",
+        type=Path,
+        default=Path("data/reference/train.parquet"),
+        help="the reference before the held-out set (its users' history)",
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="transactions per second")
     parser.add_argument("--max", type=int, default=20_000, help="rows sent at most")
     parser.add_argument("--seed", type=int, default=0, help="which users are sampled")
@@ -142,8 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.source.exists():
         print(f"replay: {args.source} is missing (run the pipeline first)", file=sys.stderr)
         return 1
-    frame = pd.read_parquet(args.source).drop(columns=[LABEL_COLUMN], errors="ignore")
-    frame = replay_frame(frame, args.max, args.seed, time.time())
+    held_out, history = (
+        pd.read_parquet(p).drop(columns=[LABEL_COLUMN], errors="ignore") if p.exists() else None
+        for p in (args.source, args.history)
+    )
+    if history is None:
+        print(f"replay: {args.history} is missing: users start without history", flush=True)
+    frame = replay_frame(held_out, history, args.max, args.seed, time.time())
     first, last = (time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) for t in
                    (frame["timestamp"].min(), frame["timestamp"].max()))  # fmt: skip
     print(f"replay: {len(frame)} rows of {frame['user_id'].nunique()} users, "
