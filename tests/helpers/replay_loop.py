@@ -23,6 +23,7 @@ from tests.helpers.redis_server import RedisServer
 from tests.helpers.serving_env import (
     ROOT,
     channel_to,
+    issue_token,
     make_settings,
     process_env,
     query,
@@ -37,28 +38,30 @@ REPLAY = ROOT / "scripts" / "replay.py"
 
 @contextlib.contextmanager
 def live_loop(
-    serving_root: Path, work: Path, postgres_server_url: str, kafka_bootstrap: str
+    serving_root: Path, work: Path, postgres_server_url: str, kafka: Settings
 ) -> Iterator[Settings]:
-    """Server and scorer serving `serving_root`, ready; their settings name the database."""
-    topics = create_topics(kafka_bootstrap, "replay")
+    """Server and scorer serving `serving_root`, ready, on `kafka`'s broker and login; the
+    settings name the database and carry the token of a caller who may ingest."""
+    topics = create_topics(kafka, "replay")
     redis = RedisServer(work / "redis").start()
     try:
         with fresh_database(postgres_server_url, "replay") as url:
             settings = make_settings(
                 model_dir=serving_root, database_url=url, redis_url=redis.url,
-                kafka_bootstrap_servers=kafka_bootstrap,
-                consumer_group=f"replay-{uuid.uuid4().hex[:8]}", **topics,
+                client_token=issue_token(url, "replay", scopes=("ingest",), sources=()),
+                consumer_group=f"replay-{uuid.uuid4().hex[:8]}", **kafka.kafka_login(),
+                **topics,
             )  # fmt: skip
             with (
                 service_process("serving.server", settings, work / "server.log"),
                 service_process("serving.scorer", settings, work / "scorer.log"),
-                channel_to(settings.grpc_port) as channel,
+                channel_to(settings.grpc_port, settings.client_token) as channel,
             ):
                 wait_serving(channel)
                 yield settings
     finally:
         redis.stop()
-        delete_topics(kafka_bootstrap, list(topics.values()))
+        delete_topics(kafka, list(topics.values()))
 
 
 def replay(settings: Settings, *args: str, script: Path = REPLAY, timeout: float = 600) -> int:

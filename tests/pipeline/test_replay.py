@@ -19,14 +19,14 @@ BAND_POINTS = 0.03  # "within a few points" of the held-out share, per band
 
 
 def test_the_replay_keeps_the_held_out_band_mix_and_no_feature_drifts(
-    repro, postgres_server_url, kafka_bootstrap, tmp_path
+    repro, postgres_server_url, kafka_settings, tmp_path
 ):
     project = repro[0]
     reference = project / "data" / "reference"
     args = ("--source", str(reference / "holdout.parquet"), "--history",
             str(reference / "train.parquet"), "--rate", "400", "--max", "5000")  # fmt: skip
     with live_loop(project / "models" / "serving", tmp_path, postgres_server_url,
-                   kafka_bootstrap) as settings:  # fmt: skip
+                   kafka_settings) as settings:  # fmt: skip
         sent = replay(settings, *args)
         mix = band_mix(settings)
         report = drift_report(settings, project / "params.yaml", tmp_path / "drift")
