@@ -33,7 +33,7 @@ export function ShadowMatches({ days }: { days: number }) {
       {table.rows.length > 0 && (
         <div className="grid grid-cols-2 gap-4">
           <Chart config={chart} />
-          <Table>
+          <Table className="self-start">
             <thead><tr><Th>Rule</Th><Th className="text-right">Matches</Th><Th>Last day</Th></tr></thead>
             <tbody>
               {table.rows.map((r) => (

@@ -37,7 +37,7 @@ export function Lists() {
           {lists.data && lists.data.lists.length === 0 && <p className="text-sm text-slate-500">No list yet.</p>}
           {lists.data && lists.data.lists.length > 0 && (
             <Table data-testid="lists-table">
-              <thead><tr><Th>List</Th><Th>Kind</Th><Th className="text-right">Items in force</Th><Th>Created</Th></tr></thead>
+              <thead><tr><Th>List</Th><Th>Kind</Th><Th className="text-right">Items</Th><Th>Created</Th></tr></thead>
               <tbody>
                 {lists.data.lists.map((l) => (
                   <tr key={l.name} onClick={() => setParams({ list: l.name })}
@@ -45,7 +45,7 @@ export function Lists() {
                     <Td className="font-mono text-xs font-semibold" title={l.description}>{l.name}</Td>
                     <Td><Badge value={l.kind} /></Td>
                     <Td className="text-right">{l.items.toLocaleString("en-US")}</Td>
-                    <Td className="text-xs text-slate-500">{formatTime(l.created_at)} · {l.created_by}</Td>
+                    <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${l.created_by}`}>{formatTime(l.created_at).slice(0, 16)}</Td>
                   </tr>
                 ))}
               </tbody>

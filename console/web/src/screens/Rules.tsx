@@ -48,6 +48,9 @@ export function Rules() {
   const selected = params.get("rule");
   const saved = rules.data?.rules.find((r) => r.name === selected);
   const [message, setMessage] = useState("");
+  // The reason outlives the editor (it is remounted when a new rule is saved): it goes with
+  // the save and the publishing that follows.
+  const [reason, setReason] = useState("");
   const select = (name: string | null) => {
     setMessage("");
     setParams(name ? { rule: name } : {});
@@ -57,7 +60,7 @@ export function Rules() {
     <div className="grid grid-cols-5 gap-4">
       <Card className="col-span-2 self-start">
         <div className="mb-3 flex items-center justify-between">
-          <CardTitle className="mb-0">Rules · served set v{rules.data?.version ?? "—"}</CardTitle>
+          <CardTitle className="mb-0">Rules · {rules.data?.version ? `served set v${rules.data.version}` : "none served yet"}</CardTitle>
           {mayEdit && <Button size="sm" variant="outline" onClick={() => select(null)} data-testid="new-rule">New rule</Button>}
         </div>
         <LoadState loading={rules.loading && !rules.data} error={rules.error} onRetry={rules.reload} />
@@ -75,6 +78,8 @@ export function Rules() {
             mayEdit={mayEdit}
             message={message}
             setMessage={setMessage}
+            reason={reason}
+            setReason={setReason}
             onSaved={(name) => {
               rules.reload();
               if (name !== selected) setParams({ rule: name });
@@ -103,7 +108,7 @@ function RuleTable({ rules, selected, onSelect }: { rules: RuleRow[]; selected: 
             <Td><Badge value={r.action} className={ACTION_CLASS[r.action]} /></Td>
             <Td><Badge value={r.mode} className={MODE_CLASS[r.mode]} data-testid={`mode-${r.name}`} /></Td>
             <Td>v{r.version}</Td>
-            <Td className="text-xs text-slate-500">{formatTime(r.updated_at)} · {r.updated_by}</Td>
+            <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${r.updated_by}`}>{formatTime(r.updated_at).slice(5, 16)}</Td>
           </tr>
         ))}
       </tbody>
@@ -119,12 +124,13 @@ interface EditorProps {
   onPublished: () => void;
   message: string;
   setMessage: (message: string) => void;
+  reason: string;
+  setReason: (reason: string) => void;
 }
 
-function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMessage }: EditorProps) {
+function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMessage, reason, setReason }: EditorProps) {
   const [draft, setDraft] = useState<Draft>(saved ? { name: saved.name, action: saved.action, condition: saved.condition } : EMPTY);
   const [position, setPosition] = useState(String(saved?.position ?? (Math.max(0, ...answer.rules.map((r) => r.position)) + 10)));
-  const [reason, setReason] = useState("");
   const [refusal, setRefusal] = useState<Refusal | null>(null);
   const [busy, setBusy] = useState(false);
   const condition = useRef<HTMLTextAreaElement>(null);
@@ -230,8 +236,8 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
       {mayEdit && saved && (
         <Backtest rule={draft} isSaved={isSaved} onDone={setBacktested}>
           <div className="flex flex-wrap items-center gap-2">
-            <Button onClick={() => publish("shadow")} disabled={busy || !publishable || !reason} variant="outline" data-testid="publish-shadow">Publish as shadow</Button>
-            <Button onClick={() => publish("live")} disabled={busy || !publishable || !reason} data-testid="publish-live">Publish live</Button>
+            <Button onClick={() => publish("shadow")} disabled={busy || !publishable || !reason || saved.mode === "shadow"} variant="outline" data-testid="publish-shadow">Publish as shadow</Button>
+            <Button onClick={() => publish("live")} disabled={busy || !publishable || !reason || saved.mode === "live"} data-testid="publish-live">Publish live</Button>
             {(saved.mode === "live" || saved.mode === "shadow") && (
               <Button onClick={() => publish("off")} disabled={busy || !reason} variant="ghost">Turn off</Button>
             )}
@@ -311,8 +317,9 @@ function Backtest({ rule, isSaved, onDone, children }: { rule: Draft; isSaved: b
       </div>
       {error && <p className="mt-2 text-sm text-red-700" role="alert">{error}</p>}
       {result && !current && <p className="mt-2 text-sm text-slate-500">The rule changed since its last backtest: run it again.</p>}
-      {current && <BacktestSummary result={current} />}
+      {current && <BacktestFigures result={current} />}
       <div className="mt-4 border-t border-slate-100 pt-3">{children}</div>
+      {current && <BacktestTransactions result={current} />}
     </Card>
   );
 }
@@ -326,7 +333,7 @@ function Figure({ label, value, testid }: { label: string; value: React.ReactNod
   );
 }
 
-function BacktestSummary({ result }: { result: BacktestResult }) {
+function BacktestFigures({ result }: { result: BacktestResult }) {
   return (
     <div className="mt-3 grid gap-3" data-testid="backtest-result">
       <p className="text-sm text-slate-600">
@@ -341,6 +348,13 @@ function BacktestSummary({ result }: { result: BacktestResult }) {
         <Figure label="value at stake" value={formatAmount(result.value)} testid="backtest-value" />
         <Figure label="of which labelled fraud" value={formatAmount(result.fraud_value)} />
       </div>
+    </div>
+  );
+}
+
+function BacktestTransactions({ result }: { result: BacktestResult }) {
+  return (
+    <div className="mt-4">
       {result.transactions.length > 0 && (
         <Table data-testid="backtest-transactions">
           <thead>
@@ -349,10 +363,10 @@ function BacktestSummary({ result }: { result: BacktestResult }) {
           <tbody>
             {result.transactions.map((t) => (
               <tr key={t.transaction_id}>
-                <Td><Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(t.transaction_id)}`}>{t.transaction_id}</Link></Td>
+                <Td className="whitespace-nowrap"><Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(t.transaction_id)}`}>{t.transaction_id}</Link></Td>
                 <Td>{t.user_id}</Td><Td>{t.type}</Td><Td className="text-right">{formatAmount(t.amount)}</Td>
                 <Td><Badge value={t.band} /></Td><Td>{formatScore(t.score)}</Td>
-                <Td>{t.label ? <Badge value={t.label} /> : ""}</Td><Td>{formatTime(t.scored_at)}</Td>
+                <Td>{t.label ? <Badge value={t.label} /> : ""}</Td><Td className="whitespace-nowrap">{formatTime(t.scored_at)}</Td>
               </tr>
             ))}
           </tbody>
