@@ -222,6 +222,11 @@ def run_rules(settings, server_url: str, work: Path, counts: list[int], parts, a
             lines += run_rules_inline(settings, databases, work, args.calls, args.rounds)
         if "stream" in parts:
             lines += run_rules_stream(settings, databases, work, args.stream_n, args.rounds)
+        if args.profile:  # the scorer serving the most rules
+            url = databases[max(databases)]
+            stream.drain(replace(settings, database_url=url), args.stream_n, 99, work,
+                         work / "scorer.prof")  # fmt: skip
+            lines += profile_lines(work / "scorer.prof")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return [*lines, f"load average at the end: {load} (2 cores)"]
 
