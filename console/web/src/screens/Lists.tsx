@@ -42,7 +42,7 @@ export function Lists() {
                 {lists.data.lists.map((l) => (
                   <tr key={l.name} onClick={() => setParams({ list: l.name })}
                     className={cn("cursor-pointer hover:bg-slate-50", l.name === selected && "bg-blue-50")}>
-                    <Td className="font-mono text-xs font-semibold" title={l.description}>{l.name}</Td>
+                    <Td className="break-all font-mono text-xs font-semibold" title={l.description}>{l.name}</Td>
                     <Td><Badge value={l.kind} /></Td>
                     <Td className="text-right">{l.items.toLocaleString("en-US")}</Td>
                     <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${l.created_by}`}>{formatTime(l.created_at).slice(0, 16)}</Td>

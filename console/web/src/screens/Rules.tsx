@@ -104,7 +104,7 @@ function RuleTable({ rules, selected, onSelect }: { rules: RuleRow[]; selected: 
           <tr key={r.name} onClick={() => onSelect(r.name)} data-rule={r.name}
             className={cn("cursor-pointer hover:bg-slate-50", r.name === selected && "bg-blue-50")}>
             <Td className="text-slate-500">{r.position}</Td>
-            <Td className="font-mono text-xs font-semibold">{r.name}</Td>
+            <Td className="break-all font-mono text-xs font-semibold">{r.name}</Td>
             <Td><Badge value={r.action} className={ACTION_CLASS[r.action]} /></Td>
             <Td><Badge value={r.mode} className={MODE_CLASS[r.mode]} data-testid={`mode-${r.name}`} /></Td>
             <Td>v{r.version}</Td>
