@@ -98,7 +98,7 @@ def run_inline(
 def run_auth(settings, work: Path, calls: int, rounds: int) -> list[str]:
     """One server with Score open to anonymous callers: the same calls without and with
     the bench caller's token, their rounds in turn."""
-    topics = create_topics(settings.kafka_bootstrap_servers, "bench-auth")
+    topics = create_topics(settings, "bench-auth")
     open_score = replace(settings, grpc_anonymous_methods="Score,ScoreBatch", **topics)
     try:
         with serving(open_score, work / "server-auth.log"), channel_to(settings.grpc_port) as ch:
@@ -108,7 +108,7 @@ def run_auth(settings, work: Path, calls: int, rounds: int) -> list[str]:
                 [port, port], calls, rounds, 500, [None, settings.client_token]
             )
     finally:
-        delete_topics(settings.kafka_bootstrap_servers, list(topics.values()))
+        delete_topics(settings, list(topics.values()))
     return inline.auth_report(anonymous, with_token)
 
 
