@@ -38,6 +38,9 @@ from tests.helpers.stack import (
     wait_serving,
 )
 
+# FRAUDOPS_PROFILE_NATIVE=1: py-spy also samples C and Cython frames (gRPC's own).
+NATIVE = ["--native"] if os.environ.get("FRAUDOPS_PROFILE_NATIVE") else []
+
 
 @contextlib.contextmanager
 def server_from(tree: Path, settings: Settings, log: Path):
@@ -88,7 +91,8 @@ def _batch_totals(metrics_port: int) -> tuple[float, float] | None:
 
 def profile(s: Settings, pid: int, binary: Path, clients: int, seconds: float, work: Path,
             tag: str) -> str:  # fmt: skip
-    """py-spy's top functions of the server (all threads, idle excluded) under load."""
+    """py-spy samples of the server under load: the thread holding the GIL, so where the
+    Python time goes (gRPC core and Redis time, outside the GIL, are not in it)."""
     spy = shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy"
     out = work / f"{tag}.txt"
     requests = capacity.loadgen_requests(work / f"{tag}.bin", int(seconds * 8_000) + 2_000, tag)

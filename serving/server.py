@@ -6,9 +6,9 @@ field; anything unexpected becomes INTERNAL for that call only, and the server s
 Inline scoring is set up by serving.inline, as for the Stripe decide endpoint; its scores
 are persisted by a background sink, never on the request path.
 
-The server is gRPC's asyncio one, its event loop on a thread of its own: concurrent Score
-calls are gathered into batches on it (serving.batching), while handlers that block on Kafka
-or Postgres (SendTransaction, ScoreBatch, SubmitLabel) run on a thread pool.
+Concurrent Score calls are scored in batches (serving.batching): they share one Redis
+script call, one model invoke and one sink hand-off, and a call whose deadline passes while
+it waits is answered DEADLINE_EXCEEDED, unscored.
 
 Every fraud.v1 call passes the caller check first (serving.callers.Gate: a bearer token or
 a mutual-TLS certificate, and the method's scope); a call refused there never reaches its
@@ -29,10 +29,8 @@ multiprocess mode, one endpoint on the supervisor aggregating every worker."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import contextlib
-import inspect
 import logging
 import multiprocessing
 import os
@@ -42,8 +40,8 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import replace
 from functools import wraps
 from multiprocessing.connection import wait
@@ -184,27 +182,14 @@ def _status_for(err: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, "internal error"
 
 
-class Servicer:
-    """What every fraud.v1 servicer has: the caller gate, and the threads its blocking
-    handlers run on."""
-
-    def __init__(self, gate: Gate, threads: ThreadPoolExecutor):
-        self.gate = gate
-        self.threads = threads
-
-
 def rpc(name: str) -> Callable:
     """Admit the caller (the servicer's `gate`), time the handler, which is given the
-    caller, and turn its exceptions into a status, never a crash. A coroutine handler runs
-    on the event loop; a plain one blocks (on Kafka, Postgres) and runs on the servicer's
-    threads."""
+    caller, and turn its exceptions into a status, never a crash."""
     histogram = metrics.RPC_LATENCY.labels(rpc=name)
 
     def decorate(handler: Callable) -> Callable:
-        on_loop = inspect.iscoroutinefunction(handler)
-
         @wraps(handler)
-        async def wrapper(self: Servicer, request, context: grpc.aio.ServicerContext):
+        def wrapper(self, request, context):
             started = time.perf_counter()
             context.set_trailing_metadata(((WORKER_METADATA_KEY, str(os.getpid())),))
             try:
@@ -212,12 +197,7 @@ def rpc(name: str) -> Callable:
                 if isinstance(request, Undecodable):
                     message = f"{request.field}: {request.problem}"
                     raise RpcFailure(grpc.StatusCode.INVALID_ARGUMENT, message)
-                if on_loop:
-                    return await handler(self, request, context, caller)
-                loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(
-                    self.threads, handler, self, request, context, caller
-                )
+                return handler(self, request, context, caller)
             except Exception as err:  # noqa: BLE001 - mapped to a status below
                 code, message = _status_for(err)
                 if code == grpc.StatusCode.INTERNAL:
@@ -225,7 +205,7 @@ def rpc(name: str) -> Callable:
                 if isinstance(err, callers.Refused):
                     metrics.AUTH_REFUSED.labels(rpc=name, code=code.name).inc()
                 metrics.RPC_ERRORS.labels(rpc=name, code=code.name).inc()
-                await context.abort(code, message)
+                context.abort(code, message)
             finally:
                 histogram.observe(time.perf_counter() - started)
 
@@ -234,12 +214,9 @@ def rpc(name: str) -> Callable:
     return decorate
 
 
-class Ingestion(Servicer, fraud_pb2_grpc.FraudIngestionServicer):
-    def __init__(
-        self, gate: Gate, threads: ThreadPoolExecutor, producer: AckingProducer, topic: str,
-        window: TimestampWindow,
-    ):  # fmt: skip
-        super().__init__(gate, threads)
+class Ingestion(fraud_pb2_grpc.FraudIngestionServicer):
+    def __init__(self, gate: Gate, producer: AckingProducer, topic: str, window: TimestampWindow):
+        self.gate = gate
         self._producer = producer
         self._topic = topic
         self._window = window
@@ -255,24 +232,21 @@ class Ingestion(Servicer, fraud_pb2_grpc.FraudIngestionServicer):
         )
 
 
-class Scoring(Servicer, fraud_pb2_grpc.FraudScoringServicer):
+class Scoring(fraud_pb2_grpc.FraudScoringServicer):
     """Score calls are validated one by one and scored in batches of concurrent calls;
     a ScoreBatch call is its own batch."""
 
-    def __init__(
-        self, gate: Gate, threads: ThreadPoolExecutor, inline: InlineScoring,
-        batcher: ScoreBatcher,
-    ):  # fmt: skip
-        super().__init__(gate, threads)
+    def __init__(self, gate: Gate, inline: InlineScoring, batcher: ScoreBatcher):
+        self.gate = gate
         self._inline = inline
         self._batcher = batcher
         self._window = inline.window
 
     @rpc("Score")
-    async def Score(self, request, context, caller):
+    def Score(self, request, context, caller):
         started = time.perf_counter_ns()
         tx = decode(request, window=self._window)
-        return await self._batcher.score_one(tx, started, context.time_remaining())
+        return self._batcher.score_one(tx, started, context.time_remaining())
 
     @rpc("ScoreBatch")
     def ScoreBatch(self, request, context, caller):
@@ -283,15 +257,14 @@ class Scoring(Servicer, fraud_pb2_grpc.FraudScoringServicer):
         return fraud_pb2.ScoreBatchResponse(scores=batch.responses())
 
 
-class FeedbackService(Servicer, fraud_pb2_grpc.FeedbackServicer):
+class FeedbackService(fraud_pb2_grpc.FeedbackServicer):
     """Labels go through serving.labels.record_label, like those arriving over Kafka, once
     the label's source is one its caller may write."""
 
     def __init__(
-        self, gate: Gate, threads: ThreadPoolExecutor, pool: ThreadedConnectionPool | None,
-        sink: InlineScoreSink | None,
-    ):  # fmt: skip
-        super().__init__(gate, threads)
+        self, gate: Gate, pool: ThreadedConnectionPool | None, sink: InlineScoreSink | None
+    ):
+        self.gate = gate
         self._pool = pool
         self._sink = sink
 
@@ -329,8 +302,7 @@ class FeedbackService(Servicer, fraud_pb2_grpc.FeedbackServicer):
 
 
 class ServingApp:
-    """The server's parts wired together, with an orderly start and stop. The gRPC server
-    and its event loop run on a thread of their own, so start and stop are plain calls."""
+    """The server's parts wired together, with an orderly start and stop."""
 
     def __init__(self, settings: Settings, max_workers: int = 16, reuse_port: bool = False):
         self.settings = settings
@@ -339,14 +311,9 @@ class ServingApp:
         self.inline = InlineScoring(settings, "server", prewarm=min(max_workers, 8))
         self.batcher = ScoreBatcher(self.inline.score, settings.inline_batch_max,
                                     settings.inline_batch_window_us / 1e6)  # fmt: skip
-        self.health = health.aio.HealthServicer()
+        self.health = health.HealthServicer(experimental_non_blocking=True)
         self._max_workers = max_workers
-        self._threads = ThreadPoolExecutor(max_workers, thread_name_prefix="grpc")
-        self._loop = new_event_loop()
-        self._loop_thread = threading.Thread(
-            target=self._loop.run_forever, name="grpc-loop", daemon=True
-        )
-        self._server: grpc.aio.Server | None = None
+        self._server: grpc.Server | None = None
         self._pool: ThreadedConnectionPool | None = None
         self._producer: AckingProducer | None = None
         self.callers = CallerDirectory(settings.database_url, settings.caller_refresh_s)
@@ -354,34 +321,26 @@ class ServingApp:
             self.callers, callers.anonymous_methods(settings), mtls=settings.tls_ca is not None
         )
 
-    def _on_loop(self, coro: Coroutine) -> Any:
-        """Run `coro` on the server's event loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
     def _set_health(self, model: LoadedModel | None) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if model
             else (health_pb2.HealthCheckResponse.NOT_SERVING)
         )
+        for service in ("", *FRAUD_SERVICES):
+            self.health.set(service, status)
 
-        async def set_all() -> None:
-            for service in ("", *FRAUD_SERVICES):
-                await self.health.set(service, status)
-
-        self._on_loop(set_all())
-
-    def _build(self) -> grpc.aio.Server:
-        """The server, with every service; built on the event loop, which it belongs to."""
+    def _build(self) -> grpc.Server:
         s = self.settings
         window = self.inline.window
-        server = grpc.aio.server(options=[("grpc.so_reuseport", int(self._reuse_port))])
-        gate, threads = self._gate, self._threads
-        add_service(server, "FraudIngestion",
-                    Ingestion(gate, threads, self._producer, s.topic_raw, window))  # fmt: skip
-        add_service(server, "FraudScoring", Scoring(gate, threads, self.inline, self.batcher))
-        add_service(server, "Feedback",
-                    FeedbackService(gate, threads, self._pool, self.inline.sink))  # fmt: skip
+        server = grpc.server(
+            futures.ThreadPoolExecutor(self._max_workers, thread_name_prefix="grpc"),
+            options=[("grpc.so_reuseport", int(self._reuse_port))],
+        )
+        gate = self._gate
+        add_service(server, "FraudIngestion", Ingestion(gate, self._producer, s.topic_raw, window))
+        add_service(server, "FraudScoring", Scoring(gate, self.inline, self.batcher))
+        add_service(server, "Feedback", FeedbackService(gate, self._pool, self.inline.sink))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (*FRAUD_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -394,15 +353,9 @@ class ServingApp:
             self.port = server.add_secure_port(address, credentials)
         return server
 
-    async def _serve(self) -> grpc.aio.Server:
-        server = self._build()
-        await server.start()
-        return server
-
     def start(self) -> int:
         """Load the model, start watching, connect Kafka and Postgres, serve; returns the port."""
         s = self.settings
-        self._loop_thread.start()
         self._set_health(None)
         self.inline.store.on_swap(self._set_health)
         self.inline.start()
@@ -410,21 +363,17 @@ class ServingApp:
         self._producer = AckingProducer(make_producer(s))
         if s.database_url:
             self._pool = ThreadedConnectionPool(1, self._max_workers, s.database_url)
-        self._server = self._on_loop(self._serve())
+        self._server = self._build()
+        self._server.start()
         log.info("serving gRPC on %s:%d (%s)", s.grpc_host, self.port,
                  "TLS" if s.tls_cert else "plain text, loopback only")  # fmt: skip
         return self.port
 
     def stop(self, grace: float = 5.0) -> None:
         """Finish in-flight calls, then drain the inline sink and the producer."""
-        if self._loop_thread.is_alive():
-            self._on_loop(self.health.enter_graceful_shutdown())
-            if self._server is not None:
-                self._on_loop(self._server.stop(grace))
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._loop_thread.join()
-        self.batcher.close()
-        self._threads.shutdown(wait=True)
+        self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            self._server.stop(grace).wait()
         self.inline.stop()
         self.callers.stop()
         if self._producer is not None:
@@ -432,15 +381,6 @@ class ServingApp:
         if self._pool is not None:
             self._pool.closeall()
         log.info("server stopped")
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop where it is installed (less Python per call), asyncio's otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def wait_for_signal() -> None:
