@@ -128,7 +128,8 @@ def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: fl
             ))  # fmt: skip
             if go is not None:
                 results.append(capacity.measure_go(
-                    go, s.grpc_port, server.pid, processes, clients, seconds, work
+                    go, s.grpc_port, server.pid, processes, clients, seconds, work,
+                    s.client_token,
                 ))  # fmt: skip
     results.sort(key=lambda r: r.client != "Python")
     return capacity.report(results, go_missing=go is None)

@@ -31,6 +31,11 @@ class Settings:
     grpc_port: int = 50051
     metrics_port: int = 9108
     server_workers: int = 1  # fraudops-serve processes sharing the gRPC port (SO_REUSEPORT)
+    # Concurrent inline Score calls scored as one batch (serving/batching.py): at most this
+    # many, and how long a call arriving at an idle scorer waits for others (0: not at all;
+    # calls still gather while the batch before theirs is scored).
+    inline_batch_max: int = 64
+    inline_batch_window_us: int = 0
     scorer_replicas: int = 1  # stream scorers the dev stack starts, in one consumer group
     tls_cert: Path | None = None
     tls_key: Path | None = None
