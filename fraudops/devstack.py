@@ -57,8 +57,6 @@ STOP_TIMEOUT_S = 30
 LOG_TAIL_LINES = 30
 ERROR_LINE = re.compile(r"\b(ERROR|FATAL)\b|Exception")  # a log line that names a cause
 FIRST_ERRORS = 3
-# At least the number of scorer replicas (one consumer group spreads partitions over them).
-TOPIC_PARTITIONS = 3
 
 
 class StackError(Exception):
@@ -322,7 +320,7 @@ def _kafka_ready(stack: Stack) -> bool:
 def _kafka_setup(stack: Stack) -> None:
     """The settings' topics, then every principal and its ACLs on them."""
     admin_settings = stack.as_kafka_user(kafka_access.ADMIN)
-    for name in kafka_access.ensure_topics(admin_settings, TOPIC_PARTITIONS):
+    for name in kafka_access.ensure_topics(admin_settings, stack.settings.raw_partitions):
         say(f"kafka: created topic {name}")
     if stack.kafka_passwords():  # a broker of this stack (not one found on the port)
         kafka_access.add_users(admin_settings, stack.kafka_passwords())
@@ -658,7 +656,7 @@ SERVICES = {s.name: s for s in (KAFKA, POSTGRES, REDIS, MLFLOW, AIRFLOW, CONSOLE
 # --- stream scorers -----------------------------------------------------------------------
 # Replica n serves its metrics on metrics_port + 1 + n (the server keeps metrics_port); a
 # consumer group spreads the topic's partitions over them, so more replicas than
-# TOPIC_PARTITIONS would leave the extra ones idle.
+# FRAUDOPS_RAW_PARTITIONS would leave the extra ones idle.
 
 
 def scorer_metrics_ports(settings: Settings) -> list[int]:
@@ -667,10 +665,10 @@ def scorer_metrics_ports(settings: Settings) -> list[int]:
 
 def _scorer_prepare(stack: Stack) -> None:
     s = stack.settings
-    if s.metrics_port <= 0 or not 1 <= s.scorer_replicas <= TOPIC_PARTITIONS:
+    if s.metrics_port <= 0 or not 1 <= s.scorer_replicas <= s.raw_partitions:
         raise StackError(
             f"scorers need FRAUDOPS_METRICS_PORT > 0 (readiness is their metrics endpoint) "
-            f"and 1 to {TOPIC_PARTITIONS} FRAUDOPS_SCORER_REPLICAS (the topics' partitions); "
+            f"and 1 to {s.raw_partitions} FRAUDOPS_SCORER_REPLICAS (the topics' partitions); "
             f"got {s.metrics_port} and {s.scorer_replicas}"
         )
 

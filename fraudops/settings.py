@@ -32,6 +32,10 @@ class Settings:
     metrics_port: int = 9108
     server_workers: int = 1  # fraudops-serve processes sharing the gRPC port (SO_REUSEPORT)
     scorer_replicas: int = 1  # stream scorers the dev stack starts, in one consumer group
+    # Partitions of topic_raw. The producers place a user by Kafka's default partitioner
+    # (murmur2 of the key); the feature state hash-tags a user's keys with the same
+    # partition, so a scorer's micro-batch from one partition is one Redis Cluster slot.
+    raw_partitions: int = 3
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
