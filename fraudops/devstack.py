@@ -509,6 +509,92 @@ REDIS = Service(
 )
 
 
+# --- Redis Cluster ------------------------------------------------------------------------
+# The per-user state past one node (`up redis-cluster`): 3 masters, each with 1 replica, on
+# redis_cluster_port and the 5 ports after it, data under run/redis-cluster/<port>/. Started
+# with `REDIS_URL=redis+cluster://...` (env prints it) the scoring processes use it; a master
+# that dies is replaced by its replica within about cluster-node-timeout.
+REDIS_CLUSTER_NODES = 6
+REDIS_CLUSTER_NODE_TIMEOUT_MS = 1000
+
+
+def redis_cluster_node_command(port: int, directory: Path) -> list[str]:
+    """redis-server as one node of a cluster: loopback, its own directory, append-only file
+    fsynced every second, no snapshots; a replica may be promoted without its master."""
+    return ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(REDIS_CLUSTER_NODE_TIMEOUT_MS),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--protected-mode", "yes", "--daemonize", "no",
+            "--logfile", str(directory / "redis.log")]  # fmt: skip
+
+
+def form_redis_cluster(ports: list[int], timeout: float = 60) -> None:
+    """Make running cluster-mode nodes one cluster (the first half masters, one replica
+    each) unless they already are; returns once every slot is served by a master with a
+    replica in sync (the scoring processes WAIT for the replicas they know of)."""
+    if not _redis_cluster_ok(ports[0]):
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        command = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1",
+                   "--cluster-yes"]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode != 0 and not _redis_cluster_ok(ports[0]):
+            raise StackError(f"redis-cli --cluster create failed:\n{result.stdout}{result.stderr}")
+    wait_until(lambda: all(_redis_cluster_ok(p) for p in ports), "the Redis Cluster", timeout)
+    wait_until(lambda: _redis_replicas_synced(ports[0]), "the Redis Cluster's replicas", timeout)
+
+
+def _redis_replicas_synced(port: int) -> bool:
+    """Every slot range lists a replica (CLUSTER SLOTS leaves out one still syncing)."""
+    import redis
+
+    with redis.Redis(port=port, socket_timeout=2) as client:
+        return all(len(served) >= 4 for served in client.execute_command("CLUSTER SLOTS"))
+
+
+def _redis_cluster_ok(port: int) -> bool:
+    """CLUSTER INFO on the node reports cluster_state:ok (every slot served)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"CLUSTER INFO\r\n")
+            return b"cluster_state:ok" in sock.recv(4096)
+    except OSError:
+        return False
+
+
+def _redis_cluster_ports(settings: Settings) -> list[int]:
+    return [settings.redis_cluster_port + n for n in range(REDIS_CLUSTER_NODES)]
+
+
+def _redis_cluster_commands(stack: Stack) -> list[list[str]]:
+    home = stack.dir("redis-cluster")
+    return [
+        redis_cluster_node_command(port, home / str(port))
+        for port in _redis_cluster_ports(stack.settings)
+    ]
+
+
+def _redis_cluster_ready(stack: Stack) -> bool:
+    return all(port_open("127.0.0.1", port) for port in _redis_cluster_ports(stack.settings))
+
+
+def _redis_cluster_prepare(stack: Stack) -> None:
+    _redis_prepare(stack)
+    for port in _redis_cluster_ports(stack.settings):
+        (stack.dir("redis-cluster") / str(port)).mkdir(parents=True, exist_ok=True)
+
+
+REDIS_CLUSTER = Service(
+    name="redis-cluster",
+    endpoint=lambda s: f"127.0.0.1:{s.redis_cluster_port}",
+    commands=_redis_cluster_commands,
+    ready=_redis_cluster_ready,
+    prepare=_redis_cluster_prepare,
+    after_ready=lambda stack: form_redis_cluster(_redis_cluster_ports(stack.settings)),
+    ready_timeout_s=30,
+)
+
+
 # --- MLflow -------------------------------------------------------------------------------
 
 
@@ -745,6 +831,8 @@ REPLAY = Service(
 )
 
 APPS = {s.name: s for s in (SCORER, SERVER, LABEL_CONSUMER, REPLAY)}
+# Started only when named (`up redis-cluster`): the single-node services stay the default.
+CLUSTERS = {s.name: s for s in (REDIS_CLUSTER,)}
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -934,14 +1022,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "services", nargs="*",
         help=f"default: up starts {', '.join(SERVICES)}; down and status also cover "
-        f"{', '.join(APPS)}",
+        f"{', '.join(APPS)}; named only: {', '.join(CLUSTERS)}",
     )  # fmt: skip
     parser.add_argument("--run-dir", type=Path, default=ROOT / "run")
     parser.add_argument("--kafka-libs", type=Path, default=KAFKA_LIBS)
     args = parser.parse_args(argv)
     if args.command == "_group":
         return run_group(json.loads(args.services[0]))
-    known = {**SERVICES, **APPS}
+    known = {**SERVICES, **CLUSTERS, **APPS}
     unknown = [n for n in args.services if n not in known]
     if unknown:
         parser.error(f"unknown service {unknown[0]!r} (one of: {', '.join(known)})")

@@ -81,6 +81,10 @@ class Settings:
     postgres_port: int = 55432
     kafka_controller_port: int = 9093
     redis_port: int = 56379
+    # The dev stack's Redis Cluster (`devstack up redis-cluster`): REDIS_CLUSTER_NODES
+    # nodes on this port and the next ones (at most 55535: each node also listens on its
+    # port + 10000 for the cluster bus).
+    redis_cluster_port: int = 37001
     # The analyst console (console/): where it listens and how long its grants last.
     console_host: str = "127.0.0.1"
     console_port: int = 8000
@@ -113,6 +117,10 @@ class Settings:
     def local_redis_url(self) -> str:
         """The dev stack's Redis, on its own port (not a system Redis on 6379)."""
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def local_redis_cluster_url(self) -> str:
+        """The dev stack's Redis Cluster, named by its first node."""
+        return f"redis+cluster://127.0.0.1:{self.redis_cluster_port}/0"
 
     def with_local_services(self) -> Settings:
         """These settings, with the dev stack's Postgres and Redis where none is configured."""

@@ -89,11 +89,11 @@ def connect(url: str, timeout: float = INLINE_TIMEOUT_SECONDS) -> redis.Redis | 
     """A client that fails fast: no client-side retries (the callers decide what to do).
     `redis+cluster://host:port` names a Redis Cluster by one of its nodes: the client is
     cluster-aware (it learns the slots' masters and replicas from that node)."""
-    common = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    common = {"retry": Retry(NoBackoff(), 0), "socket_timeout": timeout,
+              "socket_connect_timeout": timeout}  # fmt: skip
     if url.startswith(CLUSTER_SCHEME):
-        url = "redis://" + url.removeprefix(CLUSTER_SCHEME)
-        return RedisCluster.from_url(url, cluster_error_retry_attempts=0, **common)
-    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+        return RedisCluster.from_url("redis://" + url.removeprefix(CLUSTER_SCHEME), **common)
+    return redis.Redis.from_url(url, **common)
 
 
 def partition_of(user_id: int, partitions: int) -> int:
