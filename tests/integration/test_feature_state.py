@@ -1,8 +1,9 @@
 """One suite for every per-user feature state (DESIGN section 5): the in-memory state, the
 Redis state (a real redis-server, and a real Redis Cluster of 3 masters and 3 replicas,
 where a micro-batch's users span slots and nodes) and the batch transform itself, replayed
-as the stream arrives, get the same cases: a user's first event, events in order, late events, repeats,
-window edges, many users in one micro-batch, whole datasets row by row and in micro-batches.
+as the stream arrives, get the same cases: a user's first event, events in order, late
+events, repeats, window edges, many users in one micro-batch, whole datasets row by row and
+in micro-batches.
 What each must give is the contract (serving/feature_state/contract.py): the features
 `batch_features` gives a transaction over its user's transactions that arrived before it,
 and a repeat its first features, counted once. Then what only some states have: the kept
