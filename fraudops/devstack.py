@@ -221,8 +221,40 @@ class Service:
 # login; `env` exports admin's.
 
 
-def _kafka_prepare(stack: Stack) -> None:
-    """server.properties from the template; passwords and storage made once."""
+@dataclass(frozen=True)
+class KafkaNode:
+    """One broker (and controller) of the dev stack: its id, ports and home directory
+    (server.properties, log4j2.properties, data/)."""
+
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+    home: Path
+
+
+def kafka_nodes(stack: Stack) -> list[KafkaNode]:
+    """The one broker of `up kafka`."""
+    host, port = stack.settings.kafka_address()
+    return [KafkaNode(1, host, port, stack.settings.kafka_controller_port, stack.dir("kafka"))]
+
+
+def kafka_cluster_nodes(stack: Stack) -> list[KafkaNode]:
+    """The brokers of `up kafka-cluster`: kafka_cluster_port and the next ones, their
+    controllers KAFKA_CONTROLLER_OFFSET above."""
+    base = stack.settings.kafka_cluster_port
+    return [
+        KafkaNode(n, "127.0.0.1", base + n - 1, base + KAFKA_CONTROLLER_OFFSET + n - 1,
+                  stack.dir("kafka-cluster") / str(n))
+        for n in range(1, KAFKA_CLUSTER_BROKERS + 1)
+    ]  # fmt: skip
+
+
+KAFKA_CLUSTER_BROKERS = 3
+KAFKA_CONTROLLER_OFFSET = 100
+
+
+def _kafka_checks(stack: Stack) -> None:
     if not any(stack.kafka_libs.glob("*.jar")):
         raise StackError(
             f"the Kafka broker's jars are missing in {stack.kafka_libs}: run `make install` "
@@ -230,19 +262,33 @@ def _kafka_prepare(stack: Stack) -> None:
         )
     if shutil.which("java") is None:
         raise StackError("java not found: Java 17+ is needed (.ci/run installs it)")
-    home, data = stack.dir("kafka"), stack.dir("kafka") / "data"
-    home.mkdir(parents=True, exist_ok=True)
-    if (data / "meta.properties").exists() and not stack.kafka_passwords():
-        say(
-            f"kafka: {data} was formatted without SASL users (an older dev stack); "
-            "re-creating it empty (local dev data: its topics and messages are dropped)"
-        )
-        shutil.rmtree(data)
+
+
+def _kafka_prepare(stack: Stack, nodes: list[KafkaNode] | None = None) -> None:
+    """server.properties from the template for each node; passwords and storage made once
+    (every node of a cluster formatted with the same cluster id and controllers)."""
+    _kafka_checks(stack)
+    nodes = nodes or kafka_nodes(stack)
+    for node in nodes:
+        node.home.mkdir(parents=True, exist_ok=True)
+        data = node.home / "data"
+        if (data / "meta.properties").exists() and not stack.kafka_passwords():
+            say(
+                f"kafka: {data} was formatted without SASL users (an older dev stack); "
+                "re-creating it empty (local dev data: its topics and messages are dropped)"
+            )
+            shutil.rmtree(data)
     _kafka_credentials(stack)
-    _write_private(home / "server.properties", kafka_properties(stack))
-    shutil.copy(stack.root / "infra" / "kafka" / "log4j2.properties", home / "log4j2.properties")
-    if not (data / "meta.properties").exists():
-        _kafka_format(stack)
+    for node in nodes:
+        _write_private(node.home / "server.properties", kafka_properties(stack, node, nodes))
+        log4j = stack.root / "infra" / "kafka" / "log4j2.properties"
+        shutil.copy(log4j, node.home / "log4j2.properties")
+    unformatted = [n for n in nodes if not (n.home / "data" / "meta.properties").exists()]
+    if len(unformatted) == len(nodes):
+        _kafka_format(stack, nodes)
+    elif unformatted:
+        raise StackError(f"kafka: {unformatted[0].home}/data is empty while other brokers of "
+                         "the cluster hold data: remove them all to start afresh")  # fmt: skip
 
 
 def _kafka_credentials(stack: Stack) -> None:
@@ -256,52 +302,75 @@ def _kafka_credentials(stack: Stack) -> None:
         _write_private(stack.dir("kafka") / "credentials.json", json.dumps(passwords, indent=1))
 
 
-def kafka_properties(stack: Stack) -> str:
-    """infra/kafka/server.properties with the data directory, the settings' ports and the
-    admin password."""
-    host, port = stack.settings.kafka_address()
+def kafka_properties(
+    stack: Stack, node: KafkaNode | None = None, nodes: list[KafkaNode] | None = None
+) -> str:
+    """infra/kafka/server.properties for `node` of `nodes` (default: the one broker): its
+    data directory, ports and id, every controller, the replication of a cluster of that
+    size, and the admin password."""
+    nodes = nodes or kafka_nodes(stack)
+    node = node or nodes[0]
     text = (stack.root / "infra" / "kafka" / "server.properties").read_text()
+    replicas = min(3, len(nodes))
     for key, value in {
-        "@DATA_DIR@": str(stack.dir("kafka") / "data"),
-        "@HOST@": host,
-        "@PORT@": str(port),
-        "@CONTROLLER_PORT@": str(stack.settings.kafka_controller_port),
+        "@DATA_DIR@": str(node.home / "data"),
+        "@HOST@": node.host,
+        "@PORT@": str(node.port),
+        "@CONTROLLER_PORT@": str(node.controller_port),
+        "@NODE_ID@": str(node.node_id),
+        "@QUORUM@": ",".join(f"{n.host}:{n.controller_port}" for n in nodes),
+        "@REPLICAS@": str(replicas),
+        "@MIN_ISR@": str(max(1, replicas - 1)),
         "@ADMIN_PASSWORD@": stack.kafka_passwords().get(kafka_access.ADMIN, ""),
     }.items():
         text = text.replace(key, value)
     return text
 
 
-def _kafka_java(stack: Stack, *args: str) -> list[str]:
-    home = stack.dir("kafka")
+def _kafka_java(stack: Stack, home: Path, *args: str) -> list[str]:
     return ["java", f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
             "-cp", f"{stack.kafka_libs}/*", *args]  # fmt: skip
 
 
-def _kafka_format(stack: Stack) -> None:
-    """Format the storage with admin's SCRAM credential: the broker logs in to itself with
-    it, and the dev stack with it adds the other principals."""
-    tool = "kafka.tools.StorageTool"
-    cluster_id = subprocess.run(
-        _kafka_java(stack, tool, "random-uuid"), capture_output=True, text=True, check=True
-    ).stdout.split()[-1]
-    say(f"kafka: formatting storage (cluster id {cluster_id})")
-    config = str(stack.dir("kafka") / "server.properties")
+def _kafka_uuid() -> str:
+    """A Kafka Uuid (16 random bytes, URL-safe base64 without padding; not starting with '-',
+    which a command line would take for an option)."""
+    import base64
+
+    while True:
+        text = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _kafka_format(stack: Stack, nodes: list[KafkaNode]) -> None:
+    """Format each node's storage with admin's SCRAM credential (the brokers log in to each
+    other with it, and the dev stack with it adds the other principals): one broker as a
+    standalone controller, a cluster with every node as an initial controller."""
+    tool, cluster_id = "kafka.tools.StorageTool", _kafka_uuid()
     admin = kafka_access.ADMIN
     scram = f"SCRAM-SHA-512=[name={admin},password={stack.kafka_passwords()[admin]}]"
-    command = _kafka_java(stack, tool, "format", "--standalone", "-t", cluster_id, "-c", config,
-                          "--add-scram", scram)  # fmt: skip
-    _run_logged(command, stack.log("kafka"), "kafka: storage format failed")
+    controllers = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}:{_kafka_uuid()}"
+                           for n in nodes)  # fmt: skip
+    quorum = ["--standalone"] if len(nodes) == 1 else ["--initial-controllers", controllers]
+    for node in nodes:
+        say(f"kafka: formatting storage of node {node.node_id} (cluster id {cluster_id})")
+        config = str(node.home / "server.properties")
+        command = _kafka_java(stack, node.home, tool, "format", *quorum, "-t", cluster_id,
+                              "-c", config, "--add-scram", scram)  # fmt: skip
+        _run_logged(command, stack.log("kafka"), "kafka: storage format failed")
+
+
+def kafka_node_command(stack: Stack, node: KafkaNode) -> list[str]:
+    heap = ["-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+    return [
+        *_kafka_java(stack, node.home, *heap, "-Djava.awt.headless=true", "kafka.Kafka"),
+        str(node.home / "server.properties"),
+    ]
 
 
 def _kafka_commands(stack: Stack) -> list[list[str]]:
-    heap = ["-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
-    return [
-        [
-            *_kafka_java(stack, *heap, "-Djava.awt.headless=true", "kafka.Kafka"),
-            str(stack.dir("kafka") / "server.properties"),
-        ]
-    ]
+    return [kafka_node_command(stack, node) for node in kafka_nodes(stack)]
 
 
 def _kafka_admin(stack: Stack):
@@ -337,6 +406,34 @@ KAFKA = Service(
     ready=_kafka_ready,
     prepare=_kafka_prepare,
     after_ready=_kafka_setup,
+)
+
+
+# --- Kafka, 3 brokers ---------------------------------------------------------------------
+# `up kafka-cluster`: three KRaft nodes (each a broker and a controller) on loopback, data
+# under run/kafka-cluster/<node>/, the one broker's logins (run/kafka/credentials.json) and
+# ACLs; every partition on 3 brokers, min.insync.replicas 2, so with the project's producers
+# (acks=all, idempotent) one broker may die without losing or stopping anything. Point the
+# processes at it with KAFKA_BOOTSTRAP_SERVERS set to `local_kafka_cluster_bootstrap()`.
+
+
+def on_kafka_cluster(stack: Stack) -> Stack:
+    """The stack with its settings pointed at the 3-broker Kafka."""
+    bootstrap = stack.settings.local_kafka_cluster_bootstrap()
+    return replace(stack, settings=replace(stack.settings, kafka_bootstrap_servers=bootstrap))
+
+
+KAFKA_CLUSTER = Service(
+    name="kafka-cluster",
+    endpoint=lambda s: s.local_kafka_cluster_bootstrap(),
+    commands=lambda stack: [kafka_node_command(stack, n) for n in kafka_cluster_nodes(stack)],
+    ready=lambda stack: (
+        all(port_open(n.host, n.port) for n in kafka_cluster_nodes(stack))
+        and _kafka_ready(on_kafka_cluster(stack))
+    ),
+    prepare=lambda stack: _kafka_prepare(stack, kafka_cluster_nodes(stack)),
+    after_ready=lambda stack: _kafka_setup(on_kafka_cluster(stack)),
+    ready_timeout_s=180,
 )
 
 
@@ -832,7 +929,7 @@ REPLAY = Service(
 
 APPS = {s.name: s for s in (SCORER, SERVER, LABEL_CONSUMER, REPLAY)}
 # Started only when named (`up redis-cluster`): the single-node services stay the default.
-CLUSTERS = {s.name: s for s in (REDIS_CLUSTER,)}
+CLUSTERS = {s.name: s for s in (REDIS_CLUSTER, KAFKA_CLUSTER)}
 
 
 # --- processes ----------------------------------------------------------------------------

@@ -80,6 +80,9 @@ class Settings:
     # controller listener of its one broker (the broker's own port is in the bootstrap).
     postgres_port: int = 55432
     kafka_controller_port: int = 9093
+    # The dev stack's 3-broker Kafka (`devstack up kafka-cluster`): brokers on this port and
+    # the next two, their controllers 100 above.
+    kafka_cluster_port: int = 39092
     redis_port: int = 56379
     # The dev stack's Redis Cluster (`devstack up redis-cluster`): REDIS_CLUSTER_NODES
     # nodes on this port and the next ones (at most 55535: each node also listens on its
@@ -117,6 +120,10 @@ class Settings:
     def local_redis_url(self) -> str:
         """The dev stack's Redis, on its own port (not a system Redis on 6379)."""
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def local_kafka_cluster_bootstrap(self) -> str:
+        """The dev stack's 3-broker Kafka, every broker named."""
+        return ",".join(f"127.0.0.1:{self.kafka_cluster_port + n}" for n in range(3))
 
     def local_redis_cluster_url(self) -> str:
         """The dev stack's Redis Cluster, named by its first node."""
