@@ -4,7 +4,9 @@ killed mid-stream. A Redis master SIGKILLed: its replica is promoted, the scorer
 batch while the slot is away and goes on, every transaction is stored once and counted once
 in its user's history, and inline answers for that slot meanwhile say they had no history.
 Three scorers over 12 partitions, one SIGKILLed: the others take its partitions and every
-transaction is scored once."""
+transaction is scored once. A broker of a 3-broker Kafka (replication factor 3, min ISR 2)
+SIGKILLed mid-stream and started again: scoring goes on without it, nothing lost, nothing
+stored twice."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from serving.feature_state import RedisFeatures
 from serving.model_store import ModelStore
 from serving.scoring import NO_HISTORY_REASON, ScoringCore, decode
 from tests.faults.support import USERS, Stream, resumed
+from tests.helpers.kafka_cluster import KafkaClusterServers
 from tests.helpers.redis_cluster import RedisClusterServers
 from tests.helpers.serving_env import (
     scored_ids,
@@ -27,6 +30,7 @@ from tests.helpers.serving_env import (
     unique_ids,
     wait_until,
 )
+from tests.helpers.stack import create_topics
 
 pytestmark = pytest.mark.slow
 
@@ -150,3 +154,41 @@ def test_three_scorers_over_12_partitions_one_killed_score_everything_once(
     )  # fmt: skip
     assert sorted(rows) == sorted(ids)
     assert sorted(counted) == sorted(ids)
+
+
+def test_a_kafka_broker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
+    built_models, serving_root, database_url, tmp_path, fault_report
+):
+    kafka = KafkaClusterServers(tmp_path / "kafka-cluster").start()
+    try:
+        topics = create_topics(kafka.admin, "fault-broker", 3)
+        settings = serving_v1_settings(
+            built_models, serving_root, "fault-broker", **kafka.login(),
+            database_url=database_url, scorer_batch_size=200, **topics,
+        )  # fmt: skip
+        url, ids = settings.database_url, unique_ids("fault-broker", N)
+
+        def stored() -> int:
+            return len(scored_ids(url, ids))
+
+        victim = kafka.nodes[2]
+        with service_process("serving.scorer", settings, tmp_path / "scorer.log") as scorer:
+            stream = Stream(settings, settings.topic_raw, ids).start()
+            wait_until(lambda: stored() >= N // 4, "a quarter of the stream stored", 120)
+            kafka.kill(victim)
+            killed = time.monotonic()
+            during = resumed(stored, "scoring to go on without the broker", 120)
+            recovery = time.monotonic() - killed
+            kafka.start_node(victim)
+            stream.join()
+            wait_until(lambda: stored() >= N, "every transaction stored", 180)
+            assert scorer.poll() is None
+        rows = scored_ids(url, ids)
+    finally:
+        kafka.stop()
+    fault_report(
+        "Kafka broker (1 of 3, RF 3, min ISR 2) SIGKILLed, restarted", sent=N,
+        scored=len(set(rows)), lost=N - len(set(rows)), twice=len(rows) - len(set(rows)),
+        recovery_s=recovery, note=f"{during} stored when scoring resumed without it",
+    )  # fmt: skip
+    assert sorted(rows) == sorted(ids)

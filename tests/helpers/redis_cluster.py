@@ -6,15 +6,13 @@ again on its port and data (it rejoins as a replica)."""
 
 from __future__ import annotations
 
-import random
-import socket
-import time
 from pathlib import Path
 
 import redis
 
 from fraudops.devstack import form_redis_cluster, redis_cluster_node_command, wait_until
 from tests.helpers.redis_server import RedisServer
+from tests.helpers.stack import free_block
 
 NODES = 6
 
@@ -26,7 +24,8 @@ class ClusterNode(RedisServer):
 
 class RedisClusterServers:
     def __init__(self, directory: Path):
-        ports = _free_low_ports(NODES)
+        base = free_block([*range(NODES), *range(10000, 10000 + NODES)])
+        ports = [base + n for n in range(NODES)]
         self.nodes = [ClusterNode(Path(directory) / f"node-{p}", p) for p in ports]
         self.url = f"redis+cluster://127.0.0.1:{ports[0]}/0"
 
@@ -74,23 +73,3 @@ class RedisClusterServers:
             if node._proc is not None and node._proc.poll() is None:
                 return redis.Redis(port=node.port, socket_timeout=2)
         raise LookupError("no node of the cluster runs")
-
-
-def _free_low_ports(n: int, low: int = 20000, high: int = 45000) -> list[int]:
-    """n consecutive-free ports whose cluster bus ports (+10000) are free too."""
-    rng = random.Random(time.monotonic_ns())
-    found: list[int] = []
-    while len(found) < n:
-        port = rng.randrange(low, high)
-        if port not in found and all(_free(p) for p in (port, port + 10000)):
-            found.append(port)
-    return found
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
