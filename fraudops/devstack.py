@@ -12,7 +12,9 @@ process of the stack logs in as its own principal (`fraudops.kafka_access`).
 A service is one record in SERVICES: adding one is adding a record. The project's own
 processes are records in APPS, started only when named: `up scorer` starts
 `FRAUDOPS_SCORER_REPLICAS` stream scorers in one consumer group (their metrics on the ports
-after the server's), sharing the Redis state, supervised as one service.
+after the server's), sharing the Redis state, supervised as one service. The clusters
+(`redis-cluster`: 3 Redis masters with a replica each; `kafka-cluster`: 3 KRaft brokers,
+replication factor 3) are records in CLUSTERS, also started only when named.
 
 Installing is not `up`'s job: `make install` resolves the Kafka jars, `.ci/run` installs
 Debian's PostgreSQL; `up` fails naming the missing piece.
