@@ -158,9 +158,11 @@ def test_three_scorers_over_12_partitions_one_killed_score_everything_once(
 
 @pytest.mark.xfail(
     strict=False,
-    reason="open: in two runs on a loaded 2-core machine (load 10-12) scoring did not resume "
-    "within 120 s of SIGKILLing a broker, although the controllers elected a new leader and "
-    "fenced the dead broker within ~6 s and the group coordinator lived; cause not found yet",
+    reason="open: in three runs (load 10-14) the scorer did not score again within 120 s of "
+    "a broker's SIGKILL, although the controllers fenced it within ~6 s; a plain producer "
+    "and consumer with the project's settings went on within 6-9 s on the same cluster, so "
+    "the stall is in the scorer's path (its writer waiting on acknowledgements, or the "
+    "revoke wait): not found yet",
 )
 def test_a_kafka_broker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
     built_models, serving_root, database_url, tmp_path, fault_report
