@@ -14,7 +14,10 @@ port, append-only file, as served), with two tiny TFLite models, then prints:
   client in bench/loadgen, with the load average and the CPU per call of both sides;
 - stream: Kafka-fed throughput of one in-memory scorer beside 1 and 2 scorers with Redis
   state (scores counted in Kafka and Postgres), and Redis round trips and bytes per
-  transaction.
+  transaction;
+- cluster: Kafka-fed throughput with one Redis node beside a local Redis Cluster (3 masters,
+  3 replicas), and 1 beside 3 scorers on the cluster, with the CPU per transaction of the
+  scorers and of Redis, and what a core holds.
 Repeated rounds; medians. `--parts` runs some of them alone; `--profile` also runs one
 Redis-state scorer round under cProfile and prints where the time goes. `--rules 0,10,100`
 instead compares rule counts: the inline and stream parts run one server (scorer) per count,
@@ -38,6 +41,7 @@ from bench import rules as bench_rules
 from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
 from fraudops.devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
+from tests.helpers.redis_cluster import RedisClusterServers
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.stack import (
     channel_to,
@@ -52,7 +56,9 @@ from tests.helpers.stack import (
     wait_until,
 )
 
-PARTS = ("inline", "auth", "capacity", "stream")
+PARTS = ("inline", "auth", "capacity", "stream", "cluster")
+# Partitions of the cluster part's topics: 3 scorers get 4 each.
+CLUSTER_PARTITIONS = 12
 
 
 def serving(settings: Settings, log: Path):
@@ -197,6 +203,33 @@ def run_rules_stream(settings, databases: dict, work: Path, n: int, rounds: int)
     return stream.report(out, n)
 
 
+def run_cluster(settings, redis_url: str, work: Path, n: int, rounds: int) -> list[str]:
+    """One Redis node beside a Redis Cluster (3 masters, 3 replicas) with 1 and 3 scorers,
+    on the same topics' layout; Redis emptied before each round."""
+    cluster = RedisClusterServers(work / "redis-cluster").start()
+
+    def rounds_of(url: str, scorers: int) -> list[stream.DrainResult]:
+        out = []
+        for seed in range(1, rounds + 1):
+            for node in stream.redis_nodes(url):
+                with redis.Redis.from_url(node) as client:
+                    if client.info("replication")["role"] == "master":  # replicas follow
+                        client.flushall()
+            s = replace(settings, redis_url=url)
+            out.append(stream.drain(s, n, seed, work, None, scorers, CLUSTER_PARTITIONS))
+        return out
+
+    try:
+        configs = {
+            "Redis, 1 node, 1 scorer": rounds_of(redis_url, 1),
+            "Redis Cluster, 1 scorer": rounds_of(cluster.url, 1),
+            "Redis Cluster, 3 scorers": rounds_of(cluster.url, 3),
+        }
+    finally:
+        cluster.stop()
+    return stream.report(configs, n, CLUSTER_PARTITIONS)
+
+
 def run_profile(settings, redis_url: str, work: Path, n: int) -> list[str]:
     """One Redis-state scorer round under cProfile."""
     redis.Redis.from_url(redis_url).flushall()
@@ -271,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                 lines += run_capacity(settings, shared, work, args.clients, seconds)
             if "stream" in parts:
                 lines += run_stream(settings, shared, work, args.stream_n, args.rounds)
+            if "cluster" in parts:
+                lines += run_cluster(settings, shared, work, args.stream_n, args.rounds)
             if args.profile:
                 lines += run_profile(settings, shared, work, args.stream_n)
         finally:
