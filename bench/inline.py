@@ -247,10 +247,7 @@ def state_report(
         server = median(result.server_us)
         lines.append(f"  {label:<10} p50 {p50[label]:6.0f} µs  p99 {p99:6.0f} µs  "
                      f"(server-side {server:.0f} µs)")  # fmt: skip
-    grown = p50["Redis"] - p50["in memory"]
-    rounds = [r.pct(50) - m.pct(50)
-              for m, r in zip(memory.score_rounds, in_redis.score_rounds, strict=True)]  # fmt: skip
-    server_grown = median(in_redis.server_us) - median(memory.server_us)
+    grown, rounds, server_grown = p50_gap(memory, in_redis)
     lines.append(
         f"  Redis adds {grown:+.0f} µs to p50 (target: at most +150 µs; per round "
         f"{', '.join(f'{v:+.0f}' for v in rounds)}; server-side {server_grown:+.0f} µs)"
@@ -272,4 +269,33 @@ def geoip_report(off: InlineResult, on: InlineResult) -> list[str]:
     lines.append(f"  enrichment adds {median(added):+.0f} µs client p50 (rounds: "
                  f"{', '.join(f'{d:+.0f}' for d in added)}), {server:+.0f} µs server median; "
                  "target at most +20 µs")  # fmt: skip
+    return lines
+
+
+def p50_gap(base: InlineResult, other: InlineResult) -> tuple[float, list[float], float]:
+    """What `other` adds to `base`'s p50: the medians' gap, each round's, and server-side."""
+    gap = median([s.pct(50) for s in other.score_rounds]) - median(
+        [s.pct(50) for s in base.score_rounds]
+    )
+    rounds = [o.pct(50) - b.pct(50)
+              for b, o in zip(base.score_rounds, other.score_rounds, strict=True)]  # fmt: skip
+    return gap, rounds, median(other.server_us) - median(base.server_us)
+
+
+def rules_report(results: dict[int, InlineResult]) -> list[str]:
+    """The same sequential Score calls to servers serving 0, 10, 100 ... rules, their rounds
+    in turn; what each rule count adds to p50 over the first (per round, then the median)."""
+    lines = ["inline Score by served rules (same calls, rounds in turn, medians; load average "
+             f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}):"]  # fmt: skip
+    base_count, base = next(iter(results.items()))
+    base_p50 = median([s.pct(50) for s in base.score_rounds])
+    for count, result in results.items():
+        p50 = median([s.pct(50) for s in result.score_rounds])
+        p99 = median([s.pct(99) for s in result.score_rounds])
+        gap, rounds, server = p50_gap(base, result)
+        lines.append(
+            f"  {count:>4} rules  p50 {p50:6.0f} µs  p99 {p99:6.0f} µs  ({p50 / base_p50:.2f}x; "
+            f"p50 {gap:+.0f} µs over {base_count} rules, per round "
+            f"{', '.join(f'{v:+.0f}' for v in rounds)}; server-side {server:+.0f} µs)"
+        )
     return lines

@@ -1,19 +1,31 @@
 """What analysts' rules add per transaction: RuleSet.decide (the scoring core's rule step)
 on one transaction (inline) and on a 2000-row micro-batch (stream), with 0, 10 and 100
 rules and a user list of 1,000,000 entries, side by side. The rule mix: a tenth read a list,
-the rest compare amounts, types, channels, velocity and the score."""
+the rest compare amounts, types, channels, velocity and the score. `serving_database` sets
+the same rules and list up in Postgres, published as analysts publish them, for the inline
+and stream benchmarks' `--rules` (bench/run.py)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import numpy as np
 
+from fraudops import rule_sets
+from fraudops.db import connect
 from fraudops.features import N_FEATURES
 from fraudops.rules import ListIndex, Rule, RuleSet
+
+LIST_NAME = "blocked_users"
+# Above every user id the benchmarks' transactions carry: a lookup misses, as most do.
+FIRST_LISTED = 10_000_001
+WHO = ("bench", "benchmark set-up")
 
 
 def rules(n: int) -> list[Rule]:
@@ -25,6 +37,39 @@ def rules(n: int) -> list[Rule]:
     ]
     return [Rule(f"r{i}", "review", (shapes[0] if i % 10 == 0 else shapes[1 + i % 3])
                  .format(i=i, k=100_000 + i)) for i in range(n)]  # fmt: skip
+
+
+def _fill_list(cur, size: int) -> None:
+    rule_sets.create_list(cur, LIST_NAME, "user", *WHO)
+    for start in range(FIRST_LISTED, FIRST_LISTED + size, rule_sets.MAX_ITEMS_PER_CALL):
+        end = min(start + rule_sets.MAX_ITEMS_PER_CALL, FIRST_LISTED + size)
+        rule_sets.add_items(cur, LIST_NAME, [str(u) for u in range(start, end)], *WHO)
+
+
+def _publish(cur, rule_set: list[Rule]) -> None:
+    """Save, backtest-record and publish each rule live, as the console does."""
+    week = (datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 1, 8, tzinfo=UTC))
+    for position, rule in enumerate(rule_set):
+        rule_sets.save_rule(cur, rule, position, *WHO)
+        rule_sets.record_backtest(cur, rule, week, {}, WHO[0])
+        rule_sets.publish(cur, rule.name, "live", *WHO)
+
+
+@contextlib.contextmanager
+def serving_database(server_url: str, n: int, list_size: int) -> Iterator[str]:
+    """A fresh database serving `n` of `rules(n)` live and a user list of `list_size`
+    entries; dropped afterwards."""
+    from tests.helpers.stack import fresh_database
+
+    with fresh_database(server_url, f"fraudops_bench_rules{n}") as url:
+        conn = connect(url)
+        try:
+            with conn, conn.cursor() as cur:
+                _fill_list(cur, list_size)
+                _publish(cur, rules(n))
+        finally:
+            conn.close()
+        yield url
 
 
 def per_transaction_us(rule_set: RuleSet, size: int, repeats: int) -> float:

@@ -17,24 +17,35 @@ port, append-only file, as served), with two tiny TFLite models, then prints:
   transactions, rounds in turn;
 - stream: Kafka-fed throughput of one in-memory scorer beside 1 and 2 scorers with Redis
   state (scores counted in Kafka and Postgres), and Redis round trips and bytes per
-  transaction.
+  transaction;
+- cluster: Kafka-fed throughput with one Redis node beside a local Redis Cluster (3 masters,
+  3 replicas), and 1 beside 3 scorers on the cluster, with the CPU per transaction of the
+  scorers and of Redis, and what a core holds.
 Repeated rounds; medians. `--parts` runs some of them alone; `--profile` also runs one
-Redis-state scorer round under cProfile and prints where the time goes."""
+Redis-state scorer round under cProfile and prints where the time goes. `--rules 0,10,100`
+instead compares rule counts: the inline and stream parts run one server (scorer) per count,
+each on a database serving that many rules and a user list of `--list-size` entries,
+published as analysts publish them (bench/rules.py), side by side."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import pstats
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import redis
 
 from bench import capacity, inline, stream
+from bench import rules as bench_rules
 from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
 from fraudops.devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
 from tests.helpers.geoip import GEOIP_DB
+from tests.helpers.redis_cluster import RedisClusterServers
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.stack import (
     channel_to,
@@ -49,7 +60,9 @@ from tests.helpers.stack import (
     wait_until,
 )
 
-PARTS = ("inline", "auth", "capacity", "geoip", "stream")
+PARTS = ("inline", "auth", "capacity", "geoip", "stream", "cluster")
+# Partitions of the cluster part's topics: 3 scorers get 4 each.
+CLUSTER_PARTITIONS = 12
 
 
 def serving(settings: Settings, log: Path):
@@ -95,7 +108,7 @@ def run_inline(
 def run_auth(settings, work: Path, calls: int, rounds: int) -> list[str]:
     """One server with Score open to anonymous callers: the same calls without and with
     the bench caller's token, their rounds in turn."""
-    topics = create_topics(settings.kafka_bootstrap_servers, "bench-auth")
+    topics = create_topics(settings, "bench-auth")
     open_score = replace(settings, grpc_anonymous_methods="Score,ScoreBatch", **topics)
     try:
         with serving(open_score, work / "server-auth.log"), channel_to(settings.grpc_port) as ch:
@@ -105,7 +118,7 @@ def run_auth(settings, work: Path, calls: int, rounds: int) -> list[str]:
                 [port, port], calls, rounds, 500, [None, settings.client_token]
             )
     finally:
-        delete_topics(settings.kafka_bootstrap_servers, list(topics.values()))
+        delete_topics(settings, list(topics.values()))
     return inline.auth_report(anonymous, with_token)
 
 
@@ -153,7 +166,8 @@ def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: fl
             ))  # fmt: skip
             if go is not None:
                 results.append(capacity.measure_go(
-                    go, s.grpc_port, server.pid, processes, clients, seconds, work
+                    go, s.grpc_port, server.pid, processes, clients, seconds, work,
+                    s.client_token,
                 ))  # fmt: skip
     results.sort(key=lambda r: r.client != "Python")
     return capacity.report(results, go_missing=go is None)
@@ -182,6 +196,72 @@ def run_stream(settings, redis_url: str, work: Path, n: int, rounds: int) -> lis
     return stream.report(configs, n)
 
 
+@contextlib.contextmanager
+def rule_databases(server_url: str, counts: list[int], list_size: int) -> Iterator[dict]:
+    """rule count -> a database serving that many rules and the list."""
+    with contextlib.ExitStack() as stack:
+        yield {n: stack.enter_context(bench_rules.serving_database(server_url, n, list_size))
+               for n in counts}  # fmt: skip
+
+
+def run_rules_inline(settings, databases: dict, work: Path, calls: int, rounds: int):
+    """One in-memory server per rule count, their latency rounds in turn (each server's
+    callers are those of its own database)."""
+    topics = create_topics(settings, "bench")
+    settings = replace(settings, **topics)
+    try:
+        with contextlib.ExitStack() as stack:
+            ports, tokens = [], []
+            for n, url in databases.items():
+                s = replace(settings, database_url=url, grpc_port=free_port())
+                stack.enter_context(serving(s, work / f"server-rules{n}.log"))
+                ports.append(s.grpc_port)
+                tokens.append(issue_token(url, "bench"))
+            for port in ports:
+                wait_serving(stack.enter_context(channel_to(port)), timeout=300)
+            results = inline.interleaved_latency(ports, calls, rounds, 500, tokens)
+    finally:
+        delete_topics(settings, list(topics.values()))
+    return inline.rules_report(dict(zip(databases, results, strict=True)))
+
+
+def run_rules_stream(settings, databases: dict, work: Path, n: int, rounds: int) -> list[str]:
+    """One in-memory scorer per rule count, rounds in turn (0, 10, 100, 0, 10, 100, ...)."""
+    out: dict[str, list[stream.DrainResult]] = {f"{c} rules": [] for c in databases}
+    for seed in range(1, rounds + 1):
+        for count, url in databases.items():
+            result = stream.drain(replace(settings, database_url=url), n, seed, work)
+            out[f"{count} rules"].append(result)
+    return stream.report(out, n)
+
+
+def run_cluster(settings, redis_url: str, work: Path, n: int, rounds: int) -> list[str]:
+    """One Redis node beside a Redis Cluster (3 masters, 3 replicas) with 1 and 3 scorers,
+    on the same topics' layout; Redis emptied before each round."""
+    cluster = RedisClusterServers(work / "redis-cluster").start()
+
+    def rounds_of(url: str, scorers: int) -> list[stream.DrainResult]:
+        out = []
+        for seed in range(1, rounds + 1):
+            for node in stream.redis_nodes(url):
+                with redis.Redis.from_url(node) as client:
+                    if client.info("replication")["role"] == "master":  # replicas follow
+                        client.flushall()
+            s = replace(settings, redis_url=url)
+            out.append(stream.drain(s, n, seed, work, None, scorers, CLUSTER_PARTITIONS))
+        return out
+
+    try:
+        configs = {
+            "Redis, 1 node, 1 scorer": rounds_of(redis_url, 1),
+            "Redis Cluster, 1 scorer": rounds_of(cluster.url, 1),
+            "Redis Cluster, 3 scorers": rounds_of(cluster.url, 3),
+        }
+    finally:
+        cluster.stop()
+    return stream.report(configs, n, CLUSTER_PARTITIONS)
+
+
 def run_profile(settings, redis_url: str, work: Path, n: int) -> list[str]:
     """One Redis-state scorer round under cProfile."""
     redis.Redis.from_url(redis_url).flushall()
@@ -201,6 +281,22 @@ def profile_lines(path: Path, top: int = 18) -> list[str]:
     return ["scorer profile (cProfile, one Redis-state round, main thread):", out.getvalue()]
 
 
+def run_rules(settings, server_url: str, work: Path, counts: list[int], parts, args) -> list[str]:
+    lines: list[str] = []
+    with rule_databases(server_url, counts, args.list_size) as databases:
+        if "inline" in parts:
+            lines += run_rules_inline(settings, databases, work, args.calls, args.rounds)
+        if "stream" in parts:
+            lines += run_rules_stream(settings, databases, work, args.stream_n, args.rounds)
+        if args.profile:  # the scorer serving the most rules
+            url = databases[max(databases)]
+            stream.drain(replace(settings, database_url=url), args.stream_n, 99, work,
+                         work / "scorer.prof")  # fmt: skip
+            lines += profile_lines(work / "scorer.prof")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return [*lines, f"load average at the end: {load} (2 cores)"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
@@ -210,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--capacity-seconds", type=float, default=10.0)
     parser.add_argument("--stream-n", type=int, default=100_000, help="transactions per round")
     parser.add_argument("--profile", action="store_true", help="profile one scorer round")
+    parser.add_argument("--rules", help="compare rule counts instead, e.g. 0,10,100")
+    parser.add_argument("--list-size", type=int, default=1_000_000, help="with --rules")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     if unknown := set(parts) - set(PARTS):
@@ -220,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
             base, database_url=url, model_dir=work / "serving", log_level=LOG_LEVEL,
             redis_url=None, client_token=issue_token(url, "bench"),
         )  # fmt: skip
+        if args.rules:
+            counts = [int(c) for c in args.rules.split(",")]
+            lines = run_rules(settings, base.database_url, work, counts, parts, args)
+            print("\n".join(lines))
+            return 0
         redis_server = RedisServer(work / "redis").start()
         shared = redis_server.url
         lines: list[str] = []
@@ -235,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 lines += run_geoip(settings, work, args.calls, args.rounds, args.stream_n)
             if "stream" in parts:
                 lines += run_stream(settings, shared, work, args.stream_n, args.rounds)
+            if "cluster" in parts:
+                lines += run_cluster(settings, shared, work, args.stream_n, args.rounds)
             if args.profile:
                 lines += run_profile(settings, shared, work, args.stream_n)
         finally:

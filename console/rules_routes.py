@@ -17,7 +17,7 @@ from pydantic import Field
 from console import app as console
 from fraudops import backtest as backtests
 from fraudops import rule_sets
-from fraudops.rules import LIST_KINDS, MAX_CONDITION_CHARS, Rule, RuleError
+from fraudops.rules import LIST_KINDS, MAX_CONDITION_CHARS, VARIABLES, Rule, RuleError
 from fraudops.settings import Settings
 
 Name = Annotated[str, PathParam(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
@@ -80,7 +80,7 @@ def add_rule_routes(app: FastAPI, settings: Settings) -> None:
         with conn.cursor() as cur:
             version, _served = rule_sets.served_rules(cur)
             return {"rules": rule_sets.rules(cur), "version": version,
-                    "lists": rule_sets.list_kinds(cur)}  # fmt: skip
+                    "lists": rule_sets.list_kinds(cur), "names": sorted(VARIABLES)}  # fmt: skip
 
     @app.put("/api/rules/{name}")
     def save(name: Name, body: RuleBody, conn: console.Db, user: console.CurrentUser) -> dict:
@@ -140,6 +140,11 @@ def _rule(cur, name: str) -> Rule:
 
 
 def add_list_routes(app: FastAPI) -> None:
+    @app.get("/api/lists")
+    def lists(conn: console.Db, user: console.CurrentUser) -> dict:
+        with conn.cursor() as cur:
+            return {"lists": rule_sets.lists(cur)}
+
     @app.post("/api/lists")
     def create(body: ListBody, conn: console.Db, user: console.CurrentUser) -> dict:
         console.allowed(user, "edit_rules")

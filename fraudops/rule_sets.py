@@ -60,6 +60,17 @@ def list_kinds(cur) -> dict[str, str]:
     return dict(cur.fetchall())
 
 
+def lists(cur) -> list[dict[str, Any]]:
+    """Every list with how many of its items are in force now."""
+    cur.execute(
+        "SELECT l.name, l.kind, l.description, l.created_by, l.created_at, count(i.value) "
+        "FROM rule_lists l LEFT JOIN rule_list_items i ON i.list_name = l.name AND "
+        "(i.expires_at IS NULL OR i.expires_at > now()) GROUP BY l.name ORDER BY l.name"
+    )
+    keys = ("name", "kind", "description", "created_by", "created_at", "items")
+    return [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
+
+
 def create_list(cur, name: str, kind: str, by: str, reason: str, description: str = "") -> None:
     _why(by, reason)
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
@@ -193,14 +204,19 @@ def apply_changes(cur, seq: int, lists: dict[str, ListIndex]) -> tuple[int, dict
 
 def _rule_row(row: Sequence[Any]) -> dict[str, Any]:
     keys = ("name", "position", "action", "condition", "mode", "backtest", "updated_by",
-            "updated_at")  # fmt: skip
+            "updated_at", "version", "backtested")  # fmt: skip
     return dict(zip(keys, row, strict=True))
 
 
 def rules(cur) -> list[dict[str, Any]]:
+    """Every rule in evaluation order, with its version (how many times it was saved) and
+    whether its present action and condition were backtested (what publishing needs)."""
     cur.execute(
-        "SELECT name, position, action, condition, mode, backtest, updated_by, updated_at "
-        "FROM rules ORDER BY position, name"
+        "SELECT r.name, r.position, r.action, r.condition, r.mode, r.backtest, r.updated_by, "
+        "r.updated_at, (SELECT count(*) FROM audit_log a WHERE a.kind = 'rule_save' "
+        "AND a.subject = r.name), EXISTS (SELECT 1 FROM rule_backtests b WHERE "
+        "b.rule_name = r.name AND b.action = r.action AND b.condition = r.condition) "
+        "FROM rules r ORDER BY r.position, r.name"
     )
     return [_rule_row(r) for r in cur.fetchall()]
 

@@ -16,8 +16,11 @@ a trial evaluation on a typed sample that must give true or false.
 
 One evaluation per transaction runs every rule of the set as one CEL program returning a
 list of booleans, against only the variables the set reads: building CEL values costs more
-than comparing them. A rule that fails at run time (a division by zero) matches nothing and
-is counted; the others still decide."""
+than comparing them. A list lookup of a plain name (`in_list('blocked', user_id)`, the usual
+form) is made once per transaction in Python, before the evaluation, and read by the program
+as a variable: a call back from CEL into Python costs more than the lookup, and ten rules
+reading one list make one lookup. A rule that fails at run time (a division by zero) matches
+nothing and is counted; the others still decide."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import cel
@@ -81,6 +85,13 @@ FUNCTIONS = frozenset(_OPERATORS.split() + _STANDARD.split() + ["bool", "has", L
 _MACRO = re.compile(r"\.\s*(all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _LIST_CALL = re.compile(r"\bin_list\s*\(\s*(?:'([^']*)'|\"([^\"]*)\")?")
 _PARSE_POSITION = re.compile(r"<input>:(\d+):(\d+): (.*)")
+# A string literal (left as it is) or a list lookup of a plain name (made a variable).
+_LITERAL_OR_LOOKUP = re.compile(
+    r"""(?P<literal>'[^'\n]*'|"[^"\n]*")"""
+    r"""|\bin_list\s*\(\s*(?:'(?P<name1>[^']*)'|"(?P<name2>[^"]*)")"""
+    r"""\s*,\s*(?P<arg>[A-Za-z_]\w*)\s*\)"""
+)
+MEMBER_PREFIX = "in_list_member_"  # the variables that hold looked-up memberships
 
 
 class RuleError(ValueError):
@@ -314,9 +325,11 @@ class RuleSet:
         self._programs = [check_rule(r, kinds) for r in self.rules]
         self._live = [i for i, r in enumerate(self.rules) if r.mode == "live"]
         self._shadow = [i for i, r in enumerate(self.rules) if r.mode == "shadow"]
-        self._program = cel.compile("[" + ",".join(f"({r.condition}\n)" for r in self.rules) + "]")
+        texts, self._members = lookups_as_variables([r.condition for r in self.rules])
+        self._program = cel.compile("[" + ",".join(f"({text}\n)" for text in texts) + "]")
+        self._calls_back = LIST_FUNCTION in self._program.functions()
         names = set().union(*(p.variables() for p in self._programs)) if self.rules else set()
-        self._names = sorted(names & VARIABLES.keys())
+        self._reads = Reads.of(names & VARIABLES.keys())
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -335,8 +348,10 @@ class RuleSet:
         now = time.time() if now is None else now
         functions = {LIST_FUNCTION: _membership(self.lists, now)}
         out = Decisions(bands.copy(), [MODEL] * len(txs), [None] * len(txs))
-        for i, row in enumerate(self._rows(txs, features, scores, bands)):
-            matched = self._evaluate(cel.Context(variables=row, functions=functions), out)
+        for i, row in enumerate(self._rows(txs, features, scores, bands, now)):
+            matched = self._evaluate(row, functions, out)
+            if True not in matched:  # the usual case: nothing to look for below
+                continue
             first = next((k for k in self._live if matched[k]), None)
             if first is not None:
                 out.bands[i] = self.rules[first].band
@@ -345,11 +360,14 @@ class RuleSet:
             out.shadow[i] = shadow or None
         return out
 
-    def _evaluate(self, context: cel.Context, out: Decisions) -> list[bool]:
-        """Every rule at once; when that fails, rule by rule (a failing rule matches nothing)."""
+    def _evaluate(self, row: dict[str, Any], functions: dict, out: Decisions) -> list[bool]:
+        """Every rule at once; when that fails, rule by rule (a failing rule matches nothing).
+        Without a call back into Python the row is passed as it is (no Context to build)."""
+        context = cel.Context(variables=row, functions=functions) if self._calls_back else row
         try:
             return self._program.execute(context)
         except Exception:  # noqa: BLE001 - one rule's run-time error, found below
+            context = cel.Context(variables=row, functions=functions)
             matched = []
             for program in self._programs:
                 try:
@@ -359,30 +377,80 @@ class RuleSet:
                     matched.append(False)
             return matched
 
-    def _rows(self, txs, features, scores, bands) -> Iterable[dict[str, Any]]:
-        """The variables the set reads, one dict per transaction."""
-        columns = {name: _column(name, txs, features, scores, bands) for name in self._names}
-        if not columns:
-            return ({} for _ in txs)
-        names = list(columns)
-        rows = zip(*columns.values(), strict=True)
-        return (dict(zip(names, values, strict=True)) for values in rows)
+    def _rows(self, txs, features, scores, bands, now: float) -> Iterable[dict[str, Any]]:
+        """The variables the set reads, one dict per transaction, with its list lookups."""
+        lookups = [(v, self.lists[name], arg) for v, (name, arg) in self._members.items()]
+        for row in self._reads.rows(txs, features, scores, bands):
+            for variable, index, argument in lookups:
+                row[variable] = index.contains(row[argument], now)
+            yield row
+
+
+def lookups_as_variables(conditions: Sequence[str]) -> tuple[list[str], dict[str, tuple]]:
+    """The conditions with each list lookup of a plain name (outside string literals, not a
+    comprehension's own variable) replaced by a variable, and those variables' (list, name).
+    A condition with a backslash or triple quotes (escapes the scan does not follow) is left
+    as it is: its lookups stay calls, which give the same answers."""
+    members: dict[tuple[str, str], str] = {}
+    rewritten = []
+    for text in conditions:
+        if "\\" in text or "'''" in text or '"""' in text:
+            rewritten.append(text)
+            continue
+        bound = {name for _, name in _MACRO.findall(text)}
+        rewritten.append(
+            _LITERAL_OR_LOOKUP.sub(partial(_lookup, bound=bound, members=members), text)
+        )
+    return rewritten, {variable: key for key, variable in members.items()}
+
+
+def _lookup(found: re.Match, bound: set[str], members: dict[tuple[str, str], str]) -> str:
+    argument = found.group("arg")
+    if found.group("literal") is not None or argument in bound or argument not in VARIABLES:
+        return found.group(0)
+    name = found.group("name1") if found.group("name1") is not None else found.group("name2")
+    return members.setdefault((name, argument), f"{MEMBER_PREFIX}{len(members)}")
 
 
 _FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
-def _column(name: str, txs, features: np.ndarray, scores: np.ndarray, bands: np.ndarray) -> list:
-    if name == "score":
-        return scores.astype(float).tolist()
-    if name == "model_band":
-        return [BANDS[b] for b in bands.tolist()]
-    if name in DERIVED_VARIABLES:
-        return np.expm1(features[:, _FEATURE_INDEX[DERIVED_VARIABLES[name]]].astype(float)).tolist()
-    if name in FEATURE_VARIABLES:
-        return features[:, _FEATURE_INDEX[name]].astype(float).tolist()
-    kind = type(TX_VARIABLES[name])
-    return [kind(tx.get(name, kind())) for tx in txs]
+@dataclass(frozen=True)
+class Reads:
+    """What a rule set reads, grouped by where it comes from, so that a row is built with
+    one numpy call for the batch's features and plain dict work for the rest (a numpy call
+    per variable costs a transaction scored alone more than the evaluation of ten rules)."""
+
+    tx: tuple[tuple[str, type], ...]
+    features: tuple[str, ...]  # the features as read, then the velocity sums in plain units
+    index: list[int]
+    derived: tuple[str, ...]
+    model: tuple[str, ...]  # score, model_band
+
+    @classmethod
+    def of(cls, names: set[str]) -> Reads:
+        plain = sorted(n for n in names if n in FEATURE_VARIABLES)
+        derived = tuple(sorted(n for n in names if n in DERIVED_VARIABLES))
+        index = [_FEATURE_INDEX[n] for n in plain]
+        index += [_FEATURE_INDEX[DERIVED_VARIABLES[n]] for n in derived]
+        tx = tuple((n, type(TX_VARIABLES[n])) for n in sorted(names & TX_VARIABLES.keys()))
+        model = tuple(sorted(names & MODEL_VARIABLES.keys()))
+        return cls(tx, (*plain, *derived), index, derived, model)
+
+    def rows(self, txs, features: np.ndarray, scores: np.ndarray, bands: np.ndarray):
+        picked = features[:, self.index].tolist() if self.index else [()] * len(txs)
+        score = scores.tolist() if "score" in self.model else None
+        band = bands.tolist() if "model_band" in self.model else None
+        for i, tx in enumerate(txs):
+            row = {name: kind(tx.get(name, kind())) for name, kind in self.tx}
+            row.update(zip(self.features, picked[i], strict=True))
+            for name in self.derived:
+                row[name] = math.expm1(row[name])
+            if score is not None:
+                row["score"] = score[i]
+            if band is not None:
+                row["model_band"] = BANDS[band[i]]
+            yield row
 
 
 EMPTY = RuleSet("none", [], {})

@@ -2,7 +2,8 @@
 chromedriver (nothing downloads a browser), against the real loop: the gRPC server takes
 SendTransaction, the Kafka scorer scores it, the console shows it live, an analyst finds
 it among the flagged transactions and labels it; an analyst works an exploration item of the
-review queue the job built. Each screen's screenshot lands in run/console-screens/."""
+review queue the job built; an analyst writes, backtests and publishes a rule that then
+decides the server's scores. Each screen's screenshot lands in run/console-screens/."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from console.app import WEB_DIST
 from fraudops.proto_gen.fraud.v1 import fraud_pb2_grpc
+from fraudops.rules import RuleError, check_condition
 from jobs.review_queue import run_queue
 from tests.helpers.console_env import PASSWORD, add_account, insert_drift_report, insert_rows
 from tests.helpers.queue_day import seed_day
@@ -274,3 +276,146 @@ def test_an_analyst_works_an_exploration_item_of_the_review_queue(console, brows
     flagged = (By.CSS_SELECTOR, "[data-testid=queue-table]")
     wait_for(browser, ec.presence_of_element_located(flagged))
     assert "view=flagged" in browser.current_url
+
+
+def seed_for_rules(database_url: str, channel: str) -> list[str]:
+    """Scores over amounts, types and bands in `channel` (the rule's own, so rows of other
+    tests never match), a third labelled fraud and a third legitimate."""
+    kinds = [(t, a, b) for t in ("TRANSFER", "PAYMENT") for a in (50.0, 6000.0, 9000.0)
+             for b in ("ALLOW", "CHALLENGE", "BLOCK")]  # fmt: skip
+    rows = [{"channel": channel, "type": t, "amount": a, "band": b, "user_id": 5000 + i}
+            for i, (t, a, b) in enumerate(kinds)]  # fmt: skip
+    ids = insert_rows(database_url, rows)
+    for i, tx_id in enumerate(ids):
+        if i % 3 != 2:
+            label = ("FRAUD", "LEGIT")[i % 3]
+            query(database_url, "INSERT INTO feedback_labels (transaction_id, label, source) "
+                  "VALUES (%s, %s, 'test') RETURNING 1", (tx_id, label))  # fmt: skip
+    return ids
+
+
+def shown(driver, testid: str) -> str:
+    return driver.find_element(By.CSS_SELECTOR, f"[data-testid={testid}]").text
+
+
+def click(driver, testid: str) -> None:
+    driver.find_element(By.CSS_SELECTOR, f"[data-testid={testid}]").click()
+
+
+def write_rule(driver, name: str, broken: str, fixed: str) -> None:
+    """Write a rule whose condition does not compile, see the error at its position (as
+    the checker itself places it), then fix and save it."""
+    driver.find_element(By.ID, "rule-name").send_keys(name)
+    Select(driver.find_element(By.ID, "rule-action")).select_by_value("block")
+    driver.find_element(By.ID, "rule-condition").send_keys(broken)
+    driver.find_element(By.ID, "rule-reason").send_keys("case 77: large payments, one channel")
+    click(driver, "save-rule")
+    with pytest.raises(RuleError) as refused:
+        check_condition(broken, {})
+    line, column = refused.value.position
+    error = (By.CSS_SELECTOR, "[data-testid=compile-error]")
+    wait_for(driver, ec.text_to_be_present_in_element(error, f"Line {line}, column {column}"))
+    assert refused.value.problem in driver.find_element(*error).text
+    shot(driver, "rules-compile-error")
+    condition = driver.find_element(By.ID, "rule-condition")
+    condition.clear()
+    condition.send_keys(fixed)
+    click(driver, "save-rule")
+    row = (By.CSS_SELECTOR, f"[data-rule={name}]")
+    wait_for(driver, ec.text_to_be_present_in_element(row, "draft"))
+    assert not driver.find_element(By.CSS_SELECTOR, "[data-testid=publish-live]").is_enabled()
+
+
+def check_backtest(driver, database_url: str, channel: str, seeded: list[str]) -> None:
+    """The figures shown against a count written here over the period shown."""
+    period = [driver.find_element(By.ID, f"backtest-{e}").get_attribute("value") + ":00+00"
+              for e in ("from", "to")]  # fmt: skip
+    matching = (
+        "FROM scored_transactions s LEFT JOIN feedback_labels f USING (transaction_id) WHERE "
+        "s.scored_at >= %s AND s.scored_at < %s AND s.amount > 5000 AND s.channel = %s"
+    )
+    count = f"SELECT {{}}, count(*) {matching} GROUP BY 1"
+    bands = dict(query(database_url, count.format("s.band"), (*period, channel)))
+    labels = dict(query(database_url, count.format("f.label"), (*period, channel)))
+    for band in ("ALLOW", "CHALLENGE", "BLOCK"):
+        assert shown(driver, f"backtest-band-{band}") == str(bands.get(band, 0))
+    assert shown(driver, "backtest-matched") == str(sum(bands.values())) == "12"
+    assert shown(driver, "backtest-fraud") == str(labels.get("FRAUD", 0))
+    assert shown(driver, "backtest-legit") == str(labels.get("LEGIT", 0))
+    table = shown(driver, "backtest-transactions")
+    assert sum(tx_id in table for tx_id in seeded) == 12
+
+
+def score_until_decided(settings, rule: str, channel: str) -> str:
+    """Score fresh transactions the rule matches until the server has swapped the published
+    set in; the id of the first one the rule decided."""
+    with channel_to(settings.grpc_port, settings.client_token) as grpc_channel:
+        stub = fraud_pb2_grpc.FraudScoringStub(grpc_channel)
+
+        def one() -> str | None:
+            tx_id = f"after-{uuid.uuid4().hex[:10]}"
+            tx = transaction(0, transaction_id=tx_id, amount=7000.0, channel=channel)
+            return tx_id if stub.Score(tx, timeout=30).decided_by == rule else None
+
+        return wait_until(one, f"rule {rule} to decide a Score", WAIT_S, every=0.3)
+
+
+def test_write_backtest_and_publish_a_rule_that_then_decides(loop, settings, browser, database_url):
+    tag = uuid.uuid4().hex[:8]
+    name, channel = f"big_one_channel_{tag}", f"rules-{tag}"
+    seeded = seed_for_rules(database_url, channel)
+    sign_in(browser, loop, add_account(database_url, "analyst"))
+    browser.get(f"{loop}/rules")
+    wait_for(browser, ec.presence_of_element_located((By.ID, "rule-condition")))
+    fixed = f"amount > 5000.0 && channel == '{channel}'"
+    write_rule(browser, name, f"{fixed} &&", fixed)
+    click(browser, "run-backtest")
+    result = (By.CSS_SELECTOR, "[data-testid=backtest-result]")
+    wait_for(browser, ec.presence_of_element_located(result))
+    check_backtest(browser, database_url, channel, seeded)
+    shot(browser, "rules-backtest")
+
+    publish = (By.CSS_SELECTOR, "[data-testid=publish-live]")
+    wait_for(browser, ec.element_to_be_clickable(publish)).click()
+    mode = (By.CSS_SELECTOR, f"[data-testid=mode-{name}]")
+    wait_for(browser, ec.text_to_be_present_in_element(mode, "live"))
+    shot(browser, "rules-published")
+    decided = score_until_decided(settings, name, channel)
+    stored = wait_until(
+        lambda: query(database_url, "SELECT band, decided_by FROM scored_transactions "
+                      "WHERE transaction_id = %s", (decided,)),
+        "the inline score in Postgres", WAIT_S,
+    )  # fmt: skip
+    assert stored == [("BLOCK", name)]
+
+
+def test_lists_and_shadow_matches_in_the_browser(console, browser, database_url):
+    tag = uuid.uuid4().hex[:8]
+    sign_in(browser, console, add_account(database_url, "analyst"))
+    browser.get(f"{console}/lists")
+    wait_for(browser, main_says("New list"))
+    browser.find_element(By.ID, "list-name").send_keys(f"blocked_{tag}")
+    browser.find_element(By.ID, "list-reason").send_keys("case 77")
+    browser.find_element(By.XPATH, "//button[text()='Create list']").click()
+    wait_for(browser, ec.presence_of_element_located((By.ID, "item-values")))
+    browser.find_element(By.ID, "item-values").send_keys("4242, 4243")
+    browser.find_element(By.ID, "item-reason").send_keys("mule accounts, case 77")
+    browser.find_element(By.XPATH, "//button[text()='Add']").click()
+    items = (By.CSS_SELECTOR, "[data-testid=list-items]")
+    wait_for(browser, ec.text_to_be_present_in_element(items, "4243"))
+    shot(browser, "lists")
+    added = query(database_url, "SELECT value, added_by, reason FROM rule_list_items "
+                  "WHERE list_name = %s ORDER BY value", (f"blocked_{tag}",))  # fmt: skip
+    assert [(v, r) for v, _by, r in added] == [("4242", "mule accounts, case 77"),
+                                              ("4243", "mule accounts, case 77")]  # fmt: skip
+
+    ids = insert_rows(database_url, [{"amount": 1.0}] * 4)
+    query(database_url, "UPDATE scored_transactions SET shadow_rules = %s "
+          "WHERE transaction_id = ANY(%s) RETURNING 1", ([f"watch_{tag}"], ids))  # fmt: skip
+    browser.get(f"{console}/trends")
+    shadow = (By.CSS_SELECTOR, "[data-testid=shadow-matches]")
+    wait_for(browser, ec.text_to_be_present_in_element(shadow, f"watch_{tag}"))
+    assert shown(browser, f"shadow-total-watch_{tag}") == "4"
+    browser.execute_script("document.querySelector('[data-testid=shadow-matches]')"
+                           ".scrollIntoView()")  # fmt: skip
+    shot(browser, "trends-shadow")

@@ -64,6 +64,8 @@ def test_backtest_counts_agree_with_an_independent_query_and_gate_publishing(cli
     saved = client.put("/api/rules/big_transfers", json={"action": "review",
                        "condition": condition, "reason": "case 7"})  # fmt: skip
     assert saved.status_code == 200, saved.text
+    (listed,) = client.get("/api/rules").json()["rules"]
+    assert (listed["version"], listed["backtested"]) == (1, False)
     refused = client.post("/api/rules/big_transfers/publish", json={"mode": "live", "reason": "x"})
     assert refused.status_code == 422
     assert "backtest" in refused.json()["detail"]["problem"]
@@ -83,6 +85,8 @@ def test_backtest_counts_agree_with_an_independent_query_and_gate_publishing(cli
                      "WHERE amount > 5000 AND type = 'TRANSFER'")[0]  # fmt: skip
     assert result["value"] == value
     assert len(result["transactions"]) == result["matched"] == sum(expected.values())
+    (listed,) = client.get("/api/rules").json()["rules"]
+    assert (listed["version"], listed["backtested"]) == (1, True)
     published = client.post("/api/rules/big_transfers/publish",
                             json={"mode": "shadow", "reason": "watch a week"})  # fmt: skip
     assert published.status_code == 200, published.text
@@ -100,6 +104,11 @@ def test_lists_are_edited_with_a_reason_and_viewers_may_not(client, url):
                         "reason": "KYC done"})  # fmt: skip
     assert added.json() == {"added": 2}
     assert {i["value"] for i in client.get("/api/lists/vips").json()["items"]} == {"cus_1", "cus_2"}
+    expired = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    client.post("/api/lists/vips/items", json={"values": ["cus_3"], "reason": "trial",
+                "expires_at": expired})  # fmt: skip
+    (listed,) = client.get("/api/lists").json()["lists"]
+    assert (listed["name"], listed["kind"], listed["items"]) == ("vips", "customer", 2)
     with client_for(console_settings(url)) as viewer:
         signed_in(viewer, add_account(url, "viewer"))
         denied = viewer.post("/api/lists/vips/items", json={"values": ["cus_3"], "reason": "x"})

@@ -1,7 +1,9 @@
 """One suite for every per-user feature state (DESIGN section 5): the in-memory state, the
-Redis state (a real redis-server) and the batch transform itself, replayed as the stream
-arrives, get the same cases: a user's first event, events in order, late events, repeats,
-window edges, many users in one micro-batch, whole datasets row by row and in micro-batches.
+Redis state (a real redis-server, and a real Redis Cluster of 3 masters and 3 replicas,
+where a micro-batch's users span slots and nodes) and the batch transform itself, replayed
+as the stream arrives, get the same cases: a user's first event, events in order, late
+events, repeats, window edges, many users in one micro-batch, whole datasets row by row and
+in micro-batches.
 What each must give is the contract (serving/feature_state/contract.py): the features
 `batch_features` gives a transaction over its user's transactions that arrived before it,
 and a repeat its first features, counted once. Then what only some states have: the kept
@@ -15,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -55,7 +58,7 @@ COUNT_1H = FEATURE_NAMES.index("tx_count_1h")
 STATE = slice(N_FEATURES - len(STATE_FEATURES), N_FEATURES)
 VELOCITY = slice(STATE.start, STATE.start + N_VELOCITY)
 LOCATION = slice(STATE.start + N_VELOCITY, N_FEATURES)
-KINDS = ("memory", "redis", "batch")
+KINDS = ("memory", "redis", "redis-cluster", "batch")
 
 
 class BatchReplay:
@@ -115,6 +118,9 @@ def open_state(kind, request) -> Callable[[], FeatureState]:
     if kind == "redis":
         server = request.getfixturevalue("redis_server")
         return lambda: RedisFeatures.from_url(server.url)
+    if kind == "redis-cluster":
+        url, prefix = request.getfixturevalue("redis_cluster").url, uuid.uuid4().hex
+        return lambda: RedisFeatures.from_url(url, prefix=prefix, timeout=5)
     state = MemoryFeatures() if kind == "memory" else BatchReplay()
     return lambda: state
 

@@ -293,7 +293,7 @@ def test_an_event_fraudops_cannot_take_is_dead_lettered_with_its_reason_and_the_
     assert deliver(client, event("charge.succeeded", ch)).status_code == 200
     wait_until(lambda: scored(url, ch["payment_intent"]), "the payment behind the poison", 90)
     ids = {json.loads(body)["id"]: field for field, body in poison}
-    dead = consume(settings.kafka_bootstrap_servers, settings.topic_stripe_events_dlq, len(ids))
+    dead = consume(settings, settings.topic_stripe_events_dlq, len(ids))
     reasons = {json.loads(m.value())["id"]: dict(m.headers())["error"].decode() for m in dead}
     assert set(reasons) == set(ids)
     for event_id, field in ids.items():

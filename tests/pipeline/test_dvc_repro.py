@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import time
-import uuid
 
 import pytest
 import yaml
@@ -20,7 +19,7 @@ import yaml
 from fraudops.modelspec import published_versions
 from fraudops.pipeline_graph import load_stages, repro_command
 from tests.helpers.lineage import dataset_inputs, dvc_recorded, training_runs
-from tests.helpers.pipeline_project import BIN, dvc, make_project, pipeline_env
+from tests.helpers.pipeline_project import BIN, dvc
 
 # The whole pipeline, even on tiny params, takes minutes on two busy cores.
 pytestmark = [
@@ -33,21 +32,6 @@ UP_TO_DATE = "Data and pipelines are up to date."
 
 def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([a-z_]+)'", output)
-
-
-@pytest.fixture(scope="module")
-def repro(tmp_path_factory: pytest.TempPathFactory, mlflow_tracking_uri: str):
-    """A project after one full `dvc repro`: (project, env, first run's output)."""
-    tag = uuid.uuid4().hex[:8]
-    overrides = {
-        "train": {"experiment": f"test-repro-{tag}"},
-        "promote": {"registered_model": f"fraud-detector-repro-{tag}"},
-    }
-    project = make_project(tmp_path_factory.mktemp("repro") / "project", overrides)
-    env = pipeline_env(MLFLOW_TRACKING_URI=mlflow_tracking_uri, DATABASE_URL=None)
-    first = dvc(project, "repro", env=env)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    return project, env, first.stdout
 
 
 def test_first_repro_runs_every_stage_and_promotes(repro):

@@ -225,3 +225,14 @@ def test_cli_rejects_a_malformed_csv_and_writes_nothing(tmp_path, caplog):
     ]
     assert reference.main(argv) == 1
     assert not out.exists()
+
+
+def test_cash_agents_balances_keep_their_level_over_the_time_line():
+    """The held-out days must look like the training days: cash agents' floats are
+    restocked daily, so destination balances of cash rows do not drain over the weeks."""
+    cfg = SimConfig(**{**SMALL.__dict__, "n_users": 1000, "n_steps": 24 * 14})
+    frame = simulate(cfg)
+    cash = frame[frame["type"].isin(["CASH_IN", "CASH_OUT"])]
+    day = (cash["timestamp"] - START) // 86_400
+    level = np.log1p(cash["old_balance_dest"]).groupby(day).median()
+    assert abs(level.iloc[-1] - level.iloc[0]) < 0.3, level.round(2).to_dict()

@@ -18,6 +18,7 @@ from fraudops.rules import (
     RuleSet,
     canonical_value,
     check_condition,
+    lookups_as_variables,
 )
 
 NOW = 1_800_000_000.0
@@ -211,3 +212,36 @@ def test_a_set_with_one_broken_rule_is_refused_whole():
     with pytest.raises(RuleError) as err:
         RuleSet("t", [Rule("good", "block", "amount > 1.0"), Rule("bad", "block", "amount >")], {})
     assert err.value.field == "rules[bad].condition"
+
+
+def test_lookups_of_plain_names_become_variables_and_nothing_else_does():
+    texts, members = lookups_as_variables([
+        "in_list('blocked_users', user_id) && in_list(\"vip_customers\", stripe_customer_id)",
+        "channel == \"in_list('blocked_users', user_id)\" || in_list('blocked_users', user_id)",
+        "in_list('bad_networks', '10.1.0.1') || in_list('blocked_users', int(dest_id))",
+        "[7, 8].exists(user_id, in_list('blocked_users', user_id))",
+        "in_list('blocked_users', user_id) && channel != '\\\\'",
+    ])  # fmt: skip
+    assert members == {"in_list_member_0": ("blocked_users", "user_id"),
+                       "in_list_member_1": ("vip_customers", "stripe_customer_id")}  # fmt: skip
+    assert texts[0] == "in_list_member_0 && in_list_member_1"
+    assert texts[1] == "channel == \"in_list('blocked_users', user_id)\" || in_list_member_0"
+    assert texts[2:] == [
+        "in_list('bad_networks', '10.1.0.1') || in_list('blocked_users', int(dest_id))",
+        "[7, 8].exists(user_id, in_list('blocked_users', user_id))",
+        "in_list('blocked_users', user_id) && channel != '\\\\'",
+    ]
+
+
+@pytest.mark.parametrize("user_id", [7, 8, 9, 10])
+def test_a_lookup_answers_the_same_as_a_variable_and_as_a_call(user_id):
+    """The same lookup, made before the evaluation (plain name) and called back (an
+    expression), in one set, shadow rules among them: the same answers."""
+    rules = [
+        Rule("as_call", "review", "in_list('blocked_users', int(user_id))", "shadow"),
+        Rule("as_variable", "block", "in_list('blocked_users', user_id) && amount > 1.0"),
+    ]
+    out = decide(rules, [tx(user_id=user_id)])
+    listed = LISTS["blocked_users"].contains(user_id, NOW)
+    assert out.decided_by == (["as_variable"] if listed else [MODEL])
+    assert out.shadow == ([["as_call"]] if listed else [None])

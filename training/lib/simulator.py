@@ -55,6 +55,10 @@ ATO_HOURS = np.array(
 MULES_PER_CUSTOMER = 0.005
 AGENTS_PER_CUSTOMER = 0.01
 MERCHANTS_PER_CUSTOMER = 0.1
+# A cash agent's float is restocked to its opening level once a simulated day (agents
+# rebalance with their bank): customers cash in more than they cash out, so without it the
+# agents drain and the held-out days' destination balances drift from the training days'.
+AGENT_RESTOCK_STEPS = 24
 LEGIT_DRAIN_P = 0.05  # of legit transfers, the share that moves the whole balance
 DRAIN_CASHOUT_P = 0.3  # of legit drains, the share whose recipient cashes out soon after
 BURST_P = 0.03  # of active customers in an hour, the share on a shopping spree
@@ -398,6 +402,9 @@ def simulate(cfg: SimConfig) -> pd.DataFrame:
     is_mule = np.zeros(w.n_users, dtype=bool)
     is_mule[w.mules] = True
     blocks: list[dict[str, np.ndarray]] = []
+    agent_float = w.balance[w.n_users :].copy()
     for step in range(cfg.n_steps):
+        if step and step % AGENT_RESTOCK_STEPS == 0:
+            w.balance[w.n_users :] = agent_float
         blocks += _simulate_step(w, cfg, rng, step, is_mule)
     return _to_frame(w, blocks)

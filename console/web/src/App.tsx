@@ -3,10 +3,12 @@ import { NavLink, Route, Routes } from "react-router-dom";
 import { Button } from "./components/ui/button";
 import { api, type Me } from "./lib/api";
 import { cn } from "./lib/utils";
+import { Lists } from "./screens/Lists";
 import { Live } from "./screens/Live";
 import { Login } from "./screens/Login";
 import { Models } from "./screens/Models";
 import { Queue } from "./screens/Queue";
+import { Rules } from "./screens/Rules";
 import { Transaction } from "./screens/Transaction";
 import { Trends } from "./screens/Trends";
 
@@ -24,6 +26,8 @@ const SCREENS = [
   ["/queue", "Queue"],
   ["/models", "Models"],
   ["/trends", "Trends"],
+  ["/rules", "Rules"],
+  ["/lists", "Lists"],
 ] as const;
 
 export function App() {
@@ -72,6 +76,8 @@ export function App() {
           <Route path="/transactions/:id" element={<Transaction />} />
           <Route path="/models" element={<Models />} />
           <Route path="/trends" element={<Trends />} />
+          <Route path="/rules" element={<Rules />} />
+          <Route path="/lists" element={<Lists />} />
           <Route path="*" element={<p>No such screen.</p>} />
         </Routes>
       </main>

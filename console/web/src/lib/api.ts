@@ -5,6 +5,8 @@ export class ApiError extends Error {
   constructor(
     public status: number,
     message: string,
+    /** The response's `detail` as sent (an object for a refused rule: field, problem, position). */
+    public detail?: unknown,
   ) {
     super(message);
   }
@@ -15,7 +17,7 @@ function cookie(name: string): string {
   return entry ? decodeURIComponent(entry.slice(name.length + 1)) : "";
 }
 
-async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   const headers: Record<string, string> = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET") headers["X-CSRF-Token"] = cookie("fraudops_csrf");
@@ -24,24 +26,27 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
     headers,
     credentials: "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body),
+    signal,
   });
   if (!response.ok) {
     let detail = response.statusText;
+    let sent: unknown;
     try {
-      const data = await response.json();
-      detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail);
+      sent = (await response.json()).detail;
+      detail = typeof sent === "string" ? sent : JSON.stringify(sent);
     } catch {
       /* not JSON: keep the status text */
     }
     if (response.status === 401 && !path.endsWith("/login")) window.dispatchEvent(new Event("signed-out"));
-    throw new ApiError(response.status, detail);
+    throw new ApiError(response.status, detail, sent);
   }
   return (await response.json()) as T;
 }
 
 export const api = {
-  get: <T>(path: string) => request<T>("GET", path),
-  post: <T>(path: string, body: unknown = {}) => request<T>("POST", path, body),
+  get: <T>(path: string, signal?: AbortSignal) => request<T>("GET", path, undefined, signal),
+  post: <T>(path: string, body: unknown = {}, signal?: AbortSignal) => request<T>("POST", path, body, signal),
+  put: <T>(path: string, body: unknown) => request<T>("PUT", path, body),
   del: <T>(path: string) => request<T>("DELETE", path),
 };
 

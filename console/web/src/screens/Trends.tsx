@@ -1,10 +1,12 @@
 import type { ChartConfiguration } from "chart.js";
-import { useEffect, useMemo, useState } from "react";
+import { useMemo } from "react";
 import { Chart } from "../components/Chart";
+import { LoadState } from "../components/LoadState";
+import { ShadowMatches } from "../components/ShadowMatches";
 import { Card, CardTitle } from "../components/ui/card";
 import { Table, Td, Th } from "../components/ui/table";
-import { api } from "../lib/api";
 import { BAND_COLOURS, formatPercent } from "../lib/format";
+import { useResource } from "../lib/resource";
 
 interface Trends {
   daily: { day: string; transactions: number; challenge: number; block: number; labelled: number; fraud: number; fraud_rate: number | null }[];
@@ -14,8 +16,8 @@ interface Trends {
 }
 
 export function Trends() {
-  const [trends, setTrends] = useState<Trends | null>(null);
-  useEffect(() => void api.get<Trends>("/api/trends?days=30").then(setTrends, () => undefined), []);
+  const resource = useResource<Trends>("/api/trends?days=30");
+  const trends = resource.data;
 
   const volume = useMemo<ChartConfiguration>(() => ({
     type: "bar",
@@ -38,7 +40,7 @@ export function Trends() {
     options: { scales: { y: { beginAtZero: true, max: 1 } } },
   }), [trends]);
 
-  if (!trends) return <p>Loading…</p>;
+  if (!trends) return <LoadState loading={resource.loading} error={resource.error} onRetry={resource.reload} />;
   return (
     <div className="grid grid-cols-2 gap-4">
       <Card><CardTitle>Alert volume by band, per day</CardTitle><Chart config={volume} /></Card>
@@ -65,6 +67,7 @@ export function Trends() {
           </tbody>
         </Table>
       </Card>
+      <ShadowMatches days={30} />
       <Card className="col-span-2">
         <CardTitle>Daily digests</CardTitle>
         <ul className="text-sm">
