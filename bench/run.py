@@ -12,6 +12,9 @@ port, append-only file, as served), with two tiny TFLite models, then prints:
 - capacity: Score calls/s at `--clients` concurrent clients with 1 and with 2 server
   processes (Redis state), from Python clients and, when built (`make bench-tools`), the Go
   client in bench/loadgen, with the load average and the CPU per call of both sides;
+- geoip: Score latency and Kafka-fed throughput (in-memory state) with IP enrichment off
+  (no database) beside on (the real country database and the keyed hash), the same located
+  transactions, rounds in turn;
 - stream: Kafka-fed throughput of one in-memory scorer beside 1 and 2 scorers with Redis
   state (scores counted in Kafka and Postgres), and Redis round trips and bytes per
   transaction;
@@ -41,6 +44,7 @@ from bench import rules as bench_rules
 from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
 from fraudops.devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
+from tests.helpers.geoip import GEOIP_DB
 from tests.helpers.redis_cluster import RedisClusterServers
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.stack import (
@@ -56,7 +60,7 @@ from tests.helpers.stack import (
     wait_until,
 )
 
-PARTS = ("inline", "auth", "capacity", "stream", "cluster")
+PARTS = ("inline", "auth", "capacity", "geoip", "stream", "cluster")
 # Partitions of the cluster part's topics: 3 scorers get 4 each.
 CLUSTER_PARTITIONS = 12
 
@@ -116,6 +120,34 @@ def run_auth(settings, work: Path, calls: int, rounds: int) -> list[str]:
     finally:
         delete_topics(settings, list(topics.values()))
     return inline.auth_report(anonymous, with_token)
+
+
+def run_geoip(settings, work: Path, calls: int, rounds: int, stream_n: int) -> list[str]:
+    """Two servers, enrichment off and on, their latency rounds in turn; then scorer rounds
+    off and on in turn. `off` has no database file: every address reads as unknown."""
+    off = replace(settings, geoip_db=work / "no-geoip.mmdb")
+    on = replace(settings, geoip_db=GEOIP_DB, ip_hash_key="bench-ip-hash-key",
+                 grpc_port=free_port())  # fmt: skip
+    topics = create_topics(settings, "bench-geoip")
+    try:
+        with (
+            serving(replace(off, **topics), work / "server-geoip-off.log"),
+            serving(replace(on, **topics), work / "server-geoip-on.log"),
+            channel_to(off.grpc_port) as ch_off, channel_to(on.grpc_port) as ch_on,
+        ):  # fmt: skip
+            wait_serving(ch_off, timeout=120)
+            wait_serving(ch_on, timeout=120)
+            latency = inline.interleaved_latency(
+                [off.grpc_port, on.grpc_port], calls, rounds, 500, [settings.client_token] * 2,
+                located=True,
+            )  # fmt: skip
+    finally:
+        delete_topics(settings, list(topics.values()))
+    drains: dict[str, list[stream.DrainResult]] = {"enrichment off": [], "enrichment on": []}
+    for seed in range(1, rounds + 1):
+        for label, s in (("enrichment off", off), ("enrichment on", on)):
+            drains[label].append(stream.drain(s, stream_n, seed, work, located=True))
+    return inline.geoip_report(*latency) + stream.report(drains, stream_n)[:-1]
 
 
 def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: float):
@@ -302,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             if "capacity" in parts:
                 seconds = args.capacity_seconds
                 lines += run_capacity(settings, shared, work, args.clients, seconds)
+            if "geoip" in parts:
+                lines += run_geoip(settings, work, args.calls, args.rounds, args.stream_n)
             if "stream" in parts:
                 lines += run_stream(settings, shared, work, args.stream_n, args.rounds)
             if "cluster" in parts:

@@ -47,9 +47,9 @@ class DrainResult:
         return self.n / self.seconds if self.n and self.seconds > 0 else float("nan")
 
 
-def serialized(n: int, seed: int, prefix: str) -> list[tuple[str, bytes]]:
+def serialized(n: int, seed: int, prefix: str, located: bool = False) -> list[tuple[str, bytes]]:
     """(key, value) of n transactions, keyed by user, made before any timing starts."""
-    txs = transactions(n, users=20_000, seed=seed, prefix=prefix)
+    txs = transactions(n, users=20_000, seed=seed, prefix=prefix, located=located)
     return [(str(tx.user_id), tx.SerializeToString()) for tx in txs]
 
 
@@ -119,14 +119,14 @@ def _stored(url: str, prefix: str) -> int:
 
 def drain(
     base: Settings, n: int, seed: int, logs: Path, profile: Path | None = None, scorers: int = 1,
-    partitions: int = PARTITIONS,
+    partitions: int = PARTITIONS, located: bool = False,
 ) -> DrainResult:  # fmt: skip
     """One round on fresh topics and a fresh consumer group."""
     topics = create_topics(base, "bench", partitions)
     settings = replace(base, consumer_group=f"bench-{uuid.uuid4().hex[:8]}",
                        raw_partitions=partitions, **topics)  # fmt: skip
     prefix = f"stream{seed}-{uuid.uuid4().hex[:6]}"  # rows of earlier rounds do not count
-    messages = serialized(n, seed, prefix)
+    messages = serialized(n, seed, prefix, located)
     args = ["-m", "serving.scorer"]
     if profile is not None:
         args = ["-m", "cProfile", "-o", str(profile), *args]

@@ -81,6 +81,11 @@ class Settings:
     # How often a scoring process looks for a new rule set or list change (fraudops.rules).
     rules_poll_seconds: float = 0.25
     log_level: str = "INFO"
+    # The IP country database (`make geoip-db` places it); a missing file leaves every
+    # address unknown. Replacing the file swaps it into running processes.
+    geoip_db: Path = Path("build/geoip/geo-whois-asn-country.mmdb")
+    # The key of the IP addresses' keyed hash (fraudops.geoip.ip_hash); unset: no hash kept.
+    ip_hash_key: str | None = field(default=None, repr=False)  # never logged
     # The project-local dev stack (fraudops.devstack): its Postgres cluster and the KRaft
     # controller listener of its one broker (the broker's own port is in the bootstrap).
     postgres_port: int = 55432

@@ -30,6 +30,9 @@ WAIT for the slot's replica, so what a scorer commits survives its master's fail
 Transaction ids hold no tab or newline (they are validated as printable
 text before they get here; a batch that breaks this is refused).
 
+The user's countries live beside the history, on `<key>:geo` (the same hash tag, so the
+same slot), written by a second script (redis_location.py) sent in the same call.
+
 Keys expire after TTL_SECONDS of inactivity: by then the user would read as "never seen"
 anyway."""
 
@@ -57,6 +60,7 @@ from serving.feature_state.contract import (
     TTL_SECONDS,
     FeatureStateUnavailable,
 )
+from serving.feature_state.redis_location import location_command, location_of
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +183,8 @@ class RedisFeatures:
         if not txs:
             return np.zeros((0, N_FEATURES), dtype=np.float32)
         static: list[np.ndarray] = []
-        raw = self._run(txs, lambda: static.append(static_matrix(txs)))
-        return np.hstack([static[0], velocity_of(raw)]).astype(np.float32)
+        raw, places = self._run(txs, lambda: static.append(static_matrix(txs)))
+        return np.hstack([static[0], velocity_of(raw), location_of(places)]).astype(np.float32)
 
     def record(self, txs: Sequence[Mapping]) -> None:
         """Add transactions to the history without computing static features (rebuild)."""
@@ -192,13 +196,17 @@ class RedisFeatures:
         keys = self.client.scan_iter(match=f"{self.prefix}:h:*", count=1000)
         return next(iter(keys), None) is None
 
-    def _run(self, txs: Sequence[Mapping], meanwhile: Callable[[], None] | None = None) -> list:
-        """The script's replies for `txs`, in their order: calls of at most SCRIPT_ROWS
-        transactions of one slot, in rounds (a round sends one call to every node that has
-        one left, then reads the replies); `meanwhile()` runs while the first round is out."""
+    def _run(
+        self, txs: Sequence[Mapping], meanwhile: Callable[[], None] | None = None
+    ) -> tuple[list, list]:
+        """The velocity and the location scripts' replies for `txs`, in their order: calls
+        of at most SCRIPT_ROWS transactions of one slot, in rounds (a round sends one call
+        to every node that has one left, then reads the replies); `meanwhile()` runs while
+        the first round is out."""
         if time.monotonic() < self._down_until:
             raise FeatureStateUnavailable("Redis failed moments ago; not retried yet")
         raw: list = [None] * len(txs)
+        places: list = [None] * len(txs)
         try:
             queues = self._calls_by_node(txs)
             while queues:
@@ -206,10 +214,10 @@ class RedisFeatures:
                 if meanwhile is not None:
                     meanwhile()
                     meanwhile = None
-                for pool, (rows, keys, args, replicas), conn in sent:
-                    replies = self._receive(pool, conn, keys, args, replicas)
-                    for row, reply in zip(rows, replies, strict=True):
-                        raw[row] = reply
+                for pool, call, conn in sent:
+                    replies, located = self._receive(pool, conn, call)
+                    for row, reply, place in zip(call[0], replies, located, strict=True):
+                        raw[row], places[row] = reply, place
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, *_MOVING) as err:
             if _script_error(err):
                 raise  # a real error in the script or its arguments, not an outage
@@ -217,10 +225,11 @@ class RedisFeatures:
             self._stale_slots = self.cluster  # a failover may have moved the slots' masters
             log.warning("feature store unavailable: %s", err)
             raise FeatureStateUnavailable(f"Redis unavailable: {err!r}") from err
-        return raw
+        return raw, places
 
     def _calls_by_node(self, txs: Sequence[Mapping]) -> list[list[tuple]]:
-        """Per node, its calls in order: (rows of `txs`, KEYS, ARGV, replicas to WAIT for).
+        """Per node, its calls in order: (rows of `txs`, KEYS, ARGV, replicas to WAIT for,
+        the location script's (sha, script, KEYS, ARGV)).
         A user's transactions stay in one slot's calls, in their order."""
         keys = [self.key_of(int(tx["user_id"])) for tx in txs]
         groups: dict[object, list[int]] = {}
@@ -231,8 +240,10 @@ class RedisFeatures:
             pool, replicas = self._route(slot)
             for i in range(0, len(rows), SCRIPT_ROWS):
                 part = rows[i : i + SCRIPT_ROWS]
-                call = (part, *self._arguments([txs[r] for r in part], [keys[r] for r in part]))
-                by_node.setdefault(pool, [pool]).append((*call, replicas))
+                rows_txs = [txs[r] for r in part]
+                call = (part, *self._arguments(rows_txs, [keys[r] for r in part]))
+                place = location_command(rows_txs, self.key_of)
+                by_node.setdefault(pool, [pool]).append((*call, replicas, place))
         return list(by_node.values())
 
     def _route(self, slot: int | None) -> tuple[ConnectionPool, int]:
@@ -263,11 +274,15 @@ class RedisFeatures:
         return declared, [*self._fixed_args, lines]
 
     def _send(self, pool: ConnectionPool, call: tuple) -> Connection:
-        """EVALSHA (then WAIT for the replica, on a cluster) on a pooled connection."""
-        _rows, keys, args, replicas = call
+        """EVALSHA of both scripts (then WAIT for the replica, on a cluster) on a pooled
+        connection."""
+        _rows, keys, args, replicas, (place_sha, _script, place_keys, place_args) = call
         conn = pool.get_connection()
         try:
-            commands = [("EVALSHA", self._sha, len(keys), *keys, *args)]
+            commands = [
+                ("EVALSHA", self._sha, len(keys), *keys, *args),
+                ("EVALSHA", place_sha, len(place_keys), *place_keys, *place_args),
+            ]
             if replicas:
                 commands.append(("WAIT", replicas, REPLICA_WAIT_MS))
             conn.send_packed_command(conn.pack_commands(commands))
@@ -277,33 +292,43 @@ class RedisFeatures:
             raise
         return conn
 
-    def _receive(self, pool, conn, keys: list[str], args: list, replicas: int) -> list:
-        """The replies of a call sent by `_send`; EVAL (which also caches the script) when
-        Redis has not seen it, as after a restart or a failover. A write its replica did not
-        confirm is an outage (retried: idempotent). A connection left with an unread reply
-        is closed."""
+    def _receive(self, pool, conn, call: tuple) -> tuple[list, list]:
+        """The replies of both scripts of a call sent by `_send`; EVAL (which also caches
+        the script) for each Redis has not seen, as after a restart or a failover. A write
+        its replica did not confirm is an outage (retried: idempotent). A connection left
+        with an unread reply is closed."""
+        _rows, keys, args, replicas, (_sha, place_script, place_keys, place_args) = call
+        scripts = [(SCRIPT, keys, args), (place_script, place_keys, place_args)]
         try:
-            try:
-                reply = conn.read_response()
-            except NoScriptError:
-                reply = None
+            replies = [_read_script_reply(conn) for _ in scripts]
             confirmed = conn.read_response() if replicas else 0
-            if reply is None:
-                commands = [("EVAL", SCRIPT, len(keys), *keys, *args)]
+            missing = [n for n, reply in enumerate(replies) if reply is None]
+            if missing:
+                commands = [("EVAL", scripts[n][0], len(scripts[n][1]), *scripts[n][1],
+                             *scripts[n][2]) for n in missing]  # fmt: skip
                 if replicas:
                     commands.append(("WAIT", replicas, REPLICA_WAIT_MS))
                 conn.send_packed_command(conn.pack_commands(commands))
-                reply = conn.read_response()
+                for n in missing:
+                    replies[n] = conn.read_response()
                 confirmed = conn.read_response() if replicas else 0
             if confirmed < replicas:
                 raise redis.TimeoutError(f"the slot's replica did not confirm the write in "
                                          f"{REPLICA_WAIT_MS} ms")  # fmt: skip
-            return reply
+            return replies[0], replies[1]
         except BaseException:
             conn.disconnect()
             raise
         finally:
             pool.release(conn)
+
+
+def _read_script_reply(conn) -> list | None:
+    """A script's reply, or None when Redis did not know the script (NOSCRIPT)."""
+    try:
+        return conn.read_response()
+    except NoScriptError:
+        return None
 
 
 def _script_error(err: Exception) -> bool:

@@ -17,6 +17,7 @@ interface Detail {
   label_history: { at: string; source: string; old: string | null; new: string; note: string }[];
   claim: { claimed_by: string; expires_at: string } | null;
   user_last_24h: { transaction_id: string; event_ts: number; type: string; amount: number; score: number; band: string; channel: string | null }[];
+  user_countries: { country: string; payments: number; last_ts: number }[];
 }
 
 const HIDDEN = new Set(["reasons"]);
@@ -103,6 +104,21 @@ export function Transaction() {
             <CardTitle>Why</CardTitle>
             <ul className="list-disc pl-5 text-sm">
               {(tx.reasons ?? []).map((r) => <li key={r}>{r}</li>)}
+            </ul>
+          </Card>
+          <Card data-testid="location">
+            <CardTitle>Location</CardTitle>
+            <dl className="grid grid-cols-2 gap-1 text-sm">
+              <dt>IP country</dt><dd data-field="ip-country">{text(tx.ip_country ?? (tx.ip_kind ? `(${String(tx.ip_kind)})` : null))}</dd>
+              <dt>Card country</dt><dd data-field="card-country">{text(tx.card_country)}</dd>
+              <dt>Billing country</dt><dd>{text(tx.billing_country)}</dd>
+            </dl>
+            <p className="mt-2 text-sm font-medium">User's countries</p>
+            <ul className="text-sm" data-testid="user-countries">
+              {(detail.user_countries ?? []).map((c) => (
+                <li key={c.country}>{c.country}: {c.payments} payment{c.payments === 1 ? "" : "s"}, last {formatTime(c.last_ts)}</li>
+              ))}
+              {(detail.user_countries ?? []).length === 0 && <li className="text-slate-500">None known.</li>}
             </ul>
           </Card>
           <Card>
