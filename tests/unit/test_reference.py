@@ -236,3 +236,14 @@ def test_cash_agents_balances_keep_their_level_over_the_time_line():
     day = (cash["timestamp"] - START) // 86_400
     level = np.log1p(cash["old_balance_dest"]).groupby(day).median()
     assert abs(level.iloc[-1] - level.iloc[0]) < 0.3, level.round(2).to_dict()
+
+
+def test_customers_balances_keep_their_level_over_the_time_line():
+    """Income matches what leaves the customers (transfers stay among them), so payers'
+    balances neither drain nor grow from the training days to the held-out days."""
+    cfg = SimConfig(**{**SMALL.__dict__, "n_users": 1000, "n_steps": 24 * 14})
+    frame = simulate(cfg)
+    legit = frame[frame["is_fraud"] == 0]
+    day = (legit["timestamp"] - START) // 86_400
+    level = np.log1p(legit["old_balance_orig"]).groupby(day).median()
+    assert abs(level.iloc[-1] - level.iloc[0]) < 0.3, level.round(2).to_dict()

@@ -111,8 +111,11 @@ def make_world(cfg: SimConfig, rng: np.random.Generator) -> World:
     mix[:, CASH_IN] = np.maximum(mix[:, CASH_IN], 0.08)
     mix /= mix.sum(axis=1, keepdims=True)
     scale = wealth[:, None] * TYPE_AMOUNT_MEDIAN[None, :]
-    # Income matches spending on average, so balances wander instead of draining away.
-    scale[:, CASH_IN] = (mix[:, 1:] * scale[:, 1:]).sum(axis=1) / mix[:, CASH_IN]
+    # Income matches spending on average, so balances wander instead of draining away or
+    # growing: what leaves the customers (cash-out, debit, payment), not transfers, which stay
+    # among them.
+    spent = slice(CASH_OUT, TRANSFER)
+    scale[:, CASH_IN] = (mix[:, spent] * scale[:, spent]).sum(axis=1) / mix[:, CASH_IN]
     balance = np.concatenate(
         [wealth * 2500.0 * rng.lognormal(0.0, 0.8, n), rng.lognormal(13.0, 0.5, n_agents)]
     )
