@@ -5,7 +5,7 @@ import { Chart } from "../components/Chart";
 import { Badge } from "../components/ui/badge";
 import { Card, CardTitle } from "../components/ui/card";
 import { Table, Td, Th } from "../components/ui/table";
-import { api, type LiveItem } from "../lib/api";
+import { api, type LiveItem, type Schemas } from "../lib/api";
 import { BAND_COLOURS, formatLatency, formatScore } from "../lib/format";
 
 const WINDOW_S = 15 * 60;
@@ -15,11 +15,7 @@ const RECENT = 50;
 const CHART_REDRAW_MS = 250;
 const BANDS = ["ALLOW", "CHALLENGE", "BLOCK"];
 
-interface Status {
-  model_version: string | null;
-  thresholds: { challenge: number; block: number } | null;
-  consumer_lag: number | null;
-}
+type Status = Schemas["LiveStatus"];
 
 interface Second {
   at: number;

@@ -1,46 +1,15 @@
 import { useCallback, useEffect, useState } from "react";
-import { useMe } from "../App";
+import { useMe } from "../lib/me";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
 import { ConfirmDialog } from "../components/ui/dialog";
 import { Table, Td, Th } from "../components/ui/table";
-import { api } from "../lib/api";
+import { api, type Schemas } from "../lib/api";
 import { formatScore, formatTime } from "../lib/format";
 
-interface Version {
-  version: string;
-  published_at: string;
-  mlflow_run_url: string | null;
-  data_hash: string | null;
-  thresholds: { challenge: number; block: number };
-  metrics: Record<string, unknown>;
-}
-
-interface Drift {
-  window_start: string;
-  window_end: string;
-  model_version: string;
-  rows: number;
-  drifted: boolean | null;
-  consecutive: number;
-  alarm: boolean;
-  drifted_features: string[];
-  max_feature_psi: number | null;
-  score_psi: number | null;
-  band_psi: number | null;
-  skew_checked: number;
-  skew_mismatches: number;
-  last_alarm_at: string | null;
-}
-
-interface Models {
-  drift: Drift | null;
-  served: string | null;
-  deployments: { id: number; version: string; host: string; pid: number; served_from: string; served_until: string | null; reason: string | null; mlflow_run_url: string | null }[];
-  events: { at: string; kind: string; subject: string; detail: Record<string, unknown> }[];
-  versions: Version[];
-}
+type Models = Schemas["Models"];
+type Drift = Schemas["Drift"];
 
 function metric(value: unknown): string {
   return typeof value === "number" ? formatScore(value) : value === null || value === undefined ? "—" : String(value);

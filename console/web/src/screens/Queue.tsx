@@ -1,22 +1,19 @@
 import { useCallback, useEffect, useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router-dom";
-import { useMe } from "../App";
+import { useMe } from "../lib/me";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
 import { Input, Label, NativeSelect } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
-import { api, type QueueItem } from "../lib/api";
+import { api, type QueueItem, type QueuePage } from "../lib/api";
 import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
 import { cn } from "../lib/utils";
 import { useListKeys } from "./listKeys";
 import { ReviewQueue } from "./ReviewQueue";
 
-interface Page {
-  items: QueueItem[];
-  next_cursor: string | null;
-}
+type Page = QueuePage;
 
 const VIEWS = [
   ["review", "Review queue", "chosen by the active-learning job, each item with why: work it first"],

@@ -1,23 +1,17 @@
 import type { ChartConfiguration } from "chart.js";
 import { useCallback, useEffect, useMemo, useState } from "react";
 import { useParams } from "react-router-dom";
-import { useMe } from "../App";
+import { useMe } from "../lib/me";
 import { Chart } from "../components/Chart";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
 import { Input, Label } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
-import { api } from "../lib/api";
+import { api, type Schemas } from "../lib/api";
 import { BAND_COLOURS, formatAmount, formatLatency, formatScore, formatTime } from "../lib/format";
 
-interface Detail {
-  transaction: Record<string, unknown> & { transaction_id: string; band: string; score: number; reasons: string[] | null; latency_us: number | null; model_version: string };
-  label: { label: string; source: string; note: string | null; labelled_at: string; supersedes: string | null } | null;
-  label_history: { at: string; source: string; old: string | null; new: string; note: string }[];
-  claim: { claimed_by: string; expires_at: string } | null;
-  user_last_24h: { transaction_id: string; event_ts: number; type: string; amount: number; score: number; band: string; channel: string | null }[];
-}
+type Detail = Schemas["TransactionDetail"];
 
 const HIDDEN = new Set(["reasons"]);
 

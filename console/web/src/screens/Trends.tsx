@@ -6,14 +6,10 @@ import { ShadowMatches } from "../components/ShadowMatches";
 import { Card, CardTitle } from "../components/ui/card";
 import { Table, Td, Th } from "../components/ui/table";
 import { BAND_COLOURS, formatPercent } from "../lib/format";
+import type { Schemas } from "../lib/api";
 import { useResource } from "../lib/resource";
 
-interface Trends {
-  daily: { day: string; transactions: number; challenge: number; block: number; labelled: number; fraud: number; fraud_rate: number | null }[];
-  precision: { band: string; labelled: number; fraud: number; precision: number | null }[];
-  throughput: { day: string; source: string; labels: number }[];
-  digests: { day: string; files: string[] }[];
-}
+type Trends = Schemas["Trends"];
 
 export function Trends() {
   const resource = useResource<Trends>("/api/trends?days=30");
