@@ -1,5 +1,6 @@
-import { useCallback, useEffect, useState } from "react";
+import { useState } from "react";
 import { useMe } from "../lib/me";
+import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
@@ -7,6 +8,7 @@ import { ConfirmDialog } from "../components/ui/dialog";
 import { Table, Td, Th } from "../components/ui/table";
 import { api, type Schemas } from "../lib/api";
 import { formatScore, formatTime } from "../lib/format";
+import { problemOf, useResource } from "../lib/resource";
 
 type Models = Schemas["Models"];
 type Drift = Schemas["Drift"];
@@ -17,22 +19,21 @@ function metric(value: unknown): string {
 
 export function Models() {
   const me = useMe();
-  const [models, setModels] = useState<Models | null>(null);
+  const resource = useResource<Models>("/api/models");
+  const models = resource.data;
   const [message, setMessage] = useState("");
-  const load = useCallback(() => api.get<Models>("/api/models").then(setModels, (e: Error) => setMessage(e.message)), []);
-  useEffect(() => void load(), [load]);
 
   async function rollback(to: string) {
     try {
-      const result = await api.post<{ published: string }>("/api/models/rollback", { to });
+      const result = await api.post<Schemas["Published"]>("/api/models/rollback", { to });
       setMessage(`re-published ${result.published}; the scorers reload it`);
-      void load();
+      resource.reload();
     } catch (err) {
-      setMessage(err instanceof Error ? err.message : "rollback refused");
+      setMessage(problemOf(err));
     }
   }
 
-  if (!models) return <p>{message || "Loading…"}</p>;
+  if (!models) return <LoadState loading={resource.loading} error={resource.error} onRetry={resource.reload} />;
   const metricNames = [...new Set(models.versions.flatMap((v) => Object.keys(v.metrics).filter((k) => typeof v.metrics[k] === "number")))].slice(0, 6);
   return (
     <div className="grid gap-4">

@@ -1,6 +1,7 @@
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useCallback, useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router-dom";
 import { useMe } from "../lib/me";
+import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
@@ -9,11 +10,24 @@ import { Table, Td, Th } from "../components/ui/table";
 import { api, type QueueItem, type QueuePage } from "../lib/api";
 import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
+import { problemOf, useResource } from "../lib/resource";
 import { cn } from "../lib/utils";
 import { useListKeys } from "./listKeys";
 import { ReviewQueue } from "./ReviewQueue";
 
-type Page = QueuePage;
+const PAGE_SIZE = 50;
+
+function queuePath(filters: QueueFilters, cursor: string | null): string {
+  const query = new URLSearchParams(searchFromFilters(filters));
+  query.set("limit", String(PAGE_SIZE));
+  if (cursor) query.set("cursor", cursor);
+  return `/api/queue?${query}`;
+}
+
+/** The next page of the same filter appended to the rows shown. */
+function joinPages(shown: QueuePage, page: QueuePage): QueuePage {
+  return { items: [...shown.items, ...page.items], next_cursor: page.next_cursor };
+}
 
 const VIEWS = [
   ["review", "Review queue", "chosen by the active-learning job, each item with why: work it first"],
@@ -51,32 +65,16 @@ function FlaggedList() {
   const [params, setParams] = useSearchParams();
   const search = params.toString();
   const filters = useMemo(() => filtersFromSearch(search), [search]);
-  const [items, setItems] = useState<QueueItem[]>([]);
-  const [cursor, setCursor] = useState<string | null>(null);
-  const [selected, setSelected] = useState(0);
-  const [error, setError] = useState("");
-
-  const load = useCallback(
-    (after: string | null) => {
-      const query = new URLSearchParams(searchFromFilters(filters));
-      query.set("limit", "50");
-      if (after) query.set("cursor", after);
-      api.get<Page>(`/api/queue?${query}`).then(
-        (page) => {
-          setItems((old) => (after ? [...old, ...page.items] : page.items));
-          setCursor(page.next_cursor);
-          setError("");
-        },
-        (err: Error) => setError(err.message),
-      );
-    },
-    [filters],
-  );
-
-  useEffect(() => {
-    setSelected(0);
-    load(null);
-  }, [load]);
+  const path = useMemo(() => queuePath(filters, null), [filters]);
+  const resource = useResource<QueuePage>(path, joinPages);
+  const { data, update: updatePage } = resource;
+  const items = useMemo(() => data?.items ?? [], [data]);
+  const cursor = data?.next_cursor ?? null;
+  // The selection belongs to one filter: a new filter starts at the first row.
+  const [selection, setSelection] = useState({ path, index: 0 });
+  const selected = selection.path === path ? selection.index : 0;
+  const setSelected = useCallback((index: number) => setSelection({ path, index }), [path]);
+  const [message, setMessage] = useState("");
 
   const update = (change: Partial<QueueFilters>) => {
     const next = new URLSearchParams(searchFromFilters({ ...filters, ...change }));
@@ -87,10 +85,15 @@ function FlaggedList() {
   const label = useCallback(
     async (item: QueueItem | undefined, verdict: "FRAUD" | "LEGIT") => {
       if (!item || !mayLabel) return;
-      await api.post(`/api/transactions/${encodeURIComponent(item.transaction_id)}/label`, { label: verdict, note: "" });
-      setItems((old) => old.filter((i) => i.transaction_id !== item.transaction_id));
+      try {
+        await api.post(`/api/transactions/${encodeURIComponent(item.transaction_id)}/label`, { label: verdict, note: "" });
+        setMessage("");
+        updatePage((page) => ({ ...page, items: page.items.filter((i) => i.transaction_id !== item.transaction_id) }));
+      } catch (err) {
+        setMessage(`${item.transaction_id}: ${problemOf(err)}`);
+      }
     },
-    [mayLabel],
+    [mayLabel, updatePage],
   );
 
   const claimNext = useCallback(
@@ -175,7 +178,8 @@ function FlaggedList() {
           <a href={`/api/queue.csv?${searchFromFilters(filters)}`}>Export CSV</a>
         </Button>
       </Card>
-      {error && <p className="text-sm text-red-600" role="alert">{error}</p>}
+      <LoadState loading={resource.loading} error={resource.error} onRetry={resource.reload} />
+      {message && <p className="text-sm text-red-600" role="alert" data-testid="label-message">{message}</p>}
       <Card>
         <p className="mb-2 text-xs text-slate-500">
           j / k move · Enter opens · n next (claims it){mayLabel ? " · f fraud · l legit" : ""}
@@ -211,7 +215,7 @@ function FlaggedList() {
         </Table>
         {items.length === 0 && <p className="p-4 text-sm text-slate-500">Nothing to review for this filter.</p>}
         {cursor && (
-          <Button variant="outline" className="mt-3" onClick={() => load(cursor)}>
+          <Button variant="outline" className="mt-3" onClick={() => resource.more(queuePath(filters, cursor))}>
             More
           </Button>
         )}

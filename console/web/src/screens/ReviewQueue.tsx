@@ -1,12 +1,14 @@
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useState } from "react";
 import { Link } from "react-router-dom";
 import { useMe } from "../lib/me";
+import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
 import { Label, NativeSelect } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { ApiError, api, type QueueReason, type ReviewQueueItem, type ReviewQueuePage } from "../lib/api";
+import { problemOf, useResource } from "../lib/resource";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
 import { cn } from "../lib/utils";
 import { useListKeys } from "./listKeys";
@@ -84,22 +86,10 @@ export function ReviewQueue() {
   const me = useMe();
   const mayLabel = me.may.includes("label");
   const [day, setDay] = useState<string>("");
-  const [page, setPage] = useState<ReviewQueuePage | null>(null);
+  const resource = useResource<ReviewQueuePage>(`/api/review-queue${day ? `?day=${encodeURIComponent(day)}` : ""}`);
+  const { data: page, reload } = resource;
   const [selected, setSelected] = useState(0);
   const [message, setMessage] = useState("");
-  const [reload, setReload] = useState(0);
-
-  useEffect(() => {
-    let current = true;
-    const query = day ? `?day=${encodeURIComponent(day)}` : "";
-    api.get<ReviewQueuePage>(`/api/review-queue${query}`).then(
-      (found) => current && setPage(found),
-      (err: Error) => current && setMessage(err.message),
-    );
-    return () => {
-      current = false;
-    };
-  }, [day, reload]);
 
   const items = page?.items ?? [];
   const label = useCallback(
@@ -114,16 +104,16 @@ export function ReviewQueue() {
         setMessage(`${item.transaction_id} labelled ${verdict} (${REASONS[item.reason].title})`);
       } catch (err) {
         const conflict = err instanceof ApiError && err.status === 409;
-        setMessage(conflict ? "The queue was rebuilt meanwhile: it has been reloaded." : err instanceof Error ? err.message : "label refused");
+        setMessage(conflict ? "The queue was rebuilt meanwhile: it has been reloaded." : problemOf(err));
       }
-      setReload((n) => n + 1);
+      reload();
     },
-    [mayLabel, page],
+    [mayLabel, page, reload],
   );
 
   useListKeys(items, selected, setSelected, label);
 
-  if (!page) return <p role="alert" className="text-sm text-slate-500">{message || "Loading…"}</p>;
+  if (!page) return <LoadState loading={resource.loading} error={resource.error} onRetry={reload} />;
   const done = items.filter((i) => i.label).length;
   return (
     <div className="grid gap-4">

@@ -1,8 +1,9 @@
 import type { ChartConfiguration } from "chart.js";
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useMemo, useState } from "react";
 import { useParams } from "react-router-dom";
 import { useMe } from "../lib/me";
 import { Chart } from "../components/Chart";
+import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
@@ -10,6 +11,7 @@ import { Input, Label } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { api, type Schemas } from "../lib/api";
 import { BAND_COLOURS, formatAmount, formatLatency, formatScore, formatTime } from "../lib/format";
+import { problemOf, useResource } from "../lib/resource";
 
 type Detail = Schemas["TransactionDetail"];
 
@@ -23,14 +25,11 @@ function text(value: unknown): string {
 export function Transaction() {
   const { id = "" } = useParams();
   const me = useMe();
-  const [detail, setDetail] = useState<Detail | null>(null);
+  const resource = useResource<Detail>(`/api/transactions/${encodeURIComponent(id)}`);
+  const detail = resource.data;
+  const load = resource.reload;
   const [note, setNote] = useState("");
   const [message, setMessage] = useState("");
-
-  const load = useCallback(() => {
-    api.get<Detail>(`/api/transactions/${encodeURIComponent(id)}`).then(setDetail, (err: Error) => setMessage(err.message));
-  }, [id]);
-  useEffect(load, [load]);
 
   async function label(verdict: "FRAUD" | "LEGIT") {
     try {
@@ -39,7 +38,7 @@ export function Transaction() {
       setNote("");
       load();
     } catch (err) {
-      setMessage(err instanceof Error ? err.message : "label refused");
+      setMessage(problemOf(err));
     }
   }
 
@@ -48,7 +47,7 @@ export function Transaction() {
       await api.post(`/api/transactions/${encodeURIComponent(id)}/claim`);
       load();
     } catch (err) {
-      setMessage(err instanceof Error ? err.message : "claim refused");
+      setMessage(problemOf(err));
     }
   }
 
@@ -67,7 +66,7 @@ export function Transaction() {
     };
   }, [detail]);
 
-  if (!detail) return <p role="alert">{message || "Loading…"}</p>;
+  if (!detail) return <LoadState loading={resource.loading} error={resource.error} onRetry={resource.reload} />;
   const tx = detail.transaction;
   return (
     <div className="grid gap-4">
