@@ -14,7 +14,8 @@ function fakeFetch() {
       pending.push({
         url,
         signal,
-        answer: (status, body) => resolve(new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } })),
+        answer: (status, body) =>
+          resolve(new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json" } })),
       });
     });
   });

@@ -71,7 +71,10 @@ export function lastDays(now: Date, days: number): { from: string; to: string } 
 }
 
 /** Shadow matches as one row per rule with a count per day (days ascending). */
-export function shadowTable(matches: ShadowMatch[]): { days: string[]; rows: { rule: string; counts: number[]; total: number }[] } {
+export function shadowTable(matches: ShadowMatch[]): {
+  days: string[];
+  rows: { rule: string; counts: number[]; total: number }[];
+} {
   const days = [...new Set(matches.map((m) => m.day))].sort();
   const byRule = new Map<string, number[]>();
   for (const m of matches) {

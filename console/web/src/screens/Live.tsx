@@ -97,7 +97,9 @@ export function Live() {
         </Card>
         <Card>
           <CardTitle>Served model</CardTitle>
-          <p className="text-xl font-semibold" data-testid="served-version">{status?.model_version ?? "—"}</p>
+          <p className="text-xl font-semibold" data-testid="served-version">
+            {status?.model_version ?? "—"}
+          </p>
         </Card>
         <Card>
           <CardTitle>Thresholds</CardTitle>
@@ -136,7 +138,9 @@ export function Live() {
                     {item.transaction_id}
                   </Link>
                 </Td>
-                <Td><Badge value={item.band} /></Td>
+                <Td>
+                  <Badge value={item.band} />
+                </Td>
                 <Td>{formatScore(item.score)}</Td>
                 <Td>{item.model_version}</Td>
                 <Td className="text-slate-600">{item.reasons.join("; ")}</Td>

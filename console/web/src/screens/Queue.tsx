@@ -43,10 +43,18 @@ export function Queue() {
       <div className="flex items-center gap-4">
         <div role="tablist" className="inline-flex rounded-lg bg-slate-100 p-1">
           {VIEWS.map(([key, title, hint]) => (
-            <button key={key} role="tab" aria-selected={view === key} title={hint} data-testid={`tab-${key}`}
+            <button
+              key={key}
+              role="tab"
+              aria-selected={view === key}
+              title={hint}
+              data-testid={`tab-${key}`}
               onClick={() => setParams(key === "review" ? {} : { view: key })}
-              className={cn("rounded-md px-3 py-1.5 text-sm font-medium transition-colors",
-                view === key ? "bg-white text-slate-900 shadow-sm" : "text-slate-500 hover:text-slate-900")}>
+              className={cn(
+                "rounded-md px-3 py-1.5 text-sm font-medium transition-colors",
+                view === key ? "bg-white text-slate-900 shadow-sm" : "text-slate-500 hover:text-slate-900",
+              )}
+            >
               {title}
             </button>
           ))}
@@ -98,7 +106,8 @@ function FlaggedList() {
 
   const claimNext = useCallback(
     (next: QueueItem | undefined) => {
-      if (next && mayLabel) void api.post(`/api/transactions/${encodeURIComponent(next.transaction_id)}/claim`).catch(() => undefined);
+      if (next && mayLabel)
+        void api.post(`/api/transactions/${encodeURIComponent(next.transaction_id)}/claim`).catch(() => undefined);
     },
     [mayLabel],
   );
@@ -111,32 +120,60 @@ function FlaggedList() {
       <Card className="flex flex-wrap items-end gap-3">
         <div className="flex flex-col gap-1">
           <Label htmlFor="q">Transaction or user id</Label>
-          <Input id="q" name="q" defaultValue={filters.q} key={filters.q}
-            onKeyDown={(e) => e.key === "Enter" && update({ q: e.currentTarget.value })} />
+          <Input
+            id="q"
+            name="q"
+            defaultValue={filters.q}
+            key={filters.q}
+            onKeyDown={(e) => e.key === "Enter" && update({ q: e.currentTarget.value })}
+          />
         </div>
         <div className="flex flex-col gap-1">
           <Label>Band</Label>
           <div className="flex gap-1">
             {BANDS.map((b) => (
-              <Button key={b} size="sm" variant={filters.band.includes(b) ? "default" : "outline"} data-testid={`band-${b}`}
-                onClick={() => update({ band: toggle(filters.band, b) })}>{b}</Button>
+              <Button
+                key={b}
+                size="sm"
+                variant={filters.band.includes(b) ? "default" : "outline"}
+                data-testid={`band-${b}`}
+                onClick={() => update({ band: toggle(filters.band, b) })}
+              >
+                {b}
+              </Button>
             ))}
           </div>
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="type">Type</Label>
-          <NativeSelect id="type" value={filters.type[0] ?? ""} onChange={(e) => update({ type: e.target.value ? [e.target.value] : [] })}>
+          <NativeSelect
+            id="type"
+            value={filters.type[0] ?? ""}
+            onChange={(e) => update({ type: e.target.value ? [e.target.value] : [] })}
+          >
             <option value="">any</option>
-            {TYPES.map((t) => <option key={t}>{t}</option>)}
+            {TYPES.map((t) => (
+              <option key={t}>{t}</option>
+            ))}
           </NativeSelect>
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="amount_min">Amount from / to</Label>
           <div className="flex gap-1">
-            <Input id="amount_min" className="w-24" defaultValue={filters.amount_min} key={`min${filters.amount_min}`}
-              onBlur={(e) => update({ amount_min: e.target.value })} />
-            <Input id="amount_max" className="w-24" defaultValue={filters.amount_max} key={`max${filters.amount_max}`}
-              onBlur={(e) => update({ amount_max: e.target.value })} />
+            <Input
+              id="amount_min"
+              className="w-24"
+              defaultValue={filters.amount_min}
+              key={`min${filters.amount_min}`}
+              onBlur={(e) => update({ amount_min: e.target.value })}
+            />
+            <Input
+              id="amount_max"
+              className="w-24"
+              defaultValue={filters.amount_max}
+              key={`max${filters.amount_max}`}
+              onBlur={(e) => update({ amount_max: e.target.value })}
+            />
           </div>
         </div>
         <div className="flex flex-col gap-1">
@@ -148,12 +185,21 @@ function FlaggedList() {
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="model_version">Model</Label>
-          <Input id="model_version" className="w-20" defaultValue={filters.model_version} key={`mv${filters.model_version}`}
-            onBlur={(e) => update({ model_version: e.target.value })} />
+          <Input
+            id="model_version"
+            className="w-20"
+            defaultValue={filters.model_version}
+            key={`mv${filters.model_version}`}
+            onBlur={(e) => update({ model_version: e.target.value })}
+          />
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="source">Scored</Label>
-          <NativeSelect id="source" value={filters.source} onChange={(e) => update({ source: e.target.value as QueueFilters["source"] })}>
+          <NativeSelect
+            id="source"
+            value={filters.source}
+            onChange={(e) => update({ source: e.target.value as QueueFilters["source"] })}
+          >
             <option value="">both</option>
             <option value="inline">inline</option>
             <option value="stream">stream</option>
@@ -161,7 +207,11 @@ function FlaggedList() {
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="labelled">Labelled</Label>
-          <NativeSelect id="labelled" value={filters.labelled} onChange={(e) => update({ labelled: e.target.value as QueueFilters["labelled"] })}>
+          <NativeSelect
+            id="labelled"
+            value={filters.labelled}
+            onChange={(e) => update({ labelled: e.target.value as QueueFilters["labelled"] })}
+          >
             <option value="no">no</option>
             <option value="yes">yes</option>
             <option value="any">any</option>
@@ -179,7 +229,11 @@ function FlaggedList() {
         </Button>
       </Card>
       <LoadState loading={resource.loading} error={resource.error} onRetry={resource.reload} />
-      {message && <p className="text-sm text-red-600" role="alert" data-testid="label-message">{message}</p>}
+      {message && (
+        <p className="text-sm text-red-600" role="alert" data-testid="label-message">
+          {message}
+        </p>
+      )}
       <Card>
         <p className="mb-2 text-xs text-slate-500">
           j / k move · Enter opens · n next (claims it){mayLabel ? " · f fraud · l legit" : ""}
@@ -187,14 +241,26 @@ function FlaggedList() {
         <Table data-testid="queue-table">
           <thead>
             <tr>
-              <Th>Transaction</Th><Th>User</Th><Th>Type</Th><Th className="text-right">Amount</Th><Th>Channel</Th>
-              <Th>Band</Th><Th>Score</Th><Th>Model</Th><Th>Scored</Th><Th>Claimed by</Th>
+              <Th>Transaction</Th>
+              <Th>User</Th>
+              <Th>Type</Th>
+              <Th className="text-right">Amount</Th>
+              <Th>Channel</Th>
+              <Th>Band</Th>
+              <Th>Score</Th>
+              <Th>Model</Th>
+              <Th>Scored</Th>
+              <Th>Claimed by</Th>
             </tr>
           </thead>
           <tbody>
             {items.map((item, i) => (
-              <tr key={item.transaction_id} onClick={() => setSelected(i)}
-                className={cn(i === selected && "bg-blue-50")} data-selected={i === selected}>
+              <tr
+                key={item.transaction_id}
+                onClick={() => setSelected(i)}
+                className={cn(i === selected && "bg-blue-50")}
+                data-selected={i === selected}
+              >
                 <Td>
                   <Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(item.transaction_id)}`}>
                     {item.transaction_id}
@@ -204,7 +270,9 @@ function FlaggedList() {
                 <Td>{item.type}</Td>
                 <Td className="text-right">{formatAmount(item.amount)}</Td>
                 <Td>{item.channel ?? ""}</Td>
-                <Td><Badge value={item.band} /></Td>
+                <Td>
+                  <Badge value={item.band} />
+                </Td>
                 <Td>{formatScore(item.score)}</Td>
                 <Td>{item.model_version}</Td>
                 <Td>{formatTime(item.scored_at)}</Td>

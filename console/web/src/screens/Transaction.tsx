@@ -59,10 +59,17 @@ export function Transaction() {
         datasets: ["ALLOW", "CHALLENGE", "BLOCK"].map((band) => ({
           label: band,
           backgroundColor: BAND_COLOURS[band],
-          data: rows.filter((r) => r.band === band).map((r) => ({ x: r.event_ts - (detail?.transaction.event_ts as number), y: r.amount })),
+          data: rows
+            .filter((r) => r.band === band)
+            .map((r) => ({ x: r.event_ts - (detail?.transaction.event_ts as number), y: r.amount })),
         })),
       },
-      options: { scales: { x: { type: "linear", title: { display: true, text: "seconds before this transaction" } }, y: { title: { display: true, text: "amount" } } } },
+      options: {
+        scales: {
+          x: { type: "linear", title: { display: true, text: "seconds before this transaction" } },
+          y: { title: { display: true, text: "amount" } },
+        },
+      },
     };
   }, [detail]);
 
@@ -74,7 +81,9 @@ export function Transaction() {
         <h1 className="text-xl font-semibold">{tx.transaction_id}</h1>
         <Badge value={tx.band} />
         <span>score {formatScore(tx.score)}</span>
-        <span className="text-slate-500">model {tx.model_version} · {formatLatency(tx.latency_us)}</span>
+        <span className="text-slate-500">
+          model {tx.model_version} · {formatLatency(tx.latency_us)}
+        </span>
         {detail.label && <Badge value={detail.label.label} data-testid="current-label" />}
       </div>
       <div className="grid grid-cols-3 gap-4">
@@ -82,12 +91,16 @@ export function Transaction() {
           <CardTitle>Fields</CardTitle>
           <Table>
             <tbody>
-              {Object.entries(tx).filter(([k]) => !HIDDEN.has(k)).map(([key, value]) => (
-                <tr key={key}>
-                  <Th className="w-56">{key}</Th>
-                  <Td data-field={key}>{key === "event_ts" ? `${text(value)} (${formatTime(value as number)})` : text(value)}</Td>
-                </tr>
-              ))}
+              {Object.entries(tx)
+                .filter(([k]) => !HIDDEN.has(k))
+                .map(([key, value]) => (
+                  <tr key={key}>
+                    <Th className="w-56">{key}</Th>
+                    <Td data-field={key}>
+                      {key === "event_ts" ? `${text(value)} (${formatTime(value as number)})` : text(value)}
+                    </Td>
+                  </tr>
+                ))}
             </tbody>
           </Table>
         </Card>
@@ -95,7 +108,9 @@ export function Transaction() {
           <Card>
             <CardTitle>Why</CardTitle>
             <ul className="list-disc pl-5 text-sm">
-              {(tx.reasons ?? []).map((r) => <li key={r}>{r}</li>)}
+              {(tx.reasons ?? []).map((r) => (
+                <li key={r}>{r}</li>
+              ))}
             </ul>
           </Card>
           <Card>
@@ -106,15 +121,25 @@ export function Transaction() {
                 <Label htmlFor="note">Note</Label>
                 <Input id="note" value={note} maxLength={512} onChange={(e) => setNote(e.target.value)} />
                 <div className="flex gap-2">
-                  <Button variant="fraud" onClick={() => label("FRAUD")}>FRAUD</Button>
-                  <Button variant="legit" onClick={() => label("LEGIT")}>LEGIT</Button>
-                  <Button variant="outline" onClick={claim}>Claim</Button>
+                  <Button variant="fraud" onClick={() => label("FRAUD")}>
+                    FRAUD
+                  </Button>
+                  <Button variant="legit" onClick={() => label("LEGIT")}>
+                    LEGIT
+                  </Button>
+                  <Button variant="outline" onClick={claim}>
+                    Claim
+                  </Button>
                 </div>
               </div>
             ) : (
               <p className="text-sm text-slate-500">Viewers cannot label.</p>
             )}
-            {message && <p className="mt-2 text-sm" role="status">{message}</p>}
+            {message && (
+              <p className="mt-2 text-sm" role="status">
+                {message}
+              </p>
+            )}
           </Card>
           <Card>
             <CardTitle>Label history</CardTitle>
@@ -136,14 +161,28 @@ export function Transaction() {
         <Chart config={chart} height={200} />
         <Table className="mt-3">
           <thead>
-            <tr><Th>Transaction</Th><Th>Time</Th><Th>Type</Th><Th className="text-right">Amount</Th><Th>Channel</Th><Th>Band</Th><Th>Score</Th></tr>
+            <tr>
+              <Th>Transaction</Th>
+              <Th>Time</Th>
+              <Th>Type</Th>
+              <Th className="text-right">Amount</Th>
+              <Th>Channel</Th>
+              <Th>Band</Th>
+              <Th>Score</Th>
+            </tr>
           </thead>
           <tbody>
             {detail.user_last_24h.map((r) => (
               <tr key={r.transaction_id}>
-                <Td>{r.transaction_id}</Td><Td>{formatTime(r.event_ts)}</Td><Td>{r.type}</Td>
-                <Td className="text-right">{formatAmount(r.amount)}</Td><Td>{r.channel ?? ""}</Td>
-                <Td><Badge value={r.band} /></Td><Td>{formatScore(r.score)}</Td>
+                <Td>{r.transaction_id}</Td>
+                <Td>{formatTime(r.event_ts)}</Td>
+                <Td>{r.type}</Td>
+                <Td className="text-right">{formatAmount(r.amount)}</Td>
+                <Td>{r.channel ?? ""}</Td>
+                <Td>
+                  <Badge value={r.band} />
+                </Td>
+                <Td>{formatScore(r.score)}</Td>
               </tr>
             ))}
           </tbody>
