@@ -41,7 +41,9 @@ class Me(SignedIn):
 # --- the queues and a transaction -----------------------------------------------------------
 
 
-class QueueItem(Answer):
+class ScoredFacts(Answer):
+    """What every list of scored transactions shows of one."""
+
     transaction_id: str
     user_id: int
     event_ts: int
@@ -51,6 +53,9 @@ class QueueItem(Answer):
     score: float
     band: str
     model_version: str
+
+
+class QueueItem(ScoredFacts):
     source: str
     scored_at: datetime
     label: str | None
@@ -63,18 +68,9 @@ class QueuePage(Answer):
     next_cursor: str | None
 
 
-class ReviewQueueItem(Answer):
+class ReviewQueueItem(ScoredFacts):
     position: int
     reason: QueueReason
-    transaction_id: str
-    user_id: int
-    event_ts: int
-    type: str
-    amount: float
-    channel: str | None
-    score: float
-    band: str
-    model_version: str
     label: str | None
     label_reason: QueueReason | None
     claimed_by: str | None
