@@ -17,18 +17,29 @@ DEVSTACK := $(PY) -m fraudops.devstack
 KAFKA_LIBS := build/kafka/libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.resolved
 
+# The IP country database (CC0 package of CC BY 4.0 NRO data, see README), pinned by version:
+# fetched from the npm registry by the install step, never at run time; changing the pin
+# fetches and places the new file, which running scorers pick up (fraudops.geoip).
+GEOIP_PACKAGE := @ip-location-db/geo-whois-asn-country-mmdb
+GEOIP_VERSION := 2.3.2026061719
+GEOIP_FILE := geo-whois-asn-country.mmdb
+GEOIP_DIR := build/geoip
+GEOIP_DB := $(GEOIP_DIR)/$(GEOIP_FILE)
+GEOIP_STAMP := $(GEOIP_DIR)/.stamp-$(GEOIP_VERSION)
+
 # The console's frontend, built into console/web/dist (served by the console's backend).
 CONSOLE_WEB := console/web
 CONSOLE_WEB_BUILT := $(CONSOLE_WEB)/dist/index.html
 CONSOLE_WEB_SOURCES := $(shell find $(CONSOLE_WEB)/src -type f 2>/dev/null) \
 	$(addprefix $(CONSOLE_WEB)/,package.json package-lock.json index.html vite.config.ts tsconfig.json)
 
-.PHONY: help install system-packages install-serving kafka-jars console-web console-web-test proto lint test test-unit test-integration test-pipeline test-faults services-up services-down \
+.PHONY: help install system-packages install-serving kafka-jars geoip-db console-web console-web-test proto lint test test-unit test-integration test-pipeline test-faults services-up services-down \
 	services-status demo bench bench-tools clean
 
 help:
 	@echo "make install          system packages (apt), .venv with the serving, pipeline and dev groups, the Kafka jars"
 	@echo "make install-serving  .venv-serving with the light scoring install only"
+	@echo "make geoip-db         fetch and place the pinned IP country database (build/geoip)"
 	@echo "make console-web      build the console's frontend (npm ci && npm run build)"
 	@echo "make test             install, start Kafka + Postgres, run pytest (what CI runs)"
 	@echo "make test-unit        the quick tier only: no services, no TensorFlow (under 2 min)"
@@ -43,7 +54,7 @@ help:
 	@echo "make clean            remove caches and run/ (stops the services first)"
 
 # System packages first: on a machine without them, stop before any download.
-install: system-packages $(STAMP) kafka-jars console-web
+install: system-packages $(STAMP) kafka-jars geoip-db console-web
 
 # Debian's packages of infra/system-packages.txt: installed when missing (as root), else
 # the one apt-get command that installs them is printed and make stops.
@@ -73,6 +84,22 @@ $(KAFKA_STAMP): infra/kafka/pom.xml | system-packages
 	rm -rf $(KAFKA_LIBS)
 	mvn -B -q -Dstyle.color=never -f infra/kafka/pom.xml dependency:copy-dependencies \
 		-DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	@touch $@
+
+geoip-db: $(GEOIP_STAMP)
+
+# npm pack fetches the package's tarball (checked against the registry's integrity hash);
+# `fraudops.geoip install` checks the file, records package, version and build date beside
+# it, and renames it into place.
+$(GEOIP_STAMP): Makefile
+	@command -v npm >/dev/null || { echo "npm not found (Node 20+ is needed)" >&2; exit 1; }
+	rm -rf $(GEOIP_DIR)/.fetch && mkdir -p $(GEOIP_DIR)/.fetch
+	cd $(GEOIP_DIR)/.fetch && npm pack --silent $(GEOIP_PACKAGE)@$(GEOIP_VERSION) >/dev/null \
+		&& tar xzf *.tgz
+	$(PY) -m fraudops.geoip install --source $(GEOIP_DIR)/.fetch/package/$(GEOIP_FILE) \
+		--dest $(GEOIP_DB) --package $(GEOIP_PACKAGE) --version $(GEOIP_VERSION)
+	cp $(GEOIP_DIR)/.fetch/package/README.md $(GEOIP_DIR)/.fetch/package/NRO_LICENSE $(GEOIP_DIR)/
+	rm -rf $(GEOIP_DIR)/.fetch $(GEOIP_DIR)/.stamp-*
 	@touch $@
 
 install-serving: $(STAMP_SERVING)

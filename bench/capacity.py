@@ -180,10 +180,14 @@ def loadgen_requests(path: Path, n: int, tag: str) -> Path:
     return path
 
 
-def run_loadgen(binary: Path, port: int, clients: int, seconds: float, requests: Path) -> dict:
-    """One run: `clients` connections, one back-to-back caller each; its JSON report."""
+def run_loadgen(
+    binary: Path, port: int, clients: int, seconds: float, requests: Path, token: str | None
+) -> dict:
+    """One run: `clients` connections, one back-to-back caller each, sending `token`; its
+    JSON report (calls, errors by code, p50/p99 in ms, the client's CPU)."""
     command = [str(binary), "-addr", f"127.0.0.1:{port}", "-connections", str(clients),
-               "-duration", f"{seconds}s", "-requests", str(requests)]  # fmt: skip
+               "-duration", f"{seconds}s", "-requests", str(requests),
+               "-token", token or ""]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr.strip()}")
@@ -192,16 +196,16 @@ def run_loadgen(binary: Path, port: int, clients: int, seconds: float, requests:
 
 def measure_go(
     binary: Path, port: int, server_pid: int, processes: int, clients: int, seconds: float,
-    work: Path,
+    work: Path, token: str | None,
 ) -> CapacityResult:  # fmt: skip
     """The same load from the Go client: a short warm-up run, then the measured one, each
     call a transaction not sent before."""
     needed = int(seconds * 10_000) + 2_000 * clients  # more than this machine can answer
     requests = loadgen_requests(work / f"go-{processes}p.bin", needed, f"go{processes}p")
     warmup = loadgen_requests(work / f"go-{processes}p-warm.bin", 4000, f"go{processes}w")
-    run_loadgen(binary, port, clients, 2.0, warmup)
+    run_loadgen(binary, port, clients, 2.0, warmup, token)
     load_before, cpu_before = os.getloadavg()[0], cpu_seconds(server_pid)
-    report = run_loadgen(binary, port, clients, seconds, requests)
+    report = run_loadgen(binary, port, clients, seconds, requests, token)
     load_after, cpu = os.getloadavg()[0], cpu_seconds(server_pid) - cpu_before
     if report["repeated"]:
         raise RuntimeError(f"loadgen repeated {report['repeated']} requests: make more")

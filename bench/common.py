@@ -5,6 +5,7 @@ the tests run (so the benchmark runs as `python -m bench.run` from the repositor
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -56,15 +57,19 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def transactions(n: int, users: int, seed: int, prefix: str) -> list[fraud_pb2.TransactionRequest]:
-    """Plausible transactions spread over `users` users, in time order."""
+def transactions(
+    n: int, users: int, seed: int, prefix: str, located: bool = False
+) -> list[fraud_pb2.TransactionRequest]:
+    """Plausible transactions spread over `users` users, in time order; `located`: each
+    with a client IP address (random public IPv4, one in ten IPv6; a user keeps a few) and
+    a card country, as the enrichment benchmark sends them."""
     rng = np.random.default_rng(seed)
     types = ("CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER")
     amount = np.round(rng.lognormal(7.5, 1.2, n), 2) + 0.01
     old = np.round(rng.lognormal(9.0, 1.5, n), 2)
     user = rng.integers(1, users + 1, n)
     kind = rng.integers(0, 5, n)
-    return [
+    txs = [
         fraud_pb2.TransactionRequest(
             transaction_id=f"{prefix}-{i}",
             user_id=int(user[i]),
@@ -80,3 +85,22 @@ def transactions(n: int, users: int, seed: int, prefix: str) -> list[fraud_pb2.T
         )  # fmt: skip
         for i in range(n)
     ]
+    if located:
+        _locate(txs, user, rng)
+    return txs
+
+
+def _locate(txs: list, user: np.ndarray, rng: np.random.Generator) -> None:
+    """Give each transaction an address of its user's (four each) and a card country."""
+    ids = np.unique(user)
+    v4 = rng.integers(1 << 24, 223 << 24, size=(len(ids), 4))
+    v6 = rng.integers(0, 1 << 62, size=(len(ids), 4))
+    slot = {int(u): k for k, u in enumerate(ids)}
+    for tx, pick, six in zip(txs, rng.integers(0, 4, len(txs)), rng.random(len(txs)) < 0.1,
+                             strict=True):  # fmt: skip
+        k = slot[tx.user_id]
+        if six:
+            tx.ip_address = str(ipaddress.IPv6Address((0x2A00 << 112) | int(v6[k, pick])))
+        else:
+            tx.ip_address = str(ipaddress.IPv4Address(int(v4[k, pick])))
+        tx.card_country = ("DE", "US", "FR", "BR")[tx.user_id % 4]

@@ -83,7 +83,8 @@ def report(server: RedisServer, rows: list[dict], args) -> None:
         after = wire_stats(client)
     sent, received, calls, inside_us = (b - a for a, b in zip(before, after, strict=True))
     used = client.info("memory")["used_memory"]
-    users = sum(1 for _ in client.scan_iter(match=redis_state.key_of("*"), count=1000))
+    keys = client.scan_iter(match=f"{redis_state.prefix}:h:*", count=1000)
+    users = sum(1 for key in keys if not key.endswith(b":ids"))
     n, batches = len(rows), -(-len(rows) // args.batch)
     print(f"transform_many, {n} rows in {args.batch}-row batches over {args.users} users, "
           f"median of {args.runs} runs:")  # fmt: skip

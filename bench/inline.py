@@ -56,12 +56,12 @@ def score_latency(
 
 def interleaved_latency(
     ports: list[int], calls: int, rounds: int, warmup: int = 500,
-    tokens: list[str | None] | None = None,
+    tokens: list[str | None] | None = None, located: bool = False,
 ) -> list[InlineResult]:  # fmt: skip
     """The same Score calls to each server (with the token of the same rank), one round
     each in turn (server 1, 2, 1, 2, ...), so that a change in the machine's load falls on
     all of them alike; then ScoreBatch on each. One result per port."""
-    txs = transactions(calls + warmup, users=5000, seed=1, prefix="inline")
+    txs = transactions(calls + warmup, users=5000, seed=1, prefix="inline", located=located)
     batch_size, batch_calls = 100, max(20, calls // 100)
     results = [InlineResult([], [], batch_size, []) for _ in ports]
     metadata = [bearer_metadata(t) for t in (tokens or [None] * len(ports))]
@@ -254,6 +254,21 @@ def state_report(
     )
     where = "".join(f", {k} {v:.0f} µs" for k, v in pinned.items())
     lines.append(f"  a Redis PING round trip on this machine now: p50 {ping_us:.0f} µs{where}")
+    return lines
+
+
+def geoip_report(off: InlineResult, on: InlineResult) -> list[str]:
+    """Score latency with IP enrichment off beside on: the client's p50 per round, paired."""
+    lines = [f"inline Score with located transactions, {len(off.score_rounds)} rounds in turn:"]
+    for label, result in (("enrichment off", off), ("enrichment on", on)):
+        p50 = median([r.pct(50) for r in result.score_rounds])
+        lines.append(f"  {label:<16} client p50 {p50:6.0f} µs, server median "
+                     f"{median(result.server_us):5.0f} µs")  # fmt: skip
+    added = [b.pct(50) - a.pct(50) for a, b in zip(off.score_rounds, on.score_rounds, strict=True)]
+    server = median(on.server_us) - median(off.server_us)
+    lines.append(f"  enrichment adds {median(added):+.0f} µs client p50 (rounds: "
+                 f"{', '.join(f'{d:+.0f}' for d in added)}), {server:+.0f} µs server median; "
+                 "target at most +20 µs")  # fmt: skip
     return lines
 
 

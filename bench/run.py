@@ -12,9 +12,15 @@ port, append-only file, as served), with two tiny TFLite models, then prints:
 - capacity: Score calls/s at `--clients` concurrent clients with 1 and with 2 server
   processes (Redis state), from Python clients and, when built (`make bench-tools`), the Go
   client in bench/loadgen, with the load average and the CPU per call of both sides;
+- geoip: Score latency and Kafka-fed throughput (in-memory state) with IP enrichment off
+  (no database) beside on (the real country database and the keyed hash), the same located
+  transactions, rounds in turn;
 - stream: Kafka-fed throughput of one in-memory scorer beside 1 and 2 scorers with Redis
   state (scores counted in Kafka and Postgres), and Redis round trips and bytes per
-  transaction.
+  transaction;
+- cluster: Kafka-fed throughput with one Redis node beside a local Redis Cluster (3 masters,
+  3 replicas), and 1 beside 3 scorers on the cluster, with the CPU per transaction of the
+  scorers and of Redis, and what a core holds.
 Repeated rounds; medians. `--parts` runs some of them alone; `--profile` also runs one
 Redis-state scorer round under cProfile and prints where the time goes. `--rules 0,10,100`
 instead compares rule counts: the inline and stream parts run one server (scorer) per count,
@@ -38,6 +44,8 @@ from bench import rules as bench_rules
 from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
 from fraudops.devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
+from tests.helpers.geoip import GEOIP_DB
+from tests.helpers.redis_cluster import RedisClusterServers
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.stack import (
     channel_to,
@@ -52,7 +60,9 @@ from tests.helpers.stack import (
     wait_until,
 )
 
-PARTS = ("inline", "auth", "capacity", "stream")
+PARTS = ("inline", "auth", "capacity", "geoip", "stream", "cluster")
+# Partitions of the cluster part's topics: 3 scorers get 4 each.
+CLUSTER_PARTITIONS = 12
 
 
 def serving(settings: Settings, log: Path):
@@ -112,6 +122,34 @@ def run_auth(settings, work: Path, calls: int, rounds: int) -> list[str]:
     return inline.auth_report(anonymous, with_token)
 
 
+def run_geoip(settings, work: Path, calls: int, rounds: int, stream_n: int) -> list[str]:
+    """Two servers, enrichment off and on, their latency rounds in turn; then scorer rounds
+    off and on in turn. `off` has no database file: every address reads as unknown."""
+    off = replace(settings, geoip_db=work / "no-geoip.mmdb")
+    on = replace(settings, geoip_db=GEOIP_DB, ip_hash_key="bench-ip-hash-key",
+                 grpc_port=free_port())  # fmt: skip
+    topics = create_topics(settings, "bench-geoip")
+    try:
+        with (
+            serving(replace(off, **topics), work / "server-geoip-off.log"),
+            serving(replace(on, **topics), work / "server-geoip-on.log"),
+            channel_to(off.grpc_port) as ch_off, channel_to(on.grpc_port) as ch_on,
+        ):  # fmt: skip
+            wait_serving(ch_off, timeout=120)
+            wait_serving(ch_on, timeout=120)
+            latency = inline.interleaved_latency(
+                [off.grpc_port, on.grpc_port], calls, rounds, 500, [settings.client_token] * 2,
+                located=True,
+            )  # fmt: skip
+    finally:
+        delete_topics(settings, list(topics.values()))
+    drains: dict[str, list[stream.DrainResult]] = {"enrichment off": [], "enrichment on": []}
+    for seed in range(1, rounds + 1):
+        for label, s in (("enrichment off", off), ("enrichment on", on)):
+            drains[label].append(stream.drain(s, stream_n, seed, work, located=True))
+    return inline.geoip_report(*latency) + stream.report(drains, stream_n)[:-1]
+
+
 def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: float):
     """The same clients against 1, then 2 server processes sharing the Redis state: Python
     clients, then the Go client when it is built."""
@@ -128,7 +166,8 @@ def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: fl
             ))  # fmt: skip
             if go is not None:
                 results.append(capacity.measure_go(
-                    go, s.grpc_port, server.pid, processes, clients, seconds, work
+                    go, s.grpc_port, server.pid, processes, clients, seconds, work,
+                    s.client_token,
                 ))  # fmt: skip
     results.sort(key=lambda r: r.client != "Python")
     return capacity.report(results, go_missing=go is None)
@@ -194,6 +233,33 @@ def run_rules_stream(settings, databases: dict, work: Path, n: int, rounds: int)
             result = stream.drain(replace(settings, database_url=url), n, seed, work)
             out[f"{count} rules"].append(result)
     return stream.report(out, n)
+
+
+def run_cluster(settings, redis_url: str, work: Path, n: int, rounds: int) -> list[str]:
+    """One Redis node beside a Redis Cluster (3 masters, 3 replicas) with 1 and 3 scorers,
+    on the same topics' layout; Redis emptied before each round."""
+    cluster = RedisClusterServers(work / "redis-cluster").start()
+
+    def rounds_of(url: str, scorers: int) -> list[stream.DrainResult]:
+        out = []
+        for seed in range(1, rounds + 1):
+            for node in stream.redis_nodes(url):
+                with redis.Redis.from_url(node) as client:
+                    if client.info("replication")["role"] == "master":  # replicas follow
+                        client.flushall()
+            s = replace(settings, redis_url=url)
+            out.append(stream.drain(s, n, seed, work, None, scorers, CLUSTER_PARTITIONS))
+        return out
+
+    try:
+        configs = {
+            "Redis, 1 node, 1 scorer": rounds_of(redis_url, 1),
+            "Redis Cluster, 1 scorer": rounds_of(cluster.url, 1),
+            "Redis Cluster, 3 scorers": rounds_of(cluster.url, 3),
+        }
+    finally:
+        cluster.stop()
+    return stream.report(configs, n, CLUSTER_PARTITIONS)
 
 
 def run_profile(settings, redis_url: str, work: Path, n: int) -> list[str]:
@@ -268,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
             if "capacity" in parts:
                 seconds = args.capacity_seconds
                 lines += run_capacity(settings, shared, work, args.clients, seconds)
+            if "geoip" in parts:
+                lines += run_geoip(settings, work, args.calls, args.rounds, args.stream_n)
             if "stream" in parts:
                 lines += run_stream(settings, shared, work, args.stream_n, args.rounds)
+            if "cluster" in parts:
+                lines += run_cluster(settings, shared, work, args.stream_n, args.rounds)
             if args.profile:
                 lines += run_profile(settings, shared, work, args.stream_n)
         finally:

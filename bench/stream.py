@@ -1,8 +1,9 @@
 """Kafka-fed throughput of one or more scorer processes in one consumer group: start them on
 a fresh, empty topic, wait until each holds partitions, then produce the transactions and
 time the scores landing in Postgres (counted there and on Kafka). With Redis state, also
-Redis's own counters per transaction: script calls (round trips), bytes each way and time
-inside Redis."""
+Redis's own counters per transaction, summed over a cluster's nodes: script calls, bytes
+each way and time inside Redis; and the CPU each process spent per transaction (scorers from
+/proc, Redis nodes from INFO cpu), from which a core's capacity follows."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
+from bench.capacity import cpu_seconds
 from bench.common import STOP_S, median, transactions
 from fraudops.db import connect
 from fraudops.settings import Settings
+from serving.feature_state.redis_store import CLUSTER_SCHEME
+from serving.kafka_io import make_producer
 from tests.helpers.stack import (
     create_topics,
     delete_topics,
@@ -35,24 +39,22 @@ class DrainResult:
     seconds: float  # first score stored .. last score stored
     in_postgres: int
     on_kafka: int
-    redis: dict[str, float] | None = None  # per transaction: calls, sent, received, usec
+    redis: dict[str, float] | None = None  # per transaction: calls, sent, received, usec, cpu
+    scorer_cpu_us: float = float("nan")  # CPU of all scorer processes per transaction
 
     @property
     def rate(self) -> float:
         return self.n / self.seconds if self.n and self.seconds > 0 else float("nan")
 
 
-def serialized(n: int, seed: int, prefix: str) -> list[tuple[str, bytes]]:
+def serialized(n: int, seed: int, prefix: str, located: bool = False) -> list[tuple[str, bytes]]:
     """(key, value) of n transactions, keyed by user, made before any timing starts."""
-    txs = transactions(n, users=20_000, seed=seed, prefix=prefix)
+    txs = transactions(n, users=20_000, seed=seed, prefix=prefix, located=located)
     return [(str(tx.user_id), tx.SerializeToString()) for tx in txs]
 
 
 def fill(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
-    producer = Producer(settings.kafka_config(**{
-        "linger.ms": 20, "batch.num.messages": 10000, "compression.type": "lz4",
-        "queue.buffering.max.messages": 1_000_000,
-    }))  # fmt: skip
+    producer = make_producer(settings, **{"linger.ms": 20})  # placed as the server places them
     for key, value in messages:
         producer.produce(settings.topic_raw, key=key, value=value)
         producer.poll(0)
@@ -60,15 +62,34 @@ def fill(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
         raise RuntimeError("could not fill the raw topic")
 
 
-def redis_counters(url: str) -> dict[str, float]:
-    client = redis.Redis.from_url(url)
+def redis_nodes(url: str) -> list[str]:
+    """The URL of every Redis server behind `url` (a cluster's masters and replicas)."""
+    if not url.startswith(CLUSTER_SCHEME):
+        return [url]
+    first = redis.Redis.from_url("redis://" + url.removeprefix(CLUSTER_SCHEME))
     try:
-        stats = client.info("stats")
-        script = client.info("commandstats").get("cmdstat_evalsha", {})
+        nodes = first.execute_command("CLUSTER", "NODES").decode().splitlines()
     finally:
-        client.close()
-    return {"calls": script.get("calls", 0), "sent": stats["total_net_input_bytes"],
-            "received": stats["total_net_output_bytes"], "usec": script.get("usec", 0)}  # fmt: skip
+        first.close()
+    return [f"redis://{line.split()[1].split('@')[0]}/0" for line in nodes]
+
+
+def redis_counters(url: str) -> dict[str, float]:
+    """Counters summed over the servers behind `url`; cpu in microseconds."""
+    total = dict.fromkeys(("calls", "sent", "received", "usec", "cpu"), 0.0)
+    for node in redis_nodes(url):
+        client = redis.Redis.from_url(node)
+        try:
+            stats, cpu = client.info("stats"), client.info("cpu")
+            script = client.info("commandstats").get("cmdstat_evalsha", {})
+        finally:
+            client.close()
+        total["calls"] += script.get("calls", 0)
+        total["usec"] += script.get("usec", 0)
+        total["sent"] += stats["total_net_input_bytes"]
+        total["received"] += stats["total_net_output_bytes"]
+        total["cpu"] += 1e6 * (cpu["used_cpu_user"] + cpu["used_cpu_sys"])
+    return total
 
 
 def kafka_count(settings: Settings, topic: str) -> int:
@@ -97,24 +118,27 @@ def _stored(url: str, prefix: str) -> int:
 
 
 def drain(
-    base: Settings, n: int, seed: int, logs: Path, profile: Path | None = None, scorers: int = 1
-) -> DrainResult:
+    base: Settings, n: int, seed: int, logs: Path, profile: Path | None = None, scorers: int = 1,
+    partitions: int = PARTITIONS, located: bool = False,
+) -> DrainResult:  # fmt: skip
     """One round on fresh topics and a fresh consumer group."""
-    topics = create_topics(base, "bench", PARTITIONS)
-    settings = replace(base, consumer_group=f"bench-{uuid.uuid4().hex[:8]}", **topics)
+    topics = create_topics(base, "bench", partitions)
+    settings = replace(base, consumer_group=f"bench-{uuid.uuid4().hex[:8]}",
+                       raw_partitions=partitions, **topics)  # fmt: skip
     prefix = f"stream{seed}-{uuid.uuid4().hex[:6]}"  # rows of earlier rounds do not count
-    messages = serialized(n, seed, prefix)
+    messages = serialized(n, seed, prefix, located)
     args = ["-m", "serving.scorer"]
     if profile is not None:
         args = ["-m", "cProfile", "-o", str(profile), *args]
-    first, count = None, 0
-    before = redis_counters(settings.redis_url) if settings.redis_url else None
+    first, count, procs = None, 0, []
     try:
         with contextlib.ExitStack() as running:
             for k in range(scorers):
                 log = logs / f"scorer-{seed}-{k}.log"
-                running.enter_context(python_process(args, settings, log, STOP_S))
+                procs.append(running.enter_context(python_process(args, settings, log, STOP_S)))
             wait_for_members(settings, settings.consumer_group, scorers)
+            before = redis_counters(settings.redis_url) if settings.redis_url else None
+            cpu_before = sum(cpu_seconds(p.pid) for p in procs)
             fill(settings, messages)
             deadline = time.monotonic() + 600
             while count < n and time.monotonic() < deadline:
@@ -123,6 +147,7 @@ def drain(
                 if count and first is None:
                     first = (time.perf_counter(), count)
             last = time.perf_counter()
+            scorer_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         on_kafka = kafka_count(settings, settings.topic_scores)
     finally:
         delete_topics(settings, list(topics.values()))
@@ -130,12 +155,14 @@ def drain(
     if before is not None:
         after = redis_counters(settings.redis_url)
         per_tx = {k: (after[k] - before[k]) / n for k in before}
-    return DrainResult(n - first[1], last - first[0], count, on_kafka, per_tx)
+    return DrainResult(n - first[1], last - first[0], count, on_kafka, per_tx, scorer_cpu * 1e6 / n)
 
 
-def report(configs: dict[str, list[DrainResult]], n: int) -> list[str]:
+def report(
+    configs: dict[str, list[DrainResult]], n: int, partitions: int = PARTITIONS
+) -> list[str]:
     """`configs`: label -> rounds, the first label the reference the others compare to."""
-    lines = [f"Kafka-fed scoring, rounds of {n} transactions ({PARTITIONS} partitions), "
+    lines = [f"Kafka-fed scoring, rounds of {n} transactions ({partitions} partitions), "
              "median of rounds (first stored .. last stored):"]  # fmt: skip
     reference = None
     for label, rounds in configs.items():
@@ -150,9 +177,28 @@ def report(configs: dict[str, list[DrainResult]], n: int) -> list[str]:
         if rounds[-1].redis is not None:
             r = rounds[-1].redis
             lines.append(
-                f"    Redis per tx: {r['calls']:.4f} round trips, {r['sent']:.0f} B sent, "
+                f"    Redis per tx: {r['calls']:.4f} script calls, {r['sent']:.0f} B sent, "
                 f"{r['received']:.0f} B received, {r['usec']:.1f} µs inside Redis"
             )
+        lines += cpu_lines(rounds[-1])
     first = next(iter(configs))
+    lines.append(
+        "  (N cores hold N x the tx/s per core above, while Kafka partitions >= "
+        "scorers and Redis nodes are added at the per-core Redis figure)"
+    )
     lines.append(f"  {first} vs the 50,000 tx/s per process target: {reference / 50_000:.2f}x")
+    return lines
+
+
+def cpu_lines(result: DrainResult) -> list[str]:
+    """CPU per transaction of the scorers and of Redis, and what a core of each holds."""
+    parts = {"scorer processes": result.scorer_cpu_us}
+    if result.redis is not None:
+        parts["Redis servers (all nodes)"] = result.redis["cpu"]
+    lines = []
+    for name, us in parts.items():
+        lines.append(f"    CPU per tx, {name}: {us:.1f} µs -> {1e6 / us:,.0f} tx/s per core")
+    total = sum(parts.values())
+    lines.append(f"    together {total:.1f} µs per tx: {1e6 / total:,.0f} tx/s per core; "
+                 f"10,000 tx/s needs {total * 1e4 / 1e6:.2f} cores")  # fmt: skip
     return lines

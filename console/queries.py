@@ -216,8 +216,10 @@ def review_queue(conn, day: date | None) -> dict[str, Any]:
 _TX_COLUMNS = (
     "transaction_id, user_id, event_ts, type, amount, old_balance_orig, new_balance_orig,"
     " old_balance_dest, new_balance_dest, is_unauthorized_overdraft, dest_id, channel, score,"
-    " band, model_version, reasons, latency_us, source, scored_at"
+    " band, model_version, reasons, latency_us, source, scored_at, ip_country, ip_kind,"
+    " card_country, billing_country"
 )
+USER_COUNTRIES_ROWS = 20
 
 
 def transaction(conn, transaction_id: str) -> dict[str, Any] | None:
@@ -254,13 +256,27 @@ def transaction(conn, transaction_id: str) -> dict[str, Any] | None:
             (tx["user_id"], tx["event_ts"] - USER_HISTORY_S, tx["event_ts"], USER_HISTORY_ROWS),
         )
         user_day = rows(cur)
+        user_countries = _user_countries(cur, tx["user_id"], tx["event_ts"])
     return {
         "transaction": dict(tx),
         "label": dict(label) if label else None,
         "label_history": history,
         "claim": dict(claim) if claim else None,
         "user_last_24h": user_day,
+        "user_countries": user_countries,
     }
+
+
+def _user_countries(cur, user_id: int, until: int) -> list[dict[str, Any]]:
+    """The countries a user paid from up to a transaction (by IP), most recent first, with
+    how often and when last."""
+    cur.execute(
+        "SELECT ip_country AS country, count(*) AS payments, max(event_ts) AS last_ts"
+        " FROM scored_transactions WHERE user_id = %s AND event_ts <= %s"
+        " AND ip_country IS NOT NULL GROUP BY ip_country ORDER BY last_ts DESC LIMIT %s",
+        (user_id, until, USER_COUNTRIES_ROWS),
+    )
+    return rows(cur)
 
 
 def claim(conn, transaction_id: str, user_name: str, ttl_s: int) -> dict[str, Any] | None:

@@ -111,6 +111,10 @@ class ScoredTransaction(BaseModel):
     latency_us: int | None
     source: str
     scored_at: datetime
+    ip_country: str | None
+    ip_kind: str | None
+    card_country: str | None
+    billing_country: str | None
 
 
 class StoredLabel(Answer):
@@ -148,12 +152,19 @@ class UserDayItem(Answer):
     channel: str | None
 
 
+class UserCountry(Answer):
+    country: str
+    payments: int
+    last_ts: int
+
+
 class TransactionDetail(Answer):
     transaction: ScoredTransaction
     label: StoredLabel | None
     label_history: list[LabelChange]
     claim: Claim | None
     user_last_24h: list[UserDayItem]
+    user_countries: list[UserCountry]
 
 
 class Labelled(Answer):

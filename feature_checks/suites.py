@@ -21,8 +21,11 @@ import numpy as np
 import pandas as pd
 from great_expectations.expectations.row_conditions import Column
 
+from fraudops.countries import COUNTRY_CODES
+from fraudops.geoip import KINDS
 from fraudops.schema import (
     BALANCE_COLUMNS,
+    LOCATION_DATA_COLUMNS,
     MAX_AMOUNT,
     MAX_ID_LENGTH,
     TRANSACTION_COLUMNS,
@@ -41,6 +44,7 @@ DTYPES: dict[str, list[str]] = {
     **{c: ["float64"] for c in ("amount", *BALANCE_COLUMNS, "is_unauthorized_overdraft")},
     "dest_id": ["int64"],
     "is_fraud": ["int8"],
+    **{c: STRING_DTYPES for c in LOCATION_DATA_COLUMNS},
 }
 LEGIT = Column("is_fraud") == 0
 
@@ -63,6 +67,7 @@ class ReferenceProfile:
 
     amount_quantiles: tuple[float, ...]
     type_shares: dict[str, float]
+    located: bool = False  # the reference carries location columns: so must a batch
 
     @classmethod
     def from_frame(cls, reference: pd.DataFrame) -> ReferenceProfile:
@@ -74,17 +79,33 @@ class ReferenceProfile:
         return cls(
             amount_quantiles=tuple(float(q) for q in quantiles),
             type_shares={t: float(shares.get(t, 0.0)) for t in TRANSACTION_TYPES},
+            located=set(LOCATION_DATA_COLUMNS) <= set(reference.columns),
         )
 
 
-def schema_expectations() -> list:
-    """Exactly the canonical columns, in order, with their dtypes and no nulls."""
-    expectations = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=list(TRANSACTION_COLUMNS))]
-    for column in TRANSACTION_COLUMNS:
+def dataset_columns(located: bool) -> list[str]:
+    """The canonical columns, with the location ones before the label when `located`."""
+    extra = list(LOCATION_DATA_COLUMNS) if located else []
+    return [*TRANSACTION_COLUMNS[:-1], *extra, TRANSACTION_COLUMNS[-1]]
+
+
+def schema_expectations(located: bool = False) -> list:
+    """Exactly the canonical columns, in order, with their dtypes and no nulls; location
+    values from their vocabularies (a country code or "" unknown, a kind)."""
+    columns = dataset_columns(located)
+    expectations = [gxe.ExpectTableColumnsToMatchOrderedList(column_list=columns)]
+    for column in columns:
         expectations.append(
             gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=DTYPES[column])
         )
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
+    if located:
+        countries = ["", *sorted(COUNTRY_CODES)]
+        expectations += [
+            gxe.ExpectColumnValuesToBeInSet(column="ip_country", value_set=countries),
+            gxe.ExpectColumnValuesToBeInSet(column="card_country", value_set=countries),
+            gxe.ExpectColumnValuesToBeInSet(column="ip_kind", value_set=list(KINDS)),
+        ]
     return expectations
 
 
@@ -151,7 +172,7 @@ def build_suite(profile: ReferenceProfile, params: dict) -> gx.ExpectationSuite:
     """The full suite for a transaction batch."""
     suite = gx.ExpectationSuite(name=SUITE_NAME)
     for expectation in (
-        schema_expectations()
+        schema_expectations(profile.located)
         + value_expectations()
         + batch_expectations(params)
         + distribution_expectations(profile, params)

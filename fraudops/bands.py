@@ -11,6 +11,7 @@ from fraudops.features import FEATURE_NAMES, FEATURES
 
 _BALANCE = np.array([i for i, f in enumerate(FEATURES) if f.balance_derived])
 _PRESENT = FEATURE_NAMES.index("balances_present")
+_LOCATION_LABELS = tuple(f.label for f in FEATURES if f.location)
 
 ALLOW, CHALLENGE, BLOCK = "ALLOW", "CHALLENGE", "BLOCK"
 BANDS = (ALLOW, CHALLENGE, BLOCK)
@@ -56,3 +57,28 @@ class Explainer:
         for row, idx in zip(contrib, top, strict=True):
             out.append([f"{FEATURES[i].label} (+{row[i]:.1f})" for i in idx if row[i] > 0.5])
         return out
+
+
+def location_reasons(reasons: list[list[str]], txs) -> list[list[str]]:
+    """Reasons with a location signal told as the analyst needs it: "IP country BR, card
+    issued in DE (+1.4)" in place of the feature's name (one such reason per transaction,
+    the strongest; the others are the same story)."""
+    out = reasons
+    for n, row in enumerate(reasons):
+        hits = [k for k, r in enumerate(row) if r.startswith(_LOCATION_LABELS)]
+        if not hits:
+            continue
+        if out is reasons:
+            out = list(reasons)
+        strength = row[hits[0]][row[hits[0]].rfind(" (") :]
+        told = describe_location(txs[n]) + strength
+        out[n] = [told if k == hits[0] else r for k, r in enumerate(row) if k not in hits[1:]]
+    return out
+
+
+def describe_location(tx) -> str:
+    """Where a transaction came from, in words: the IP's country (or its kind), the card's."""
+    country, kind = tx.get("ip_country", ""), tx.get("ip_kind", "unknown")
+    ip = f"IP country {country}" if country else f"IP address {kind}"
+    card = tx.get("card_country", "")
+    return f"{ip}, card issued in {card}" if card else ip

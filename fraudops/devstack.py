@@ -12,7 +12,9 @@ process of the stack logs in as its own principal (`fraudops.kafka_access`).
 A service is one record in SERVICES: adding one is adding a record. The project's own
 processes are records in APPS, started only when named: `up scorer` starts
 `FRAUDOPS_SCORER_REPLICAS` stream scorers in one consumer group (their metrics on the ports
-after the server's), sharing the Redis state, supervised as one service.
+after the server's), sharing the Redis state, supervised as one service. The clusters
+(`redis-cluster`: 3 Redis masters with a replica each; `kafka-cluster`: 3 KRaft brokers,
+replication factor 3) are records in CLUSTERS, also started only when named.
 
 Installing is not `up`'s job: `make install` resolves the Kafka jars, `.ci/run` installs
 Debian's PostgreSQL; `up` fails naming the missing piece.
@@ -57,8 +59,6 @@ STOP_TIMEOUT_S = 30
 LOG_TAIL_LINES = 30
 ERROR_LINE = re.compile(r"\b(ERROR|FATAL)\b|Exception")  # a log line that names a cause
 FIRST_ERRORS = 3
-# At least the number of scorer replicas (one consumer group spreads partitions over them).
-TOPIC_PARTITIONS = 3
 
 
 class StackError(Exception):
@@ -223,8 +223,40 @@ class Service:
 # login; `env` exports admin's.
 
 
-def _kafka_prepare(stack: Stack) -> None:
-    """server.properties from the template; passwords and storage made once."""
+@dataclass(frozen=True)
+class KafkaNode:
+    """One broker (and controller) of the dev stack: its id, ports and home directory
+    (server.properties, log4j2.properties, data/)."""
+
+    node_id: int
+    host: str
+    port: int
+    controller_port: int
+    home: Path
+
+
+def kafka_nodes(stack: Stack) -> list[KafkaNode]:
+    """The one broker of `up kafka`."""
+    host, port = stack.settings.kafka_address()
+    return [KafkaNode(1, host, port, stack.settings.kafka_controller_port, stack.dir("kafka"))]
+
+
+def kafka_cluster_nodes(stack: Stack) -> list[KafkaNode]:
+    """The brokers of `up kafka-cluster`: kafka_cluster_port and the next ones, their
+    controllers KAFKA_CONTROLLER_OFFSET above."""
+    base = stack.settings.kafka_cluster_port
+    return [
+        KafkaNode(n, "127.0.0.1", base + n - 1, base + KAFKA_CONTROLLER_OFFSET + n - 1,
+                  stack.dir("kafka-cluster") / str(n))
+        for n in range(1, KAFKA_CLUSTER_BROKERS + 1)
+    ]  # fmt: skip
+
+
+KAFKA_CLUSTER_BROKERS = 3
+KAFKA_CONTROLLER_OFFSET = 100
+
+
+def _kafka_checks(stack: Stack) -> None:
     if not any(stack.kafka_libs.glob("*.jar")):
         raise StackError(
             f"the Kafka broker's jars are missing in {stack.kafka_libs}: run `make install` "
@@ -232,19 +264,33 @@ def _kafka_prepare(stack: Stack) -> None:
         )
     if shutil.which("java") is None:
         raise StackError("java not found: Java 17+ is needed (.ci/run installs it)")
-    home, data = stack.dir("kafka"), stack.dir("kafka") / "data"
-    home.mkdir(parents=True, exist_ok=True)
-    if (data / "meta.properties").exists() and not stack.kafka_passwords():
-        say(
-            f"kafka: {data} was formatted without SASL users (an older dev stack); "
-            "re-creating it empty (local dev data: its topics and messages are dropped)"
-        )
-        shutil.rmtree(data)
+
+
+def _kafka_prepare(stack: Stack, nodes: list[KafkaNode] | None = None) -> None:
+    """server.properties from the template for each node; passwords and storage made once
+    (every node of a cluster formatted with the same cluster id and controllers)."""
+    _kafka_checks(stack)
+    nodes = nodes or kafka_nodes(stack)
+    for node in nodes:
+        node.home.mkdir(parents=True, exist_ok=True)
+        data = node.home / "data"
+        if (data / "meta.properties").exists() and not stack.kafka_passwords():
+            say(
+                f"kafka: {data} was formatted without SASL users (an older dev stack); "
+                "re-creating it empty (local dev data: its topics and messages are dropped)"
+            )
+            shutil.rmtree(data)
     _kafka_credentials(stack)
-    _write_private(home / "server.properties", kafka_properties(stack))
-    shutil.copy(stack.root / "infra" / "kafka" / "log4j2.properties", home / "log4j2.properties")
-    if not (data / "meta.properties").exists():
-        _kafka_format(stack)
+    for node in nodes:
+        _write_private(node.home / "server.properties", kafka_properties(stack, node, nodes))
+        log4j = stack.root / "infra" / "kafka" / "log4j2.properties"
+        shutil.copy(log4j, node.home / "log4j2.properties")
+    unformatted = [n for n in nodes if not (n.home / "data" / "meta.properties").exists()]
+    if len(unformatted) == len(nodes):
+        _kafka_format(stack, nodes)
+    elif unformatted:
+        raise StackError(f"kafka: {unformatted[0].home}/data is empty while other brokers of "
+                         "the cluster hold data: remove them all to start afresh")  # fmt: skip
 
 
 def _kafka_credentials(stack: Stack) -> None:
@@ -258,52 +304,75 @@ def _kafka_credentials(stack: Stack) -> None:
         _write_private(stack.dir("kafka") / "credentials.json", json.dumps(passwords, indent=1))
 
 
-def kafka_properties(stack: Stack) -> str:
-    """infra/kafka/server.properties with the data directory, the settings' ports and the
-    admin password."""
-    host, port = stack.settings.kafka_address()
+def kafka_properties(
+    stack: Stack, node: KafkaNode | None = None, nodes: list[KafkaNode] | None = None
+) -> str:
+    """infra/kafka/server.properties for `node` of `nodes` (default: the one broker): its
+    data directory, ports and id, every controller, the replication of a cluster of that
+    size, and the admin password."""
+    nodes = nodes or kafka_nodes(stack)
+    node = node or nodes[0]
     text = (stack.root / "infra" / "kafka" / "server.properties").read_text()
+    replicas = min(3, len(nodes))
     for key, value in {
-        "@DATA_DIR@": str(stack.dir("kafka") / "data"),
-        "@HOST@": host,
-        "@PORT@": str(port),
-        "@CONTROLLER_PORT@": str(stack.settings.kafka_controller_port),
+        "@DATA_DIR@": str(node.home / "data"),
+        "@HOST@": node.host,
+        "@PORT@": str(node.port),
+        "@CONTROLLER_PORT@": str(node.controller_port),
+        "@NODE_ID@": str(node.node_id),
+        "@QUORUM@": ",".join(f"{n.host}:{n.controller_port}" for n in nodes),
+        "@REPLICAS@": str(replicas),
+        "@MIN_ISR@": str(max(1, replicas - 1)),
         "@ADMIN_PASSWORD@": stack.kafka_passwords().get(kafka_access.ADMIN, ""),
     }.items():
         text = text.replace(key, value)
     return text
 
 
-def _kafka_java(stack: Stack, *args: str) -> list[str]:
-    home = stack.dir("kafka")
+def _kafka_java(stack: Stack, home: Path, *args: str) -> list[str]:
     return ["java", f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
             "-cp", f"{stack.kafka_libs}/*", *args]  # fmt: skip
 
 
-def _kafka_format(stack: Stack) -> None:
-    """Format the storage with admin's SCRAM credential: the broker logs in to itself with
-    it, and the dev stack with it adds the other principals."""
-    tool = "kafka.tools.StorageTool"
-    cluster_id = subprocess.run(
-        _kafka_java(stack, tool, "random-uuid"), capture_output=True, text=True, check=True
-    ).stdout.split()[-1]
-    say(f"kafka: formatting storage (cluster id {cluster_id})")
-    config = str(stack.dir("kafka") / "server.properties")
+def _kafka_uuid() -> str:
+    """A Kafka Uuid (16 random bytes, URL-safe base64 without padding; not starting with '-',
+    which a command line would take for an option)."""
+    import base64
+
+    while True:
+        text = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _kafka_format(stack: Stack, nodes: list[KafkaNode]) -> None:
+    """Format each node's storage with admin's SCRAM credential (the brokers log in to each
+    other with it, and the dev stack with it adds the other principals): one broker as a
+    standalone controller, a cluster with every node as an initial controller."""
+    tool, cluster_id = "kafka.tools.StorageTool", _kafka_uuid()
     admin = kafka_access.ADMIN
     scram = f"SCRAM-SHA-512=[name={admin},password={stack.kafka_passwords()[admin]}]"
-    command = _kafka_java(stack, tool, "format", "--standalone", "-t", cluster_id, "-c", config,
-                          "--add-scram", scram)  # fmt: skip
-    _run_logged(command, stack.log("kafka"), "kafka: storage format failed")
+    controllers = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}:{_kafka_uuid()}"
+                           for n in nodes)  # fmt: skip
+    quorum = ["--standalone"] if len(nodes) == 1 else ["--initial-controllers", controllers]
+    for node in nodes:
+        say(f"kafka: formatting storage of node {node.node_id} (cluster id {cluster_id})")
+        config = str(node.home / "server.properties")
+        command = _kafka_java(stack, node.home, tool, "format", *quorum, "-t", cluster_id,
+                              "-c", config, "--add-scram", scram)  # fmt: skip
+        _run_logged(command, stack.log("kafka"), "kafka: storage format failed")
+
+
+def kafka_node_command(stack: Stack, node: KafkaNode) -> list[str]:
+    heap = ["-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+    return [
+        *_kafka_java(stack, node.home, *heap, "-Djava.awt.headless=true", "kafka.Kafka"),
+        str(node.home / "server.properties"),
+    ]
 
 
 def _kafka_commands(stack: Stack) -> list[list[str]]:
-    heap = ["-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
-    return [
-        [
-            *_kafka_java(stack, *heap, "-Djava.awt.headless=true", "kafka.Kafka"),
-            str(stack.dir("kafka") / "server.properties"),
-        ]
-    ]
+    return [kafka_node_command(stack, node) for node in kafka_nodes(stack)]
 
 
 def _kafka_admin(stack: Stack):
@@ -322,7 +391,7 @@ def _kafka_ready(stack: Stack) -> bool:
 def _kafka_setup(stack: Stack) -> None:
     """The settings' topics, then every principal and its ACLs on them."""
     admin_settings = stack.as_kafka_user(kafka_access.ADMIN)
-    for name in kafka_access.ensure_topics(admin_settings, TOPIC_PARTITIONS):
+    for name in kafka_access.ensure_topics(admin_settings, stack.settings.raw_partitions):
         say(f"kafka: created topic {name}")
     if stack.kafka_passwords():  # a broker of this stack (not one found on the port)
         kafka_access.add_users(admin_settings, stack.kafka_passwords())
@@ -339,6 +408,34 @@ KAFKA = Service(
     ready=_kafka_ready,
     prepare=_kafka_prepare,
     after_ready=_kafka_setup,
+)
+
+
+# --- Kafka, 3 brokers ---------------------------------------------------------------------
+# `up kafka-cluster`: three KRaft nodes (each a broker and a controller) on loopback, data
+# under run/kafka-cluster/<node>/, the one broker's logins (run/kafka/credentials.json) and
+# ACLs; every partition on 3 brokers, min.insync.replicas 2, so with the project's producers
+# (acks=all, idempotent) one broker may die without losing or stopping anything. Point the
+# processes at it with KAFKA_BOOTSTRAP_SERVERS set to `local_kafka_cluster_bootstrap()`.
+
+
+def on_kafka_cluster(stack: Stack) -> Stack:
+    """The stack with its settings pointed at the 3-broker Kafka."""
+    bootstrap = stack.settings.local_kafka_cluster_bootstrap()
+    return replace(stack, settings=replace(stack.settings, kafka_bootstrap_servers=bootstrap))
+
+
+KAFKA_CLUSTER = Service(
+    name="kafka-cluster",
+    endpoint=lambda s: s.local_kafka_cluster_bootstrap(),
+    commands=lambda stack: [kafka_node_command(stack, n) for n in kafka_cluster_nodes(stack)],
+    ready=lambda stack: (
+        all(port_open(n.host, n.port) for n in kafka_cluster_nodes(stack))
+        and _kafka_ready(on_kafka_cluster(stack))
+    ),
+    prepare=lambda stack: _kafka_prepare(stack, kafka_cluster_nodes(stack)),
+    after_ready=lambda stack: _kafka_setup(on_kafka_cluster(stack)),
+    ready_timeout_s=180,
 )
 
 
@@ -511,6 +608,92 @@ REDIS = Service(
 )
 
 
+# --- Redis Cluster ------------------------------------------------------------------------
+# The per-user state past one node (`up redis-cluster`): 3 masters, each with 1 replica, on
+# redis_cluster_port and the 5 ports after it, data under run/redis-cluster/<port>/. Started
+# with `REDIS_URL=redis+cluster://...` (env prints it) the scoring processes use it; a master
+# that dies is replaced by its replica within about cluster-node-timeout.
+REDIS_CLUSTER_NODES = 6
+REDIS_CLUSTER_NODE_TIMEOUT_MS = 1000
+
+
+def redis_cluster_node_command(port: int, directory: Path) -> list[str]:
+    """redis-server as one node of a cluster: loopback, its own directory, append-only file
+    fsynced every second, no snapshots; a replica may be promoted without its master."""
+    return ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(REDIS_CLUSTER_NODE_TIMEOUT_MS),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            "--protected-mode", "yes", "--daemonize", "no",
+            "--logfile", str(directory / "redis.log")]  # fmt: skip
+
+
+def form_redis_cluster(ports: list[int], timeout: float = 60) -> None:
+    """Make running cluster-mode nodes one cluster (the first half masters, one replica
+    each) unless they already are; returns once every slot is served by a master with a
+    replica in sync (the scoring processes WAIT for the replicas they know of)."""
+    if not _redis_cluster_ok(ports[0]):
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        command = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "1",
+                   "--cluster-yes"]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode != 0 and not _redis_cluster_ok(ports[0]):
+            raise StackError(f"redis-cli --cluster create failed:\n{result.stdout}{result.stderr}")
+    wait_until(lambda: all(_redis_cluster_ok(p) for p in ports), "the Redis Cluster", timeout)
+    wait_until(lambda: _redis_replicas_synced(ports[0]), "the Redis Cluster's replicas", timeout)
+
+
+def _redis_replicas_synced(port: int) -> bool:
+    """Every slot range lists a replica (CLUSTER SLOTS leaves out one still syncing)."""
+    import redis
+
+    with redis.Redis(port=port, socket_timeout=2) as client:
+        return all(len(served) >= 4 for served in client.execute_command("CLUSTER SLOTS"))
+
+
+def _redis_cluster_ok(port: int) -> bool:
+    """CLUSTER INFO on the node reports cluster_state:ok (every slot served)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"CLUSTER INFO\r\n")
+            return b"cluster_state:ok" in sock.recv(4096)
+    except OSError:
+        return False
+
+
+def _redis_cluster_ports(settings: Settings) -> list[int]:
+    return [settings.redis_cluster_port + n for n in range(REDIS_CLUSTER_NODES)]
+
+
+def _redis_cluster_commands(stack: Stack) -> list[list[str]]:
+    home = stack.dir("redis-cluster")
+    return [
+        redis_cluster_node_command(port, home / str(port))
+        for port in _redis_cluster_ports(stack.settings)
+    ]
+
+
+def _redis_cluster_ready(stack: Stack) -> bool:
+    return all(port_open("127.0.0.1", port) for port in _redis_cluster_ports(stack.settings))
+
+
+def _redis_cluster_prepare(stack: Stack) -> None:
+    _redis_prepare(stack)
+    for port in _redis_cluster_ports(stack.settings):
+        (stack.dir("redis-cluster") / str(port)).mkdir(parents=True, exist_ok=True)
+
+
+REDIS_CLUSTER = Service(
+    name="redis-cluster",
+    endpoint=lambda s: f"127.0.0.1:{s.redis_cluster_port}",
+    commands=_redis_cluster_commands,
+    ready=_redis_cluster_ready,
+    prepare=_redis_cluster_prepare,
+    after_ready=lambda stack: form_redis_cluster(_redis_cluster_ports(stack.settings)),
+    ready_timeout_s=30,
+)
+
+
 # --- MLflow -------------------------------------------------------------------------------
 
 
@@ -658,7 +841,7 @@ SERVICES = {s.name: s for s in (KAFKA, POSTGRES, REDIS, MLFLOW, AIRFLOW, CONSOLE
 # --- stream scorers -----------------------------------------------------------------------
 # Replica n serves its metrics on metrics_port + 1 + n (the server keeps metrics_port); a
 # consumer group spreads the topic's partitions over them, so more replicas than
-# TOPIC_PARTITIONS would leave the extra ones idle.
+# FRAUDOPS_RAW_PARTITIONS would leave the extra ones idle.
 
 
 def scorer_metrics_ports(settings: Settings) -> list[int]:
@@ -667,10 +850,10 @@ def scorer_metrics_ports(settings: Settings) -> list[int]:
 
 def _scorer_prepare(stack: Stack) -> None:
     s = stack.settings
-    if s.metrics_port <= 0 or not 1 <= s.scorer_replicas <= TOPIC_PARTITIONS:
+    if s.metrics_port <= 0 or not 1 <= s.scorer_replicas <= s.raw_partitions:
         raise StackError(
             f"scorers need FRAUDOPS_METRICS_PORT > 0 (readiness is their metrics endpoint) "
-            f"and 1 to {TOPIC_PARTITIONS} FRAUDOPS_SCORER_REPLICAS (the topics' partitions); "
+            f"and 1 to {s.raw_partitions} FRAUDOPS_SCORER_REPLICAS (the topics' partitions); "
             f"got {s.metrics_port} and {s.scorer_replicas}"
         )
 
@@ -747,6 +930,8 @@ REPLAY = Service(
 )
 
 APPS = {s.name: s for s in (SCORER, SERVER, LABEL_CONSUMER, REPLAY)}
+# Started only when named (`up redis-cluster`): the single-node services stay the default.
+CLUSTERS = {s.name: s for s in (REDIS_CLUSTER, KAFKA_CLUSTER)}
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -936,14 +1121,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "services", nargs="*",
         help=f"default: up starts {', '.join(SERVICES)}; down and status also cover "
-        f"{', '.join(APPS)}",
+        f"{', '.join(APPS)}; named only: {', '.join(CLUSTERS)}",
     )  # fmt: skip
     parser.add_argument("--run-dir", type=Path, default=ROOT / "run")
     parser.add_argument("--kafka-libs", type=Path, default=KAFKA_LIBS)
     args = parser.parse_args(argv)
     if args.command == "_group":
         return run_group(json.loads(args.services[0]))
-    known = {**SERVICES, **APPS}
+    known = {**SERVICES, **CLUSTERS, **APPS}
     unknown = [n for n in args.services if n not in known]
     if unknown:
         parser.error(f"unknown service {unknown[0]!r} (one of: {', '.join(known)})")

@@ -11,11 +11,20 @@ order an online scorer sees them when events arrive in time order.
 Balances are optional: a row whose `balances_missing` is true (a card payment carries no
 account balances) gets 0 in every balance-derived feature and 0 in `balances_present`, so
 the model is told the balances are unknown instead of reading zeros as a drained account.
-A dataset without the column has every balance present."""
+A dataset without the column has every balance present.
+
+Location: a transaction's `ip_country` and `ip_kind` come from enriching its IP address
+(`fraudops.geoip.enrich_columns`, before this transform, in featurize and in the scorer);
+`card_country` comes with it. Unknown ("", or a dataset without the columns, such as a
+PaySim CSV) is a value of its own: every location feature reads 0 then. Per user, a
+`LocationHistory` says whether the user paid from the IP's country before and from how many
+countries in the last COUNTRY_WINDOW_SECONDS; the batch transform and the in-memory state
+both run it, the Redis state runs the same rule in Lua (redis_location.lua)."""
 
 from __future__ import annotations
 
 import functools
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +41,7 @@ class Feature:
     name: str
     label: str  # how a reason names it to an analyst
     balance_derived: bool = False  # leaks the label in PaySim-style data; see evaluate
+    location: bool = False  # from the IP address and the card's country; see evaluate
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -49,17 +59,32 @@ FEATURES: tuple[Feature, ...] = (
     Feature("hour_sin", "hour of day"),
     Feature("hour_cos", "hour of day"),
     *(Feature(f"type_{t}", f"type {t}") for t in TRANSACTION_TYPES),
+    Feature("ip_country_known", "whether the IP address's country is known", location=True),
+    Feature("ip_card_country_mismatch", "IP country differs from the card's", location=True),
+    Feature("ip_not_public", "IP address in a private or reserved range", location=True),
     Feature("tx_count_1h", "transactions by this user in the last hour"),
     Feature("log_amount_sum_1h", "amount sent by this user in the last hour"),
     Feature("tx_count_24h", "transactions by this user in the last 24 hours"),
     Feature("log_amount_sum_24h", "amount sent by this user in the last 24 hours"),
     Feature("log_seconds_since_last", "time since this user's previous transaction"),
+    Feature("ip_country_new", "IP country new for this user", location=True),
+    Feature(
+        "ip_countries_24h", "countries this user paid from in the last 24 hours", location=True
+    ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 BALANCE_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.balance_derived)
+LOCATION_FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.location)
+# The per-user features: velocity, then location (the last columns, in this order).
+N_VELOCITY = 2 * len(WINDOWS_SECONDS) + 1
+N_LOCATION_STATE = 2
+STATE_FEATURES: tuple[str, ...] = FEATURE_NAMES[-(N_VELOCITY + N_LOCATION_STATE) :]
+COUNTRY_WINDOW_SECONDS = 86400
+MAX_COUNTRIES = 10  # beyond this many countries in a day, more says nothing new
 N_FEATURES = len(FEATURES)
 _BALANCE_COLUMNS = [FEATURE_NAMES.index(n) for n in BALANCE_FEATURES]
 _PRESENT_COLUMN = FEATURE_NAMES.index("balances_present")
+_LOCATION_COLUMNS = [FEATURE_NAMES.index(n) for n in LOCATION_FEATURES]
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:
@@ -77,6 +102,9 @@ def _static_features(cols: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     angle = 2.0 * np.pi * hour / 24.0
     types = np.asarray(cols["type"]).astype(str)
     present = _balances_present(cols, len(amount))
+    ip_country = _text_column(cols, "ip_country", len(amount))
+    card_country = _text_column(cols, "card_country", len(amount))
+    ip_kind = _text_column(cols, "ip_kind", len(amount))
     balance = [
         np.log1p(old_o),
         np.log1p(new_o),
@@ -95,7 +123,81 @@ def _static_features(cols: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         np.sin(angle),
         np.cos(angle),
         *((types == t).astype(np.float64) for t in TRANSACTION_TYPES),
+        (ip_country != "").astype(np.float64),
+        ((ip_country != "") & (card_country != "") & (ip_country != card_country)).astype(float),
+        ((ip_kind == "private") | (ip_kind == "reserved")).astype(np.float64),
     ]
+
+
+def _text_column(cols: Mapping[str, np.ndarray], name: str, n: int) -> np.ndarray:
+    """A text column as strings, "" (unknown) where missing, NaN or None (a dataset
+    without location columns, or a CSV whose empty cells were read as NaN)."""
+    column = cols.get(name) if hasattr(cols, "get") else None
+    if column is None:
+        return np.full(n, "", dtype=object)
+    return np.array([v if isinstance(v, str) else "" for v in column], dtype=object)
+
+
+class LocationHistory:
+    """One user's countries: where each was first paid from, and the recent events with a
+    known country in time order (ties in arrival order). `values` is the one location rule
+    (the batch transform and the in-memory state call it; redis_location.lua mirrors it):
+    whether the country is new (no earlier event from it at or before `ts`) and how many
+    distinct countries are among the earlier events in (ts - COUNTRY_WINDOW_SECONDS, ts]
+    and this one. An event without a known country gets 0 for both and is not kept."""
+
+    __slots__ = ("countries", "first", "times")
+
+    def __init__(self) -> None:
+        self.first: dict[str, int] = {}
+        self.times: list[int] = []
+        self.countries: list[str] = []
+
+    def values(self, ts: int, country: str) -> list[float]:
+        if not country:
+            return [0.0, 0.0]
+        first = self.first.get(country)
+        new = 1.0 if first is None or first > ts else 0.0
+        lo = bisect_right(self.times, ts - COUNTRY_WINDOW_SECONDS)
+        seen = set(self.countries[lo : bisect_right(self.times, ts)])
+        seen.add(country)
+        return [new, float(len(seen))]
+
+    def add(self, ts: int, country: str, keep_seconds: int | None = None) -> None:
+        """Record an event; with `keep_seconds`, drop window events older than that behind
+        this one (the first-seen times stay)."""
+        if not country:
+            return
+        if country not in self.first or ts < self.first[country]:
+            self.first[country] = ts
+        at = bisect_right(self.times, ts)
+        self.times.insert(at, ts)
+        self.countries.insert(at, country)
+        if keep_seconds is not None and self.times[0] <= ts - keep_seconds:
+            drop = bisect_right(self.times, ts - keep_seconds)
+            del self.times[:drop], self.countries[:drop]
+
+
+def location_features(raw) -> np.ndarray:
+    """Raw location values (N, 2: new country, distinct countries) as features: the count
+    capped at MAX_COUNTRIES."""
+    out = np.asarray(raw, dtype=np.float64).reshape(-1, N_LOCATION_STATE).copy()
+    out[:, 1] = np.minimum(out[:, 1], MAX_COUNTRIES)
+    return out
+
+
+def _location_raw(user: np.ndarray, ts: np.ndarray, country: np.ndarray) -> np.ndarray:
+    """Raw location values of every row: each user's rows in (timestamp, row order), each
+    judged against the rows before it. Rows without a country are skipped quickly."""
+    raw = np.zeros((len(user), N_LOCATION_STATE))
+    known = np.flatnonzero(country != "")
+    order = known[np.lexsort((known, ts[known], user[known]))]
+    histories: dict[int, LocationHistory] = {}
+    for i in order.tolist():
+        history = histories.setdefault(int(user[i]), LocationHistory())
+        raw[i] = history.values(int(ts[i]), country[i])
+        history.add(int(ts[i]), country[i])
+    return raw
 
 
 def _balances_present(cols: Mapping[str, np.ndarray], n: int) -> np.ndarray:
@@ -115,6 +217,15 @@ def mask_balances(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
     picked[:, _BALANCE_COLUMNS] = 0.0
     picked[:, _PRESENT_COLUMN] = 0.0
     out[rows] = picked
+    return out
+
+
+def mask_location(features: np.ndarray) -> np.ndarray:
+    """A copy of `features` with every location feature as the transform gives it to a
+    transaction whose location is unknown (all 0): what a producer without IP addresses or
+    card countries sends, for the held-out report's ablation."""
+    out = np.array(features, copy=True)
+    out[:, _LOCATION_COLUMNS] = 0.0
     return out
 
 
@@ -185,7 +296,10 @@ def batch_features(cols: Mapping[str, np.ndarray]) -> np.ndarray:
     if len(user) == 0:
         return np.zeros((0, N_FEATURES), dtype=np.float32)
     velocity = velocity_features(_velocity_raw(user, ts, amount))
-    return np.column_stack([*_static_features(cols), velocity]).astype(np.float32)
+    location = location_features(
+        _location_raw(user, ts, _text_column(cols, "ip_country", len(user)))
+    )
+    return np.column_stack([*_static_features(cols), velocity, location]).astype(np.float32)
 
 
 def static_matrix(txs: Sequence[Mapping]) -> np.ndarray:
@@ -195,10 +309,12 @@ def static_matrix(txs: Sequence[Mapping]) -> np.ndarray:
 
 
 def _static_columns(txs: Sequence[Mapping]) -> dict[str, list]:
-    """The fields the static features read, as columns; `balances_missing` may be absent
-    (a transaction from a producer that knows its balances)."""
+    """The fields the static features read, as columns; `balances_missing` and the
+    location fields may be absent (an older producer: balances known, location unknown)."""
     cols = {k: [tx[k] for tx in txs] for k in _STATIC_KEYS}
     cols["balances_missing"] = [tx.get("balances_missing", False) for tx in txs]
+    for name in ("ip_country", "ip_kind", "card_country"):
+        cols[name] = [tx.get(name, "") for tx in txs]
     return cols
 
 

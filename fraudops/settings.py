@@ -31,7 +31,16 @@ class Settings:
     grpc_port: int = 50051
     metrics_port: int = 9108
     server_workers: int = 1  # fraudops-serve processes sharing the gRPC port (SO_REUSEPORT)
+    # Concurrent inline Score calls scored as one batch (serving/batching.py): at most this
+    # many, and how long a call arriving at an idle scorer waits for others (0: not at all;
+    # calls still gather while the batch before theirs is scored).
+    inline_batch_max: int = 64
+    inline_batch_window_us: int = 0
     scorer_replicas: int = 1  # stream scorers the dev stack starts, in one consumer group
+    # Partitions of topic_raw. The producers place a user by Kafka's default partitioner
+    # (murmur2 of the key); the feature state hash-tags a user's keys with the same
+    # partition, so a scorer's micro-batch from one partition is one Redis Cluster slot.
+    raw_partitions: int = 3
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -72,11 +81,23 @@ class Settings:
     # How often a scoring process looks for a new rule set or list change (fraudops.rules).
     rules_poll_seconds: float = 0.25
     log_level: str = "INFO"
+    # The IP country database (`make geoip-db` places it); a missing file leaves every
+    # address unknown. Replacing the file swaps it into running processes.
+    geoip_db: Path = Path("build/geoip/geo-whois-asn-country.mmdb")
+    # The key of the IP addresses' keyed hash (fraudops.geoip.ip_hash); unset: no hash kept.
+    ip_hash_key: str | None = field(default=None, repr=False)  # never logged
     # The project-local dev stack (fraudops.devstack): its Postgres cluster and the KRaft
     # controller listener of its one broker (the broker's own port is in the bootstrap).
     postgres_port: int = 55432
     kafka_controller_port: int = 9093
+    # The dev stack's 3-broker Kafka (`devstack up kafka-cluster`): brokers on this port and
+    # the next two, their controllers 100 above.
+    kafka_cluster_port: int = 39092
     redis_port: int = 56379
+    # The dev stack's Redis Cluster (`devstack up redis-cluster`): REDIS_CLUSTER_NODES
+    # nodes on this port and the next ones (at most 55535: each node also listens on its
+    # port + 10000 for the cluster bus).
+    redis_cluster_port: int = 37001
     # The analyst console (console/): where it listens and how long its grants last.
     console_host: str = "127.0.0.1"
     console_port: int = 8000
@@ -109,6 +130,14 @@ class Settings:
     def local_redis_url(self) -> str:
         """The dev stack's Redis, on its own port (not a system Redis on 6379)."""
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def local_kafka_cluster_bootstrap(self) -> str:
+        """The dev stack's 3-broker Kafka, every broker named."""
+        return ",".join(f"127.0.0.1:{self.kafka_cluster_port + n}" for n in range(3))
+
+    def local_redis_cluster_url(self) -> str:
+        """The dev stack's Redis Cluster, named by its first node."""
+        return f"redis+cluster://127.0.0.1:{self.redis_cluster_port}/0"
 
     def with_local_services(self) -> Settings:
         """These settings, with the dev stack's Postgres and Redis where none is configured."""

@@ -21,6 +21,7 @@ from fraudops.schema import TimestampWindow
 from fraudops.settings import Settings
 from serving import metrics
 from serving.feature_state import check_history, open_feature_state
+from serving.geoip_store import GeoIpStore
 from serving.kafka_io import make_producer
 from serving.model_store import ModelStore
 from serving.persistence import DeploymentRecorder, InlineDeadLetters, InlineScoreSink, ScoreWriter
@@ -41,9 +42,11 @@ class InlineScoring:
         self._recorder = DeploymentRecorder(url, role) if url else None
         self.store = ModelStore(settings.model_dir, self._recorder, prewarm=prewarm)
         self.rules = RuleStore(url, settings.rules_poll_seconds) if url else None
+        self.geoip = GeoIpStore(settings.geoip_db, settings.ip_hash_key)
         self.core = ScoringCore(
-            self.store, open_feature_state(settings), without_history_ok=True, rules=self.rules
-        )
+            self.store, open_feature_state(settings), without_history_ok=True, rules=self.rules,
+            geoip=self.geoip,
+        )  # fmt: skip
         self.sink: InlineScoreSink | None = None
 
     def start(self) -> None:
@@ -52,6 +55,7 @@ class InlineScoring:
         s = self.settings
         self.store.load_latest()
         self.store.start_watching()
+        self.geoip.start_watching()
         if self.rules is not None:
             self.rules.start()
         check_history(self.core.features, s.database_url)
@@ -73,6 +77,7 @@ class InlineScoring:
     def stop(self) -> None:
         """Stop watching, drain the sink, and record that this process stopped serving."""
         self.store.stop()
+        self.geoip.stop()
         if self.rules is not None:
             self.rules.stop()
         if self.sink is not None:

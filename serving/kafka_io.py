@@ -29,6 +29,9 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     config = settings.kafka_config(**{
         "enable.idempotence": True,
         "acks": "all",
+        # Kafka's default partitioner (Java's): the feature state derives a user's Redis
+        # slot from the same partition (serving.feature_state.redis_store.partition_of).
+        "partitioner": "murmur2_random",
         "linger.ms": 2,
         "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,

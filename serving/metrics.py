@@ -86,6 +86,17 @@ BATCH_SIZE = Histogram(
     buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000),
     registry=REGISTRY,
 )
+INLINE_BATCH_SIZE = Histogram(
+    "fraudops_inline_batch_size",
+    "Concurrent inline Score calls scored together in one batch (serving.batching).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
+INLINE_EXPIRED = Counter(
+    "fraudops_inline_expired_total",
+    "Inline Score calls answered DEADLINE_EXCEEDED unscored: their deadline passed as they waited.",
+    registry=REGISTRY,
+)
 DLQ = Counter(
     "fraudops_dlq_total",
     "Messages sent to the dead-letter topic, by the field or decoding step that failed.",

@@ -60,6 +60,11 @@ SCORE_COLUMNS = (
     "decided_by",
     "shadow_rules",
     "rules_version",
+    "ip_country",
+    "ip_kind",
+    "card_country",
+    "billing_country",
+    "ip_hash",
 )
 _COLS = ", ".join(SCORE_COLUMNS)
 _STAGE = (
@@ -97,8 +102,19 @@ def _rows(batch: ScoredBatch, source: str) -> Iterator[tuple]:
             tx["transaction_id"], tx["user_id"], tx["timestamp"], tx["type"], tx["amount"],
             *_balances(tx), tx["dest_id"],
             tx["channel"], score, band, version, _reasons_json(reasons), latency, source,
-            decided_by, _text_array(matched), rules,
+            decided_by, _text_array(matched), rules, *_location(tx),
         )  # fmt: skip
+
+
+def _location(tx) -> tuple:
+    """The location columns: what enrichment derived from the address (never the address),
+    and the countries the producer sent; unknown is NULL (an older producer: all of them)."""
+    kind = tx.get("ip_kind")
+    return (
+        tx.get("ip_country") or None, None if kind == "unknown" else kind,
+        tx.get("card_country") or None, tx.get("billing_country") or None,
+        tx.get("ip_hash") or None,
+    )  # fmt: skip
 
 
 def _text_array(names: list[str] | None) -> str | None:

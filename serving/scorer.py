@@ -41,6 +41,7 @@ from serving.feature_state import (
     check_history,
     open_feature_state,
 )
+from serving.geoip_store import GeoIpStore
 from serving.kafka_io import (
     consume_messages,
     dead_letter,
@@ -301,7 +302,10 @@ def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamSc
     rules = RuleStore(url, settings.rules_poll_seconds) if url else None
     if rules is not None:
         rules.start()
-    core = ScoringCore(store, open_feature_state(settings, BATCH_TIMEOUT_SECONDS), rules=rules)
+    geoip = GeoIpStore(settings.geoip_db, settings.ip_hash_key)
+    geoip.start_watching()
+    state = open_feature_state(settings, BATCH_TIMEOUT_SECONDS)
+    core = ScoringCore(store, state, rules=rules, geoip=geoip)
     check_history(core.features, url)
     scorer = StreamScorer(settings, core, consumer, make_producer(settings), writer)
     return scorer, store

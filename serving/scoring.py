@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from fraudops.bands import BANDS, bands_for
+from fraudops.bands import BANDS, bands_for, location_reasons
+from fraudops.geoip import ip_hash, location_of
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.rules import EMPTY, MODEL, Decisions, RuleSet, rule_reason
 from fraudops.schema import (
@@ -37,6 +38,7 @@ from serving.feature_state import (
     MemoryFeatures,
     features_without_history,
 )
+from serving.geoip_store import GeoIpStore
 from serving.model_store import LoadedModel, ModelStore
 
 # fraudops.bands index (0 ALLOW, 1 CHALLENGE, 2 BLOCK) -> proto enum value.
@@ -156,7 +158,9 @@ class ScoringCore:
     threads), so updating it is serialised; a Redis state is atomic by itself. The model
     needs no lock. With `without_history_ok` (the inline path), an unreachable feature
     store does not fail the call: the batch is scored as if its users were new and every
-    answer says so in its reasons; otherwise FeatureStateUnavailable reaches the caller."""
+    answer says so in its reasons; otherwise FeatureStateUnavailable reaches the caller.
+    With a `geoip` store, each transaction's IP address is enriched (its `ip_country` and
+    `ip_kind`) before the features are computed; without one, every address is unknown."""
 
     def __init__(
         self,
@@ -164,8 +168,10 @@ class ScoringCore:
         features: FeatureState | None = None,
         without_history_ok: bool = False,
         rules: RuleSource | None = None,
+        geoip: GeoIpStore | None = None,
     ):
         self.store = store
+        self.geoip = geoip
         self.rules = rules if rules is not None else RuleSource()
         self.features = features if features is not None else MemoryFeatures()
         self._state_lock = contextlib.nullcontext() if self.features.shared else threading.Lock()
@@ -180,10 +186,11 @@ class ScoringCore:
             raise NoModel("no model loaded yet")
         rules = self.rules.current
         txs = list(txs)
+        self._enrich(txs)
         features, with_history = self._features(txs)
         scores = model.predict(features)
         bands = bands_for(scores, model.thresholds)
-        reasons = model.explainer.reasons(features) if txs else []
+        reasons = location_reasons(model.explainer.reasons(features), txs) if txs else []
         if not with_history:
             reasons = [[NO_HISTORY_REASON, *r] for r in reasons]
         decisions = rules.decide(txs, features, scores, bands)
@@ -196,6 +203,18 @@ class ScoringCore:
                            decided_by=decisions.decided_by if decisions else None,
                            shadow=decisions.shadow if decisions else None,
                            rules_version=rules.version)  # fmt: skip
+
+    def _enrich(self, txs: list[Mapping[str, Any]]) -> None:
+        """Set each transaction's `ip_country`, `ip_kind` and, with a key, `ip_hash` (the
+        database is read once per batch: a swap never splits one)."""
+        if self.geoip is None:
+            return
+        database, key = self.geoip.current, self.geoip.hash_key
+        for tx in txs:
+            info = location_of(tx, database)
+            tx["ip_country"], tx["ip_kind"] = info.country, info.kind  # type: ignore[index]
+            if key and tx.get("ip_address"):
+                tx["ip_hash"] = ip_hash(tx["ip_address"], key)  # type: ignore[index]
 
     def _features(self, txs: list[Mapping[str, Any]]) -> tuple[np.ndarray, bool]:
         """The batch's features, and whether they include the users' history."""

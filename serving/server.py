@@ -6,6 +6,10 @@ field; anything unexpected becomes INTERNAL for that call only, and the server s
 Inline scoring is set up by serving.inline, as for the Stripe decide endpoint; its scores
 are persisted by a background sink, never on the request path.
 
+Concurrent Score calls are scored in batches (serving.batching): they share one Redis
+script call, one model invoke and one sink hand-off, and a call whose deadline passes while
+it waits is answered DEADLINE_EXCEEDED, unscored.
+
 Every fraud.v1 call passes the caller check first (serving.callers.Gate: a bearer token or
 a mutual-TLS certificate, and the method's scope); a call refused there never reaches its
 handler. Health and reflection stay open: they reveal nothing a client could not learn
@@ -57,6 +61,7 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import InvalidTransaction, TimestampWindow
 from fraudops.settings import Settings, load_settings
 from serving import callers, labels, metrics
+from serving.batching import DeadlinePassed, ScoreBatcher
 from serving.callers import CallerDirectory, Gate
 from serving.inline import InlineScoring
 from serving.kafka_io import AckingProducer, make_producer
@@ -162,6 +167,8 @@ def _status_for(err: Exception) -> tuple[grpc.StatusCode, str]:
     """The gRPC status a handler's exception maps to; the message is safe to return."""
     if isinstance(err, RpcFailure | callers.Refused):
         return err.code, str(err)
+    if isinstance(err, DeadlinePassed):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(err)
     if isinstance(err, labels.UnknownTransaction):
         return grpc.StatusCode.NOT_FOUND, str(err)
     if isinstance(err, InvalidTransaction | labels.LabelError):
@@ -226,16 +233,20 @@ class Ingestion(fraud_pb2_grpc.FraudIngestionServicer):
 
 
 class Scoring(fraud_pb2_grpc.FraudScoringServicer):
-    def __init__(self, gate: Gate, inline: InlineScoring):
+    """Score calls are validated one by one and scored in batches of concurrent calls;
+    a ScoreBatch call is its own batch."""
+
+    def __init__(self, gate: Gate, inline: InlineScoring, batcher: ScoreBatcher):
         self.gate = gate
         self._inline = inline
+        self._batcher = batcher
         self._window = inline.window
 
     @rpc("Score")
     def Score(self, request, context, caller):
         started = time.perf_counter_ns()
-        batch = self._inline.score([decode(request, window=self._window)], started)
-        return batch.responses()[0]
+        tx = decode(request, window=self._window)
+        return self._batcher.score_one(tx, started, context.time_remaining())
 
     @rpc("ScoreBatch")
     def ScoreBatch(self, request, context, caller):
@@ -298,6 +309,8 @@ class ServingApp:
         self._reuse_port = reuse_port
         self.port: int | None = None
         self.inline = InlineScoring(settings, "server", prewarm=min(max_workers, 8))
+        self.batcher = ScoreBatcher(self.inline.score, settings.inline_batch_max,
+                                    settings.inline_batch_window_us / 1e6)  # fmt: skip
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self._max_workers = max_workers
         self._server: grpc.Server | None = None
@@ -326,7 +339,7 @@ class ServingApp:
         )
         gate = self._gate
         add_service(server, "FraudIngestion", Ingestion(gate, self._producer, s.topic_raw, window))
-        add_service(server, "FraudScoring", Scoring(gate, self.inline))
+        add_service(server, "FraudScoring", Scoring(gate, self.inline, self.batcher))
         add_service(server, "Feedback", FeedbackService(gate, self._pool, self.inline.sink))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

@@ -43,7 +43,7 @@ from tests.helpers.stack import (
     wait_until,
 )
 
-pytest_plugins = ["tests.helpers.serving_env"]
+pytest_plugins = ["tests.helpers.serving_env", "tests.helpers.geoip"]
 
 ROOT = Path(__file__).resolve().parents[1]
 

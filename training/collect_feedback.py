@@ -48,7 +48,12 @@ from fraudops.features import MAX_GAP_SECONDS
 from fraudops.label_kinds import MATURED_SOURCE, label_kind
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
-from fraudops.schema import LABEL_COLUMN, NUMERIC_COLUMNS, TRANSACTION_COLUMNS
+from fraudops.schema import (
+    LABEL_COLUMN,
+    LOCATION_DATA_COLUMNS,
+    NUMERIC_COLUMNS,
+    TRANSACTION_COLUMNS,
+)
 from fraudops.settings import load_settings
 
 log = logging.getLogger("fraudops.collect_feedback")
@@ -63,6 +68,7 @@ FEEDBACK_COLUMNS: tuple[str, ...] = (
     "label_kind",
     "labelled_at",
     "balances_missing",  # the producer had no balances (a card payment): not zeros
+    *LOCATION_DATA_COLUMNS,  # what the scorer derived of the address ("" unknown)
 )
 _TYPES: dict[str, pa.DataType] = {
     "transaction_id": pa.string(),
@@ -80,6 +86,7 @@ _TYPES: dict[str, pa.DataType] = {
     "label_kind": pa.string(),
     "labelled_at": pa.timestamp("us", tz="UTC"),
     "balances_missing": pa.bool_(),
+    **{name: pa.string() for name in LOCATION_DATA_COLUMNS},
 }
 # Null on context rows only (see the module docstring).
 _CONTEXT_NULL = frozenset({"label", "label_source", "label_kind", "labelled_at"})
@@ -99,7 +106,8 @@ SELECT s.transaction_id, s.user_id, s.event_ts, s.type, s.amount,
 """
 _LABELLED = f"""{_COLUMNS}
        (f.label = 'FRAUD')::int, s.score, COALESCE(s.band, ''), COALESCE(s.model_version, ''),
-       f.label, f.source, f.labelled_at, s.old_balance_orig IS NULL
+       f.label, f.source, f.labelled_at, s.old_balance_orig IS NULL,
+       COALESCE(s.ip_country, ''), COALESCE(s.ip_kind, 'unknown'), COALESCE(s.card_country, '')
   FROM feedback_labels f
   JOIN scored_transactions s USING (transaction_id)
  WHERE f.labelled_at >= %(start)s AND f.labelled_at < %(end)s"""
@@ -107,7 +115,8 @@ _LABELLED = f"""{_COLUMNS}
 _MATURED = f"""{_COLUMNS}
        0, s.score, COALESCE(s.band, ''), COALESCE(s.model_version, ''),
        'LEGIT', '{MATURED_SOURCE}', to_timestamp(s.event_ts) + %(delay)s,
-       s.old_balance_orig IS NULL
+       s.old_balance_orig IS NULL,
+       COALESCE(s.ip_country, ''), COALESCE(s.ip_kind, 'unknown'), COALESCE(s.card_country, '')
   FROM scored_transactions s
  WHERE NOT EXISTS (SELECT 1 FROM feedback_labels f WHERE f.transaction_id = s.transaction_id)
    AND to_timestamp(s.event_ts) + %(delay)s >= %(start)s
@@ -116,7 +125,8 @@ _MATURED = f"""{_COLUMNS}
 # labelled one to their last: what the scorer's per-user state held.
 _CONTEXT = f"""{_COLUMNS}
        0, s.score, COALESCE(s.band, ''), COALESCE(s.model_version, ''),
-       NULL, NULL, NULL::timestamptz, s.old_balance_orig IS NULL
+       NULL, NULL, NULL::timestamptz, s.old_balance_orig IS NULL,
+       COALESCE(s.ip_country, ''), COALESCE(s.ip_kind, 'unknown'), COALESCE(s.card_country, '')
   FROM scored_transactions s
   JOIN (SELECT s.user_id, min(s.event_ts) - {MAX_GAP_SECONDS} AS lo, max(s.event_ts) AS hi
           FROM feedback_labels f
@@ -159,10 +169,13 @@ def fetch_labels(
     return sorted(rows, key=lambda row: (row[2], row[0]))
 
 
+_KIND_AT = FEEDBACK_COLUMNS.index("label_kind")
+
+
 def with_kinds(rows: list[tuple]) -> list[tuple]:
-    """Each row with its label kind inserted after the source (rows end with source,
-    labelled_at, balances_missing); a context row has none."""
-    return [(*row[:-2], _kind(row[-3]), *row[-2:]) for row in rows]
+    """Each row with its label kind inserted after the source (the query's rows hold every
+    FEEDBACK_COLUMNS column but the kind); a context row has none."""
+    return [(*row[:_KIND_AT], _kind(row[_KIND_AT - 1]), *row[_KIND_AT:]) for row in rows]
 
 
 def _kind(source: str | None) -> str | None:

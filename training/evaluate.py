@@ -40,7 +40,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from fraudops.features import FEATURE_NAMES, mask_balances
+from fraudops.features import FEATURE_NAMES, mask_balances, mask_location
 from fraudops.modelspec import published_versions
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
@@ -206,6 +206,15 @@ def without_balances_report(
     return _summaries(test, masked, model_thresholds(scorers["info"]), params)["candidate"]
 
 
+def without_location_report(
+    test: pd.DataFrame, scorers: dict[str, Any], params: dict
+) -> dict[str, Any]:
+    """The candidate on the held-out rows with their location unknown (no IP address, no
+    card country): what location adds is the difference to the candidate's own report."""
+    masked = {"candidate": scorers["candidate"](mask_location(features_of(test)))}
+    return _summaries(test, masked, model_thresholds(scorers["info"]), params)["candidate"]
+
+
 def holdout_report(
     test: pd.DataFrame,
     scorers: dict[str, Any],
@@ -260,6 +269,7 @@ def mlflow_metrics(report: dict[str, Any]) -> tuple[dict[str, float], dict[str, 
     cand |= metrics.flat_metrics(report["baseline"], "baseline_test")
     cand |= metrics.flat_metrics(report["ablation"], "ablation_test")
     cand |= metrics.flat_metrics(report["candidate_without_balances"], "no_balances_test")
+    cand |= metrics.flat_metrics(report["candidate_without_location"], "no_location_test")
     if report["champion"]:
         cand |= metrics.flat_metrics(report["champion"], "champion_test")
     if recent := report.get("recent"):
@@ -318,6 +328,7 @@ def evaluate(
     champion, rejected = current_champion(serving_dir)
     report, scores = holdout_report(test, scorers, champion, params)
     report["candidate_without_balances"] = without_balances_report(test, scorers, params)
+    report["candidate_without_location"] = without_location_report(test, scorers, params)
     report["champion_rejected"] = rejected
     feedback = load_set(features_dir, "feedback")
     report["feedback"] = feedback_report(feedback, scorers, serving_dir, champion, params)
@@ -330,10 +341,11 @@ def evaluate(
     curves = write_pr_curves(test["is_fraud"].to_numpy(np.int8), scores, plots_dir)
     log_to_mlflow(report, info, [out, curves], features_dir, tracking_uri)
     log.info(
-        "test PR-AUC: candidate %.4f (without balances %.4f), baseline %.4f, ablation %.4f, "
-        "champion %s",
+        "test PR-AUC: candidate %.4f (without balances %.4f, without location %.4f), "
+        "baseline %.4f, ablation %.4f, champion %s",
         report["candidate"]["pr_auc"],
         report["candidate_without_balances"]["pr_auc"],
+        report["candidate_without_location"]["pr_auc"],
         report["baseline"]["pr_auc"],
         report["ablation"]["pr_auc"],
         report["champion"]["pr_auc"] if report["champion"] else None,

@@ -24,6 +24,7 @@ import pandas as pd
 
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
+from training.lib.locations import fit_mix
 from training.synthesizer.bundle import SynthesizerBundle, save_bundle
 from training.synthesizer.copula import fit_segments, quiet_libraries
 from training.synthesizer.quality import quality_report
@@ -42,6 +43,8 @@ def fit_synthesizer(train: pd.DataFrame, params: dict) -> tuple[SynthesizerBundl
     if not any(label == 0 for label, _ in segments):
         raise ValueError("no legit segment has enough rows to fit; need a larger reference")
     sequencer = fit_sequencer(train, set(segments), params, rng)
+    mix = fit_mix(train)  # where payments come from, by class; None: a reference without
+    sequencer["location"] = mix.to_json() if mix is not None else None  # addresses
     fit_seconds = time.perf_counter() - started
     report = {
         "quality": quality_report(

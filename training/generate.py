@@ -20,9 +20,16 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from fraudops.geoip import GeoIpDatabase
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
-from fraudops.schema import BALANCE_COLUMNS, TRANSACTION_COLUMNS, TRANSACTION_TYPES
+from fraudops.schema import (
+    BALANCE_COLUMNS,
+    LOCATION_DATA_COLUMNS,
+    TRANSACTION_COLUMNS,
+    TRANSACTION_TYPES,
+)
+from training.lib.locations import LocationMix, add_locations
 from training.lib.simulator import sequential_ids, unique_ids
 from training.synthesizer.bundle import SynthesizerBundle, load_bundle
 from training.synthesizer.copula import quiet_libraries, sample_segment
@@ -172,14 +179,18 @@ def enforce_schema(frame: pd.DataFrame) -> pd.DataFrame:
         raise ValueError("generated duplicate transaction ids")
     if (frame["user_id"] <= 0).any() or (frame["dest_id"] <= 0).any():
         raise ValueError("generated a non-positive account id")
-    return frame[list(TRANSACTION_COLUMNS)]
+    located = [c for c in LOCATION_DATA_COLUMNS if c in frame.columns]
+    return frame[[*TRANSACTION_COLUMNS[:-1], *located, TRANSACTION_COLUMNS[-1]]]
 
 
 def generate(
-    bundle: SynthesizerBundle, n_rows: int, fraud_rate: float, seed: int, chunk_rows: int
-) -> pd.DataFrame:
+    bundle: SynthesizerBundle, n_rows: int, fraud_rate: float, seed: int, chunk_rows: int,
+    geoip: GeoIpDatabase | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """n_rows synthetic transactions, sorted by timestamp. Deterministic for the same seed
-    and chunk_rows (each chunk is sampled with its own seed drawn from `seed`)."""
+    and chunk_rows (each chunk is sampled with its own seed drawn from `seed`). With
+    `geoip` and a reference that had locations, each gets one drawn from the fitted shares
+    (training.lib.locations) with addresses of real ranges."""
     if n_rows <= 0:
         raise ValueError(f"generate.n_rows must be positive, got {n_rows}")
     rng = np.random.default_rng(seed)
@@ -194,7 +205,11 @@ def generate(
             filled = fill_slots(slots.iloc[pos], bundle, label, rng, bar, chunk_rows)
             for column, column_values in filled.items():
                 values[column][pos] = column_values
-    return _assemble(slots, values, bundle.sequencer, rng, seed)
+    frame = _assemble(slots, values, bundle.sequencer, rng, seed)
+    mix = bundle.sequencer.get("location")
+    if geoip is None or not mix:
+        return frame
+    return enforce_schema(add_locations(frame, geoip, rng, LocationMix(**mix)))
 
 
 def _assemble(slots: pd.DataFrame, values: dict, sequencer: dict, rng, seed: int):
@@ -225,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     parser.add_argument("--synthesizer", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--geoip-db", type=Path, help="IP country database (make geoip-db)")
     args = parser.parse_args(argv)
     configure_logging()
     quiet_libraries()
@@ -237,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             fraud_rate=float(params["fraud_rate"]),
             seed=int(params["seed"]),
             chunk_rows=int(params["chunk_rows"]),
+            geoip=GeoIpDatabase(args.geoip_db) if args.geoip_db else None,
         )
     except (OSError, ValueError, KeyError) as exc:
         log.error("%s", exc)

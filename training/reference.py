@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fraudops.geoip import GeoIpDatabase
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
 from fraudops.schema import MAX_AMOUNT, TRANSACTION_COLUMNS, TRANSACTION_TYPES
+from training.lib.locations import add_locations
 from training.lib.simulator import SimConfig, sequential_ids, simulate
 from training.lib.split import split_by_time
 
@@ -225,8 +227,10 @@ def read_paysim_csv(path: Path, start: int, seed: int, max_shown: int) -> pd.Dat
     return map_paysim(raw, start, seed)
 
 
-def build_reference(params: dict) -> pd.DataFrame:
-    """The whole reference dataset, from the simulator or from a PaySim-style CSV."""
+def build_reference(params: dict, geoip_db: Path | None = None) -> pd.DataFrame:
+    """The whole reference dataset, from the simulator or from a PaySim-style CSV. With
+    `geoip_db`, simulated customers get home countries and addresses of real ranges
+    (training.lib.locations); a CSV has no addresses: its location is unknown."""
     source = str(params["source"])
     if source == "simulator":
         cfg = SimConfig(
@@ -238,7 +242,11 @@ def build_reference(params: dict) -> pd.DataFrame:
             card_testing_rate=float(params["card_testing_rate"]),
             seed=int(params["seed"]),
         )
-        return simulate(cfg)
+        frame = simulate(cfg)
+        if geoip_db is None:
+            return frame
+        rng = np.random.default_rng(int(params["seed"]))
+        return add_locations(frame, GeoIpDatabase(geoip_db), rng)
     path = Path(source)
     if not path.is_file():
         raise MalformedInput(f"reference.source: no such file {path} (or use 'simulator')")
@@ -254,10 +262,13 @@ def _describe(name: str, frame: pd.DataFrame) -> str:
     )
 
 
-def run_reference(params: dict, out_train: Path, out_holdout: Path) -> tuple[int, int]:
+def run_reference(
+    params: dict, out_train: Path, out_holdout: Path, geoip_db: Path | None = None
+) -> tuple[int, int]:
     """Build, split by time and write both parquet files; returns their row counts."""
     fraction = float(params["holdout_fraction"])
-    train, holdout = split_by_time(build_reference(params), fraction, "reference.holdout_fraction")
+    frame = build_reference(params, geoip_db)
+    train, holdout = split_by_time(frame, fraction, "reference.holdout_fraction")
     for path, frame in ((out_train, train), (out_holdout, holdout)):
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(path, index=False)
@@ -270,10 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     parser.add_argument("--out-train", type=Path, required=True)
     parser.add_argument("--out-holdout", type=Path, required=True)
+    parser.add_argument("--geoip-db", type=Path, help="IP country database (make geoip-db)")
     args = parser.parse_args(argv)
     configure_logging()
     try:
-        run_reference(load_params(args.params, "reference"), args.out_train, args.out_holdout)
+        params = load_params(args.params, "reference")
+        run_reference(params, args.out_train, args.out_holdout, args.geoip_db)
     except (MalformedInput, ValueError) as exc:
         log.error("%s", exc)
         return 1

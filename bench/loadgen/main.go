@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,6 +48,8 @@ type result struct {
 	Workers   map[string]int `json:"workers"` // server worker pid -> connections
 	Seconds   float64        `json:"seconds"`
 	CPUSecond float64        `json:"cpu_seconds"`
+	P50Ms     float64        `json:"p50_ms"`
+	P99Ms     float64        `json:"p99_ms"`
 }
 
 func readRequests(path string) ([][]byte, error) {
@@ -82,6 +85,7 @@ func main() {
 	connections := flag.Int("connections", 16, "connections, one caller each")
 	duration := flag.Duration("duration", 10*time.Second, "how long to call")
 	requests := flag.String("requests", "", "file of length-prefixed serialized requests")
+	token := flag.String("token", "", "caller token, sent as `authorization: Bearer <token>`")
 	flag.Parse()
 	msgs, err := readRequests(*requests)
 	if err != nil || len(msgs) == 0 {
@@ -103,6 +107,9 @@ func main() {
 	call := func(k, i int, reply *[]byte, opts ...grpc.CallOption) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if *token != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*token)
+		}
 		return conns[k].Invoke(ctx, method, &msgs[i%len(msgs)], reply, opts...)
 	}
 	// Every connection is open and has answered once before the clock starts; the answer
@@ -119,6 +126,7 @@ func main() {
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	latencies := make([][]time.Duration, n)
 	cpu, start := cpuSeconds(), time.Now()
 	deadline := start.Add(*duration)
 	for k := 0; k < n; k++ {
@@ -131,7 +139,10 @@ func main() {
 				if i >= len(msgs) {
 					mine.Repeated++
 				}
-				if err := call(k, i, &reply); err != nil {
+				began := time.Now()
+				err := call(k, i, &reply)
+				latencies[k] = append(latencies[k], time.Since(began))
+				if err != nil {
 					mine.Errors++
 					mine.Codes[status.Code(err).String()]++
 				} else {
@@ -151,5 +162,20 @@ func main() {
 	wg.Wait()
 	total.Seconds = time.Since(start).Seconds()
 	total.CPUSecond = cpuSeconds() - cpu
+	total.P50Ms, total.P99Ms = percentiles(latencies)
 	json.NewEncoder(os.Stdout).Encode(total)
+}
+
+// percentiles: the p50 and p99 of every call's latency, in milliseconds.
+func percentiles(perCaller [][]time.Duration) (float64, float64) {
+	var all []time.Duration
+	for _, l := range perCaller {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		return 0, 0
+	}
+	sort.Slice(all, func(a, b int) bool { return all[a] < all[b] })
+	at := func(q float64) float64 { return float64(all[int(q*float64(len(all)-1))]) / 1e6 }
+	return at(0.50), at(0.99)
 }

@@ -128,18 +128,42 @@ def _checked_id(ref: str, field: str) -> str:
     return ref
 
 
+def _holders(obj: Mapping[str, Any]):
+    """The objects that may describe a payment's card, best first, each with its card: a
+    charge, a PaymentIntent's expanded latest charge, its expanded payment method."""
+    for holder in (obj, obj.get("latest_charge"), obj.get("payment_method")):
+        if isinstance(holder, Mapping):
+            details = _mapping(holder.get("payment_method_details"))
+            yield holder, _mapping(details.get("card")) or _mapping(holder.get("card"))
+
+
 def _fingerprint(obj: Mapping[str, Any]) -> str:
     """The card fingerprint of a charge, of a PaymentIntent's expanded latest charge or
     payment method, or given by a checkout as `card_fingerprint`."""
-    for holder in (obj, obj.get("latest_charge"), obj.get("payment_method")):
-        if not isinstance(holder, Mapping):
-            continue
-        details = _mapping(holder.get("payment_method_details"))
-        card = _mapping(details.get("card")) or _mapping(holder.get("card"))
+    for holder, card in _holders(obj):
         found = holder.get("card_fingerprint") or card.get("fingerprint")
         if found:
             return _checked_id(str(found), "card_fingerprint")
     return ""
+
+
+def location_of(obj: Mapping[str, Any]) -> dict[str, str]:
+    """What Stripe tells of where a payment comes from (unvalidated; empty = unknown): the
+    card's issuing country (`card.country` of the charge's payment_method_details or of the
+    payment method), the billing address's country (`billing_details.address.country`), and
+    the client's IP address, which Stripe's payment objects do not carry: the merchant passes
+    it in the PaymentIntent's (or charge's) metadata as `client_ip`."""
+    card_country = billing = ""
+    for holder, card in _holders(obj):
+        card_country = card_country or _text(card.get("country"))
+        address = _mapping(_mapping(holder.get("billing_details")).get("address"))
+        billing = billing or _text(address.get("country"))
+    ip = _text(_mapping(obj.get("metadata")).get("client_ip"))
+    return {"ip_address": ip, "card_country": card_country, "billing_country": billing}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
@@ -188,6 +212,7 @@ def transaction(obj: Mapping[str, Any], now: float | None = None) -> fraud_pb2.T
         stripe_payment_intent_id=intent,
         stripe_charge_id=charge,
         stripe_customer_id=reference(obj, "customer"),
+        **location_of(obj),
     )
 
 

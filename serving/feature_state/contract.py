@@ -22,7 +22,13 @@ from typing import Protocol
 
 import numpy as np
 
-from fraudops.features import MAX_GAP_SECONDS, WINDOWS_SECONDS, static_matrix
+from fraudops.features import (
+    MAX_GAP_SECONDS,
+    WINDOWS_SECONDS,
+    LocationHistory,
+    location_features,
+    static_matrix,
+)
 
 LATENESS_SECONDS = 86400  # how late an event may be and still get exact batch features
 RETENTION_SECONDS = max(WINDOWS_SECONDS) + LATENESS_SECONDS
@@ -70,4 +76,8 @@ def features_without_history(txs: Sequence[Mapping]) -> np.ndarray:
     """Features of transactions as if their users had never been seen: the answer the
     inline path gives when the shared state is unreachable."""
     velocity = np.tile(np.asarray(NO_HISTORY), (len(txs), 1))
-    return np.hstack([static_matrix(txs), velocity]).astype(np.float32)
+    nowhere = LocationHistory()
+    location = location_features(
+        [nowhere.values(int(tx["timestamp"]), tx.get("ip_country", "")) for tx in txs]
+    )
+    return np.hstack([static_matrix(txs), velocity, location]).astype(np.float32)

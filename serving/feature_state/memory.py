@@ -6,7 +6,9 @@ one sorted array of every row, this state one user's sorted events, with `bisect
 
 A user's history is its kept events in time order (ties in arrival order), with prefix
 sums of their amounts, so an event in time order costs two bisections and an append, and
-a late one an insertion (linear in the user's kept events, as in Redis)."""
+a late one an insertion (linear in the user's kept events, as in Redis). Beside it, the
+user's `LocationHistory` (fraudops.features) gives the location values; a transaction's
+first values (velocity, then location) are what a repeat gets."""
 
 from __future__ import annotations
 
@@ -16,7 +18,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fraudops.features import N_FEATURES, static_matrix, velocity_features, window_sums
+from fraudops.features import (
+    N_FEATURES,
+    N_VELOCITY,
+    LocationHistory,
+    location_features,
+    static_matrix,
+    velocity_features,
+    window_sums,
+)
 from serving.feature_state.contract import RETENTION_SECONDS, TRIM_SLACK_SECONDS
 
 
@@ -69,6 +79,7 @@ class MemoryFeatures:
 
     def __init__(self) -> None:
         self._users: dict[int, _History] = {}
+        self._places: dict[int, LocationHistory] = {}
 
     def transform(self, tx: Mapping) -> np.ndarray:
         return self.transform_many([tx])[0]
@@ -77,8 +88,11 @@ class MemoryFeatures:
         """Features of a micro-batch, in order; static and finishing steps vectorised."""
         if not txs:
             return np.zeros((0, N_FEATURES), dtype=np.float32)
-        raw = [self._velocity(tx) for tx in txs]
-        return np.hstack([static_matrix(txs), velocity_features(raw)]).astype(np.float32)
+        raw = np.array([self._velocity(tx) for tx in txs], dtype=np.float64)
+        velocity, location = raw[:, :N_VELOCITY], raw[:, N_VELOCITY:]
+        return np.hstack(
+            [static_matrix(txs), velocity_features(velocity), location_features(location)]
+        ).astype(np.float32)
 
     def record(self, txs: Sequence[Mapping]) -> None:
         for tx in txs:
@@ -94,11 +108,19 @@ class MemoryFeatures:
         return not self._users
 
     def _velocity(self, tx: Mapping) -> list:
-        """A transaction's raw velocity values: its first ones if its id is kept."""
+        """A transaction's raw velocity and location values: its first ones if its id is
+        kept."""
         user_id, tx_id = int(tx["user_id"]), str(tx["transaction_id"])
         user = self._users.get(user_id)
         if user is None:
             user = self._users[user_id] = _History()
         elif (first := user.first.get(tx_id)) is not None:
             return first
-        return user.add(tx_id, int(tx["timestamp"]), float(tx["amount"]))
+        ts, country = int(tx["timestamp"]), tx.get("ip_country", "")
+        values = user.add(tx_id, ts, float(tx["amount"]))
+        places = self._places.get(user_id)
+        if places is None:
+            places = self._places[user_id] = LocationHistory()
+        values += places.values(ts, country)  # the same list `first` keeps for a repeat
+        places.add(ts, country, RETENTION_SECONDS)
+        return values

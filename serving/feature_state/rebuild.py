@@ -14,8 +14,7 @@ from fraudops.db import connect
 from fraudops.pii import configure_logging
 from fraudops.settings import load_settings
 from serving.feature_state.contract import FeatureState, FeatureStateUnavailable
-from serving.feature_state.redis_store import RedisFeatures
-from serving.feature_state.startup import BATCH_TIMEOUT_SECONDS
+from serving.feature_state.startup import BATCH_TIMEOUT_SECONDS, open_feature_state
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.redis_url or not settings.database_url:
         print("fraudops-features needs REDIS_URL and DATABASE_URL", file=sys.stderr)
         return 2
-    features = RedisFeatures.from_url(settings.redis_url, timeout=BATCH_TIMEOUT_SECONDS)
+    features = open_feature_state(settings, BATCH_TIMEOUT_SECONDS)
     try:
         replayed = rebuild(features, settings.database_url, args.since)
     except (psycopg2.Error, FeatureStateUnavailable) as err:

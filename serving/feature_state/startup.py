@@ -25,10 +25,13 @@ BATCH_TIMEOUT_SECONDS = 10.0
 
 
 def open_feature_state(settings: Settings, timeout: float = INLINE_TIMEOUT_SECONDS) -> FeatureState:
-    """The state named by the settings (no connection is made yet), logged."""
+    """The state named by the settings, logged (no connection is made yet to a single
+    Redis; a cluster's client asks one of its nodes for the slots' layout at once)."""
     if settings.redis_url:
         log.info("per-user feature state: shared, in Redis")
-        return RedisFeatures.from_url(settings.redis_url, timeout=timeout)
+        return RedisFeatures.from_url(
+            settings.redis_url, timeout=timeout, partitions=settings.raw_partitions
+        )
     log.info("per-user feature state: in this process's memory (REDIS_URL unset)")
     return MemoryFeatures()
 

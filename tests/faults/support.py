@@ -12,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from confluent_kafka import Producer
-
 from fraudops.devstack import with_local_kafka_login
 from fraudops.settings import Settings
+from serving.kafka_io import make_producer
 from tests.helpers.serving_env import ROOT, free_port, process_env, transaction, wait_until
 
 
@@ -81,7 +80,8 @@ class Stream:
         self.ids = ids
         self.invalid = set(ids[::invalid_every]) if invalid_every else set()
         self.sent = 0
-        self._producer = Producer(kafka.kafka_config(**{"linger.ms": 5}))
+        # The project's producer settings: users placed by Kafka's default partitioner.
+        self._producer = make_producer(kafka, **{"linger.ms": 5})
         self._topic = topic
         self._pause = 1.0 / per_second
         self._thread = threading.Thread(target=self._run, name="stream", daemon=True)

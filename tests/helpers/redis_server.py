@@ -25,13 +25,16 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30) -> RedisServer:
-        """Start (or restart) the server; returns once it answers PING with its data loaded."""
-        command = [
+    def command(self) -> list[str]:
+        return [
             REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port),
             "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
             "--protected-mode", "yes", "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
+
+    def start(self, timeout: float = 30) -> RedisServer:
+        """Start (or restart) the server; returns once it answers PING with its data loaded."""
+        command = self.command()
         self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self._wait_ready(timeout)
         return self
@@ -62,6 +65,11 @@ class RedisServer:
     def freeze(self) -> None:
         """SIGSTOP: Redis accepts connections but answers nothing (a hung server)."""
         os.kill(self.pid, signal.SIGSTOP)
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies as a crashed host would, flushing nothing."""
+        self._proc.kill()
+        self._proc.wait(timeout=30)
 
     def thaw(self) -> None:
         os.kill(self.pid, signal.SIGCONT)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -39,6 +41,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_block(offsets: list[int], low: int = 20000, high: int = 45000) -> int:
+    """A port `base` in [low, high) such that base + o is free for every offset: a cluster's
+    ports (kept below 55536 for Redis Cluster's bus ports, port + 10000)."""
+    rng = random.Random(time.monotonic_ns())
+    while True:
+        base = rng.randrange(low, high)
+        if all(_port_free(base + o) for o in offsets):
+            return base
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def loopback_settings(base: Settings, **overrides) -> Settings:

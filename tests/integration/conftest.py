@@ -5,6 +5,8 @@
   every server it made is stopped when the test ends. `server.stop()` and `server.start()`
   take Redis away and bring it back with its data.
 - `redis_server`: one such server.
+- `redis_cluster`: one real Redis Cluster (3 masters, 3 replicas) for the session; tests
+  keep apart by a key prefix of their own.
 - `stream_settings`: settings for server and scorer processes sharing that Redis, fresh
   topics, a fresh database, a consumer group of their own and model v1 published; their
   `client_token` is the session's `client_token`.
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from fraudops.settings import Settings
+from tests.helpers.redis_cluster import RedisClusterServers
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.serving_env import serving_v1_settings
 
@@ -39,6 +42,13 @@ def redis_servers(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
 @pytest.fixture
 def redis_server(redis_servers) -> RedisServer:
     return redis_servers()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory) -> Iterator[RedisClusterServers]:
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -428,15 +428,23 @@ def test_markup_in_a_field_comes_back_as_json_text(client, analyst, version, dat
 def test_transaction_detail_has_the_users_day(client, analyst, version, database_url):
     base = 1_750_000_000
     ids = insert_rows(database_url, [
-        {"model_version": version, "user_id": 99_001, "event_ts": base - 90_000},
-        {"model_version": version, "user_id": 99_001, "event_ts": base - 3_600, "band": "ALLOW"},
-        {"model_version": version, "user_id": 99_001, "event_ts": base},
+        {"model_version": version, "user_id": 99_001, "event_ts": base - 90_000,
+         "ip_country": "DE", "ip_kind": "public", "card_country": "DE"},
+        {"model_version": version, "user_id": 99_001, "event_ts": base - 3_600, "band": "ALLOW",
+         "ip_country": "DE", "ip_kind": "public", "card_country": "DE"},
+        {"model_version": version, "user_id": 99_001, "event_ts": base,
+         "ip_country": "BR", "ip_kind": "public", "card_country": "DE"},
+        {"model_version": version, "user_id": 99_001, "event_ts": base + 60, "ip_country": "US"},
     ])  # fmt: skip
     signed_in(client, analyst)
     detail = client.get(f"/api/transactions/{ids[2]}").json()
     assert detail["transaction"]["reasons"] == ["amount drains the origin balance"]
     assert detail["transaction"]["latency_us"] == 250
     assert [r["transaction_id"] for r in detail["user_last_24h"]] == [ids[2], ids[1]]
+    located = {k: detail["transaction"][k] for k in ("ip_country", "card_country", "ip_kind")}
+    assert located == {"ip_country": "BR", "card_country": "DE", "ip_kind": "public"}
+    countries = [(c["country"], c["payments"]) for c in detail["user_countries"]]
+    assert countries == [("BR", 1), ("DE", 2)]  # up to this payment, the latest first
     assert client.get("/api/transactions/nope").status_code == 404
 
 

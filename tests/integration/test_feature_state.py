@@ -1,7 +1,9 @@
 """One suite for every per-user feature state (DESIGN section 5): the in-memory state, the
-Redis state (a real redis-server) and the batch transform itself, replayed as the stream
-arrives, get the same cases: a user's first event, events in order, late events, repeats,
-window edges, many users in one micro-batch, whole datasets row by row and in micro-batches.
+Redis state (a real redis-server, and a real Redis Cluster of 3 masters and 3 replicas,
+where a micro-batch's users span slots and nodes) and the batch transform itself, replayed
+as the stream arrives, get the same cases: a user's first event, events in order, late
+events, repeats, window edges, many users in one micro-batch, whole datasets row by row and
+in micro-batches.
 What each must give is the contract (serving/feature_state/contract.py): the features
 `batch_features` gives a transaction over its user's transactions that arrived before it,
 and a repeat its first features, counted once. Then what only some states have: the kept
@@ -15,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -24,10 +27,14 @@ import pytest
 import redis
 
 from fraudops.features import (
+    COUNTRY_WINDOW_SECONDS,
     FEATURE_NAMES,
     MAX_GAP_SECONDS,
     N_FEATURES,
+    N_VELOCITY,
+    STATE_FEATURES,
     batch_features,
+    location_features,
     velocity_features,
 )
 from serving import metrics
@@ -47,13 +54,16 @@ from training.lib.simulator import SimConfig, simulate
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 COUNT_1H = FEATURE_NAMES.index("tx_count_1h")
-VELOCITY = slice(N_FEATURES - 5, N_FEATURES)
-KINDS = ("memory", "redis", "batch")
+# The per-user columns (velocity, then location), the last of the feature vector.
+STATE = slice(N_FEATURES - len(STATE_FEATURES), N_FEATURES)
+VELOCITY = slice(STATE.start, STATE.start + N_VELOCITY)
+LOCATION = slice(STATE.start + N_VELOCITY, N_FEATURES)
+KINDS = ("memory", "redis", "redis-cluster", "batch")
 
 
 class BatchReplay:
     """The batch transform as a feature state, the contract's own words: a new transaction
-    gets the velocity features `batch_features` gives it over its user's distinct
+    gets the per-user features `batch_features` gives it over its user's distinct
     transactions so far, itself last; a repeat gets its first ones."""
 
     shared = False
@@ -86,9 +96,9 @@ class BatchReplay:
         if key not in self._first:
             rows = self._rows.setdefault(key[0], [])
             rows.append(tx)
-            self._first[key] = batch_features(columns(rows))[-1, VELOCITY]
+            self._first[key] = batch_features(columns(rows))[-1, STATE]
         features = batch_features(columns([tx]))[0]
-        features[VELOCITY] = self._first[key]
+        features[STATE] = self._first[key]
         return features
 
 
@@ -108,6 +118,9 @@ def open_state(kind, request) -> Callable[[], FeatureState]:
     if kind == "redis":
         server = request.getfixturevalue("redis_server")
         return lambda: RedisFeatures.from_url(server.url)
+    if kind == "redis-cluster":
+        url, prefix = request.getfixturevalue("redis_cluster").url, uuid.uuid4().hex
+        return lambda: RedisFeatures.from_url(url, prefix=prefix, timeout=5)
     state = MemoryFeatures() if kind == "memory" else BatchReplay()
     return lambda: state
 
@@ -217,6 +230,58 @@ def test_a_repeat_is_counted_once_in_the_history(open_state):
     ]  # fmt: skip
 
 
+# --- Location: per event (user, timestamp, IP country, transaction_id) in micro-batches, and
+# the (new country, distinct countries in 24 h) each must get; "" is unknown.
+
+DAY = COUNTRY_WINDOW_SECONDS
+# fmt: off
+PLACES = {
+    "unknown is its own value": ([[(1, T0, "", "a"), (1, T0 + 1, "DE", "b"), (1, T0 + 2, "", "c")]],
+                                 [(0, 0), (1, 1), (0, 0)]),
+    "home, then abroad": ([[(1, T0, "DE", "a"), (1, T0 + 60, "DE", "b"), (1, T0 + 120, "BR", "c")]],
+                          [(1, 1), (0, 1), (1, 2)]),
+    # A country stays known beyond the window; the window holds (ts - 24 h, ts].
+    "window edges": ([[(1, T0, "DE", "a"), (1, T0 + DAY - 1, "FR", "b"), (1, T0 + DAY, "FR", "c"),
+                       (1, T0 + 3 * DAY, "DE", "d")]],
+                     [(1, 1), (1, 2), (0, 1), (0, 1)]),
+    # A late event is judged against the events before it in time; a later one counts it.
+    "late event": ([[(1, T0 + 100, "DE", "a")], [(1, T0 + 50, "BR", "b")],
+                    [(1, T0 + 10, "DE", "c")], [(1, T0 + 200, "BR", "d")]],
+                   [(1, 1), (1, 1), (1, 1), (0, 2)]),
+    "repeats": ([[(1, T0, "DE", "a"), (1, T0 + 5, "BR", "b")],
+                 [(1, T0, "DE", "a"), (1, T0 + 9, "BR", "b")]],
+                [(1, 1), (1, 2), (1, 1), (1, 2)]),
+    "users apart": ([[(1, T0, "DE", "a"), (2, T0 + 1, "BR", "b"), (2, T0 + 2, "DE", "c")]],
+                    [(1, 1), (1, 1), (1, 2)]),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("case", sorted(PLACES))
+def test_location_case(open_state, case):
+    batches, expected = PLACES[case]
+    state = open_state()
+    rows = [[{**TEMPLATE, "user_id": u, "timestamp": t, "amount": 5.0, "transaction_id": i,
+              "ip_country": c, "ip_kind": "public" if c else "unknown", "card_country": "DE"}
+             for u, t, c, i in batch] for batch in batches]  # fmt: skip
+    got = np.vstack([state.transform_many(batch) for batch in rows])
+    np.testing.assert_allclose(got[:, LOCATION], location_features(expected), **TOLERANCE)
+
+
+def with_places(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """`frame` with IP and card countries: mostly each user's home, some travel, some
+    unknown, and cards issued elsewhere."""
+    rng = np.random.default_rng(seed)
+    homes = np.array(["DE", "FR", "BR", "US"])[frame["user_id"].to_numpy() % 4]
+    away = rng.choice(["GB", "NG", "BR", "JP"], len(frame))
+    roll = rng.random(len(frame))
+    frame = frame.copy()
+    frame["ip_country"] = np.where(roll < 0.15, "", np.where(roll < 0.35, away, homes))
+    frame["ip_kind"] = np.where(frame["ip_country"] == "", "unknown", "public")
+    frame["card_country"] = np.where(rng.random(len(frame)) < 0.1, "US", homes)
+    return frame
+
+
 # --- Whole datasets: in time order each state gives exactly `batch_features`.
 
 
@@ -244,6 +309,7 @@ def simulated() -> pd.DataFrame:
 
 DATASETS = {
     "toy": lambda: make_transactions(3000, fraud_rate=0.05, seed=5, days=3),
+    "located": lambda: with_places(make_transactions(3000, fraud_rate=0.05, seed=6, days=3)),
     "simulator": simulated,
     "edge_cases": edge_cases,
 }
@@ -280,6 +346,7 @@ def test_late_events_get_the_batch_features_of_the_stream_so_far(open_state):
     transactions that have arrived by then, and later events count it."""
     frame = make_transactions(400, seed=8, days=2).sort_values("timestamp", kind="stable")
     frame["user_id"] = np.random.default_rng(1).integers(1, 6, len(frame))
+    frame = with_places(frame, seed=3)
     arrival = np.argsort(np.arange(len(frame)) + np.random.default_rng(2).integers(0, 40, 400))
     frame = frame.iloc[arrival].reset_index(drop=True)
     ts = frame["timestamp"].to_numpy()
@@ -291,7 +358,7 @@ def test_late_events_get_the_batch_features_of_the_stream_so_far(open_state):
 
 
 def test_repeated_transactions_count_once_with_their_first_features(open_state):
-    frame = make_transactions(1500, fraud_rate=0.05, seed=5, days=2)
+    frame = with_places(make_transactions(1500, fraud_rate=0.05, seed=5, days=2), seed=4)
     rows, expected = rows_of(frame), batch_features(frame)
     rng = np.random.default_rng(4)
     handles = [open_state(), open_state()]
@@ -329,6 +396,7 @@ def long_history() -> pd.DataFrame:
     """One user, an event every 10 minutes for 3 days."""
     frame = make_transactions(432, seed=21, days=1)
     frame["user_id"] = 31
+    frame = with_places(frame, seed=5)
     frame["timestamp"] = T0 + 600 * np.arange(len(frame))
     return frame
 
@@ -406,7 +474,7 @@ def test_a_large_batch_goes_in_bounded_script_calls_and_keeps_batch_features(red
     got = state.transform_many(rows_of(frame))
     calls = state.client.info("commandstats")
     scripts = sum(calls.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
-    assert scripts == 3
+    assert scripts == 2 * 3  # the velocity and the location script, sent together each time
     assert_features_equal(got, batch_features(frame))
 
 

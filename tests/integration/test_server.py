@@ -112,6 +112,10 @@ INVALID = [
     ({"channel": "a\x00b"}, "channel"),
     ({"transaction_id": "a\x00b"}, "transaction_id"),
     ({"timestamp": 2**63 - 1}, "timestamp"),
+    ({"ip_address": "300.1.2.3"}, "ip_address"),
+    ({"ip_address": "fe80::1%eth0"}, "ip_address"),
+    ({"card_country": "Germany"}, "card_country"),
+    ({"billing_country": "de"}, "billing_country"),
 ]
 
 

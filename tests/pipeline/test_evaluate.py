@@ -150,6 +150,8 @@ def test_evaluate_without_a_champion(project, mlflow_tracking_uri, tmp_path):
     assert report["candidate"]["pr_auc"] > 0.5  # chance is the 3% fraud rate
     without = report["candidate_without_balances"]  # every held-out row as a card payment
     assert 0.0 < without["pr_auc"] <= 1.0 and without["rows"] == 2000
+    nowhere = report["candidate_without_location"]  # every held-out row with location unknown
+    assert 0.0 < nowhere["pr_auc"] <= 1.0 and nowhere["rows"] == 2000
     feedback = report["feedback"]
     assert feedback["rows"] == 300 and feedback["candidate"]["pr_auc"] is not None
     assert feedback["champion"] is None and feedback["corrections"] is None

@@ -147,3 +147,18 @@ def test_console_image_carries_its_built_frontend(compose):
     assert "web/dist/*" in package_data["package-data"]["console"]
     assert "migrations/*.sql" in package_data["package-data"]["serving"]
     assert "console/web/dist" in (ROOT / ".dockerignore").read_text().split()
+
+
+def test_the_cluster_profile_is_a_redis_cluster_of_three_masters_and_three_replicas(compose):
+    """`--profile cluster`: six cluster-mode nodes, formed with a replica each; nothing of
+    it starts without the profile."""
+    services = compose["services"]
+    nodes = [n for n in services if n.startswith("redis-node-")]
+    assert len(nodes) == 6
+    for name in nodes:
+        assert services[name]["profiles"] == ["cluster"]
+        assert "--cluster-enabled" in services[name]["command"]
+    create = services["redis-cluster-create"]
+    assert create["profiles"] == ["cluster"]
+    assert "--cluster-replicas 1" in create["command"][0]
+    assert set(create["depends_on"]) == set(nodes)

@@ -25,6 +25,9 @@ def good(i: int = 0, **fields) -> dict:
         "is_unauthorized_overdraft": 0.0,
         "dest_id": 7,
         "channel": "web",
+        "ip_address": "",
+        "card_country": "",
+        "billing_country": "",
         "is_fraud": 0,
     }
     return {**tx, **fields}
@@ -83,6 +86,22 @@ CASES = {
     "amount_beyond_float": {"amount": 10**400},
     "amount_beyond_float_negative": {"amount": -(10**400)},
     "balance_beyond_float": {"new_balance_dest": 10**309},
+    "good_ipv4": {"ip_address": "81.2.69.160", "card_country": "GB", "billing_country": "GB"},
+    "good_ipv6": {"ip_address": "2a00:1450:4001::1", "card_country": "XK"},
+    "good_private_ip": {"ip_address": "192.168.1.1"},
+    "ip_octet_out_of_range": {"ip_address": "999.1.1.1"},
+    "ip_three_octets": {"ip_address": "1.2.3"},
+    "ip_leading_zero": {"ip_address": "01.2.3.4"},
+    "ip_zone_index": {"ip_address": "fe80::1%eth0"},
+    "ip_prefix": {"ip_address": "10.0.0.0/8"},
+    "ip_padded": {"ip_address": " 8.8.8.8"},
+    "ip_fullwidth_digits": {"ip_address": "\uff18.\uff18.\uff18.\uff18"},
+    "ip_too_long": {"ip_address": "1" * 500},
+    "ip_not_str": {"ip_address": 134744072},
+    "card_country_lowercase": {"card_country": "de"},
+    "card_country_not_a_code": {"card_country": "ZZ"},
+    "card_country_alpha3": {"card_country": "DEU"},
+    "billing_country_not_str": {"billing_country": 49},
 }
 
 
@@ -143,3 +162,9 @@ def test_the_timestamp_window_is_configurable():
     txs = [good(0, timestamp=clock + 3600), good(1, timestamp=clock), good(2, timestamp=1)]
     got = [(i, e.field) for i, e in validate_columns(_columns(txs), narrow)]
     assert got == [(0, "timestamp"), (2, "timestamp")]
+
+
+def test_a_malformed_ip_address_is_named_but_never_repeated():
+    error = _error(good(ip_address="203.0.113.999"))
+    assert error is not None and error[0] == "ip_address"
+    assert "203.0.113" not in error[1]  # an address is personal data: not in a message

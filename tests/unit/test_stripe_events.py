@@ -22,7 +22,15 @@ from integrations.stripe.events import (
     transaction,
 )
 from serving.labels import LabelError
-from tests.helpers.stripe_events import OLD_SECRET, SECRET, charge, dispute, event, sign
+from tests.helpers.stripe_events import (
+    OLD_SECRET,
+    SECRET,
+    charge,
+    dispute,
+    event,
+    payment_intent,
+    sign,
+)
 
 SECRETS = [OLD_SECRET, SECRET]
 
@@ -221,3 +229,22 @@ def test_a_label_the_label_rules_refuse_is_named_before_it_is_published():
     with pytest.raises(LabelError) as err:
         outcome_of(body, Settings())
     assert err.value.field == "transaction_id"
+
+
+def test_location_comes_from_the_card_the_billing_address_and_the_merchants_metadata():
+    ch = charge(customer="cus_7", metadata={"client_ip": "200.160.0.8"},
+                payment_method_details={"card": {"fingerprint": "fp_1", "country": "DE"}},
+                billing_details={"address": {"country": "FR"}})  # fmt: skip
+    tx = transaction(ch)
+    assert (tx.ip_address, tx.card_country, tx.billing_country) == ("200.160.0.8", "DE", "FR")
+    validate_transaction(proto_to_dict(tx))
+    intent = payment_intent(payment_method={"card": {"country": "BR"}})  # expanded method
+    tx = transaction(intent)
+    assert (tx.ip_address, tx.card_country, tx.billing_country) == ("", "BR", "")
+
+
+def test_a_malformed_client_ip_in_metadata_is_refused_naming_the_field():
+    tx = transaction(charge(customer="cus_7", metadata={"client_ip": "not-an-ip"}))
+    with pytest.raises(InvalidTransaction) as err:
+        validate_transaction(proto_to_dict(tx))
+    assert err.value.field == "ip_address"

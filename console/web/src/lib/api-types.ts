@@ -1003,12 +1003,20 @@ export interface components {
             amount: number;
             /** Band */
             band: string;
+            /** Billing Country */
+            billing_country: string | null;
+            /** Card Country */
+            card_country: string | null;
             /** Channel */
             channel: string | null;
             /** Dest Id */
             dest_id: number | null;
             /** Event Ts */
             event_ts: number;
+            /** Ip Country */
+            ip_country: string | null;
+            /** Ip Kind */
+            ip_kind: string | null;
             /** Is Unauthorized Overdraft */
             is_unauthorized_overdraft: number | null;
             /** Latency Us */
@@ -1114,6 +1122,8 @@ export interface components {
             /** Label History */
             label_history: components["schemas"]["LabelChange"][];
             transaction: components["schemas"]["ScoredTransaction"];
+            /** User Countries */
+            user_countries: components["schemas"]["UserCountry"][];
             /** User Last 24H */
             user_last_24h: components["schemas"]["UserDayItem"][];
         };
@@ -1147,6 +1157,15 @@ export interface components {
             precision: components["schemas"]["BandPrecision"][];
             /** Throughput */
             throughput: components["schemas"]["Throughput"][];
+        };
+        /** UserCountry */
+        UserCountry: {
+            /** Country */
+            country: string;
+            /** Last Ts */
+            last_ts: number;
+            /** Payments */
+            payments: number;
         };
         /** UserDayItem */
         UserDayItem: {

@@ -113,6 +113,26 @@ export function Transaction() {
               ))}
             </ul>
           </Card>
+          <Card data-testid="location">
+            <CardTitle>Location</CardTitle>
+            <dl className="grid grid-cols-2 gap-1 text-sm">
+              <dt>IP country</dt>
+              <dd data-field="ip-country">{text(tx.ip_country ?? (tx.ip_kind ? `(${String(tx.ip_kind)})` : null))}</dd>
+              <dt>Card country</dt>
+              <dd data-field="card-country">{text(tx.card_country)}</dd>
+              <dt>Billing country</dt>
+              <dd>{text(tx.billing_country)}</dd>
+            </dl>
+            <p className="mt-2 text-sm font-medium">User's countries</p>
+            <ul className="text-sm" data-testid="user-countries">
+              {detail.user_countries.map((c) => (
+                <li key={c.country}>
+                  {c.country}: {c.payments} payment{c.payments === 1 ? "" : "s"}, last {formatTime(c.last_ts)}
+                </li>
+              ))}
+              {detail.user_countries.length === 0 && <li className="text-slate-500">None known.</li>}
+            </ul>
+          </Card>
           <Card>
             <CardTitle>Verdict</CardTitle>
             {detail.claim && <p className="mb-2 text-sm text-slate-600">claimed by {detail.claim.claimed_by}</p>}

@@ -24,35 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fraudops/proto_gen/fraud/v1/fraud.proto\x12\x08\x66raud.v1\"\x9f\x03\n\x12TransactionRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x01\x12\x11\n\ttimestamp\x18\x04 \x01(\x03\x12\x10\n\x08is_fraud\x18\x05 \x01(\x08\x12\x0c\n\x04type\x18\x06 \x01(\t\x12\x18\n\x10old_balance_orig\x18\x07 \x01(\x01\x12\x18\n\x10new_balance_orig\x18\x08 \x01(\x01\x12\x18\n\x10old_balance_dest\x18\t \x01(\x01\x12\x18\n\x10new_balance_dest\x18\n \x01(\x01\x12!\n\x19is_unauthorized_overdraft\x18\x0b \x01(\x01\x12\x0f\n\x07\x64\x65st_id\x18\x0c \x01(\x03\x12\x0f\n\x07\x63hannel\x18\r \x01(\t\x12\x18\n\x10\x62\x61lances_missing\x18\x0e \x01(\x08\x12 \n\x18stripe_payment_intent_id\x18\x0f \x01(\t\x12\x18\n\x10stripe_charge_id\x18\x10 \x01(\t\x12\x1a\n\x12stripe_customer_id\x18\x11 \x01(\t\"\xce\x01\n\rScoreResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x1c\n\x04\x62\x61nd\x18\x03 \x01(\x0e\x32\x0e.fraud.v1.Band\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x12\n\nlatency_us\x18\x06 \x01(\x03\x12\x11\n\tscored_at\x18\x07 \x01(\x03\x12\x12\n\ndecided_by\x18\x08 \x01(\t\x12\x15\n\rrules_version\x18\t \x01(\t\"G\n\x11ScoreBatchRequest\x12\x32\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1c.fraud.v1.TransactionRequest\"=\n\x12ScoreBatchResponse\x12\'\n\x06scores\x18\x01 \x03(\x0b\x32\x17.fraud.v1.ScoreResponse\"D\n\x07SendAck\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"d\n\x0cLabelRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1e\n\x05label\x18\x02 \x01(\x0e\x32\x0f.fraud.v1.Label\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\"_\n\x08LabelAck\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1e\n\x05label\x18\x02 \x01(\x0e\x32\x0f.fraud.v1.Label\x12\x1b\n\x13superseded_previous\x18\x03 \x01(\x08*A\n\x04\x42\x61nd\x12\x14\n\x10\x42\x41ND_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\r\n\tCHALLENGE\x10\x02\x12\t\n\x05\x42LOCK\x10\x03*4\n\x05Label\x12\x15\n\x11LABEL_UNSPECIFIED\x10\x00\x12\t\n\x05\x46RAUD\x10\x01\x12\t\n\x05LEGIT\x10\x02\x32T\n\x0e\x46raudIngestion\x12\x42\n\x0fSendTransaction\x12\x1c.fraud.v1.TransactionRequest\x1a\x11.fraud.v1.SendAck2\x97\x01\n\x0c\x46raudScoring\x12>\n\x05Score\x12\x1c.fraud.v1.TransactionRequest\x1a\x17.fraud.v1.ScoreResponse\x12G\n\nScoreBatch\x12\x1b.fraud.v1.ScoreBatchRequest\x1a\x1c.fraud.v1.ScoreBatchResponse2E\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x39\n\x0bSubmitLabel\x12\x16.fraud.v1.LabelRequest\x1a\x12.fraud.v1.LabelAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'fraudops/proto_gen/fraud/v1/fraud.proto\x12\x08\x66raud.v1\"\xe2\x03\n\x12TransactionRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x01\x12\x11\n\ttimestamp\x18\x04 \x01(\x03\x12\x10\n\x08is_fraud\x18\x05 \x01(\x08\x12\x0c\n\x04type\x18\x06 \x01(\t\x12\x18\n\x10old_balance_orig\x18\x07 \x01(\x01\x12\x18\n\x10new_balance_orig\x18\x08 \x01(\x01\x12\x18\n\x10old_balance_dest\x18\t \x01(\x01\x12\x18\n\x10new_balance_dest\x18\n \x01(\x01\x12!\n\x19is_unauthorized_overdraft\x18\x0b \x01(\x01\x12\x0f\n\x07\x64\x65st_id\x18\x0c \x01(\x03\x12\x0f\n\x07\x63hannel\x18\r \x01(\t\x12\x18\n\x10\x62\x61lances_missing\x18\x0e \x01(\x08\x12 \n\x18stripe_payment_intent_id\x18\x0f \x01(\t\x12\x18\n\x10stripe_charge_id\x18\x10 \x01(\t\x12\x1a\n\x12stripe_customer_id\x18\x11 \x01(\t\x12\x12\n\nip_address\x18\x12 \x01(\t\x12\x14\n\x0c\x63\x61rd_country\x18\x13 \x01(\t\x12\x17\n\x0f\x62illing_country\x18\x14 \x01(\t\"\xce\x01\n\rScoreResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x1c\n\x04\x62\x61nd\x18\x03 \x01(\x0e\x32\x0e.fraud.v1.Band\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0f\n\x07reasons\x18\x05 \x03(\t\x12\x12\n\nlatency_us\x18\x06 \x01(\x03\x12\x11\n\tscored_at\x18\x07 \x01(\x03\x12\x12\n\ndecided_by\x18\x08 \x01(\t\x12\x15\n\rrules_version\x18\t \x01(\t\"G\n\x11ScoreBatchRequest\x12\x32\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x1c.fraud.v1.TransactionRequest\"=\n\x12ScoreBatchResponse\x12\'\n\x06scores\x18\x01 \x03(\x0b\x32\x17.fraud.v1.ScoreResponse\"D\n\x07SendAck\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"d\n\x0cLabelRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1e\n\x05label\x18\x02 \x01(\x0e\x32\x0f.fraud.v1.Label\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\"_\n\x08LabelAck\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x1e\n\x05label\x18\x02 \x01(\x0e\x32\x0f.fraud.v1.Label\x12\x1b\n\x13superseded_previous\x18\x03 \x01(\x08*A\n\x04\x42\x61nd\x12\x14\n\x10\x42\x41ND_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LLOW\x10\x01\x12\r\n\tCHALLENGE\x10\x02\x12\t\n\x05\x42LOCK\x10\x03*4\n\x05Label\x12\x15\n\x11LABEL_UNSPECIFIED\x10\x00\x12\t\n\x05\x46RAUD\x10\x01\x12\t\n\x05LEGIT\x10\x02\x32T\n\x0e\x46raudIngestion\x12\x42\n\x0fSendTransaction\x12\x1c.fraud.v1.TransactionRequest\x1a\x11.fraud.v1.SendAck2\x97\x01\n\x0c\x46raudScoring\x12>\n\x05Score\x12\x1c.fraud.v1.TransactionRequest\x1a\x17.fraud.v1.ScoreResponse\x12G\n\nScoreBatch\x12\x1b.fraud.v1.ScoreBatchRequest\x1a\x1c.fraud.v1.ScoreBatchResponse2E\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x39\n\x0bSubmitLabel\x12\x16.fraud.v1.LabelRequest\x1a\x12.fraud.v1.LabelAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fraudops.proto_gen.fraud.v1.fraud_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BAND']._serialized_start=1085
-  _globals['_BAND']._serialized_end=1150
-  _globals['_LABEL']._serialized_start=1152
-  _globals['_LABEL']._serialized_end=1204
+  _globals['_BAND']._serialized_start=1152
+  _globals['_BAND']._serialized_end=1217
+  _globals['_LABEL']._serialized_start=1219
+  _globals['_LABEL']._serialized_end=1271
   _globals['_TRANSACTIONREQUEST']._serialized_start=54
-  _globals['_TRANSACTIONREQUEST']._serialized_end=469
-  _globals['_SCORERESPONSE']._serialized_start=472
-  _globals['_SCORERESPONSE']._serialized_end=678
-  _globals['_SCOREBATCHREQUEST']._serialized_start=680
-  _globals['_SCOREBATCHREQUEST']._serialized_end=751
-  _globals['_SCOREBATCHRESPONSE']._serialized_start=753
-  _globals['_SCOREBATCHRESPONSE']._serialized_end=814
-  _globals['_SENDACK']._serialized_start=816
-  _globals['_SENDACK']._serialized_end=884
-  _globals['_LABELREQUEST']._serialized_start=886
-  _globals['_LABELREQUEST']._serialized_end=986
-  _globals['_LABELACK']._serialized_start=988
-  _globals['_LABELACK']._serialized_end=1083
-  _globals['_FRAUDINGESTION']._serialized_start=1206
-  _globals['_FRAUDINGESTION']._serialized_end=1290
-  _globals['_FRAUDSCORING']._serialized_start=1293
-  _globals['_FRAUDSCORING']._serialized_end=1444
-  _globals['_FEEDBACK']._serialized_start=1446
-  _globals['_FEEDBACK']._serialized_end=1515
+  _globals['_TRANSACTIONREQUEST']._serialized_end=536
+  _globals['_SCORERESPONSE']._serialized_start=539
+  _globals['_SCORERESPONSE']._serialized_end=745
+  _globals['_SCOREBATCHREQUEST']._serialized_start=747
+  _globals['_SCOREBATCHREQUEST']._serialized_end=818
+  _globals['_SCOREBATCHRESPONSE']._serialized_start=820
+  _globals['_SCOREBATCHRESPONSE']._serialized_end=881
+  _globals['_SENDACK']._serialized_start=883
+  _globals['_SENDACK']._serialized_end=951
+  _globals['_LABELREQUEST']._serialized_start=953
+  _globals['_LABELREQUEST']._serialized_end=1053
+  _globals['_LABELACK']._serialized_start=1055
+  _globals['_LABELACK']._serialized_end=1150
+  _globals['_FRAUDINGESTION']._serialized_start=1273
+  _globals['_FRAUDINGESTION']._serialized_end=1357
+  _globals['_FRAUDSCORING']._serialized_start=1360
+  _globals['_FRAUDSCORING']._serialized_end=1511
+  _globals['_FEEDBACK']._serialized_start=1513
+  _globals['_FEEDBACK']._serialized_end=1582
 # @@protoc_insertion_point(module_scope)

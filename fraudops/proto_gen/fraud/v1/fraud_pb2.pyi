@@ -28,7 +28,7 @@ FRAUD: Label
 LEGIT: Label
 
 class TransactionRequest(_message.Message):
-    __slots__ = ("transaction_id", "user_id", "amount", "timestamp", "is_fraud", "type", "old_balance_orig", "new_balance_orig", "old_balance_dest", "new_balance_dest", "is_unauthorized_overdraft", "dest_id", "channel", "balances_missing", "stripe_payment_intent_id", "stripe_charge_id", "stripe_customer_id")
+    __slots__ = ("transaction_id", "user_id", "amount", "timestamp", "is_fraud", "type", "old_balance_orig", "new_balance_orig", "old_balance_dest", "new_balance_dest", "is_unauthorized_overdraft", "dest_id", "channel", "balances_missing", "stripe_payment_intent_id", "stripe_charge_id", "stripe_customer_id", "ip_address", "card_country", "billing_country")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,9 @@ class TransactionRequest(_message.Message):
     STRIPE_PAYMENT_INTENT_ID_FIELD_NUMBER: _ClassVar[int]
     STRIPE_CHARGE_ID_FIELD_NUMBER: _ClassVar[int]
     STRIPE_CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CARD_COUNTRY_FIELD_NUMBER: _ClassVar[int]
+    BILLING_COUNTRY_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     user_id: int
     amount: float
@@ -63,7 +66,10 @@ class TransactionRequest(_message.Message):
     stripe_payment_intent_id: str
     stripe_charge_id: str
     stripe_customer_id: str
-    def __init__(self, transaction_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount: _Optional[float] = ..., timestamp: _Optional[int] = ..., is_fraud: _Optional[bool] = ..., type: _Optional[str] = ..., old_balance_orig: _Optional[float] = ..., new_balance_orig: _Optional[float] = ..., old_balance_dest: _Optional[float] = ..., new_balance_dest: _Optional[float] = ..., is_unauthorized_overdraft: _Optional[float] = ..., dest_id: _Optional[int] = ..., channel: _Optional[str] = ..., balances_missing: _Optional[bool] = ..., stripe_payment_intent_id: _Optional[str] = ..., stripe_charge_id: _Optional[str] = ..., stripe_customer_id: _Optional[str] = ...) -> None: ...
+    ip_address: str
+    card_country: str
+    billing_country: str
+    def __init__(self, transaction_id: _Optional[str] = ..., user_id: _Optional[int] = ..., amount: _Optional[float] = ..., timestamp: _Optional[int] = ..., is_fraud: _Optional[bool] = ..., type: _Optional[str] = ..., old_balance_orig: _Optional[float] = ..., new_balance_orig: _Optional[float] = ..., old_balance_dest: _Optional[float] = ..., new_balance_dest: _Optional[float] = ..., is_unauthorized_overdraft: _Optional[float] = ..., dest_id: _Optional[int] = ..., channel: _Optional[str] = ..., balances_missing: _Optional[bool] = ..., stripe_payment_intent_id: _Optional[str] = ..., stripe_charge_id: _Optional[str] = ..., stripe_customer_id: _Optional[str] = ..., ip_address: _Optional[str] = ..., card_country: _Optional[str] = ..., billing_country: _Optional[str] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("transaction_id", "score", "band", "model_version", "reasons", "latency_us", "scored_at", "decided_by", "rules_version")

@@ -1,0 +1,202 @@
+"""Past one machine (DESIGN section 6, "at scale"): the per-user state on a real Redis
+Cluster (3 masters, 3 replicas) and scorer replicas in one consumer group, with a node
+killed mid-stream. A Redis master SIGKILLed: its replica is promoted, the scorer holds its
+batch while the slot is away and goes on, every transaction is stored once and counted once
+in its user's history, and inline answers for that slot meanwhile say they had no history.
+Three scorers over 12 partitions, one SIGKILLed: the others take its partitions and every
+transaction is scored once. A broker of a 3-broker Kafka (replication factor 3, min ISR 2)
+SIGKILLed mid-stream and started again: scoring goes on without it, nothing lost, nothing
+stored twice (expected to fail for now: see its mark)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from serving.feature_state import RedisFeatures
+from serving.model_store import ModelStore
+from serving.scoring import NO_HISTORY_REASON, ScoringCore, decode
+from tests.faults.support import USERS, Stream, resumed
+from tests.helpers.kafka_cluster import KafkaClusterServers
+from tests.helpers.redis_cluster import RedisClusterServers
+from tests.helpers.serving_env import (
+    scored_ids,
+    service_process,
+    serving_v1_settings,
+    stop_process,
+    transaction,
+    unique_ids,
+    wait_until,
+)
+from tests.helpers.stack import create_topics
+
+pytestmark = pytest.mark.slow
+
+N = 3000
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    servers = RedisClusterServers(tmp_path / "redis-cluster").start()
+    yield servers
+    servers.stop()
+
+
+def cluster_settings(cluster, name, built_models, serving_root, kafka_settings, kafka_topics,
+                     database_url, partitions):  # fmt: skip
+    return serving_v1_settings(
+        built_models, serving_root, name, **kafka_settings.kafka_login(),
+        database_url=database_url, redis_url=cluster.url, raw_partitions=partitions,
+        scorer_batch_size=200, **kafka_topics(partitions),
+    )  # fmt: skip
+
+
+def histories(url: str, partitions: int) -> list[str]:
+    """Every transaction id recorded in the stream's users' histories (repeats included)."""
+    state = RedisFeatures.from_url(url, timeout=10, partitions=partitions)
+    return [event[0] for user in range(1, USERS + 1) for event in state.history(user)]
+
+
+def inline_while_away(serving_root, url: str, user: int, deadline: float) -> list[list[str]]:
+    """Inline answers for `user` (whose slot's master was just killed) until one has its
+    history again or `deadline`: the reasons of each."""
+    store = ModelStore(serving_root, prewarm=1)
+    store.load_latest()
+    core = ScoringCore(store, RedisFeatures.from_url(url, timeout=0.25), without_history_ok=True)
+    answers: list[list[str]] = []
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        tx = decode(transaction(n, user_id=user, transaction_id=f"inline-{user}-{time.time_ns()}"))
+        reasons = core.score([tx]).reasons[0]
+        answers.append(reasons)
+        if NO_HISTORY_REASON not in reasons:
+            break
+        time.sleep(0.05)
+    return answers
+
+
+def test_a_redis_master_killed_mid_stream_loses_and_repeats_nothing(
+    cluster, built_models, serving_root, kafka_settings, kafka_topics, database_url, tmp_path,
+    fault_report,
+):  # fmt: skip
+    settings = cluster_settings(cluster, "fault-cluster", built_models, serving_root,
+                                kafka_settings, kafka_topics, database_url, 3)  # fmt: skip
+    url, ids = settings.database_url, unique_ids("fault-cluster", N)
+    key = RedisFeatures.from_url(cluster.url, partitions=3).key_of(1)  # its master is killed
+
+    def stored() -> int:
+        return len(scored_ids(url, ids))
+
+    with service_process("serving.scorer", settings, tmp_path / "scorer.log") as scorer:
+        stream = Stream(settings, settings.topic_raw, ids).start()
+        wait_until(lambda: stored() >= N // 4, "a quarter of the stream stored", 120)
+        victim = cluster.master_of(key)
+        fault = time.monotonic()
+        victim.kill()
+        answers = inline_while_away(serving_root, settings.redis_url, 1, fault + 60)
+        promoted = cluster.wait_for_master(key, victim)
+        away = time.monotonic() - fault
+        resumed(stored, "the scorer to write again after the failover")
+        recovery = time.monotonic() - fault
+        stream.join()
+        wait_until(lambda: stored() >= N, "every transaction stored", 180)
+        assert scorer.poll() is None, "the scorer must ride out the failover, not exit"
+    rows = scored_ids(url, ids)
+    counted = [i for i in histories(settings.redis_url, 3) if not i.startswith("inline-")]
+    fault_report(
+        "Redis Cluster master SIGKILLed mid-stream", sent=N, scored=len(set(rows)),
+        lost=N - len(set(counted)), twice=len(counted) - len(set(counted)), recovery_s=recovery,
+        note=f"slot away {away:.1f} s (replica {promoted.port} promoted); "
+        f"{sum(NO_HISTORY_REASON in r for r in answers)} inline answers marked meanwhile",
+    )  # fmt: skip
+    assert sorted(rows) == sorted(ids)
+    assert sorted(counted) == sorted(ids)
+    assert NO_HISTORY_REASON in answers[0], "an answer while the slot is away is marked"
+    assert NO_HISTORY_REASON not in answers[-1], "answers have history again once promoted"
+
+
+def test_three_scorers_over_12_partitions_one_killed_score_everything_once(
+    cluster, built_models, serving_root, kafka_settings, kafka_topics, database_url, tmp_path,
+    fault_report,
+):  # fmt: skip
+    settings = cluster_settings(cluster, "fault-replicas", built_models, serving_root,
+                                kafka_settings, kafka_topics, database_url, 12)  # fmt: skip
+    url, ids = settings.database_url, unique_ids("fault-replicas", N)
+
+    def stored() -> int:
+        return len(scored_ids(url, ids))
+
+    logs = [tmp_path / f"scorer-{n}.log" for n in range(3)]
+    with (
+        service_process("serving.scorer", settings, logs[0]) as first,
+        service_process("serving.scorer", settings, logs[1]) as second,
+        service_process("serving.scorer", settings, logs[2]) as third,
+    ):
+        stream = Stream(settings, settings.topic_raw, ids).start()
+        wait_until(lambda: stored() >= N // 4, "a quarter of the stream stored", 120)
+        stop_process(second, signal.SIGKILL)
+        killed = time.monotonic()
+        resumed(stored, "the other scorers to go on")
+        stream.join()
+        wait_until(lambda: stored() >= N, "every transaction stored", 180)
+        recovery = time.monotonic() - killed
+        assert first.poll() is None and third.poll() is None
+    rows = scored_ids(url, ids)
+    counted = histories(settings.redis_url, 12)
+    fault_report(
+        "1 of 3 scorers SIGKILLed (12 partitions, Redis Cluster)", sent=N,
+        scored=len(set(rows)), lost=N - len(set(rows)), twice=len(rows) - len(set(rows)),
+        recovery_s=recovery,
+        note=f"histories hold {len(counted)} events, {len(counted) - len(set(counted))} twice",
+    )  # fmt: skip
+    assert sorted(rows) == sorted(ids)
+    assert sorted(counted) == sorted(ids)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="open: in three runs (load 10-14) the scorer did not score again within 120 s of "
+    "a broker's SIGKILL, although the controllers fenced it within ~6 s; a plain producer "
+    "and consumer with the project's settings went on within 6-9 s on the same cluster, so "
+    "the stall is in the scorer's path (its writer waiting on acknowledgements, or the "
+    "revoke wait): not found yet",
+)
+def test_a_kafka_broker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
+    built_models, serving_root, database_url, tmp_path, fault_report
+):
+    kafka = KafkaClusterServers(tmp_path / "kafka-cluster").start()
+    try:
+        topics = create_topics(kafka.admin, "fault-broker", 3)
+        settings = serving_v1_settings(
+            built_models, serving_root, "fault-broker", **kafka.login(),
+            database_url=database_url, scorer_batch_size=200, **topics,
+        )  # fmt: skip
+        url, ids = settings.database_url, unique_ids("fault-broker", N)
+
+        def stored() -> int:
+            return len(scored_ids(url, ids))
+
+        victim = kafka.nodes[2]
+        with service_process("serving.scorer", settings, tmp_path / "scorer.log") as scorer:
+            stream = Stream(settings, settings.topic_raw, ids).start()
+            wait_until(lambda: stored() >= N // 4, "a quarter of the stream stored", 120)
+            kafka.kill(victim)
+            killed = time.monotonic()
+            during = resumed(stored, "scoring to go on without the broker", 120)
+            recovery = time.monotonic() - killed
+            kafka.start_node(victim)
+            stream.join()
+            wait_until(lambda: stored() >= N, "every transaction stored", 180)
+            assert scorer.poll() is None
+        rows = scored_ids(url, ids)
+    finally:
+        kafka.stop()
+    fault_report(
+        "Kafka broker (1 of 3, RF 3, min ISR 2) SIGKILLed, restarted", sent=N,
+        scored=len(set(rows)), lost=N - len(set(rows)), twice=len(rows) - len(set(rows)),
+        recovery_s=recovery, note=f"{during} stored when scoring resumed without it",
+    )  # fmt: skip
+    assert sorted(rows) == sorted(ids)
