@@ -45,7 +45,7 @@ help:
 	@echo "make test-unit        the quick tier only: no services, no TensorFlow (under 2 min)"
 	@echo "make test-integration real Kafka + Postgres; make test-pipeline: the pipeline stack"
 	@echo "make test-faults      the fault suite: restarts, kills, full disks (own services)"
-	@echo "make lint             ruff check + ruff format --check"
+	@echo "make lint             ruff check + format --check; console API types current; tsc, ESLint, Prettier"
 	@echo "make demo             install, start every service, run the pipeline and the demo"
 	@echo "make bench            the benchmark (python -m bench.run)"
 	@echo "make bench-tools      build the Go load generator the capacity benchmark uses"
@@ -115,9 +115,18 @@ proto: install
 	$(PY) -m grpc_tools.protoc -Ifraudops/proto_gen=proto --python_out=. --pyi_out=. \
 		--grpc_python_out=. proto/fraud/v1/fraud.proto
 
-lint: install
+# The frontend's API types are regenerated from the backend's OpenAPI schema; a difference
+# from the committed files fails (commit them), and `tsc` fails a screen the change broke.
+CONSOLE_API_TYPES := $(addprefix $(CONSOLE_WEB)/src/lib/,api-schema.json api-types.ts)
+
+lint: install console-web
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m console openapi > $(CONSOLE_WEB)/src/lib/api-schema.json
+	cd $(CONSOLE_WEB) && npm run --silent api-types
+	git diff --exit-code -- $(CONSOLE_API_TYPES) || \
+		{ echo "the console's API types are stale: commit $(CONSOLE_API_TYPES)" >&2; exit 1; }
+	cd $(CONSOLE_WEB) && npm run lint
 
 # Every tier runs even when one fails; each prints its duration and its 15 slowest tests.
 # pytest exits 5 when it collected no tests: that is a failure, said out loud.

@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from psycopg2.pool import ThreadedConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
-from console import auth, live, queries
+from console import auth, live, queries, schemas
 from console.auth import Session, User
 from fraudops.db import append_audit_alone
 from fraudops.modelspec import published_versions
@@ -221,7 +221,7 @@ def client_address(request: Request, trusted: frozenset[str]) -> str:
 
 def add_auth_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/api/health")
-    def health() -> dict[str, str]:
+    def health() -> schemas.Health:
         return {"status": "ok"}
 
     trusted = frozenset(comma_list(settings.console_trusted_proxies))
@@ -231,7 +231,7 @@ def add_auth_routes(app: FastAPI, settings: Settings) -> None:
     )  # fmt: skip
 
     @app.post("/api/auth/login")
-    def login(body: LoginBody, request: Request, response: Response, conn: Db) -> dict:
+    def login(body: LoginBody, request: Request, response: Response, conn: Db) -> schemas.SignedIn:
         client = client_address(request, trusted)
         failures = auth.recent_failures(conn, body.name, client, throttle.window_s)
         if wait := throttle.wait_s(failures):
@@ -254,14 +254,16 @@ def add_auth_routes(app: FastAPI, settings: Settings) -> None:
         return {"name": user.name, "role": user.role}
 
     @app.post("/api/auth/logout")
-    def logout(request: Request, response: Response, conn: Db, user: CurrentUser) -> dict:
+    def logout(
+        request: Request, response: Response, conn: Db, user: CurrentUser
+    ) -> schemas.SignedOut:
         auth.close_session(conn, request.cookies[auth.SESSION_COOKIE])
         response.delete_cookie(auth.SESSION_COOKIE, path="/")
         response.delete_cookie(auth.CSRF_COOKIE, path="/")
         return {"signed_out": user.name}
 
     @app.get("/api/auth/me")
-    def me(user: CurrentUser) -> dict:
+    def me(user: CurrentUser) -> schemas.Me:
         actions = sorted(a for a in auth.WRITE_ROLES if user.may(a))
         return {"name": user.name, "role": user.role, "may": actions}
 
@@ -275,7 +277,9 @@ def csv_cell(value: Any) -> Any:
 
 def add_queue_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/api/queue")
-    def queue(params: Annotated[PageQuery, Query()], conn: Db, user: CurrentUser) -> dict:
+    def queue(
+        params: Annotated[PageQuery, Query()], conn: Db, user: CurrentUser
+    ) -> schemas.QueuePage:
         try:
             return queries.queue_page(conn, params.to_filter(), params.limit, params.cursor)
         except queries.BadCursor as err:
@@ -284,7 +288,7 @@ def add_queue_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/api/review-queue")
     def review_queue(
         params: Annotated[ReviewQueueQuery, Query()], conn: Db, user: CurrentUser
-    ) -> dict:
+    ) -> schemas.ReviewQueuePage:
         return queries.review_queue(conn, params.day)
 
     @app.get("/api/queue.csv")
@@ -312,14 +316,14 @@ def add_queue_routes(app: FastAPI, settings: Settings) -> None:
         return StreamingResponse(lines(), media_type="text/csv", headers=headers)
 
     @app.get("/api/transactions/{transaction_id}")
-    def transaction(transaction_id: Id, conn: Db, user: CurrentUser) -> dict:
+    def transaction(transaction_id: Id, conn: Db, user: CurrentUser) -> schemas.TransactionDetail:
         found = queries.transaction(conn, transaction_id)
         if found is None:
             raise HTTPException(404, "no such scored transaction")
         return found
 
     @app.post("/api/transactions/{transaction_id}/label")
-    def label(transaction_id: Id, body: LabelBody, conn: Db, user: CurrentUser) -> dict:
+    def label(transaction_id: Id, body: LabelBody, conn: Db, user: CurrentUser) -> schemas.Labelled:
         allowed(user, "label")
         try:
             result = record_label(conn, transaction_id, body.label, user.label_source,
@@ -332,7 +336,7 @@ def add_queue_routes(app: FastAPI, settings: Settings) -> None:
                 "source": user.label_source, "queue_reason": result.queue_reason}  # fmt: skip
 
     @app.post("/api/transactions/{transaction_id}/claim")
-    def claim(transaction_id: Id, conn: Db, user: CurrentUser) -> dict:
+    def claim(transaction_id: Id, conn: Db, user: CurrentUser) -> schemas.Claim:
         allowed(user, "claim")
         try:
             held = queries.claim(conn, transaction_id, user.name, settings.console_claim_ttl_s)
@@ -343,7 +347,7 @@ def add_queue_routes(app: FastAPI, settings: Settings) -> None:
         return dict(held)
 
     @app.delete("/api/transactions/{transaction_id}/claim")
-    def release(transaction_id: Id, conn: Db, user: CurrentUser) -> dict:
+    def release(transaction_id: Id, conn: Db, user: CurrentUser) -> schemas.Released:
         allowed(user, "claim")
         queries.release(conn, transaction_id, user.name)
         return {"released": transaction_id}
@@ -369,7 +373,7 @@ def version_summaries(settings: Settings) -> list[dict[str, Any]]:
 
 def add_model_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/api/models")
-    def models(conn: Db, user: CurrentUser) -> dict:
+    def models(conn: Db, user: CurrentUser) -> schemas.Models:
         timeline, events = queries.deployments(conn)
         for row in timeline:
             row["mlflow_run_url"] = mlflow_run_url(settings, row["mlflow_run_id"])
@@ -378,7 +382,7 @@ def add_model_routes(app: FastAPI, settings: Settings) -> None:
                 "drift": queries.latest_drift(conn)}  # fmt: skip
 
     @app.post("/api/models/rollback")
-    def roll_back(body: RollbackBody, user: CurrentUser) -> dict:
+    def roll_back(body: RollbackBody, user: CurrentUser) -> schemas.Published:
         allowed(user, "rollback")
         try:
             path = rollback(settings.model_dir, body.to, settings.database_url, user.name)
@@ -389,7 +393,9 @@ def add_model_routes(app: FastAPI, settings: Settings) -> None:
 
 def add_trend_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/api/trends")
-    def trends(conn: Db, user: CurrentUser, days: Annotated[int, Query(ge=1, le=366)] = 30) -> dict:
+    def trends(
+        conn: Db, user: CurrentUser, days: Annotated[int, Query(ge=1, le=366)] = 30
+    ) -> schemas.Trends:
         return {**queries.trends(conn, days), "digests": digests(settings.console_digest_dir)}
 
     @app.get("/api/digests/{day}/{name}")
@@ -417,7 +423,7 @@ def digests(root: Path) -> list[dict[str, Any]]:
 
 def add_live_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/api/live/status")
-    def status(conn: Db, user: CurrentUser) -> dict:
+    def status(conn: Db, user: CurrentUser) -> schemas.LiveStatus:
         served = queries.served_version(conn)
         versions = {v["version"]: v for v in version_summaries(settings)}
         if served not in versions and versions:

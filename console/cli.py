@@ -3,6 +3,7 @@
 fraudops-console serve                      # uvicorn on FRAUDOPS_CONSOLE_HOST:PORT
 fraudops-console users add NAME --role analyst   # password prompted (or one stdin line)
 fraudops-console users list
+fraudops-console openapi > console/web/src/lib/api-schema.json  # the frontend types source
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ def serve(settings) -> int:
     return 0
 
 
+def openapi(settings) -> int:
+    """The API's OpenAPI schema on stdout. The console does not serve it (it would map the
+    API for anyone); the frontend's types are generated from this output and CI checks it."""
+    import json
+
+    from console.app import create_app
+
+    print(json.dumps(create_app(settings).openapi(), indent=2, sort_keys=True))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fraudops-console", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command")
@@ -76,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("name")
     add.add_argument("--role", choices=auth.ROLES, required=True)
     actions.add_parser("list", help="list the accounts")
+    commands.add_parser("openapi", help="print the API's OpenAPI schema (JSON)")
     args = parser.parse_args(argv)
     settings = load_settings().with_local_services()
     configure_logging(settings.log_level)
+    if args.command == "openapi":
+        return openapi(settings)
     if args.command == "users":
         return users(args, settings.database_url)
     return serve(settings)

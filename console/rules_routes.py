@@ -15,6 +15,7 @@ from fastapi import Path as PathParam
 from pydantic import Field
 
 from console import app as console
+from console import schemas
 from fraudops import backtest as backtests
 from fraudops import rule_sets
 from fraudops.rules import LIST_KINDS, MAX_CONDITION_CHARS, VARIABLES, Rule, RuleError
@@ -76,14 +77,16 @@ def transaction(conn) -> Iterator[Any]:
 
 def add_rule_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/api/rules")
-    def rules(conn: console.Db, user: console.CurrentUser) -> dict:
+    def rules(conn: console.Db, user: console.CurrentUser) -> schemas.Rules:
         with conn.cursor() as cur:
             version, _served = rule_sets.served_rules(cur)
             return {"rules": rule_sets.rules(cur), "version": version,
                     "lists": rule_sets.list_kinds(cur), "names": sorted(VARIABLES)}  # fmt: skip
 
     @app.put("/api/rules/{name}")
-    def save(name: Name, body: RuleBody, conn: console.Db, user: console.CurrentUser) -> dict:
+    def save(
+        name: Name, body: RuleBody, conn: console.Db, user: console.CurrentUser
+    ) -> schemas.Saved:
         console.allowed(user, "edit_rules")
         with transaction(conn) as cur:
             rule = Rule(name, body.action, body.condition, "draft")
@@ -92,7 +95,7 @@ def add_rule_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.post("/api/rules/{name}/backtest")
     def backtest(name: Name, body: BacktestBody, conn: console.Db,
-                 user: console.CurrentUser) -> dict:  # fmt: skip
+                 user: console.CurrentUser) -> schemas.Backtest:  # fmt: skip
         console.allowed(user, "edit_rules")
         if body.period_to <= body.period_from:
             raise HTTPException(422, "period_to must come after period_from")
@@ -109,7 +112,7 @@ def add_rule_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.post("/api/rules/{name}/publish")
     def publish(name: Name, body: PublishBody, conn: console.Db,
-                user: console.CurrentUser) -> dict:  # fmt: skip
+                user: console.CurrentUser) -> schemas.RulesPublished:  # fmt: skip
         console.allowed(user, "edit_rules")
         with transaction(conn) as cur:
             version = rule_sets.publish(cur, name, body.mode, user.name, body.reason)
@@ -117,7 +120,7 @@ def add_rule_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.get("/api/rules/shadow")
     def shadow(conn: console.Db, user: console.CurrentUser,
-               days: Annotated[int, Query(ge=1, le=90)] = 14) -> dict:  # fmt: skip
+               days: Annotated[int, Query(ge=1, le=90)] = 14) -> schemas.ShadowMatches:  # fmt: skip
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT date_trunc('day', scored_at)::date AS day, r AS rule, count(*) "
@@ -141,12 +144,12 @@ def _rule(cur, name: str) -> Rule:
 
 def add_list_routes(app: FastAPI) -> None:
     @app.get("/api/lists")
-    def lists(conn: console.Db, user: console.CurrentUser) -> dict:
+    def lists(conn: console.Db, user: console.CurrentUser) -> schemas.RuleLists:
         with conn.cursor() as cur:
             return {"lists": rule_sets.lists(cur)}
 
     @app.post("/api/lists")
-    def create(body: ListBody, conn: console.Db, user: console.CurrentUser) -> dict:
+    def create(body: ListBody, conn: console.Db, user: console.CurrentUser) -> schemas.Created:
         console.allowed(user, "edit_rules")
         with transaction(conn) as cur:
             rule_sets.create_list(cur, body.name, body.kind, user.name, body.reason,
@@ -154,12 +157,14 @@ def add_list_routes(app: FastAPI) -> None:
         return {"created": body.name}
 
     @app.get("/api/lists/{name}")
-    def items(name: Name, conn: console.Db, user: console.CurrentUser) -> dict:
+    def items(name: Name, conn: console.Db, user: console.CurrentUser) -> schemas.ListItems:
         with conn.cursor() as cur:
             return {"name": name, "items": rule_sets.list_items(cur, name)}
 
     @app.post("/api/lists/{name}/items")
-    def add(name: Name, body: ItemsBody, conn: console.Db, user: console.CurrentUser) -> dict:
+    def add(
+        name: Name, body: ItemsBody, conn: console.Db, user: console.CurrentUser
+    ) -> schemas.Added:
         console.allowed(user, "edit_rules")
         with transaction(conn) as cur:
             n = rule_sets.add_items(cur, name, body.values, user.name, body.reason,
@@ -167,7 +172,9 @@ def add_list_routes(app: FastAPI) -> None:
         return {"added": n}
 
     @app.post("/api/lists/{name}/remove")
-    def remove(name: Name, body: ItemsBody, conn: console.Db, user: console.CurrentUser) -> dict:
+    def remove(
+        name: Name, body: ItemsBody, conn: console.Db, user: console.CurrentUser
+    ) -> schemas.Removed:
         console.allowed(user, "edit_rules")
         with transaction(conn) as cur:
             return {"removed": rule_sets.remove_items(cur, name, body.values, user.name,

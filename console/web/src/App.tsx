@@ -1,7 +1,8 @@
-import { createContext, useCallback, useContext, useEffect, useState } from "react";
+import { useCallback, useEffect, useState } from "react";
 import { NavLink, Route, Routes } from "react-router-dom";
 import { Button } from "./components/ui/button";
 import { api, type Me } from "./lib/api";
+import { MeContext } from "./lib/me";
 import { cn } from "./lib/utils";
 import { Lists } from "./screens/Lists";
 import { Live } from "./screens/Live";
@@ -11,15 +12,6 @@ import { Queue } from "./screens/Queue";
 import { Rules } from "./screens/Rules";
 import { Transaction } from "./screens/Transaction";
 import { Trends } from "./screens/Trends";
-
-const MeContext = createContext<Me | null>(null);
-
-/** The signed-in user (the screens show write controls only when `may` allows). */
-export function useMe(): Me {
-  const me = useContext(MeContext);
-  if (!me) throw new Error("useMe outside a signed-in page");
-  return me;
-}
 
 const SCREENS = [
   ["/", "Live"],

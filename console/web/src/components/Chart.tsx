@@ -15,8 +15,18 @@ import {
 import { useEffect, useRef } from "react";
 
 // Only the pieces the screens draw, so the bundle carries no unused chart types.
-ChartJS.register(BarController, BarElement, CategoryScale, Legend, LinearScale, LineController,
-  LineElement, PointElement, ScatterController, Tooltip);
+ChartJS.register(
+  BarController,
+  BarElement,
+  CategoryScale,
+  Legend,
+  LinearScale,
+  LineController,
+  LineElement,
+  PointElement,
+  ScatterController,
+  Tooltip,
+);
 
 /** A Chart.js canvas that redraws in place when `config`'s data changes. */
 export function Chart({ config, height = 220 }: { config: ChartConfiguration; height?: number }) {
@@ -24,7 +34,10 @@ export function Chart({ config, height = 220 }: { config: ChartConfiguration; he
   const chart = useRef<ChartJS | null>(null);
   useEffect(() => {
     if (!canvas.current) return;
-    chart.current = new ChartJS(canvas.current, { ...config, options: { animation: false, maintainAspectRatio: false, ...config.options } });
+    chart.current = new ChartJS(canvas.current, {
+      ...config,
+      options: { animation: false, maintainAspectRatio: false, ...config.options },
+    });
     return () => chart.current?.destroy();
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [config.type]);

@@ -7,7 +7,11 @@ export function LoadState({ loading, error, onRetry }: { loading: boolean; error
     return (
       <p className="flex items-center gap-3 text-sm text-red-700" role="alert">
         {error}
-        {onRetry && <Button size="sm" variant="outline" onClick={onRetry}>Retry</Button>}
+        {onRetry && (
+          <Button size="sm" variant="outline" onClick={onRetry}>
+            Retry
+          </Button>
+        )}
       </p>
     );
   }

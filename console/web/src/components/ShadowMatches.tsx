@@ -14,32 +14,58 @@ const COLOURS = ["#7c3aed", "#0891b2", "#db2777", "#65a30d", "#ea580c", "#475569
 export function ShadowMatches({ days }: { days: number }) {
   const shadow = useResource<{ matches: ShadowMatch[] }>(`/api/rules/shadow?days=${days}`);
   const table = useMemo(() => shadowTable(shadow.data?.matches ?? []), [shadow.data]);
-  const chart = useMemo<ChartConfiguration>(() => ({
-    type: "bar",
-    data: {
-      labels: table.days,
-      datasets: table.rows.slice(0, COLOURS.length).map((r, i) => ({ label: r.rule, data: r.counts, backgroundColor: COLOURS[i] })),
-    },
-    options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
-  }), [table]);
+  const chart = useMemo<ChartConfiguration>(
+    () => ({
+      type: "bar",
+      data: {
+        labels: table.days,
+        datasets: table.rows
+          .slice(0, COLOURS.length)
+          .map((r, i) => ({ label: r.rule, data: r.counts, backgroundColor: COLOURS[i] })),
+      },
+      options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
+    }),
+    [table],
+  );
 
   return (
     <Card className="col-span-2" data-testid="shadow-matches">
       <CardTitle>Shadow rules: matches per day (last {days} days)</CardTitle>
       <LoadState loading={shadow.loading && !shadow.data} error={shadow.error} onRetry={shadow.reload} />
       {shadow.data && table.rows.length === 0 && (
-        <p className="text-sm text-slate-500">No shadow rule matched in this period. Publish a rule as shadow on the <Link className="text-blue-700 hover:underline" to="/rules">Rules</Link> screen to watch it here.</p>
+        <p className="text-sm text-slate-500">
+          No shadow rule matched in this period. Publish a rule as shadow on the{" "}
+          <Link className="text-blue-700 hover:underline" to="/rules">
+            Rules
+          </Link>{" "}
+          screen to watch it here.
+        </p>
       )}
       {table.rows.length > 0 && (
         <div className="grid grid-cols-2 gap-4">
           <Chart config={chart} />
           <Table className="self-start">
-            <thead><tr><Th>Rule</Th><Th className="text-right">Matches</Th><Th>Last day</Th></tr></thead>
+            <thead>
+              <tr>
+                <Th>Rule</Th>
+                <Th className="text-right">Matches</Th>
+                <Th>Last day</Th>
+              </tr>
+            </thead>
             <tbody>
               {table.rows.map((r) => (
                 <tr key={r.rule}>
-                  <Td><Link className="font-mono text-xs text-blue-700 hover:underline" to={`/rules?rule=${encodeURIComponent(r.rule)}`}>{r.rule}</Link></Td>
-                  <Td className="text-right" data-testid={`shadow-total-${r.rule}`}>{r.total}</Td>
+                  <Td>
+                    <Link
+                      className="font-mono text-xs text-blue-700 hover:underline"
+                      to={`/rules?rule=${encodeURIComponent(r.rule)}`}
+                    >
+                      {r.rule}
+                    </Link>
+                  </Td>
+                  <Td className="text-right" data-testid={`shadow-total-${r.rule}`}>
+                    {r.total}
+                  </Td>
                   <Td>{r.counts[r.counts.length - 1]}</Td>
                 </tr>
               ))}

@@ -1,6 +1,8 @@
 /** The console API: same-origin fetches with the session cookie; every write repeats the
  *  CSRF cookie in the X-CSRF-Token header (the server checks both against the session). */
 
+import type { components } from "./api-types";
+
 export class ApiError extends Error {
   constructor(
     public status: number,
@@ -50,28 +52,17 @@ export const api = {
   del: <T>(path: string) => request<T>("DELETE", path),
 };
 
-export interface Me {
-  name: string;
-  role: string;
-  may: string[];
-}
+/** Every API answer's type, generated from the backend's OpenAPI schema (`npm run api-types`). */
+export type Schemas = components["schemas"];
+export type Me = Schemas["Me"];
+export type QueueItem = Schemas["QueueItem"];
+export type QueuePage = Schemas["QueuePage"];
+export type ReviewQueueItem = Schemas["ReviewQueueItem"];
+export type ReviewQueuePage = Schemas["ReviewQueuePage"];
+/** Why the review-queue job put an item in front of an analyst (fraudops/review_queue.py). */
+export type QueueReason = ReviewQueueItem["reason"];
 
-export interface QueueItem {
-  transaction_id: string;
-  user_id: number;
-  event_ts: number;
-  type: string;
-  amount: number;
-  channel: string | null;
-  score: number;
-  band: string;
-  model_version: string;
-  source: string;
-  scored_at: string;
-  label: string | null;
-  claimed_by: string | null;
-}
-
+/** One score of the live stream (an SSE event, so outside the OpenAPI schema). */
 export interface LiveItem {
   transaction_id: string;
   score: number;
@@ -79,26 +70,4 @@ export interface LiveItem {
   model_version: string;
   reasons: string[];
   latency_us: number;
-}
-
-/** Why the review-queue job put an item in front of an analyst (fraudops/review_queue.py). */
-export type QueueReason = "exploit" | "explore-threshold" | "explore-random";
-
-export interface ReviewQueueItem
-  extends Pick<QueueItem, "transaction_id" | "user_id" | "event_ts" | "type" | "amount" | "channel" | "score" | "band" | "model_version" | "label" | "claimed_by"> {
-  position: number;
-  reason: QueueReason;
-  label_reason: QueueReason | null;
-}
-
-export interface ReviewQueueDay {
-  day: string;
-  items: number;
-  labelled: number;
-}
-
-export interface ReviewQueuePage {
-  day: string | null;
-  days: ReviewQueueDay[];
-  items: ReviewQueueItem[];
 }

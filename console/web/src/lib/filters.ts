@@ -39,8 +39,7 @@ function oneOf<T extends string>(value: string | null, allowed: readonly T[], fa
 /** Filters from a query string; unknown or malformed values fall back to the defaults. */
 export function filtersFromSearch(search: string): QueueFilters {
   const p = new URLSearchParams(search);
-  const known = (values: string[], allowed: readonly string[]) =>
-    values.filter((v) => allowed.includes(v));
+  const known = (values: string[], allowed: readonly string[]) => values.filter((v) => allowed.includes(v));
   return {
     band: known(p.getAll("band"), BANDS),
     type: known(p.getAll("type"), TYPES),

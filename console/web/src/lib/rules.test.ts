@@ -2,8 +2,16 @@ import { describe, expect, it } from "vitest";
 import { errorLocation, lastDays, mayPublish, type RuleRow, shadowTable, utcInstant } from "./rules";
 
 const saved: RuleRow = {
-  name: "big", position: 10, action: "block", condition: "amount > 5000.0", mode: "draft", backtest: null,
-  backtested: false, version: 1, updated_by: "ann", updated_at: "2026-12-01T00:00:00Z",
+  name: "big",
+  position: 10,
+  action: "block",
+  condition: "amount > 5000.0",
+  mode: "draft",
+  backtest: null,
+  backtested: false,
+  version: 1,
+  updated_by: "ann",
+  updated_at: "2026-12-01T00:00:00Z",
 };
 const draft = { name: "big", action: "block" as const, condition: "amount > 5000.0" };
 
@@ -37,6 +45,9 @@ describe("rules", () => {
       { day: "2026-12-02", rule: "b", count: 2 },
     ]);
     expect(table.days).toEqual(["2026-12-01", "2026-12-02"]);
-    expect(table.rows).toEqual([{ rule: "b", counts: [5, 2], total: 7 }, { rule: "a", counts: [0, 1], total: 1 }]);
+    expect(table.rows).toEqual([
+      { rule: "b", counts: [5, 2], total: 7 },
+      { rule: "a", counts: [0, 1], total: 1 },
+    ]);
   });
 });

@@ -1,65 +1,19 @@
 /** The rules and lists screens' shapes (as console/rules_routes.py answers) and their pure
  *  logic (unit-tested): where a compile error points, when publishing is allowed, periods. */
 
+import type { Schemas } from "./api";
+
 export const ACTIONS = ["allow", "review", "block"] as const;
 export type Action = (typeof ACTIONS)[number];
 export const LIST_KINDS = ["user", "customer", "ip", "country"] as const;
 
-export interface RuleRow {
-  name: string;
-  position: number;
-  action: Action;
-  condition: string;
-  mode: "draft" | "shadow" | "live" | "off";
-  backtest: number | null;
-  backtested: boolean;
-  version: number;
-  updated_by: string;
-  updated_at: string;
-}
+export type RuleRow = Schemas["RuleRow"];
+export type RulesAnswer = Schemas["Rules"];
+export type BacktestResult = Schemas["Backtest"];
 
-export interface RulesAnswer {
-  rules: RuleRow[];
-  version: number;
-  lists: Record<string, string>;
-  names: string[];
-}
-
-export interface BacktestResult {
-  id: number;
-  period_from: string;
-  period_to: string;
-  considered: number;
-  matched: number;
-  by_band: Record<string, number>;
-  labelled: { FRAUD: number; LEGIT: number };
-  value: number;
-  fraud_value: number;
-  transactions: { transaction_id: string; user_id: number; type: string; amount: number; score: number; band: string; label: string | null; scored_at: string }[];
-}
-
-export interface RuleList {
-  name: string;
-  kind: string;
-  description: string;
-  created_by: string;
-  created_at: string;
-  items: number;
-}
-
-export interface ListItem {
-  value: string;
-  expires_at: string | null;
-  added_by: string;
-  reason: string;
-  added_at: string;
-}
-
-export interface ShadowMatch {
-  day: string;
-  rule: string;
-  count: number;
-}
+export type RuleList = Schemas["RuleList"];
+export type ListItem = Schemas["ListItem"];
+export type ShadowMatch = Schemas["ShadowMatch"];
 
 /** A rule as the editor holds it. */
 export interface Draft {
@@ -117,7 +71,10 @@ export function lastDays(now: Date, days: number): { from: string; to: string } 
 }
 
 /** Shadow matches as one row per rule with a count per day (days ascending). */
-export function shadowTable(matches: ShadowMatch[]): { days: string[]; rows: { rule: string; counts: number[]; total: number }[] } {
+export function shadowTable(matches: ShadowMatch[]): {
+  days: string[];
+  rows: { rule: string; counts: number[]; total: number }[];
+} {
   const days = [...new Set(matches.map((m) => m.day))].sort();
   const byRule = new Map<string, number[]>();
   for (const m of matches) {

@@ -1,6 +1,6 @@
 import { useState } from "react";
 import { useSearchParams } from "react-router-dom";
-import { useMe } from "../App";
+import { useMe } from "../lib/me";
 import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
@@ -37,28 +37,55 @@ export function Lists() {
           {lists.data && lists.data.lists.length === 0 && <p className="text-sm text-slate-500">No list yet.</p>}
           {lists.data && lists.data.lists.length > 0 && (
             <Table data-testid="lists-table">
-              <thead><tr><Th>List</Th><Th>Kind</Th><Th className="text-right">Items</Th><Th>Created</Th></tr></thead>
+              <thead>
+                <tr>
+                  <Th>List</Th>
+                  <Th>Kind</Th>
+                  <Th className="text-right">Items</Th>
+                  <Th>Created</Th>
+                </tr>
+              </thead>
               <tbody>
                 {lists.data.lists.map((l) => (
-                  <tr key={l.name} onClick={() => setParams({ list: l.name })}
-                    className={cn("cursor-pointer hover:bg-slate-50", l.name === selected && "bg-blue-50")}>
-                    <Td className="break-all font-mono text-xs font-semibold" title={l.description}>{l.name}</Td>
-                    <Td><Badge value={l.kind} /></Td>
+                  <tr
+                    key={l.name}
+                    onClick={() => setParams({ list: l.name })}
+                    className={cn("cursor-pointer hover:bg-slate-50", l.name === selected && "bg-blue-50")}
+                  >
+                    <Td className="break-all font-mono text-xs font-semibold" title={l.description}>
+                      {l.name}
+                    </Td>
+                    <Td>
+                      <Badge value={l.kind} />
+                    </Td>
                     <Td className="text-right">{l.items.toLocaleString("en-US")}</Td>
-                    <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${l.created_by}`}>{formatTime(l.created_at).slice(0, 16)}</Td>
+                    <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${l.created_by}`}>
+                      {formatTime(l.created_at).slice(0, 16)}
+                    </Td>
                   </tr>
                 ))}
               </tbody>
             </Table>
           )}
         </Card>
-        {mayEdit && <CreateList onCreated={(name) => { lists.reload(); setParams({ list: name }); }} />}
+        {mayEdit && (
+          <CreateList
+            onCreated={(name) => {
+              lists.reload();
+              setParams({ list: name });
+            }}
+          />
+        )}
       </div>
       <div className="col-span-3">
         {list ? (
           <Items key={list.name} list={list} mayEdit={mayEdit} onChanged={lists.reload} />
         ) : (
-          <Card><p className="text-sm text-slate-500">{selected && lists.data ? `No list named ${selected}.` : "Choose a list to see its items."}</p></Card>
+          <Card>
+            <p className="text-sm text-slate-500">
+              {selected && lists.data ? `No list named ${selected}.` : "Choose a list to see its items."}
+            </p>
+          </Card>
         )}
       </div>
     </div>
@@ -90,12 +117,21 @@ function CreateList({ onCreated }: { onCreated: (name: string) => void }) {
         <div className="flex flex-col gap-1">
           <Label htmlFor="list-kind">Kind</Label>
           <NativeSelect id="list-kind" value={form.kind} onChange={(e) => set({ kind: e.target.value })}>
-            {LIST_KINDS.map((k) => <option key={k} value={k}>{k}</option>)}
+            {LIST_KINDS.map((k) => (
+              <option key={k} value={k}>
+                {k}
+              </option>
+            ))}
           </NativeSelect>
         </div>
         <div className="col-span-2 flex flex-col gap-1">
           <Label htmlFor="list-description">Description</Label>
-          <Input id="list-description" value={form.description} maxLength={500} onChange={(e) => set({ description: e.target.value })} />
+          <Input
+            id="list-description"
+            value={form.description}
+            maxLength={500}
+            onChange={(e) => set({ description: e.target.value })}
+          />
         </div>
         <div className="col-span-2 flex flex-col gap-1">
           <Label htmlFor="list-reason">Reason</Label>
@@ -103,8 +139,14 @@ function CreateList({ onCreated }: { onCreated: (name: string) => void }) {
         </div>
       </div>
       <div className="mt-3 flex items-center gap-3">
-        <Button onClick={create} disabled={!form.name || !form.reason}>Create list</Button>
-        {message && <span className="text-sm" role="status">{message}</span>}
+        <Button onClick={create} disabled={!form.name || !form.reason}>
+          Create list
+        </Button>
+        {message && (
+          <span className="text-sm" role="status">
+            {message}
+          </span>
+        )}
       </div>
     </Card>
   );
@@ -121,7 +163,10 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
     try {
       const body: Record<string, unknown> = { values: chosen, reason };
       if (path === "items" && expires) body.expires_at = utcInstant(expires);
-      const done = await api.post<{ added?: number; removed?: number }>(`/api/lists/${encodeURIComponent(list.name)}/${path}`, body);
+      const done = await api.post<{ added?: number; removed?: number }>(
+        `/api/lists/${encodeURIComponent(list.name)}/${path}`,
+        body,
+      );
       setMessage(path === "items" ? `added ${done.added}` : `removed ${done.removed}`);
       if (path === "items") setValues("");
       items.reload();
@@ -132,16 +177,22 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
   }
 
   const entered = values.split(/[\s,]+/).filter(Boolean);
-  const now = Date.now();
   return (
     <Card data-testid="list-items">
-      <CardTitle>{list.name} · {list.kind} · {list.items.toLocaleString("en-US")} in force</CardTitle>
+      <CardTitle>
+        {list.name} · {list.kind} · {list.items.toLocaleString("en-US")} in force
+      </CardTitle>
       {list.description && <p className="mb-3 text-sm text-slate-600">{list.description}</p>}
       {mayEdit && (
         <div className="mb-4 grid grid-cols-[1fr_13rem] gap-2 rounded-md bg-slate-50 p-3">
           <div className="flex flex-col gap-1">
             <Label htmlFor="item-values">Values (comma or space separated)</Label>
-            <Input id="item-values" value={values} placeholder={PLACEHOLDER[list.kind]} onChange={(e) => setValues(e.target.value)} />
+            <Input
+              id="item-values"
+              value={values}
+              placeholder={PLACEHOLDER[list.kind]}
+              onChange={(e) => setValues(e.target.value)}
+            />
           </div>
           <div className="flex flex-col gap-1">
             <Label htmlFor="item-expires">Expires (UTC, optional)</Label>
@@ -149,23 +200,42 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
           </div>
           <div className="flex flex-col gap-1">
             <Label htmlFor="item-reason">Reason (for adding and removing)</Label>
-            <Input id="item-reason" value={reason} maxLength={500} placeholder="case 1234" onChange={(e) => setReason(e.target.value)} />
+            <Input
+              id="item-reason"
+              value={reason}
+              maxLength={500}
+              placeholder="case 1234"
+              onChange={(e) => setReason(e.target.value)}
+            />
           </div>
           <div className="flex items-end">
-            <Button className="w-full" onClick={() => change("items", entered)} disabled={!entered.length || !reason}>Add</Button>
+            <Button className="w-full" onClick={() => change("items", entered)} disabled={!entered.length || !reason}>
+              Add
+            </Button>
           </div>
-          {message && <p className="col-span-2 text-sm" role="status">{message}</p>}
+          {message && (
+            <p className="col-span-2 text-sm" role="status">
+              {message}
+            </p>
+          )}
         </div>
       )}
       <LoadState loading={items.loading && !items.data} error={items.error} onRetry={items.reload} />
       {items.data && (
         <Table>
           <thead>
-            <tr><Th>Value</Th><Th>Expires</Th><Th>Added</Th><Th>By</Th><Th>Reason</Th>{mayEdit && <Th />}</tr>
+            <tr>
+              <Th>Value</Th>
+              <Th>Expires</Th>
+              <Th>Added</Th>
+              <Th>By</Th>
+              <Th>Reason</Th>
+              {mayEdit && <Th />}
+            </tr>
           </thead>
           <tbody>
             {items.data.items.map((item) => {
-              const expired = item.expires_at !== null && new Date(item.expires_at).getTime() <= now;
+              const expired = isExpired(item);
               return (
                 <tr key={item.value} className={cn(expired && "text-slate-400")}>
                   <Td className="font-mono text-xs">{item.value}</Td>
@@ -175,8 +245,15 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
                   <Td>{item.reason}</Td>
                   {mayEdit && (
                     <Td className="text-right">
-                      <Button size="sm" variant="ghost" disabled={!reason} title={reason ? "" : "give a reason first"}
-                        onClick={() => change("remove", [item.value])}>Remove</Button>
+                      <Button
+                        size="sm"
+                        variant="ghost"
+                        disabled={!reason}
+                        title={reason ? "" : "give a reason first"}
+                        onClick={() => change("remove", [item.value])}
+                      >
+                        Remove
+                      </Button>
                     </Td>
                   )}
                 </tr>
@@ -186,7 +263,15 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
         </Table>
       )}
       {items.data && items.data.items.length === 0 && <p className="p-2 text-sm text-slate-500">The list is empty.</p>}
-      {items.data && items.data.items.length >= 200 && <p className="p-2 text-xs text-slate-500">The 200 most recently added items are shown.</p>}
+      {items.data && items.data.items.length >= 200 && (
+        <p className="p-2 text-xs text-slate-500">The 200 most recently added items are shown.</p>
+      )}
     </Card>
   );
+}
+
+/** Whether an item's expiry has passed as the screen renders it (the list reloads after every
+ *  change, so "now" is recent enough for a struck-through row). */
+function isExpired(item: ListItem): boolean {
+  return item.expires_at !== null && new Date(item.expires_at).getTime() <= Date.now();
 }

@@ -5,7 +5,9 @@ import { Chart } from "../components/Chart";
 import { Badge } from "../components/ui/badge";
 import { Card, CardTitle } from "../components/ui/card";
 import { Table, Td, Th } from "../components/ui/table";
-import { api, type LiveItem } from "../lib/api";
+import { LoadState } from "../components/LoadState";
+import type { LiveItem, Schemas } from "../lib/api";
+import { useResource } from "../lib/resource";
 import { BAND_COLOURS, formatLatency, formatScore } from "../lib/format";
 
 const WINDOW_S = 15 * 60;
@@ -13,13 +15,10 @@ const RECENT = 50;
 // Scores arrive many times a second and go into the table at once; the chart's per-second
 // counts are redrawn at most this often.
 const CHART_REDRAW_MS = 250;
+const STATUS_POLL_MS = 5000;
 const BANDS = ["ALLOW", "CHALLENGE", "BLOCK"];
 
-interface Status {
-  model_version: string | null;
-  thresholds: { challenge: number; block: number } | null;
-  consumer_lag: number | null;
-}
+type Status = Schemas["LiveStatus"];
 
 interface Second {
   at: number;
@@ -40,7 +39,9 @@ function addTick(seconds: Second[], at: number, counts: Record<string, number>):
 export function Live() {
   const [seconds, setSeconds] = useState<Second[]>([]);
   const [recent, setRecent] = useState<LiveItem[]>([]);
-  const [status, setStatus] = useState<Status | null>(null);
+  const statusResource = useResource<Status>("/api/live/status");
+  const status = statusResource.data;
+  const { reload: reloadStatus } = statusResource;
   const [connected, setConnected] = useState(false);
 
   useEffect(() => {
@@ -66,11 +67,9 @@ export function Live() {
   }, []);
 
   useEffect(() => {
-    const load = () => api.get<Status>("/api/live/status").then(setStatus, () => undefined);
-    load();
-    const timer = window.setInterval(load, 5000);
+    const timer = window.setInterval(reloadStatus, STATUS_POLL_MS);
     return () => window.clearInterval(timer);
-  }, []);
+  }, [reloadStatus]);
 
   const chart = useMemo<ChartConfiguration>(
     () => ({
@@ -98,7 +97,9 @@ export function Live() {
         </Card>
         <Card>
           <CardTitle>Served model</CardTitle>
-          <p className="text-xl font-semibold" data-testid="served-version">{status?.model_version ?? "—"}</p>
+          <p className="text-xl font-semibold" data-testid="served-version">
+            {status?.model_version ?? "—"}
+          </p>
         </Card>
         <Card>
           <CardTitle>Thresholds</CardTitle>
@@ -111,6 +112,7 @@ export function Live() {
           <p className="text-xl font-semibold">{status?.consumer_lag ?? "—"}</p>
         </Card>
       </div>
+      <LoadState loading={false} error={statusResource.error} onRetry={reloadStatus} />
       <Card>
         <CardTitle>Scores by band, last 15 minutes</CardTitle>
         <Chart config={chart} />
@@ -136,7 +138,9 @@ export function Live() {
                     {item.transaction_id}
                   </Link>
                 </Td>
-                <Td><Badge value={item.band} /></Td>
+                <Td>
+                  <Badge value={item.band} />
+                </Td>
                 <Td>{formatScore(item.score)}</Td>
                 <Td>{item.model_version}</Td>
                 <Td className="text-slate-600">{item.reasons.join("; ")}</Td>

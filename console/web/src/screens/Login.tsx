@@ -28,9 +28,19 @@ export function Login({ onSignedIn }: { onSignedIn: () => void }) {
           <Label htmlFor="name">Name</Label>
           <Input id="name" name="name" autoComplete="username" value={name} onChange={(e) => setName(e.target.value)} />
           <Label htmlFor="password">Password</Label>
-          <Input id="password" name="password" type="password" autoComplete="current-password"
-            value={password} onChange={(e) => setPassword(e.target.value)} />
-          {error && <p className="text-sm text-red-600" role="alert">{error}</p>}
+          <Input
+            id="password"
+            name="password"
+            type="password"
+            autoComplete="current-password"
+            value={password}
+            onChange={(e) => setPassword(e.target.value)}
+          />
+          {error && (
+            <p className="text-sm text-red-600" role="alert">
+              {error}
+            </p>
+          )}
           <Button type="submit">Sign in</Button>
         </form>
       </Card>

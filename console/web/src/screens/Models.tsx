@@ -1,46 +1,17 @@
-import { useCallback, useEffect, useState } from "react";
-import { useMe } from "../App";
+import { useState } from "react";
+import { useMe } from "../lib/me";
+import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
 import { ConfirmDialog } from "../components/ui/dialog";
 import { Table, Td, Th } from "../components/ui/table";
-import { api } from "../lib/api";
+import { api, type Schemas } from "../lib/api";
 import { formatScore, formatTime } from "../lib/format";
+import { problemOf, useResource } from "../lib/resource";
 
-interface Version {
-  version: string;
-  published_at: string;
-  mlflow_run_url: string | null;
-  data_hash: string | null;
-  thresholds: { challenge: number; block: number };
-  metrics: Record<string, unknown>;
-}
-
-interface Drift {
-  window_start: string;
-  window_end: string;
-  model_version: string;
-  rows: number;
-  drifted: boolean | null;
-  consecutive: number;
-  alarm: boolean;
-  drifted_features: string[];
-  max_feature_psi: number | null;
-  score_psi: number | null;
-  band_psi: number | null;
-  skew_checked: number;
-  skew_mismatches: number;
-  last_alarm_at: string | null;
-}
-
-interface Models {
-  drift: Drift | null;
-  served: string | null;
-  deployments: { id: number; version: string; host: string; pid: number; served_from: string; served_until: string | null; reason: string | null; mlflow_run_url: string | null }[];
-  events: { at: string; kind: string; subject: string; detail: Record<string, unknown> }[];
-  versions: Version[];
-}
+type Models = Schemas["Models"];
+type Drift = Schemas["Drift"];
 
 function metric(value: unknown): string {
   return typeof value === "number" ? formatScore(value) : value === null || value === undefined ? "—" : String(value);
@@ -48,23 +19,24 @@ function metric(value: unknown): string {
 
 export function Models() {
   const me = useMe();
-  const [models, setModels] = useState<Models | null>(null);
+  const resource = useResource<Models>("/api/models");
+  const models = resource.data;
   const [message, setMessage] = useState("");
-  const load = useCallback(() => api.get<Models>("/api/models").then(setModels, (e: Error) => setMessage(e.message)), []);
-  useEffect(() => void load(), [load]);
 
   async function rollback(to: string) {
     try {
-      const result = await api.post<{ published: string }>("/api/models/rollback", { to });
+      const result = await api.post<Schemas["Published"]>("/api/models/rollback", { to });
       setMessage(`re-published ${result.published}; the scorers reload it`);
-      void load();
+      resource.reload();
     } catch (err) {
-      setMessage(err instanceof Error ? err.message : "rollback refused");
+      setMessage(problemOf(err));
     }
   }
 
-  if (!models) return <p>{message || "Loading…"}</p>;
-  const metricNames = [...new Set(models.versions.flatMap((v) => Object.keys(v.metrics).filter((k) => typeof v.metrics[k] === "number")))].slice(0, 6);
+  if (!models) return <LoadState loading={resource.loading} error={resource.error} onRetry={resource.reload} />;
+  const metricNames = [
+    ...new Set(models.versions.flatMap((v) => Object.keys(v.metrics).filter((k) => typeof v.metrics[k] === "number"))),
+  ].slice(0, 6);
   return (
     <div className="grid gap-4">
       {message && <p role="status">{message}</p>}
@@ -73,9 +45,15 @@ export function Models() {
         <Table>
           <thead>
             <tr>
-              <Th>Version</Th><Th>Published</Th><Th>Challenge ≥</Th><Th>Block ≥</Th>
-              {metricNames.map((m) => <Th key={m}>{m}</Th>)}
-              <Th>MLflow</Th><Th />
+              <Th>Version</Th>
+              <Th>Published</Th>
+              <Th>Challenge ≥</Th>
+              <Th>Block ≥</Th>
+              {metricNames.map((m) => (
+                <Th key={m}>{m}</Th>
+              ))}
+              <Th>MLflow</Th>
+              <Th />
             </tr>
           </thead>
           <tbody>
@@ -85,15 +63,33 @@ export function Models() {
                 <Td>{formatTime(v.published_at)}</Td>
                 <Td>{formatScore(v.thresholds.challenge)}</Td>
                 <Td>{formatScore(v.thresholds.block)}</Td>
-                {metricNames.map((m) => <Td key={m}>{metric(v.metrics[m])}</Td>)}
-                <Td>{v.mlflow_run_url ? <a className="text-blue-700 hover:underline" href={v.mlflow_run_url} rel="noreferrer" target="_blank">run</a> : "—"}</Td>
+                {metricNames.map((m) => (
+                  <Td key={m}>{metric(v.metrics[m])}</Td>
+                ))}
+                <Td>
+                  {v.mlflow_run_url ? (
+                    <a className="text-blue-700 hover:underline" href={v.mlflow_run_url} rel="noreferrer" target="_blank">
+                      run
+                    </a>
+                  ) : (
+                    "—"
+                  )}
+                </Td>
                 <Td>
                   {me.may.includes("rollback") && v.version !== models.served && (
                     <ConfirmDialog
                       title={`Serve ${v.version} again?`}
                       description="The version is re-published; every scorer checks and hot-reloads it."
-                      trigger={<Button size="sm" variant="outline">Roll back to {v.version}</Button>}
-                      confirm={<Button size="sm" onClick={() => rollback(v.version)}>Roll back</Button>}
+                      trigger={
+                        <Button size="sm" variant="outline">
+                          Roll back to {v.version}
+                        </Button>
+                      }
+                      confirm={
+                        <Button size="sm" onClick={() => rollback(v.version)}>
+                          Roll back
+                        </Button>
+                      }
                     />
                   )}
                 </Td>
@@ -107,13 +103,25 @@ export function Models() {
         <Card>
           <CardTitle>Deployments</CardTitle>
           <Table>
-            <thead><tr><Th>Version</Th><Th>From</Th><Th>Until</Th><Th>Where</Th><Th>Reason</Th></tr></thead>
+            <thead>
+              <tr>
+                <Th>Version</Th>
+                <Th>From</Th>
+                <Th>Until</Th>
+                <Th>Where</Th>
+                <Th>Reason</Th>
+              </tr>
+            </thead>
             <tbody>
               {models.deployments.map((d) => (
                 <tr key={d.id}>
-                  <Td>{d.version}</Td><Td>{formatTime(d.served_from)}</Td>
+                  <Td>{d.version}</Td>
+                  <Td>{formatTime(d.served_from)}</Td>
                   <Td>{d.served_until ? formatTime(d.served_until) : <Badge value="serving" />}</Td>
-                  <Td>{d.host}:{d.pid}</Td><Td>{d.reason ?? ""}</Td>
+                  <Td>
+                    {d.host}:{d.pid}
+                  </Td>
+                  <Td>{d.reason ?? ""}</Td>
                 </tr>
               ))}
             </tbody>
@@ -122,11 +130,21 @@ export function Models() {
         <Card>
           <CardTitle>Promotions and rollbacks</CardTitle>
           <Table>
-            <thead><tr><Th>When</Th><Th>What</Th><Th>Version</Th><Th>By</Th></tr></thead>
+            <thead>
+              <tr>
+                <Th>When</Th>
+                <Th>What</Th>
+                <Th>Version</Th>
+                <Th>By</Th>
+              </tr>
+            </thead>
             <tbody>
               {models.events.map((e, i) => (
                 <tr key={i}>
-                  <Td>{formatTime(e.at)}</Td><Td>{e.kind}</Td><Td>{e.subject}</Td><Td>{String(e.detail.user ?? "")}</Td>
+                  <Td>{formatTime(e.at)}</Td>
+                  <Td>{e.kind}</Td>
+                  <Td>{e.subject}</Td>
+                  <Td>{String(e.detail.user ?? "")}</Td>
                 </tr>
               ))}
             </tbody>
@@ -154,11 +172,16 @@ function DriftCard({ drift }: { drift: Drift | null }) {
       </CardTitle>
       <p className="text-sm">
         Window {formatTime(drift.window_start)} – {formatTime(drift.window_end)} against {drift.model_version}: {drift.rows} rows,{" "}
-        <span className="font-semibold" data-testid="drift-verdict">{verdict}</span> ({drift.consecutive} drifted in a row).
+        <span className="font-semibold" data-testid="drift-verdict">
+          {verdict}
+        </span>{" "}
+        ({drift.consecutive} drifted in a row).
       </p>
       <p className="text-sm">
-        Drifted: <span data-testid="drift-features">{drift.drifted_features.length ? drift.drifted_features.join(", ") : "none"}</span>
-        {" · "}max feature PSI {metric(drift.max_feature_psi)} · score PSI {metric(drift.score_psi)} · band PSI {metric(drift.band_psi)}
+        Drifted:{" "}
+        <span data-testid="drift-features">{drift.drifted_features.length ? drift.drifted_features.join(", ") : "none"}</span>
+        {" · "}max feature PSI {metric(drift.max_feature_psi)} · score PSI {metric(drift.score_psi)} · band PSI{" "}
+        {metric(drift.band_psi)}
         {" · "}skew: {drift.skew_mismatches} mismatches in {drift.skew_checked} samples
         {drift.last_alarm_at && <> · last alarm {formatTime(drift.last_alarm_at)}</>}
       </p>

@@ -1,21 +1,32 @@
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useCallback, useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router-dom";
-import { useMe } from "../App";
+import { useMe } from "../lib/me";
+import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
 import { Input, Label, NativeSelect } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
-import { api, type QueueItem } from "../lib/api";
+import { api, type QueueItem, type QueuePage } from "../lib/api";
 import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
+import { problemOf, useResource } from "../lib/resource";
 import { cn } from "../lib/utils";
 import { useListKeys } from "./listKeys";
 import { ReviewQueue } from "./ReviewQueue";
 
-interface Page {
-  items: QueueItem[];
-  next_cursor: string | null;
+const PAGE_SIZE = 50;
+
+function queuePath(filters: QueueFilters, cursor: string | null): string {
+  const query = new URLSearchParams(searchFromFilters(filters));
+  query.set("limit", String(PAGE_SIZE));
+  if (cursor) query.set("cursor", cursor);
+  return `/api/queue?${query}`;
+}
+
+/** The next page of the same filter appended to the rows shown. */
+function joinPages(shown: QueuePage, page: QueuePage): QueuePage {
+  return { items: [...shown.items, ...page.items], next_cursor: page.next_cursor };
 }
 
 const VIEWS = [
@@ -32,10 +43,18 @@ export function Queue() {
       <div className="flex items-center gap-4">
         <div role="tablist" className="inline-flex rounded-lg bg-slate-100 p-1">
           {VIEWS.map(([key, title, hint]) => (
-            <button key={key} role="tab" aria-selected={view === key} title={hint} data-testid={`tab-${key}`}
+            <button
+              key={key}
+              role="tab"
+              aria-selected={view === key}
+              title={hint}
+              data-testid={`tab-${key}`}
               onClick={() => setParams(key === "review" ? {} : { view: key })}
-              className={cn("rounded-md px-3 py-1.5 text-sm font-medium transition-colors",
-                view === key ? "bg-white text-slate-900 shadow-sm" : "text-slate-500 hover:text-slate-900")}>
+              className={cn(
+                "rounded-md px-3 py-1.5 text-sm font-medium transition-colors",
+                view === key ? "bg-white text-slate-900 shadow-sm" : "text-slate-500 hover:text-slate-900",
+              )}
+            >
               {title}
             </button>
           ))}
@@ -54,32 +73,16 @@ function FlaggedList() {
   const [params, setParams] = useSearchParams();
   const search = params.toString();
   const filters = useMemo(() => filtersFromSearch(search), [search]);
-  const [items, setItems] = useState<QueueItem[]>([]);
-  const [cursor, setCursor] = useState<string | null>(null);
-  const [selected, setSelected] = useState(0);
-  const [error, setError] = useState("");
-
-  const load = useCallback(
-    (after: string | null) => {
-      const query = new URLSearchParams(searchFromFilters(filters));
-      query.set("limit", "50");
-      if (after) query.set("cursor", after);
-      api.get<Page>(`/api/queue?${query}`).then(
-        (page) => {
-          setItems((old) => (after ? [...old, ...page.items] : page.items));
-          setCursor(page.next_cursor);
-          setError("");
-        },
-        (err: Error) => setError(err.message),
-      );
-    },
-    [filters],
-  );
-
-  useEffect(() => {
-    setSelected(0);
-    load(null);
-  }, [load]);
+  const path = useMemo(() => queuePath(filters, null), [filters]);
+  const resource = useResource<QueuePage>(path, joinPages);
+  const { data, update: updatePage } = resource;
+  const items = useMemo(() => data?.items ?? [], [data]);
+  const cursor = data?.next_cursor ?? null;
+  // The selection belongs to one filter: a new filter starts at the first row.
+  const [selection, setSelection] = useState({ path, index: 0 });
+  const selected = selection.path === path ? selection.index : 0;
+  const setSelected = useCallback((index: number) => setSelection({ path, index }), [path]);
+  const [message, setMessage] = useState("");
 
   const update = (change: Partial<QueueFilters>) => {
     const next = new URLSearchParams(searchFromFilters({ ...filters, ...change }));
@@ -90,15 +93,21 @@ function FlaggedList() {
   const label = useCallback(
     async (item: QueueItem | undefined, verdict: "FRAUD" | "LEGIT") => {
       if (!item || !mayLabel) return;
-      await api.post(`/api/transactions/${encodeURIComponent(item.transaction_id)}/label`, { label: verdict, note: "" });
-      setItems((old) => old.filter((i) => i.transaction_id !== item.transaction_id));
+      try {
+        await api.post(`/api/transactions/${encodeURIComponent(item.transaction_id)}/label`, { label: verdict, note: "" });
+        setMessage("");
+        updatePage((page) => ({ ...page, items: page.items.filter((i) => i.transaction_id !== item.transaction_id) }));
+      } catch (err) {
+        setMessage(`${item.transaction_id}: ${problemOf(err)}`);
+      }
     },
-    [mayLabel],
+    [mayLabel, updatePage],
   );
 
   const claimNext = useCallback(
     (next: QueueItem | undefined) => {
-      if (next && mayLabel) void api.post(`/api/transactions/${encodeURIComponent(next.transaction_id)}/claim`).catch(() => undefined);
+      if (next && mayLabel)
+        void api.post(`/api/transactions/${encodeURIComponent(next.transaction_id)}/claim`).catch(() => undefined);
     },
     [mayLabel],
   );
@@ -111,32 +120,60 @@ function FlaggedList() {
       <Card className="flex flex-wrap items-end gap-3">
         <div className="flex flex-col gap-1">
           <Label htmlFor="q">Transaction or user id</Label>
-          <Input id="q" name="q" defaultValue={filters.q} key={filters.q}
-            onKeyDown={(e) => e.key === "Enter" && update({ q: e.currentTarget.value })} />
+          <Input
+            id="q"
+            name="q"
+            defaultValue={filters.q}
+            key={filters.q}
+            onKeyDown={(e) => e.key === "Enter" && update({ q: e.currentTarget.value })}
+          />
         </div>
         <div className="flex flex-col gap-1">
           <Label>Band</Label>
           <div className="flex gap-1">
             {BANDS.map((b) => (
-              <Button key={b} size="sm" variant={filters.band.includes(b) ? "default" : "outline"} data-testid={`band-${b}`}
-                onClick={() => update({ band: toggle(filters.band, b) })}>{b}</Button>
+              <Button
+                key={b}
+                size="sm"
+                variant={filters.band.includes(b) ? "default" : "outline"}
+                data-testid={`band-${b}`}
+                onClick={() => update({ band: toggle(filters.band, b) })}
+              >
+                {b}
+              </Button>
             ))}
           </div>
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="type">Type</Label>
-          <NativeSelect id="type" value={filters.type[0] ?? ""} onChange={(e) => update({ type: e.target.value ? [e.target.value] : [] })}>
+          <NativeSelect
+            id="type"
+            value={filters.type[0] ?? ""}
+            onChange={(e) => update({ type: e.target.value ? [e.target.value] : [] })}
+          >
             <option value="">any</option>
-            {TYPES.map((t) => <option key={t}>{t}</option>)}
+            {TYPES.map((t) => (
+              <option key={t}>{t}</option>
+            ))}
           </NativeSelect>
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="amount_min">Amount from / to</Label>
           <div className="flex gap-1">
-            <Input id="amount_min" className="w-24" defaultValue={filters.amount_min} key={`min${filters.amount_min}`}
-              onBlur={(e) => update({ amount_min: e.target.value })} />
-            <Input id="amount_max" className="w-24" defaultValue={filters.amount_max} key={`max${filters.amount_max}`}
-              onBlur={(e) => update({ amount_max: e.target.value })} />
+            <Input
+              id="amount_min"
+              className="w-24"
+              defaultValue={filters.amount_min}
+              key={`min${filters.amount_min}`}
+              onBlur={(e) => update({ amount_min: e.target.value })}
+            />
+            <Input
+              id="amount_max"
+              className="w-24"
+              defaultValue={filters.amount_max}
+              key={`max${filters.amount_max}`}
+              onBlur={(e) => update({ amount_max: e.target.value })}
+            />
           </div>
         </div>
         <div className="flex flex-col gap-1">
@@ -148,12 +185,21 @@ function FlaggedList() {
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="model_version">Model</Label>
-          <Input id="model_version" className="w-20" defaultValue={filters.model_version} key={`mv${filters.model_version}`}
-            onBlur={(e) => update({ model_version: e.target.value })} />
+          <Input
+            id="model_version"
+            className="w-20"
+            defaultValue={filters.model_version}
+            key={`mv${filters.model_version}`}
+            onBlur={(e) => update({ model_version: e.target.value })}
+          />
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="source">Scored</Label>
-          <NativeSelect id="source" value={filters.source} onChange={(e) => update({ source: e.target.value as QueueFilters["source"] })}>
+          <NativeSelect
+            id="source"
+            value={filters.source}
+            onChange={(e) => update({ source: e.target.value as QueueFilters["source"] })}
+          >
             <option value="">both</option>
             <option value="inline">inline</option>
             <option value="stream">stream</option>
@@ -161,7 +207,11 @@ function FlaggedList() {
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="labelled">Labelled</Label>
-          <NativeSelect id="labelled" value={filters.labelled} onChange={(e) => update({ labelled: e.target.value as QueueFilters["labelled"] })}>
+          <NativeSelect
+            id="labelled"
+            value={filters.labelled}
+            onChange={(e) => update({ labelled: e.target.value as QueueFilters["labelled"] })}
+          >
             <option value="no">no</option>
             <option value="yes">yes</option>
             <option value="any">any</option>
@@ -178,7 +228,12 @@ function FlaggedList() {
           <a href={`/api/queue.csv?${searchFromFilters(filters)}`}>Export CSV</a>
         </Button>
       </Card>
-      {error && <p className="text-sm text-red-600" role="alert">{error}</p>}
+      <LoadState loading={resource.loading} error={resource.error} onRetry={resource.reload} />
+      {message && (
+        <p className="text-sm text-red-600" role="alert" data-testid="label-message">
+          {message}
+        </p>
+      )}
       <Card>
         <p className="mb-2 text-xs text-slate-500">
           j / k move · Enter opens · n next (claims it){mayLabel ? " · f fraud · l legit" : ""}
@@ -186,14 +241,26 @@ function FlaggedList() {
         <Table data-testid="queue-table">
           <thead>
             <tr>
-              <Th>Transaction</Th><Th>User</Th><Th>Type</Th><Th className="text-right">Amount</Th><Th>Channel</Th>
-              <Th>Band</Th><Th>Score</Th><Th>Model</Th><Th>Scored</Th><Th>Claimed by</Th>
+              <Th>Transaction</Th>
+              <Th>User</Th>
+              <Th>Type</Th>
+              <Th className="text-right">Amount</Th>
+              <Th>Channel</Th>
+              <Th>Band</Th>
+              <Th>Score</Th>
+              <Th>Model</Th>
+              <Th>Scored</Th>
+              <Th>Claimed by</Th>
             </tr>
           </thead>
           <tbody>
             {items.map((item, i) => (
-              <tr key={item.transaction_id} onClick={() => setSelected(i)}
-                className={cn(i === selected && "bg-blue-50")} data-selected={i === selected}>
+              <tr
+                key={item.transaction_id}
+                onClick={() => setSelected(i)}
+                className={cn(i === selected && "bg-blue-50")}
+                data-selected={i === selected}
+              >
                 <Td>
                   <Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(item.transaction_id)}`}>
                     {item.transaction_id}
@@ -203,7 +270,9 @@ function FlaggedList() {
                 <Td>{item.type}</Td>
                 <Td className="text-right">{formatAmount(item.amount)}</Td>
                 <Td>{item.channel ?? ""}</Td>
-                <Td><Badge value={item.band} /></Td>
+                <Td>
+                  <Badge value={item.band} />
+                </Td>
                 <Td>{formatScore(item.score)}</Td>
                 <Td>{item.model_version}</Td>
                 <Td>{formatTime(item.scored_at)}</Td>
@@ -214,7 +283,7 @@ function FlaggedList() {
         </Table>
         {items.length === 0 && <p className="p-4 text-sm text-slate-500">Nothing to review for this filter.</p>}
         {cursor && (
-          <Button variant="outline" className="mt-3" onClick={() => load(cursor)}>
+          <Button variant="outline" className="mt-3" onClick={() => resource.more(queuePath(filters, cursor))}>
             More
           </Button>
         )}

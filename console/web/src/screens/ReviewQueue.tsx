@@ -1,12 +1,14 @@
-import { useCallback, useEffect, useState } from "react";
+import { useCallback, useState } from "react";
 import { Link } from "react-router-dom";
-import { useMe } from "../App";
+import { useMe } from "../lib/me";
+import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
 import { Label, NativeSelect } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { ApiError, api, type QueueReason, type ReviewQueueItem, type ReviewQueuePage } from "../lib/api";
+import { problemOf, useResource } from "../lib/resource";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
 import { cn } from "../lib/utils";
 import { useListKeys } from "./listKeys";
@@ -33,8 +35,11 @@ export const REASONS: Record<QueueReason, { title: string; why: string; classNam
 export function ReasonBadge({ reason }: { reason: QueueReason }) {
   const r = REASONS[reason];
   return (
-    <span title={r.why} data-reason={reason}
-      className={cn("inline-flex items-center whitespace-nowrap rounded-full px-2 py-0.5 text-xs font-medium", r.className)}>
+    <span
+      title={r.why}
+      data-reason={reason}
+      className={cn("inline-flex items-center whitespace-nowrap rounded-full px-2 py-0.5 text-xs font-medium", r.className)}
+    >
       {r.title}
     </span>
   );
@@ -46,7 +51,9 @@ function Progress({ done, total }: { done: number; total: number }) {
     <div className="flex min-w-48 flex-col gap-1">
       <div className="flex justify-between text-xs text-slate-500">
         <span>labelled</span>
-        <span data-testid="review-progress">{done} / {total}</span>
+        <span data-testid="review-progress">
+          {done} / {total}
+        </span>
       </div>
       <div className="h-2 overflow-hidden rounded-full bg-slate-100">
         <div className="h-full rounded-full bg-emerald-500 transition-all" style={{ width: `${share}%` }} />
@@ -84,22 +91,10 @@ export function ReviewQueue() {
   const me = useMe();
   const mayLabel = me.may.includes("label");
   const [day, setDay] = useState<string>("");
-  const [page, setPage] = useState<ReviewQueuePage | null>(null);
+  const resource = useResource<ReviewQueuePage>(`/api/review-queue${day ? `?day=${encodeURIComponent(day)}` : ""}`);
+  const { data: page, reload } = resource;
   const [selected, setSelected] = useState(0);
   const [message, setMessage] = useState("");
-  const [reload, setReload] = useState(0);
-
-  useEffect(() => {
-    let current = true;
-    const query = day ? `?day=${encodeURIComponent(day)}` : "";
-    api.get<ReviewQueuePage>(`/api/review-queue${query}`).then(
-      (found) => current && setPage(found),
-      (err: Error) => current && setMessage(err.message),
-    );
-    return () => {
-      current = false;
-    };
-  }, [day, reload]);
 
   const items = page?.items ?? [];
   const label = useCallback(
@@ -114,16 +109,16 @@ export function ReviewQueue() {
         setMessage(`${item.transaction_id} labelled ${verdict} (${REASONS[item.reason].title})`);
       } catch (err) {
         const conflict = err instanceof ApiError && err.status === 409;
-        setMessage(conflict ? "The queue was rebuilt meanwhile: it has been reloaded." : err instanceof Error ? err.message : "label refused");
+        setMessage(conflict ? "The queue was rebuilt meanwhile: it has been reloaded." : problemOf(err));
       }
-      setReload((n) => n + 1);
+      reload();
     },
-    [mayLabel, page],
+    [mayLabel, page, reload],
   );
 
   useListKeys(items, selected, setSelected, label);
 
-  if (!page) return <p role="alert" className="text-sm text-slate-500">{message || "Loading…"}</p>;
+  if (!page) return <LoadState loading={resource.loading} error={resource.error} onRetry={reload} />;
   const done = items.filter((i) => i.label).length;
   return (
     <div className="grid gap-4">
@@ -147,32 +142,54 @@ export function ReviewQueue() {
             Rebuilt by the fraud_review_queue job · j / k move · Enter opens
             {mayLabel ? " · f fraud · l legit" : ""}
           </p>
-          <p className="font-medium text-slate-700" role="status" data-testid="review-message">{message}</p>
+          <p className="font-medium text-slate-700" role="status" data-testid="review-message">
+            {message}
+          </p>
         </div>
         <Table data-testid="review-queue-table">
           <thead>
             <tr>
-              <Th className="w-8">#</Th><Th>Why</Th><Th>Transaction</Th><Th>User</Th><Th>Type</Th>
-              <Th className="text-right">Amount</Th><Th>Band</Th><Th>Score</Th><Th>When</Th><Th>Claimed by</Th>
+              <Th className="w-8">#</Th>
+              <Th>Why</Th>
+              <Th>Transaction</Th>
+              <Th>User</Th>
+              <Th>Type</Th>
+              <Th className="text-right">Amount</Th>
+              <Th>Band</Th>
+              <Th>Score</Th>
+              <Th>When</Th>
+              <Th>Claimed by</Th>
               <Th className="text-right">Verdict</Th>
             </tr>
           </thead>
           <tbody>
             {items.map((item, i) => (
-              <tr key={item.transaction_id} onClick={() => setSelected(i)} data-selected={i === selected}
-                data-reason={item.reason} data-testid={`review-item-${item.transaction_id}`}
-                className={cn(i === selected && "bg-blue-50", item.label && "text-slate-400")}>
+              <tr
+                key={item.transaction_id}
+                onClick={() => setSelected(i)}
+                data-selected={i === selected}
+                data-reason={item.reason}
+                data-testid={`review-item-${item.transaction_id}`}
+                className={cn(i === selected && "bg-blue-50", item.label && "text-slate-400")}
+              >
                 <Td className="tabular-nums text-slate-400">{item.position}</Td>
-                <Td><ReasonBadge reason={item.reason} /></Td>
                 <Td>
-                  <Link className="font-mono text-xs text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(item.transaction_id)}`}>
+                  <ReasonBadge reason={item.reason} />
+                </Td>
+                <Td>
+                  <Link
+                    className="font-mono text-xs text-blue-700 hover:underline"
+                    to={`/transactions/${encodeURIComponent(item.transaction_id)}`}
+                  >
                     {item.transaction_id}
                   </Link>
                 </Td>
                 <Td>{item.user_id}</Td>
                 <Td>{item.type}</Td>
                 <Td className="text-right tabular-nums">{formatAmount(item.amount)}</Td>
-                <Td><Badge value={item.band} /></Td>
+                <Td>
+                  <Badge value={item.band} />
+                </Td>
                 <Td className="tabular-nums">{formatScore(item.score)}</Td>
                 <Td className="whitespace-nowrap text-xs">{formatTime(item.event_ts)}</Td>
                 <Td>{item.claimed_by ?? ""}</Td>
@@ -181,12 +198,24 @@ export function ReviewQueue() {
                     <Badge value={item.label} data-testid="review-verdict" />
                   ) : mayLabel ? (
                     <span className="inline-flex gap-1">
-                      <Button size="sm" variant="outline" data-testid={`review-fraud-${item.transaction_id}`}
+                      <Button
+                        size="sm"
+                        variant="outline"
+                        data-testid={`review-fraud-${item.transaction_id}`}
                         className="border-red-200 text-red-700 hover:border-red-600 hover:bg-red-600 hover:text-white"
-                        onClick={() => void label(item, "FRAUD")}>Fraud</Button>
-                      <Button size="sm" variant="outline" data-testid={`review-legit-${item.transaction_id}`}
+                        onClick={() => void label(item, "FRAUD")}
+                      >
+                        Fraud
+                      </Button>
+                      <Button
+                        size="sm"
+                        variant="outline"
+                        data-testid={`review-legit-${item.transaction_id}`}
                         className="border-green-200 text-green-700 hover:border-green-600 hover:bg-green-600 hover:text-white"
-                        onClick={() => void label(item, "LEGIT")}>Legit</Button>
+                        onClick={() => void label(item, "LEGIT")}
+                      >
+                        Legit
+                      </Button>
                     </span>
                   ) : (
                     <span className="text-xs text-slate-400">to review</span>

@@ -1,6 +1,6 @@
 import { useEffect, useMemo, useRef, useState } from "react";
 import { Link, useSearchParams } from "react-router-dom";
-import { useMe } from "../App";
+import { useMe } from "../lib/me";
 import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
@@ -60,8 +60,14 @@ export function Rules() {
     <div className="grid grid-cols-5 gap-4">
       <Card className="col-span-2 self-start">
         <div className="mb-3 flex items-center justify-between">
-          <CardTitle className="mb-0">Rules · {rules.data?.version ? `served set v${rules.data.version}` : "none served yet"}</CardTitle>
-          {mayEdit && <Button size="sm" variant="outline" onClick={() => select(null)} data-testid="new-rule">New rule</Button>}
+          <CardTitle className="mb-0">
+            Rules · {rules.data?.version ? `served set v${rules.data.version}` : "none served yet"}
+          </CardTitle>
+          {mayEdit && (
+            <Button size="sm" variant="outline" onClick={() => select(null)} data-testid="new-rule">
+              New rule
+            </Button>
+          )}
         </div>
         <LoadState loading={rules.loading && !rules.data} error={rules.error} onRetry={rules.reload} />
         {rules.data && <RuleTable rules={rules.data.rules} selected={selected} onSelect={select} />}
@@ -92,23 +98,49 @@ export function Rules() {
   );
 }
 
-function RuleTable({ rules, selected, onSelect }: { rules: RuleRow[]; selected: string | null; onSelect: (name: string) => void }) {
-  if (rules.length === 0) return <p className="text-sm text-slate-500">No rule yet: the model's band decides every transaction.</p>;
+function RuleTable({
+  rules,
+  selected,
+  onSelect,
+}: {
+  rules: RuleRow[];
+  selected: string | null;
+  onSelect: (name: string) => void;
+}) {
+  if (rules.length === 0)
+    return <p className="text-sm text-slate-500">No rule yet: the model's band decides every transaction.</p>;
   return (
     <Table data-testid="rules-table">
       <thead>
-        <tr><Th>#</Th><Th>Rule</Th><Th>Action</Th><Th>Mode</Th><Th>Version</Th><Th>Changed</Th></tr>
+        <tr>
+          <Th>#</Th>
+          <Th>Rule</Th>
+          <Th>Action</Th>
+          <Th>Mode</Th>
+          <Th>Version</Th>
+          <Th>Changed</Th>
+        </tr>
       </thead>
       <tbody>
         {rules.map((r) => (
-          <tr key={r.name} onClick={() => onSelect(r.name)} data-rule={r.name}
-            className={cn("cursor-pointer hover:bg-slate-50", r.name === selected && "bg-blue-50")}>
+          <tr
+            key={r.name}
+            onClick={() => onSelect(r.name)}
+            data-rule={r.name}
+            className={cn("cursor-pointer hover:bg-slate-50", r.name === selected && "bg-blue-50")}
+          >
             <Td className="text-slate-500">{r.position}</Td>
             <Td className="break-all font-mono text-xs font-semibold">{r.name}</Td>
-            <Td><Badge value={r.action} className={ACTION_CLASS[r.action]} /></Td>
-            <Td><Badge value={r.mode} className={MODE_CLASS[r.mode]} data-testid={`mode-${r.name}`} /></Td>
+            <Td>
+              <Badge value={r.action} className={ACTION_CLASS[r.action]} />
+            </Td>
+            <Td>
+              <Badge value={r.mode} className={MODE_CLASS[r.mode]} data-testid={`mode-${r.name}`} />
+            </Td>
             <Td>v{r.version}</Td>
-            <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${r.updated_by}`}>{formatTime(r.updated_at).slice(5, 16)}</Td>
+            <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${r.updated_by}`}>
+              {formatTime(r.updated_at).slice(5, 16)}
+            </Td>
           </tr>
         ))}
       </tbody>
@@ -129,8 +161,10 @@ interface EditorProps {
 }
 
 function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMessage, reason, setReason }: EditorProps) {
-  const [draft, setDraft] = useState<Draft>(saved ? { name: saved.name, action: saved.action, condition: saved.condition } : EMPTY);
-  const [position, setPosition] = useState(String(saved?.position ?? (Math.max(0, ...answer.rules.map((r) => r.position)) + 10)));
+  const [draft, setDraft] = useState<Draft>(
+    saved ? { name: saved.name, action: saved.action, condition: saved.condition } : EMPTY,
+  );
+  const [position, setPosition] = useState(String(saved?.position ?? Math.max(0, ...answer.rules.map((r) => r.position)) + 10));
   const [refusal, setRefusal] = useState<Refusal | null>(null);
   const [busy, setBusy] = useState(false);
   const condition = useRef<HTMLTextAreaElement>(null);
@@ -191,27 +225,57 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
         <div className="grid grid-cols-[1fr_10rem_6rem] gap-3">
           <div className="flex flex-col gap-1">
             <Label htmlFor="rule-name">Name</Label>
-            <Input id="rule-name" value={draft.name} disabled={!!saved || !mayEdit} placeholder="big_transfer_new_device"
-              onChange={(e) => edit({ name: e.target.value })} />
+            <Input
+              id="rule-name"
+              value={draft.name}
+              disabled={!!saved || !mayEdit}
+              placeholder="big_transfer_new_device"
+              onChange={(e) => edit({ name: e.target.value })}
+            />
           </div>
           <div className="flex flex-col gap-1">
             <Label htmlFor="rule-action">Action</Label>
-            <NativeSelect id="rule-action" value={draft.action} disabled={!mayEdit} onChange={(e) => edit({ action: e.target.value as Action })}>
-              {ACTIONS.map((a) => <option key={a} value={a}>{a}</option>)}
+            <NativeSelect
+              id="rule-action"
+              value={draft.action}
+              disabled={!mayEdit}
+              onChange={(e) => edit({ action: e.target.value as Action })}
+            >
+              {ACTIONS.map((a) => (
+                <option key={a} value={a}>
+                  {a}
+                </option>
+              ))}
             </NativeSelect>
           </div>
           <div className="flex flex-col gap-1">
             <Label htmlFor="rule-position">Order</Label>
-            <Input id="rule-position" type="number" min={0} value={position} disabled={!mayEdit} onChange={(e) => setPosition(e.target.value)} />
+            <Input
+              id="rule-position"
+              type="number"
+              min={0}
+              value={position}
+              disabled={!mayEdit}
+              onChange={(e) => setPosition(e.target.value)}
+            />
           </div>
         </div>
         <div className="mt-3 flex flex-col gap-1">
           <Label htmlFor="rule-condition">Condition (CEL)</Label>
-          <textarea id="rule-condition" ref={condition} rows={4} spellCheck={false} readOnly={!mayEdit} value={draft.condition}
+          <textarea
+            id="rule-condition"
+            ref={condition}
+            rows={4}
+            spellCheck={false}
+            readOnly={!mayEdit}
+            value={draft.condition}
             placeholder="amount > 5000.0 && type == 'TRANSFER' && !in_list('trusted_users', user_id)"
-            className={cn("rounded-md border bg-white p-2 font-mono text-sm focus:outline-none focus:ring-2 focus:ring-slate-400",
-              refusal ? "border-red-400" : "border-slate-300")}
-            onChange={(e) => edit({ condition: e.target.value })} />
+            className={cn(
+              "rounded-md border bg-white p-2 font-mono text-sm focus:outline-none focus:ring-2 focus:ring-slate-400",
+              refusal ? "border-red-400" : "border-slate-300",
+            )}
+            onChange={(e) => edit({ condition: e.target.value })}
+          />
           {refusal && <CompileError refusal={refusal} condition={draft.condition} />}
           <details className="text-xs text-slate-500">
             <summary className="cursor-pointer">Names a condition may use</summary>
@@ -226,23 +290,60 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
           <div className="mt-3 flex items-end gap-2">
             <div className="flex flex-1 flex-col gap-1">
               <Label htmlFor="rule-reason">Reason (kept in the audit log)</Label>
-              <Input id="rule-reason" value={reason} maxLength={500} placeholder="case 1234: mule accounts" onChange={(e) => setReason(e.target.value)} />
+              <Input
+                id="rule-reason"
+                value={reason}
+                maxLength={500}
+                placeholder="case 1234: mule accounts"
+                onChange={(e) => setReason(e.target.value)}
+              />
             </div>
-            <Button onClick={save} disabled={busy || !draft.name || !draft.condition || !reason || isSaved} data-testid="save-rule">Save</Button>
+            <Button
+              onClick={save}
+              disabled={busy || !draft.name || !draft.condition || !reason || isSaved}
+              data-testid="save-rule"
+            >
+              Save
+            </Button>
           </div>
         )}
-        {message && <p className="mt-2 text-sm" role="status" data-testid="rule-message">{message}</p>}
+        {message && (
+          <p className="mt-2 text-sm" role="status" data-testid="rule-message">
+            {message}
+          </p>
+        )}
       </Card>
       {mayEdit && saved && (
         <Backtest rule={draft} isSaved={isSaved} onDone={setBacktested}>
           <div className="flex flex-wrap items-center gap-2">
-            <Button onClick={() => publish("shadow")} disabled={busy || !publishable || !reason || saved.mode === "shadow"} variant="outline" data-testid="publish-shadow">Publish as shadow</Button>
-            <Button onClick={() => publish("live")} disabled={busy || !publishable || !reason || saved.mode === "live"} data-testid="publish-live">Publish live</Button>
+            <Button
+              onClick={() => publish("shadow")}
+              disabled={busy || !publishable || !reason || saved.mode === "shadow"}
+              variant="outline"
+              data-testid="publish-shadow"
+            >
+              Publish as shadow
+            </Button>
+            <Button
+              onClick={() => publish("live")}
+              disabled={busy || !publishable || !reason || saved.mode === "live"}
+              data-testid="publish-live"
+            >
+              Publish live
+            </Button>
             {(saved.mode === "live" || saved.mode === "shadow") && (
-              <Button onClick={() => publish("off")} disabled={busy || !reason} variant="ghost">Turn off</Button>
+              <Button onClick={() => publish("off")} disabled={busy || !reason} variant="ghost">
+                Turn off
+              </Button>
             )}
             <span className="text-xs text-slate-500">
-              {!isSaved ? "Save the rule to backtest it." : !publishable ? "Backtest the rule as it stands to publish it." : !reason ? "Give a reason above to publish." : ""}
+              {!isSaved
+                ? "Save the rule to backtest it."
+                : !publishable
+                  ? "Backtest the rule as it stands to publish it."
+                  : !reason
+                    ? "Give a reason above to publish."
+                    : ""}
             </span>
           </div>
         </Backtest>
@@ -270,7 +371,17 @@ function CompileError({ refusal, condition }: { refusal: Refusal; condition: str
   );
 }
 
-function Backtest({ rule, isSaved, onDone, children }: { rule: Draft; isSaved: boolean; onDone: (of: Draft) => void; children: React.ReactNode }) {
+function Backtest({
+  rule,
+  isSaved,
+  onDone,
+  children,
+}: {
+  rule: Draft;
+  isSaved: boolean;
+  onDone: (of: Draft) => void;
+  children: React.ReactNode;
+}) {
   const [period, setPeriod] = useState(() => lastDays(new Date(), 7));
   const [result, setResult] = useState<{ of: Draft; answer: BacktestResult } | null>(null);
   const [error, setError] = useState("");
@@ -288,7 +399,11 @@ function Backtest({ rule, isSaved, onDone, children }: { rule: Draft; isSaved: b
     setError("");
     try {
       const body = { period_from: utcInstant(period.from), period_to: utcInstant(period.to) };
-      const answer = await api.post<BacktestResult>(`/api/rules/${encodeURIComponent(of.name)}/backtest`, body, controller.signal);
+      const answer = await api.post<BacktestResult>(
+        `/api/rules/${encodeURIComponent(of.name)}/backtest`,
+        body,
+        controller.signal,
+      );
       setResult({ of, answer });
       onDone(of);
     } catch (err) {
@@ -305,18 +420,34 @@ function Backtest({ rule, isSaved, onDone, children }: { rule: Draft; isSaved: b
       <div className="flex flex-wrap items-end gap-2">
         <div className="flex flex-col gap-1">
           <Label htmlFor="backtest-from">From (UTC)</Label>
-          <Input id="backtest-from" type="datetime-local" value={period.from} onChange={(e) => setPeriod((p) => ({ ...p, from: e.target.value }))} />
+          <Input
+            id="backtest-from"
+            type="datetime-local"
+            value={period.from}
+            onChange={(e) => setPeriod((p) => ({ ...p, from: e.target.value }))}
+          />
         </div>
         <div className="flex flex-col gap-1">
           <Label htmlFor="backtest-to">To (UTC)</Label>
-          <Input id="backtest-to" type="datetime-local" value={period.to} onChange={(e) => setPeriod((p) => ({ ...p, to: e.target.value }))} />
+          <Input
+            id="backtest-to"
+            type="datetime-local"
+            value={period.to}
+            onChange={(e) => setPeriod((p) => ({ ...p, to: e.target.value }))}
+          />
         </div>
         <Button variant="outline" onClick={run} disabled={!isSaved || running} data-testid="run-backtest">
           {running ? "Backtesting…" : "Backtest"}
         </Button>
       </div>
-      {error && <p className="mt-2 text-sm text-red-700" role="alert">{error}</p>}
-      {result && !current && <p className="mt-2 text-sm text-slate-500">The rule changed since its last backtest: run it again.</p>}
+      {error && (
+        <p className="mt-2 text-sm text-red-700" role="alert">
+          {error}
+        </p>
+      )}
+      {result && !current && (
+        <p className="mt-2 text-sm text-slate-500">The rule changed since its last backtest: run it again.</p>
+      )}
       {current && <BacktestFigures result={current} />}
       <div className="mt-4 border-t border-slate-100 pt-3">{children}</div>
       {current && <BacktestTransactions result={current} />}
@@ -328,7 +459,9 @@ function Figure({ label, value, testid }: { label: string; value: React.ReactNod
   return (
     <div className="rounded-md bg-slate-50 px-3 py-2">
       <div className="text-xs text-slate-500">{label}</div>
-      <div className="text-lg font-semibold" data-testid={testid}>{value}</div>
+      <div className="text-lg font-semibold" data-testid={testid}>
+        {value}
+      </div>
     </div>
   );
 }
@@ -344,7 +477,15 @@ function BacktestFigures({ result }: { result: BacktestResult }) {
         {(["ALLOW", "CHALLENGE", "BLOCK"] as const).map((band) => (
           <Figure key={band} label={`model said ${band}`} value={result.by_band[band] ?? 0} testid={`backtest-band-${band}`} />
         ))}
-        <Figure label="labelled fraud / legit" value={<><span data-testid="backtest-fraud">{result.labelled.FRAUD}</span> / <span data-testid="backtest-legit">{result.labelled.LEGIT}</span></>} />
+        <Figure
+          label="labelled fraud / legit"
+          value={
+            <>
+              <span data-testid="backtest-fraud">{result.labelled.FRAUD}</span> /{" "}
+              <span data-testid="backtest-legit">{result.labelled.LEGIT}</span>
+            </>
+          }
+        />
         <Figure label="value at stake" value={formatAmount(result.value)} testid="backtest-value" />
         <Figure label="of which labelled fraud" value={formatAmount(result.fraud_value)} />
       </div>
@@ -358,22 +499,43 @@ function BacktestTransactions({ result }: { result: BacktestResult }) {
       {result.transactions.length > 0 && (
         <Table data-testid="backtest-transactions">
           <thead>
-            <tr><Th>Transaction</Th><Th>User</Th><Th>Type</Th><Th className="text-right">Amount</Th><Th>Band</Th><Th>Score</Th><Th>Label</Th><Th>Scored</Th></tr>
+            <tr>
+              <Th>Transaction</Th>
+              <Th>User</Th>
+              <Th>Type</Th>
+              <Th className="text-right">Amount</Th>
+              <Th>Band</Th>
+              <Th>Score</Th>
+              <Th>Label</Th>
+              <Th>Scored</Th>
+            </tr>
           </thead>
           <tbody>
             {result.transactions.map((t) => (
               <tr key={t.transaction_id}>
-                <Td className="whitespace-nowrap"><Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(t.transaction_id)}`}>{t.transaction_id}</Link></Td>
-                <Td>{t.user_id}</Td><Td>{t.type}</Td><Td className="text-right">{formatAmount(t.amount)}</Td>
-                <Td><Badge value={t.band} /></Td><Td>{formatScore(t.score)}</Td>
-                <Td>{t.label ? <Badge value={t.label} /> : ""}</Td><Td className="whitespace-nowrap">{formatTime(t.scored_at)}</Td>
+                <Td className="whitespace-nowrap">
+                  <Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(t.transaction_id)}`}>
+                    {t.transaction_id}
+                  </Link>
+                </Td>
+                <Td>{t.user_id}</Td>
+                <Td>{t.type}</Td>
+                <Td className="text-right">{formatAmount(t.amount)}</Td>
+                <Td>
+                  <Badge value={t.band} />
+                </Td>
+                <Td>{formatScore(t.score)}</Td>
+                <Td>{t.label ? <Badge value={t.label} /> : ""}</Td>
+                <Td className="whitespace-nowrap">{formatTime(t.scored_at)}</Td>
               </tr>
             ))}
           </tbody>
         </Table>
       )}
       {result.matched > result.transactions.length && (
-        <p className="text-xs text-slate-500">The first {result.transactions.length} of {result.matched} are listed.</p>
+        <p className="text-xs text-slate-500">
+          The first {result.transactions.length} of {result.matched} are listed.
+        </p>
       )}
     </div>
   );

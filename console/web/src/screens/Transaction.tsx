@@ -1,24 +1,19 @@
 import type { ChartConfiguration } from "chart.js";
-import { useCallback, useEffect, useMemo, useState } from "react";
+import { useMemo, useState } from "react";
 import { useParams } from "react-router-dom";
-import { useMe } from "../App";
+import { useMe } from "../lib/me";
 import { Chart } from "../components/Chart";
+import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
 import { Input, Label } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
-import { api } from "../lib/api";
+import { api, type Schemas } from "../lib/api";
 import { BAND_COLOURS, formatAmount, formatLatency, formatScore, formatTime } from "../lib/format";
+import { problemOf, useResource } from "../lib/resource";
 
-interface Detail {
-  transaction: Record<string, unknown> & { transaction_id: string; band: string; score: number; reasons: string[] | null; latency_us: number | null; model_version: string };
-  label: { label: string; source: string; note: string | null; labelled_at: string; supersedes: string | null } | null;
-  label_history: { at: string; source: string; old: string | null; new: string; note: string }[];
-  claim: { claimed_by: string; expires_at: string } | null;
-  user_last_24h: { transaction_id: string; event_ts: number; type: string; amount: number; score: number; band: string; channel: string | null }[];
-  user_countries: { country: string; payments: number; last_ts: number }[];
-}
+type Detail = Schemas["TransactionDetail"];
 
 const HIDDEN = new Set(["reasons"]);
 
@@ -30,14 +25,11 @@ function text(value: unknown): string {
 export function Transaction() {
   const { id = "" } = useParams();
   const me = useMe();
-  const [detail, setDetail] = useState<Detail | null>(null);
+  const resource = useResource<Detail>(`/api/transactions/${encodeURIComponent(id)}`);
+  const detail = resource.data;
+  const load = resource.reload;
   const [note, setNote] = useState("");
   const [message, setMessage] = useState("");
-
-  const load = useCallback(() => {
-    api.get<Detail>(`/api/transactions/${encodeURIComponent(id)}`).then(setDetail, (err: Error) => setMessage(err.message));
-  }, [id]);
-  useEffect(load, [load]);
 
   async function label(verdict: "FRAUD" | "LEGIT") {
     try {
@@ -46,7 +38,7 @@ export function Transaction() {
       setNote("");
       load();
     } catch (err) {
-      setMessage(err instanceof Error ? err.message : "label refused");
+      setMessage(problemOf(err));
     }
   }
 
@@ -55,7 +47,7 @@ export function Transaction() {
       await api.post(`/api/transactions/${encodeURIComponent(id)}/claim`);
       load();
     } catch (err) {
-      setMessage(err instanceof Error ? err.message : "claim refused");
+      setMessage(problemOf(err));
     }
   }
 
@@ -67,14 +59,21 @@ export function Transaction() {
         datasets: ["ALLOW", "CHALLENGE", "BLOCK"].map((band) => ({
           label: band,
           backgroundColor: BAND_COLOURS[band],
-          data: rows.filter((r) => r.band === band).map((r) => ({ x: r.event_ts - (detail?.transaction.event_ts as number), y: r.amount })),
+          data: rows
+            .filter((r) => r.band === band)
+            .map((r) => ({ x: r.event_ts - (detail?.transaction.event_ts as number), y: r.amount })),
         })),
       },
-      options: { scales: { x: { type: "linear", title: { display: true, text: "seconds before this transaction" } }, y: { title: { display: true, text: "amount" } } } },
+      options: {
+        scales: {
+          x: { type: "linear", title: { display: true, text: "seconds before this transaction" } },
+          y: { title: { display: true, text: "amount" } },
+        },
+      },
     };
   }, [detail]);
 
-  if (!detail) return <p role="alert">{message || "Loading…"}</p>;
+  if (!detail) return <LoadState loading={resource.loading} error={resource.error} onRetry={resource.reload} />;
   const tx = detail.transaction;
   return (
     <div className="grid gap-4">
@@ -82,7 +81,9 @@ export function Transaction() {
         <h1 className="text-xl font-semibold">{tx.transaction_id}</h1>
         <Badge value={tx.band} />
         <span>score {formatScore(tx.score)}</span>
-        <span className="text-slate-500">model {tx.model_version} · {formatLatency(tx.latency_us)}</span>
+        <span className="text-slate-500">
+          model {tx.model_version} · {formatLatency(tx.latency_us)}
+        </span>
         {detail.label && <Badge value={detail.label.label} data-testid="current-label" />}
       </div>
       <div className="grid grid-cols-3 gap-4">
@@ -90,12 +91,16 @@ export function Transaction() {
           <CardTitle>Fields</CardTitle>
           <Table>
             <tbody>
-              {Object.entries(tx).filter(([k]) => !HIDDEN.has(k)).map(([key, value]) => (
-                <tr key={key}>
-                  <Th className="w-56">{key}</Th>
-                  <Td data-field={key}>{key === "event_ts" ? `${text(value)} (${formatTime(value as number)})` : text(value)}</Td>
-                </tr>
-              ))}
+              {Object.entries(tx)
+                .filter(([k]) => !HIDDEN.has(k))
+                .map(([key, value]) => (
+                  <tr key={key}>
+                    <Th className="w-56">{key}</Th>
+                    <Td data-field={key}>
+                      {key === "event_ts" ? `${text(value)} (${formatTime(value as number)})` : text(value)}
+                    </Td>
+                  </tr>
+                ))}
             </tbody>
           </Table>
         </Card>
@@ -103,22 +108,29 @@ export function Transaction() {
           <Card>
             <CardTitle>Why</CardTitle>
             <ul className="list-disc pl-5 text-sm">
-              {(tx.reasons ?? []).map((r) => <li key={r}>{r}</li>)}
+              {(tx.reasons ?? []).map((r) => (
+                <li key={r}>{r}</li>
+              ))}
             </ul>
           </Card>
           <Card data-testid="location">
             <CardTitle>Location</CardTitle>
             <dl className="grid grid-cols-2 gap-1 text-sm">
-              <dt>IP country</dt><dd data-field="ip-country">{text(tx.ip_country ?? (tx.ip_kind ? `(${String(tx.ip_kind)})` : null))}</dd>
-              <dt>Card country</dt><dd data-field="card-country">{text(tx.card_country)}</dd>
-              <dt>Billing country</dt><dd>{text(tx.billing_country)}</dd>
+              <dt>IP country</dt>
+              <dd data-field="ip-country">{text(tx.ip_country ?? (tx.ip_kind ? `(${String(tx.ip_kind)})` : null))}</dd>
+              <dt>Card country</dt>
+              <dd data-field="card-country">{text(tx.card_country)}</dd>
+              <dt>Billing country</dt>
+              <dd>{text(tx.billing_country)}</dd>
             </dl>
             <p className="mt-2 text-sm font-medium">User's countries</p>
             <ul className="text-sm" data-testid="user-countries">
-              {(detail.user_countries ?? []).map((c) => (
-                <li key={c.country}>{c.country}: {c.payments} payment{c.payments === 1 ? "" : "s"}, last {formatTime(c.last_ts)}</li>
+              {detail.user_countries.map((c) => (
+                <li key={c.country}>
+                  {c.country}: {c.payments} payment{c.payments === 1 ? "" : "s"}, last {formatTime(c.last_ts)}
+                </li>
               ))}
-              {(detail.user_countries ?? []).length === 0 && <li className="text-slate-500">None known.</li>}
+              {detail.user_countries.length === 0 && <li className="text-slate-500">None known.</li>}
             </ul>
           </Card>
           <Card>
@@ -129,15 +141,25 @@ export function Transaction() {
                 <Label htmlFor="note">Note</Label>
                 <Input id="note" value={note} maxLength={512} onChange={(e) => setNote(e.target.value)} />
                 <div className="flex gap-2">
-                  <Button variant="fraud" onClick={() => label("FRAUD")}>FRAUD</Button>
-                  <Button variant="legit" onClick={() => label("LEGIT")}>LEGIT</Button>
-                  <Button variant="outline" onClick={claim}>Claim</Button>
+                  <Button variant="fraud" onClick={() => label("FRAUD")}>
+                    FRAUD
+                  </Button>
+                  <Button variant="legit" onClick={() => label("LEGIT")}>
+                    LEGIT
+                  </Button>
+                  <Button variant="outline" onClick={claim}>
+                    Claim
+                  </Button>
                 </div>
               </div>
             ) : (
               <p className="text-sm text-slate-500">Viewers cannot label.</p>
             )}
-            {message && <p className="mt-2 text-sm" role="status">{message}</p>}
+            {message && (
+              <p className="mt-2 text-sm" role="status">
+                {message}
+              </p>
+            )}
           </Card>
           <Card>
             <CardTitle>Label history</CardTitle>
@@ -159,14 +181,28 @@ export function Transaction() {
         <Chart config={chart} height={200} />
         <Table className="mt-3">
           <thead>
-            <tr><Th>Transaction</Th><Th>Time</Th><Th>Type</Th><Th className="text-right">Amount</Th><Th>Channel</Th><Th>Band</Th><Th>Score</Th></tr>
+            <tr>
+              <Th>Transaction</Th>
+              <Th>Time</Th>
+              <Th>Type</Th>
+              <Th className="text-right">Amount</Th>
+              <Th>Channel</Th>
+              <Th>Band</Th>
+              <Th>Score</Th>
+            </tr>
           </thead>
           <tbody>
             {detail.user_last_24h.map((r) => (
               <tr key={r.transaction_id}>
-                <Td>{r.transaction_id}</Td><Td>{formatTime(r.event_ts)}</Td><Td>{r.type}</Td>
-                <Td className="text-right">{formatAmount(r.amount)}</Td><Td>{r.channel ?? ""}</Td>
-                <Td><Badge value={r.band} /></Td><Td>{formatScore(r.score)}</Td>
+                <Td>{r.transaction_id}</Td>
+                <Td>{formatTime(r.event_ts)}</Td>
+                <Td>{r.type}</Td>
+                <Td className="text-right">{formatAmount(r.amount)}</Td>
+                <Td>{r.channel ?? ""}</Td>
+                <Td>
+                  <Badge value={r.band} />
+                </Td>
+                <Td>{formatScore(r.score)}</Td>
               </tr>
             ))}
           </tbody>

@@ -6,52 +6,74 @@ import { ShadowMatches } from "../components/ShadowMatches";
 import { Card, CardTitle } from "../components/ui/card";
 import { Table, Td, Th } from "../components/ui/table";
 import { BAND_COLOURS, formatPercent } from "../lib/format";
+import type { Schemas } from "../lib/api";
 import { useResource } from "../lib/resource";
 
-interface Trends {
-  daily: { day: string; transactions: number; challenge: number; block: number; labelled: number; fraud: number; fraud_rate: number | null }[];
-  precision: { band: string; labelled: number; fraud: number; precision: number | null }[];
-  throughput: { day: string; source: string; labels: number }[];
-  digests: { day: string; files: string[] }[];
-}
+type Trends = Schemas["Trends"];
 
 export function Trends() {
   const resource = useResource<Trends>("/api/trends?days=30");
   const trends = resource.data;
 
-  const volume = useMemo<ChartConfiguration>(() => ({
-    type: "bar",
-    data: {
-      labels: trends?.daily.map((d) => d.day) ?? [],
-      datasets: [
-        { label: "CHALLENGE", data: trends?.daily.map((d) => d.challenge) ?? [], backgroundColor: BAND_COLOURS.CHALLENGE },
-        { label: "BLOCK", data: trends?.daily.map((d) => d.block) ?? [], backgroundColor: BAND_COLOURS.BLOCK },
-      ],
-    },
-    options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
-  }), [trends]);
+  const volume = useMemo<ChartConfiguration>(
+    () => ({
+      type: "bar",
+      data: {
+        labels: trends?.daily.map((d) => d.day) ?? [],
+        datasets: [
+          { label: "CHALLENGE", data: trends?.daily.map((d) => d.challenge) ?? [], backgroundColor: BAND_COLOURS.CHALLENGE },
+          { label: "BLOCK", data: trends?.daily.map((d) => d.block) ?? [], backgroundColor: BAND_COLOURS.BLOCK },
+        ],
+      },
+      options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
+    }),
+    [trends],
+  );
 
-  const rate = useMemo<ChartConfiguration>(() => ({
-    type: "line",
-    data: {
-      labels: trends?.daily.map((d) => d.day) ?? [],
-      datasets: [{ label: "fraud among labelled", data: trends?.daily.map((d) => d.fraud_rate) ?? [], borderColor: BAND_COLOURS.BLOCK }],
-    },
-    options: { scales: { y: { beginAtZero: true, max: 1 } } },
-  }), [trends]);
+  const rate = useMemo<ChartConfiguration>(
+    () => ({
+      type: "line",
+      data: {
+        labels: trends?.daily.map((d) => d.day) ?? [],
+        datasets: [
+          { label: "fraud among labelled", data: trends?.daily.map((d) => d.fraud_rate) ?? [], borderColor: BAND_COLOURS.BLOCK },
+        ],
+      },
+      options: { scales: { y: { beginAtZero: true, max: 1 } } },
+    }),
+    [trends],
+  );
 
   if (!trends) return <LoadState loading={resource.loading} error={resource.error} onRetry={resource.reload} />;
   return (
     <div className="grid grid-cols-2 gap-4">
-      <Card><CardTitle>Alert volume by band, per day</CardTitle><Chart config={volume} /></Card>
-      <Card><CardTitle>Daily fraud rate (labelled transactions)</CardTitle><Chart config={rate} /></Card>
+      <Card>
+        <CardTitle>Alert volume by band, per day</CardTitle>
+        <Chart config={volume} />
+      </Card>
+      <Card>
+        <CardTitle>Daily fraud rate (labelled transactions)</CardTitle>
+        <Chart config={rate} />
+      </Card>
       <Card>
         <CardTitle>Precision of the flagged bands (by labels)</CardTitle>
         <Table>
-          <thead><tr><Th>Band</Th><Th>Labelled</Th><Th>Fraud</Th><Th>Precision</Th></tr></thead>
+          <thead>
+            <tr>
+              <Th>Band</Th>
+              <Th>Labelled</Th>
+              <Th>Fraud</Th>
+              <Th>Precision</Th>
+            </tr>
+          </thead>
           <tbody>
             {trends.precision.map((p) => (
-              <tr key={p.band}><Td>{p.band}</Td><Td>{p.labelled}</Td><Td>{p.fraud}</Td><Td>{formatPercent(p.precision)}</Td></tr>
+              <tr key={p.band}>
+                <Td>{p.band}</Td>
+                <Td>{p.labelled}</Td>
+                <Td>{p.fraud}</Td>
+                <Td>{formatPercent(p.precision)}</Td>
+              </tr>
             ))}
           </tbody>
         </Table>
@@ -59,10 +81,20 @@ export function Trends() {
       <Card>
         <CardTitle>Analysts' throughput (labels per day)</CardTitle>
         <Table>
-          <thead><tr><Th>Day</Th><Th>Analyst</Th><Th>Labels</Th></tr></thead>
+          <thead>
+            <tr>
+              <Th>Day</Th>
+              <Th>Analyst</Th>
+              <Th>Labels</Th>
+            </tr>
+          </thead>
           <tbody>
             {trends.throughput.map((t) => (
-              <tr key={`${t.day}${t.source}`}><Td>{t.day}</Td><Td>{t.source.replace(/^analyst:/, "")}</Td><Td>{t.labels}</Td></tr>
+              <tr key={`${t.day}${t.source}`}>
+                <Td>{t.day}</Td>
+                <Td>{t.source.replace(/^analyst:/, "")}</Td>
+                <Td>{t.labels}</Td>
+              </tr>
             ))}
           </tbody>
         </Table>
@@ -75,7 +107,9 @@ export function Trends() {
             <li key={d.day}>
               {d.day}:{" "}
               {d.files.map((f) => (
-                <a key={f} className="mr-2 text-blue-700 hover:underline" href={`/api/digests/${d.day}/${f}`}>{f}</a>
+                <a key={f} className="mr-2 text-blue-700 hover:underline" href={`/api/digests/${d.day}/${f}`}>
+                  {f}
+                </a>
               ))}
             </li>
           ))}

@@ -6,7 +6,12 @@ export function Table({ className, ...props }: HTMLAttributes<HTMLTableElement>)
 }
 
 export function Th({ className, ...props }: ThHTMLAttributes<HTMLTableCellElement>) {
-  return <th className={cn("border-b border-slate-200 px-2 py-1.5 text-left text-xs font-semibold text-slate-500", className)} {...props} />;
+  return (
+    <th
+      className={cn("border-b border-slate-200 px-2 py-1.5 text-left text-xs font-semibold text-slate-500", className)}
+      {...props}
+    />
+  );
 }
 
 export function Td({ className, ...props }: TdHTMLAttributes<HTMLTableCellElement>) {
