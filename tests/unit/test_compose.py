@@ -162,3 +162,15 @@ def test_the_cluster_profile_is_a_redis_cluster_of_three_masters_and_three_repli
     assert create["profiles"] == ["cluster"]
     assert "--cluster-replicas 1" in create["command"][0]
     assert set(create["depends_on"]) == set(nodes)
+
+
+def test_images_carry_the_pinned_ip_country_database():
+    """The image fetches the IP country database at build time with the Makefile's pin (one
+    version, not two that drift) and installs it where the settings look for it."""
+    makefile = (ROOT / "Makefile").read_text()
+    pins = dict(re.findall(r"^(GEOIP_PACKAGE|GEOIP_VERSION) := (\S+)$", makefile, re.M))
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (GEOIP_PACKAGE|GEOIP_VERSION)=(\S+)$", dockerfile, re.M))
+    assert args == pins and len(pins) == 2
+    assert "python -m fraudops.geoip install" in dockerfile
+    assert f"--dest {Settings().geoip_db}" in dockerfile
