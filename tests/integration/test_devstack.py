@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from fraudops.devstack import APPS, SERVICES, with_local_kafka_login
+from fraudops.devstack import APPS, CLUSTERS, SERVICES, with_local_kafka_login
 from fraudops.settings import Settings, load_settings
 from tests.helpers.stack import ROOT, free_port, port_open, wait_until
 
@@ -253,7 +253,7 @@ def test_down_without_names_stops_the_apps_and_their_workers_and_status_lists_th
     wait_until(lambda: len(_group_members(server)) >= 3, "the server's two workers", 60)
 
     status = {line.split()[0]: line.split()[1] for line in devstack("status").stdout.splitlines()}
-    assert list(status) == [*SERVICES, *APPS]
+    assert list(status) == [*SERVICES, *CLUSTERS, *APPS]
     up = {"postgres", "redis", "server", "label-consumer"}
     assert status == {name: "up" if name in up else "down" for name in status}
 
