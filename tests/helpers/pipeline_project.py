@@ -17,7 +17,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-COPIED = ("dvc.yaml", ".dvcignore", "dags", "training", "fraudops", "feature_checks", "jobs")
+# build/geoip: the IP country database `make install` placed, a dependency of two stages.
+COPIED = ("dvc.yaml", ".dvcignore", "dags", "training", "fraudops", "feature_checks", "jobs",
+          "build/geoip")  # fmt: skip
 
 # Small enough that the whole pipeline runs in a few minutes on two cores, big enough that
 # every (class, type) segment has rows for the synthesizer and the test set has frauds.
