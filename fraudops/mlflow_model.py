@@ -35,7 +35,12 @@ from mlflow.types import ColSpec, Schema
 from fraudops.bands import BANDS, bands_for
 from fraudops.features import batch_features
 from fraudops.runner import LoadedModel, load_model
-from fraudops.schema import STRIPE_ID_COLUMNS, VALIDATED_COLUMNS, validate_columns
+from fraudops.schema import (
+    LOCATION_COLUMNS,
+    STRIPE_ID_COLUMNS,
+    VALIDATED_COLUMNS,
+    validate_columns,
+)
 
 ARTIFACT = "model"  # context.artifacts key of the served model directory
 # Fields a TransactionRequest may leave unset, with the value proto3 gives them.
@@ -48,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "channel": "",
     "balances_missing": False,
     **dict.fromkeys(STRIPE_ID_COLUMNS, ""),
+    **dict.fromkeys(LOCATION_COLUMNS, ""),  # empty: location unknown
 }
 MAX_ERRORS_SHOWN = 5
 
@@ -101,7 +107,7 @@ def signature() -> ModelSignature:
     """Raw TransactionRequest fields in; transaction_id, score, band, model_version out."""
     kinds = {"transaction_id": "string", "user_id": "long", "timestamp": "long"}
     kinds |= {"type": "string", "channel": "string", "balances_missing": "boolean"}
-    kinds |= dict.fromkeys(STRIPE_ID_COLUMNS, "string")
+    kinds |= dict.fromkeys((*STRIPE_ID_COLUMNS, *LOCATION_COLUMNS), "string")
     inputs = [
         ColSpec(kinds.get(name, "double"), name, required=name not in DEFAULTS)
         for name in VALIDATED_COLUMNS
