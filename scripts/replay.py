@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import ipaddress
 import signal
 import sys
 import time
@@ -52,7 +53,7 @@ import pandas as pd
 from fraudops.features import MAX_GAP_SECONDS
 from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
-from fraudops.schema import LABEL_COLUMN, NUMERIC_COLUMNS
+from fraudops.schema import LABEL_COLUMN, LOCATION_COLUMNS, NUMERIC_COLUMNS
 from fraudops.settings import Settings, load_settings
 
 DAY = 86400
@@ -113,6 +114,29 @@ def replay_frame(
     ).reset_index(drop=True)
 
 
+def with_addresses(frame: pd.DataFrame, database: Path, seed: int) -> pd.DataFrame:
+    """The reference keeps each row's IP country and kind, never an address: give each row
+    an address of that country (a real range of the database) or of the private range, so
+    the server derives the same location; unknown stays empty."""
+    if "ip_country" not in frame.columns or not Path(database).exists():
+        return frame
+    from fraudops.geoip import GeoIpDatabase
+    from training.lib.locations import PRIVATE_NET, _addresses, country_networks
+
+    rng = np.random.default_rng(seed)
+    country = frame["ip_country"].fillna("").astype(str).to_numpy()
+    kind = frame.get("ip_kind", pd.Series("", index=frame.index)).fillna("").astype(str)
+    wanted = tuple(sorted({c for c in country if c}))
+    nets = country_networks(GeoIpDatabase(Path(database)), wanted, rng) if wanted else {}
+    ips = np.full(len(frame), "", dtype=object)
+    located = np.array([c in nets for c in country])
+    ips[located] = _addresses(nets, country[located], rng)
+    private = (kind.to_numpy() == "private") & ~located
+    ips[private] = [str(ipaddress.IPv4Address(PRIVATE_NET[0] + int(v)))
+                    for v in rng.integers(1, PRIVATE_NET[1] - 1, int(private.sum()))]  # fmt: skip
+    return frame.assign(ip_address=ips)
+
+
 def requests(frame: pd.DataFrame) -> Iterator[fraud_pb2.TransactionRequest]:
     """One TransactionRequest per row, as the row says."""
     for row in frame.itertuples(index=False):
@@ -125,6 +149,9 @@ def requests(frame: pd.DataFrame) -> Iterator[fraud_pb2.TransactionRequest]:
             dest_id=int(values.get("dest_id") or 0),
             channel="replay",
             **{c: float(values[c]) for c in NUMERIC_COLUMNS},
+            # The row's location as the reference holds it; not a string (absent, NaN) is
+            # unknown, as from a producer that does not send it.
+            **{c: v if isinstance(v := values.get(c), str) else "" for c in LOCATION_COLUMNS},
         )
 
 
@@ -179,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     if history is None:
         print(f"replay: {args.history} is missing: users start without history", flush=True)
     frame = replay_frame(held_out, history, args.max, args.seed, time.time())
+    frame = with_addresses(frame, load_settings().geoip_db, args.seed)
     first, last = (time.strftime("%Y-%m-%d %H:%M", time.gmtime(t)) for t in
                    (frame["timestamp"].min(), frame["timestamp"].max()))  # fmt: skip
     print(f"replay: {len(frame)} rows of {frame['user_id'].nunique()} users, "
