@@ -28,9 +28,21 @@ TOKEN=$(curl -sf "$AIRFLOW/auth/token" | field "['access_token']")
 
 say "waiting for Airflow to parse the $DAG DAG"
 for _ in $(seq 120); do api GET "/dags/$DAG" >/dev/null 2>&1 && break || sleep 2; done
+# Unpausing may make the scheduler start the latest daily run at once (Airflow 3.3 does so
+# on a resume): follow that run rather than queue a second one behind it.
 api PATCH "/dags/$DAG" '{"is_paused": false}' >/dev/null
-RUN_ID=$(api POST "/dags/$DAG/dagRuns" '{"logical_date": null}' | field "['dag_run_id']")
-say "triggered $DAG run $RUN_ID: $AIRFLOW/dags/$DAG/runs/$RUN_ID"
+RUN_ID=""
+for _ in $(seq 10); do
+  RUN_ID=$(api GET "/dags/$DAG/dagRuns?state=queued&state=running" | "$PY" -c "import json,sys
+print(next((r['dag_run_id'] for r in json.load(sys.stdin)['dag_runs']), ''))" || true)
+  [[ -n "$RUN_ID" ]] && break || sleep 2
+done
+if [[ -n "$RUN_ID" ]]; then
+  say "following $DAG run $RUN_ID, started by unpausing: $AIRFLOW/dags/$DAG/runs/$RUN_ID"
+else
+  RUN_ID=$(api POST "/dags/$DAG/dagRuns" '{"logical_date": null}' | field "['dag_run_id']")
+  say "triggered $DAG run $RUN_ID: $AIRFLOW/dags/$DAG/runs/$RUN_ID"
+fi
 
 deadline=$((SECONDS + TIMEOUT))
 last=""
@@ -68,6 +80,11 @@ printf '%s\n' "$PASSWORD" | (cd "$ROOT" && "$PY" -m console users add demo-analy
 GRPC_TOKEN=$(cd "$ROOT" && "$PY" -m serving.callers add demo-client --scopes ingest,score,label \
   --sources 'chargeback:*')
 (cd "$ROOT" && "$PY" -m fraudops.devstack up replay)
+# The rest of the loop, on their schedules: the analysts' review queue (hourly), the label
+# and drift watches that start the next training run, the daily digest.
+for dag in fraud_review_queue fraud_label_watch fraud_drift_watch fraud_daily_digest; do
+  api PATCH "/dags/$dag" '{"is_paused": false}' >/dev/null && say "switched on $dag"
+done
 CONSOLE=$(cd "$ROOT" && "$PY" -c 'from fraudops.settings import load_settings; print(load_settings().console_url())')
 
 cat <<EOF
