@@ -41,7 +41,7 @@ import redis
 
 from bench import capacity, inline, stream
 from bench import rules as bench_rules
-from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
+from bench.common import LOG_LEVEL, STOP_S, median, transactions, workspace
 from fraudops.devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
 from tests.helpers.geoip import GEOIP_DB
@@ -151,6 +151,9 @@ def run_geoip(
         for label, s in (("enrichment off", off), ("enrichment on", on)):
             drains[label].append(stream.drain(s, stream_n, seed, work, located=True))
     lines = inline.geoip_report(*latency) + stream.report(drains, stream_n)[:-1]
+    off_cpu, on_cpu = (median([r.scorer_cpu_us for r in d]) for d in drains.values())
+    lines.append(f"  scorer CPU per tx, medians: off {off_cpu:.1f} µs, on {on_cpu:.1f} µs: on "
+                 f"adds {on_cpu - off_cpu:+.1f} µs (off/on {off_cpu / on_cpu:.2f}x)")  # fmt: skip
     if profile:
         stream.drain(on, stream_n, 99, work, work / "scorer-geoip.prof", located=True)
         lines += profile_lines(work / "scorer-geoip.prof", "one enrichment-on round")
