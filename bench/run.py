@@ -154,6 +154,7 @@ def run_geoip(
     off_cpu, on_cpu = (median([r.scorer_cpu_us for r in d]) for d in drains.values())
     lines.append(f"  scorer CPU per tx, medians: off {off_cpu:.1f} µs, on {on_cpu:.1f} µs: on "
                  f"adds {on_cpu - off_cpu:+.1f} µs (off/on {off_cpu / on_cpu:.2f}x)")  # fmt: skip
+    lines += inline.lookup_report(GEOIP_DB)
     if profile:
         stream.drain(on, stream_n, 99, work, work / "scorer-geoip.prof", located=True)
         lines += profile_lines(work / "scorer-geoip.prof", "one enrichment-on round")
