@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fraudops.bands import BANDS, bands_for, location_reasons
-from fraudops.geoip import ip_hash, location_of
+from fraudops.geoip import enrich, ip_hash
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.rules import EMPTY, MODEL, Decisions, RuleSet, rule_reason
 from fraudops.schema import (
@@ -210,11 +210,11 @@ class ScoringCore:
         if self.geoip is None:
             return
         database, key = self.geoip.current, self.geoip.hash_key
-        for tx in txs:
-            info = location_of(tx, database)
+        ips = [tx.get("ip_address", "") for tx in txs]
+        for tx, ip, info in zip(txs, ips, enrich(ips, database), strict=True):
             tx["ip_country"], tx["ip_kind"] = info.country, info.kind  # type: ignore[index]
-            if key and tx.get("ip_address"):
-                tx["ip_hash"] = ip_hash(tx["ip_address"], key)  # type: ignore[index]
+            if key and ip:
+                tx["ip_hash"] = ip_hash(ip, key)  # type: ignore[index]
 
     def _features(self, txs: list[Mapping[str, Any]]) -> tuple[np.ndarray, bool]:
         """The batch's features, and whether they include the users' history."""
