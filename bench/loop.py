@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = load_settings()
     if not settings.database_url:
-        raise SystemExit("DATABASE_URL is not set (python -m fraudops.devstack up postgres)")
+        raise SystemExit("DATABASE_URL is not set (python -m devstack up postgres)")
     result = run_loop(cfg, args.out, settings.database_url, None)
     print(result["summary"].to_string())
     print(f"gain over (a), days {cfg.novel_day + 1}-{cfg.days - 1}, paired by seed:")

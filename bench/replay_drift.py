@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from devstack import with_local_kafka_login
 from fraudops import drift
 from fraudops.bands import BANDS
-from fraudops.devstack import with_local_kafka_login
 from fraudops.features import FEATURE_NAMES
 from fraudops.params import load_params
 from fraudops.settings import Settings, load_settings

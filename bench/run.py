@@ -42,7 +42,7 @@ import redis
 from bench import capacity, inline, stream
 from bench import rules as bench_rules
 from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
-from fraudops.devstack import with_local_kafka_login
+from devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
 from tests.helpers.geoip import GEOIP_DB
 from tests.helpers.redis_cluster import RedisClusterServers

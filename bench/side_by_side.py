@@ -25,7 +25,7 @@ import redis
 
 from bench import capacity
 from bench.common import LOG_LEVEL, STOP_S, median, workspace
-from fraudops.devstack import with_local_kafka_login
+from devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.stack import (

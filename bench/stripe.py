@@ -12,7 +12,7 @@ import httpx
 
 from bench import inline
 from bench.common import LOG_LEVEL, STOP_S, Stats, median, transactions, workspace
-from fraudops.devstack import with_local_kafka_login
+from devstack import with_local_kafka_login
 from fraudops.settings import load_settings
 from tests.helpers.stack import (
     channel_to,

@@ -8,7 +8,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from fraudops import devstack, kafka_access
+import devstack
+from fraudops import kafka_access
 from fraudops.settings import Settings
 from tests.helpers.stack import free_block, wait_until
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fraudops.devstack import port_open, wait_until
+from devstack import port_open
 from fraudops.grpc_client import with_token
+from fraudops.processes import wait_until
 from fraudops.settings import Settings, to_environ
 
 __all__ = ["port_open", "wait_until"]  # re-exported: one implementation with the dev stack

@@ -215,7 +215,7 @@ def test_the_dev_stack_starts_scorer_replicas_in_one_group(stream_settings, tmp_
     group, the stream is scored once, and `down scorer` stops both."""
     metrics_port = free_port()
     settings = replace(stream_settings, scorer_replicas=2, metrics_port=metrics_port)
-    command = [sys.executable, "-m", "fraudops.devstack", "--run-dir", str(tmp_path / "run")]
+    command = [sys.executable, "-m", "devstack", "--run-dir", str(tmp_path / "run")]
     env = process_env(settings)
 
     def devstack(*args: str) -> subprocess.CompletedProcess:
