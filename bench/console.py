@@ -40,10 +40,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.common import transactions
 from console import auth, live
 from devstack import with_local_kafka_login
+from fraudops import db
 from fraudops.db import connect
 from fraudops.modelspec import publish
 from fraudops.settings import Settings, load_settings
-from serving import db
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.stack import (
     build_models,

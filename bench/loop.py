@@ -44,13 +44,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fraudops import db
 from fraudops.bands import bands_for
 from fraudops.features import batch_features
 from fraudops.params import load_params
 from fraudops.review_queue import QueuePolicy
 from fraudops.settings import load_settings
 from jobs.review_queue import build_queue
-from serving import db
 from serving.labels import record_label
 from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter

@@ -533,7 +533,7 @@ def _pg_database(stack: Stack) -> None:
     finally:
         conn.close()
     url = stack.settings.local_database_url()
-    command = [sys.executable, "-m", "serving.db", "migrate", "--database-url", url]
+    command = [sys.executable, "-m", "fraudops.db", "migrate", "--database-url", url]
     _run_logged(command, stack.log("postgres"), "postgres: migrations failed", cwd=stack.root)
 
 

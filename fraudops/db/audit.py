@@ -1,31 +1,17 @@
-"""Postgres access shared by the scoring service, the pipeline stages and the scheduled jobs.
+"""The one writer of `audit_log` (promotions, rollbacks, model reloads, labels, API callers,
+rules and lists).
 
-`connect` is the one place connection defaults are set, so every process reaches the
-database the same way. `append_audit` is the one writer of `audit_log`: it runs on the
-caller's cursor, so the audit row commits or rolls back together with the change it records
-(the table is append-only by trigger, see serving/migrations). The schema itself belongs to
-the service's migrations (`serving.db`)."""
+`append_audit` runs on the caller's cursor, so the audit row commits or rolls back together
+with the change it records; the table is append-only by trigger (migrations/001_initial.sql)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import psycopg2
-import psycopg2.extensions
+from fraudops.db import connect
 
 _AUDIT = "INSERT INTO audit_log (kind, subject, detail) VALUES (%s, %s, %s::jsonb)"
-
-
-def connect(url: str, **kwargs: Any) -> psycopg2.extensions.connection:
-    """A psycopg2 connection with the project's defaults (a bounded wait for the server, and
-    the name pg_stat_activity shows); keyword arguments override them. An empty URL is
-    refused: libpq would otherwise quietly try a local server."""
-    if not url:
-        raise ValueError("no database URL: set DATABASE_URL")
-    kwargs.setdefault("connect_timeout", 10)
-    kwargs.setdefault("application_name", "fraudops")
-    return psycopg2.connect(url, **kwargs)
 
 
 def append_audit(cur, kind: str, subject: str, detail: dict[str, Any]) -> None:

@@ -149,7 +149,7 @@ def build_models(out: Path, timeout: float = 600) -> Path:
 @contextlib.contextmanager
 def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
     """A new database on `server_url`'s server with every migration applied; dropped after."""
-    from serving import db
+    from fraudops import db
 
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     url = db.create_database(server_url, name)

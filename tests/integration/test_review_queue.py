@@ -11,9 +11,9 @@ from datetime import date
 
 import pytest
 
+from fraudops import db
 from fraudops.review_queue import EXPLOIT, EXPLORE_RANDOM, QueuePolicy, read_queue
 from jobs.review_queue import build_queue
-from serving import db
 from serving.labels import LabelError, record_label
 from tests.helpers.queue_day import seed_day
 from tests.helpers.serving_env import query

@@ -16,9 +16,10 @@ from dataclasses import replace
 import pytest
 from confluent_kafka import Producer
 
+from fraudops import db
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import proto_to_dict
-from serving import db, metrics
+from serving import metrics
 from serving.model_store import ModelStore
 from serving.persistence import InlineDeadLetters, InlineScoreSink, ScoreWriter
 from serving.scoring import ScoringCore

@@ -69,7 +69,7 @@ def corrupt_batch(path: Path) -> None:
 def e2e_database_url(database_url: str):
     """A database of this module's own: labels that other tests left in the session database
     would otherwise flow into this pipeline run through collect_feedback."""
-    from serving import db
+    from fraudops import db
 
     name = f"fraudops_e2e_{uuid.uuid4().hex[:8]}"
     url = db.create_database(database_url, name)
