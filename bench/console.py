@@ -44,8 +44,8 @@ from fraudops import db
 from fraudops.db import connect
 from fraudops.modelspec import publish
 from fraudops.settings import Settings, load_settings
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.stack import (
+from testkit.redis_server import RedisServer
+from testkit.stack import (
     build_models,
     create_topics,
     delete_topics,

@@ -55,7 +55,7 @@ from serving.labels import record_label
 from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter
 from serving.scoring import ScoredBatch
-from tests.helpers.pipeline_project import TINY, merged
+from testkit.pipeline_project import TINY, merged
 from training.collect_feedback import collect_feedback
 from training.evaluate import evaluate
 from training.export import export_model

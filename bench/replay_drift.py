@@ -7,7 +7,7 @@ drifts on is the data's doing, not the replay's).
 
     python -m bench.replay_drift PROJECT [--max 20000] [--rate 400] [--work DIR]
 
-PROJECT has been through `dvc repro` (tests/helpers/pipeline_project.py makes one). The
+PROJECT has been through `dvc repro` (testkit/pipeline_project.py makes one). The
 loop runs on the dev stack's Kafka (its SASL login) and Postgres, as the tests do."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from fraudops.features import FEATURE_NAMES
 from fraudops.params import load_params
 from fraudops.settings import Settings, load_settings
 from jobs.drift_watch import compare_segments, served_model
-from tests.helpers.replay_loop import band_mix, drift_report, live_loop, replay
+from testkit.replay_loop import band_mix, drift_report, live_loop, replay
 
 
 def replayed(project: Path, work: Path, max_rows: int, rate: float) -> tuple[dict, dict]:

@@ -12,8 +12,8 @@ import redis
 
 from devstack import form_redis_cluster, redis_cluster_node_command
 from fraudops.processes import wait_until
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.stack import free_block
+from testkit.redis_server import RedisServer
+from testkit.stack import free_block
 
 NODES = 6
 

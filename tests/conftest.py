@@ -34,7 +34,7 @@ import pytest
 
 from devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings, url_address
-from tests.helpers.stack import (
+from testkit.stack import (
     create_topics,
     delete_topics,
     free_port,

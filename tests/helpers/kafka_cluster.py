@@ -11,7 +11,7 @@ from pathlib import Path
 import devstack
 from fraudops import kafka_access
 from fraudops.settings import Settings
-from tests.helpers.stack import free_block, wait_until
+from testkit.stack import free_block, wait_until
 
 OFFSETS = [0, 1, 2, devstack.KAFKA_CONTROLLER_OFFSET + 0, devstack.KAFKA_CONTROLLER_OFFSET + 1,
            devstack.KAFKA_CONTROLLER_OFFSET + 2]  # fmt: skip

@@ -21,7 +21,7 @@ import pytest
 
 from devstack import APPS, CLUSTERS, SERVICES, with_local_kafka_login
 from fraudops.settings import Settings, load_settings
-from tests.helpers.stack import ROOT, free_port, port_open, wait_until
+from testkit.stack import ROOT, free_port, port_open, wait_until
 
 
 class Devstack:

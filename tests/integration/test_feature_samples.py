@@ -16,6 +16,8 @@ from fraudops.db import connect
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from integrations.stripe.app import create_app
 from jobs.drift_watch import read_samples, read_window, skew_check, window_features
+from testkit.stack import fresh_database
+from testkit.transactions import make_transactions
 from tests.helpers.serving_env import (
     make_settings,
     publish_model,
@@ -24,9 +26,7 @@ from tests.helpers.serving_env import (
     service_process,
     wait_until,
 )
-from tests.helpers.stack import fresh_database
 from tests.helpers.stripe_events import payment_intent
-from tests.helpers.transactions import make_transactions
 from tests.integration.test_scorer import produce_raw
 
 pytestmark = pytest.mark.slow

@@ -24,6 +24,7 @@ from serving.model_store import ModelStore
 from serving.persistence import InlineDeadLetters, InlineScoreSink, ScoreWriter
 from serving.scoring import ScoringCore
 from serving.server import ServingApp
+from testkit.stack import fresh_database
 from tests.helpers.serving_env import (
     channel_to,
     committed,
@@ -41,7 +42,6 @@ from tests.helpers.serving_env import (
     wait_serving,
     wait_until,
 )
-from tests.helpers.stack import fresh_database
 
 REFUSED_CHANNEL = "refused-by-db"  # valid for the schema, refused by this test's constraint
 REFUSED_SOURCE = "chargeback:refused-by-db"  # the same for a label

@@ -24,6 +24,8 @@ from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving.feature_state import RedisFeatures
 from serving.server import WORKER_METADATA_KEY
+from testkit.stack import port_open, wait_for_members
+from testkit.transactions import make_transactions
 from tests.helpers.serving_env import (
     ROOT,
     free_port,
@@ -37,8 +39,6 @@ from tests.helpers.serving_env import (
     wait_serving,
     wait_until,
 )
-from tests.helpers.stack import port_open, wait_for_members
-from tests.helpers.transactions import make_transactions
 from tests.integration.test_feature_state import TOLERANCE
 from tests.integration.test_feature_store_serving import expected_scores, one_users_transfers
 from tests.integration.test_scorer import produce_raw

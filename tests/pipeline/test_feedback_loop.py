@@ -41,7 +41,7 @@ from fraudops.schema import TRANSACTION_COLUMNS
 from fraudops.settings import Settings
 from jobs.common import FEEDBACK_ASSET_URI
 from serving.model_store import load_model
-from tests.helpers.pipeline_project import BIN, make_project, pipeline_env, run
+from testkit.pipeline_project import BIN, make_project, pipeline_env, run
 from tests.helpers.serving_env import (
     channel_to,
     issue_token,

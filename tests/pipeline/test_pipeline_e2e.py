@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 
 from fraudops.modelspec import published_versions
-from tests.helpers.pipeline_project import BIN, dvc, make_project, pipeline_env, run
+from testkit.pipeline_project import BIN, dvc, make_project, pipeline_env, run
 
 # The whole pipeline, even on tiny params, takes minutes on two busy cores.
 pytestmark = [

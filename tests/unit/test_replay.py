@@ -10,7 +10,7 @@ import pytest
 
 from fraudops.features import FEATURE_NAMES, MAX_GAP_SECONDS, batch_features
 from scripts.replay import DAY, replay_frame, requests, sample_users, with_history
-from tests.helpers.transactions import START, make_transactions
+from testkit.transactions import START, make_transactions
 
 NOW = 1_790_000_000.0  # a fixed "now", months after the frame's time line
 
