@@ -42,12 +42,12 @@ import redis
 from bench import capacity, inline, stream
 from bench import rules as bench_rules
 from bench.common import LOG_LEVEL, STOP_S, median, transactions, workspace
-from fraudops.devstack import with_local_kafka_login
+from devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
-from tests.helpers.geoip import GEOIP_DB
-from tests.helpers.redis_cluster import RedisClusterServers
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.stack import (
+from testkit.redis_cluster import RedisClusterServers
+from testkit.redis_server import RedisServer
+from testkit.stack import (
+    GEOIP_DB,
     channel_to,
     create_topics,
     delete_topics,

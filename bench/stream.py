@@ -22,7 +22,7 @@ from fraudops.db import connect
 from fraudops.settings import Settings
 from serving.feature_state.redis_store import CLUSTER_SCHEME
 from serving.kafka_io import make_producer
-from tests.helpers.stack import (
+from testkit.stack import (
     create_topics,
     delete_topics,
     python_process,

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from console import auth, live, queries, schemas
 from console.auth import Session, User
-from fraudops.db import append_audit_alone
+from fraudops.db.audit import append_audit_alone
 from fraudops.modelspec import published_versions
 from fraudops.schema import TRANSACTION_TYPES
 from fraudops.settings import Settings, comma_list

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from fraudops.db import append_audit, connect
+from fraudops.db import connect
+from fraudops.db.audit import append_audit
 from fraudops.rules import (
     LIST_KINDS,
     MODES,

@@ -86,7 +86,7 @@ class Settings:
     geoip_db: Path = Path("build/geoip/geo-whois-asn-country.mmdb")
     # The key of the IP addresses' keyed hash (fraudops.geoip.ip_hash); unset: no hash kept.
     ip_hash_key: str | None = field(default=None, repr=False)  # never logged
-    # The project-local dev stack (fraudops.devstack): its Postgres cluster and the KRaft
+    # The project-local dev stack (the devstack package): its Postgres cluster and the KRaft
     # controller listener of its one broker (the broker's own port is in the bootstrap).
     postgres_port: int = 55432
     kafka_controller_port: int = 9093

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from fraudops.devstack import with_local_kafka_login
+from devstack import with_local_kafka_login
 from fraudops.settings import Settings
 from serving.kafka_io import make_producer
 from tests.helpers.serving_env import ROOT, free_port, process_env, transaction, wait_until
@@ -36,7 +36,7 @@ class PrivateStack:
         self._started: list[str] = []
 
     def _devstack(self, command: str, *names: str) -> None:
-        args = [sys.executable, "-m", "fraudops.devstack", command, *names,
+        args = [sys.executable, "-m", "devstack", command, *names,
                 "--run-dir", str(self.run_dir)]  # fmt: skip
         done = subprocess.run(
             args, cwd=ROOT, env=process_env(self.settings), capture_output=True, text=True,

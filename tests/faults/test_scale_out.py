@@ -18,9 +18,10 @@ import pytest
 from serving.feature_state import RedisFeatures
 from serving.model_store import ModelStore
 from serving.scoring import NO_HISTORY_REASON, ScoringCore, decode
+from testkit.redis_cluster import RedisClusterServers
+from testkit.stack import create_topics
 from tests.faults.support import USERS, Stream, resumed
 from tests.helpers.kafka_cluster import KafkaClusterServers
-from tests.helpers.redis_cluster import RedisClusterServers
 from tests.helpers.serving_env import (
     scored_ids,
     service_process,
@@ -30,7 +31,6 @@ from tests.helpers.serving_env import (
     unique_ids,
     wait_until,
 )
-from tests.helpers.stack import create_topics
 
 pytestmark = pytest.mark.slow
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from testkit.stack import fresh_database
 from tests.helpers.console_env import (
     add_account,
     client_for,
@@ -16,7 +17,6 @@ from tests.helpers.console_env import (
     signed_in,
 )
 from tests.helpers.serving_env import query
-from tests.helpers.stack import fresh_database
 
 
 @pytest.fixture

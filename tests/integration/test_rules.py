@@ -17,8 +17,8 @@ from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter
 from serving.rule_store import RuleStore
 from serving.scoring import ScoringCore
+from testkit.stack import fresh_database
 from tests.helpers.serving_env import publish_model, query, transaction, unique_ids, wait_until
-from tests.helpers.stack import fresh_database
 
 WEEK = (datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 1, 8, tzinfo=UTC))
 

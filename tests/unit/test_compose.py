@@ -145,7 +145,7 @@ def test_console_image_carries_its_built_frontend(compose):
     assert copied < steps.index('RUN pip install ".[${INSTALL_GROUP}]"')
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "web/dist/*" in package_data["package-data"]["console"]
-    assert "migrations/*.sql" in package_data["package-data"]["serving"]
+    assert "migrations/*.sql" in package_data["package-data"]["fraudops.db"]
     assert "console/web/dist" in (ROOT / ".dockerignore").read_text().split()
 
 
