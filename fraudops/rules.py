@@ -14,13 +14,15 @@ over a literal list, so its work is bounded by the text), CEL's own parser (erro
 their line and column), every name and function against what the evaluation provides, and
 a trial evaluation on a typed sample that must give true or false.
 
-One evaluation per transaction runs every rule of the set as one CEL program returning a
-list of booleans, against only the variables the set reads: building CEL values costs more
-than comparing them. A list lookup of a plain name (`in_list('blocked', user_id)`, the usual
-form) is made once per transaction in Python, before the evaluation, and read by the program
-as a variable: a call back from CEL into Python costs more than the lookup, and ten rules
-reading one list make one lookup. A rule that fails at run time (a division by zero) matches
-nothing and is counted; the others still decide."""
+One evaluation per transaction runs every rule of the set as one CEL program (conditional
+chains giving the first live match's index, then the shadow rules' matches), against only
+the variables the set reads: building CEL values costs more than comparing them, and a short
+list back costs less than a boolean per rule. A list lookup of a plain name
+(`in_list('blocked', user_id)`, the usual form) is made once per transaction in Python,
+before the evaluation, and read by the program as a variable: a call back from CEL into
+Python costs more than the lookup, and ten rules reading one list make one lookup. A rule
+that fails at run time (a division by zero) matches nothing and is counted; the others still
+decide."""
 
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ MAX_CONDITION_CHARS = 2000
 MAX_DEPTH = 16  # brackets within brackets; CEL's parser stops at 96 on its own
 MAX_COMPREHENSIONS = 1
 MAX_RULES = 500
+CHAIN = 16  # live rules per conditional chain of the whole program (see _whole_program)
 
 # What a condition may read, with a sample value of its type (the trial evaluation).
 TX_VARIABLES: dict[str, Any] = {
@@ -309,6 +312,7 @@ class Decisions:
     decided_by: list[str]  # MODEL or the deciding rule's name
     shadow: list[list[str] | None]  # the shadow rules that matched, per transaction
     errors: int = 0  # rule evaluations that failed (they matched nothing)
+    matched: bool = False  # whether any rule, live or shadow, matched in the batch
 
 
 class RuleSet:
@@ -323,10 +327,12 @@ class RuleSet:
         self.rules = tuple(r for r in rules if r.mode in SERVED_MODES)
         self.lists = dict(lists)
         self._programs = [check_rule(r, kinds) for r in self.rules]
-        self._live = [i for i, r in enumerate(self.rules) if r.mode == "live"]
-        self._shadow = [i for i, r in enumerate(self.rules) if r.mode == "shadow"]
+        live = [i for i, r in enumerate(self.rules) if r.mode == "live"]
+        shadow = [i for i, r in enumerate(self.rules) if r.mode == "shadow"]
+        self._shadow_names = [self.rules[i].name for i in shadow]
+        self.reasons = {r.name: rule_reason(r) for r in self.rules}  # what a decision shows
         texts, self._members = lookups_as_variables([r.condition for r in self.rules])
-        self._program = cel.compile("[" + ",".join(f"({text}\n)" for text in texts) + "]")
+        self._program, self._chains = _whole_program(texts, live, shadow)
         self._calls_back = LIST_FUNCTION in self._program.functions()
         names = set().union(*(p.variables() for p in self._programs)) if self.rules else set()
         self._reads = Reads.of(names & VARIABLES.keys())
@@ -349,33 +355,42 @@ class RuleSet:
         functions = {LIST_FUNCTION: _membership(self.lists, now)}
         out = Decisions(bands.copy(), [MODEL] * len(txs), [None] * len(txs))
         for i, row in enumerate(self._rows(txs, features, scores, bands, now)):
-            matched = self._evaluate(row, functions, out)
-            if True not in matched:  # the usual case: nothing to look for below
-                continue
-            first = next((k for k in self._live if matched[k]), None)
-            if first is not None:
+            first, shadow = self._evaluate(row, functions, out)
+            if first >= 0:
                 out.bands[i] = self.rules[first].band
                 out.decided_by[i] = self.rules[first].name
-            shadow = [self.rules[k].name for k in self._shadow if matched[k]]
-            out.shadow[i] = shadow or None
+                out.matched = True
+            if shadow:
+                out.shadow[i] = shadow
+                out.matched = True
         return out
 
-    def _evaluate(self, row: dict[str, Any], functions: dict, out: Decisions) -> list[bool]:
-        """Every rule at once; when that fails, rule by rule (a failing rule matches nothing).
-        Without a call back into Python the row is passed as it is (no Context to build)."""
+    def _evaluate(self, row: dict[str, Any], functions: dict, out: Decisions):
+        """The first live rule that matched (-1: none) and the shadow rules that matched (None:
+        none), from one run of the whole program; when that fails, rule by rule (a failing
+        rule matches nothing). Without a call back into Python the row is passed as it is."""
         context = cel.Context(variables=row, functions=functions) if self._calls_back else row
         try:
-            return self._program.execute(context)
+            found = self._program.execute(context)
         except Exception:  # noqa: BLE001 - one rule's run-time error, found below
-            context = cel.Context(variables=row, functions=functions)
-            matched = []
-            for program in self._programs:
-                try:
-                    matched.append(program.execute(context) is True)
-                except Exception:  # noqa: BLE001
-                    out.errors += 1
-                    matched.append(False)
-            return matched
+            return self._evaluate_alone(cel.Context(variables=row, functions=functions), out)
+        first = next((k for k in found[: self._chains] if k >= 0), -1)
+        shadow = found[self._chains :]
+        if True not in shadow:
+            return first, None
+        return first, [name for name, m in zip(self._shadow_names, shadow, strict=True) if m]
+
+    def _evaluate_alone(self, context: cel.Context, out: Decisions):
+        matched = []
+        for program in self._programs:
+            try:
+                matched.append(program.execute(context) is True)
+            except Exception:  # noqa: BLE001
+                out.errors += 1
+                matched.append(False)
+        live = (k for k, r in enumerate(self.rules) if r.mode == "live" and matched[k])
+        shadow = [r.name for k, r in enumerate(self.rules) if r.mode == "shadow" and matched[k]]
+        return next(live, -1), shadow or None
 
     def _rows(self, txs, features, scores, bands, now: float) -> Iterable[dict[str, Any]]:
         """The variables the set reads, one dict per transaction, with its list lookups."""
@@ -384,6 +399,29 @@ class RuleSet:
             for variable, index, argument in lookups:
                 row[variable] = index.contains(row[argument], now)
             yield row
+
+
+def _whole_program(texts: Sequence[str], live: list[int], shadow: list[int]):
+    """The set as one CEL program giving a list: for each chain of up to CHAIN live rules the
+    index of its first match (a conditional per rule: `c0 ? 0 : c1 ? 1 : -1`, so a match
+    stops its chain), -1 when none matched; then each shadow rule's match. A transaction
+    costs one evaluation and a short list back, however many rules. A chain nests, and CEL's
+    parser bounds the nesting: when a long chain of deeply bracketed rules is refused, each
+    rule is a chain of its own. Returns the program and how many chains lead its list."""
+    for size in (CHAIN, 1):
+        chains = []
+        for start in range(0, len(live), size):
+            chain = "-1"
+            for k in reversed(live[start : start + size]):
+                chain = f"({texts[k]}\n) ? {k} : {chain}"
+            chains.append(chain)
+        items = chains + [f"({texts[k]}\n)" for k in shadow]
+        try:
+            return cel.compile("[" + ",".join(items) + "]"), len(chains)
+        except ValueError:
+            if size == 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def lookups_as_variables(conditions: Sequence[str]) -> tuple[list[str], dict[str, tuple]]:
@@ -423,7 +461,7 @@ class Reads:
 
     tx: tuple[tuple[str, type], ...]
     features: tuple[str, ...]  # the features as read, then the velocity sums in plain units
-    index: list[int]
+    index: np.ndarray
     derived: tuple[str, ...]
     model: tuple[str, ...]  # score, model_band
 
@@ -433,12 +471,13 @@ class Reads:
         derived = tuple(sorted(n for n in names if n in DERIVED_VARIABLES))
         index = [_FEATURE_INDEX[n] for n in plain]
         index += [_FEATURE_INDEX[DERIVED_VARIABLES[n]] for n in derived]
+        index = np.array(index, dtype=np.intp)
         tx = tuple((n, type(TX_VARIABLES[n])) for n in sorted(names & TX_VARIABLES.keys()))
         model = tuple(sorted(names & MODEL_VARIABLES.keys()))
         return cls(tx, (*plain, *derived), index, derived, model)
 
     def rows(self, txs, features: np.ndarray, scores: np.ndarray, bands: np.ndarray):
-        picked = features[:, self.index].tolist() if self.index else [()] * len(txs)
+        picked = features.take(self.index, axis=1).tolist() if len(self.index) else [()] * len(txs)
         score = scores.tolist() if "score" in self.model else None
         band = bands.tolist() if "model_band" in self.model else None
         for i, tx in enumerate(txs):

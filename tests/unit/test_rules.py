@@ -245,3 +245,20 @@ def test_a_lookup_answers_the_same_as_a_variable_and_as_a_call(user_id):
     listed = LISTS["blocked_users"].contains(user_id, NOW)
     assert out.decided_by == (["as_variable"] if listed else [MODEL])
     assert out.shadow == ([["as_call"]] if listed else [None])
+
+
+@pytest.mark.parametrize("nested", [0, 80])
+def test_first_match_across_chains_and_shadow_rules_anywhere(nested):
+    """More live rules than one conditional chain holds (and, each nesting conditionals of
+    its own, too deep for CEL's parser to chain at all): the first live match still decides
+    and every shadow match is recorded."""
+    deep = "amount>{0}.0?true:" * nested + "amount>{0}.0"
+    rules = [Rule(f"r{i}", "review", deep.format(1000 + i)) for i in range(60)]
+    rules[37] = Rule("r37", "block", deep.format(10))
+    rules[50] = Rule("r50", "allow", deep.format(1))
+    rules[5] = Rule("s5", "review", deep.format(1), mode="shadow")
+    rules[58] = Rule("s58", "review", deep.format(15), mode="shadow")
+    out = decide(rules, [tx(amount=20.0), tx(amount=12.0), tx(amount=5.0), tx(amount=0.5)])
+    assert out.decided_by == ["r37", "r37", "r50", MODEL]
+    assert out.bands.tolist() == [2, 2, 0, 0]
+    assert out.shadow == [["s5", "s58"], ["s5"], ["s5"], None]
