@@ -40,7 +40,14 @@ import numpy as np
 
 from fraudops.bands import BANDS
 from fraudops.features import FEATURE_NAMES
-from fraudops.schema import NUMERIC_COLUMNS, STRIPE_ID_COLUMNS, text_problem
+from fraudops.geoip import ip_hash
+from fraudops.schema import (
+    COUNTRY_COLUMNS,
+    IP_COLUMN,
+    NUMERIC_COLUMNS,
+    STRIPE_ID_COLUMNS,
+    text_problem,
+)
 
 ACTIONS: dict[str, int] = {"allow": 0, "review": 1, "block": 2}  # -> fraudops.bands index
 MODES = ("draft", "shadow", "live", "off")  # shadow and live rules are served
@@ -65,6 +72,10 @@ TX_VARIABLES: dict[str, Any] = {
     "channel": "web",
     "balances_missing": False,
     **{name: "" for name in STRIPE_ID_COLUMNS},
+    # Where it came from ('' unknown): the address (read, never stored) and the countries.
+    IP_COLUMN: "",
+    "ip_country": "",
+    **{name: "" for name in COUNTRY_COLUMNS},
 }
 FEATURE_VARIABLES: dict[str, Any] = {n: 0.0 for n in FEATURE_NAMES if n not in TX_VARIABLES}
 # Velocity in the analyst's units: the features hold log1p of these.
@@ -95,6 +106,11 @@ _LITERAL_OR_LOOKUP = re.compile(
     r"""\s*,\s*(?P<arg>[A-Za-z_]\w*)\s*\)"""
 )
 MEMBER_PREFIX = "in_list_member_"  # the variables that hold looked-up memberships
+# An IP list keeps a single address only as this prefix and the address's keyed hash
+# (fraudops.geoip.ip_hash, the one the scorers store in scored_transactions.ip_hash);
+# networks stay networks.
+HASH_PREFIX = "iphash:"
+_HASHED = re.compile(rf"^{HASH_PREFIX}[0-9a-f]{{32}}$")
 
 
 class RuleError(ValueError):
@@ -124,9 +140,11 @@ class Rule:
 # --- lists ---------------------------------------------------------------------------------
 
 
-def canonical_value(kind: str, value: Any) -> str:
+def canonical_value(kind: str, value: Any, hash_key: str | None = None) -> str:
     """A list item as stored and looked up: user ids as integers, countries as upper-case
-    ISO codes, IP addresses and networks in ipaddress's form; RuleError names the problem."""
+    ISO codes, IP networks in ipaddress's form and a single IP address as its keyed hash
+    under `hash_key` (personal data is not stored as it is; a value already in the hashed
+    form is taken as it is); RuleError names the problem."""
     text = str(value).strip()
     if kind == "user":
         if not re.fullmatch(r"\d{1,19}", text) or not 0 < int(text) < 2**63:
@@ -137,10 +155,7 @@ def canonical_value(kind: str, value: Any) -> str:
             raise RuleError("value", f"a country is a two-letter ISO code, got {text!r:.40}")
         return text.upper()
     if kind == "ip":
-        try:
-            return str(ipaddress.ip_network(text, strict=False))
-        except ValueError as err:
-            raise RuleError("value", f"not an IP address or network: {err}") from err
+        return _canonical_ip(text, hash_key)
     if kind == "customer":
         if problem := text_problem(text, 128, printable=True) or ("is empty" if not text else ""):
             raise RuleError("value", problem)
@@ -148,34 +163,81 @@ def canonical_value(kind: str, value: Any) -> str:
     raise RuleError("kind", f"unknown list kind {kind!r}; expected one of {', '.join(LIST_KINDS)}")
 
 
+def _canonical_ip(text: str, hash_key: str | None) -> str:
+    if _HASHED.match(text):
+        return text
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError as err:
+        raise RuleError("value", f"not an IP address or network: {err}") from err
+    if net.prefixlen < net.max_prefixlen:
+        return str(net)
+    if not hash_key:
+        raise RuleError("value", "a single IP address is stored only as a keyed hash: set "
+                        "FRAUDOPS_IP_HASH_KEY (or give a network)")  # fmt: skip
+    return HASH_PREFIX + ip_hash(str(net.network_address), hash_key)
+
+
+def shown_value(value: str) -> str:
+    """A list item as the console and the CLI show it: a hashed address masked."""
+    return f"{value[: len(HASH_PREFIX) + 8]}…" if _HASHED.match(value) else value
+
+
+def single_address(value: str) -> str | None:
+    """The address of an IP list item stored as it was given (a /32 or /128 network, kept
+    before addresses were hashed); None for a network or a hashed address."""
+    if _HASHED.match(value):
+        return None
+    net = ipaddress.ip_network(value)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else None
+
+
 @dataclass
 class ListIndex:
     """One list's items (value -> expiry in Unix seconds, inf for none), looked up by kind;
-    an IP list keeps its networks by prefix length, so a lookup is a few set probes."""
+    an IP list keeps its networks by prefix length, so a lookup is a few set probes, and its
+    hashed addresses by hash, looked up with the transaction's keyed hash (made once, by the
+    scoring core's enrichment, under the same key) or, without one, the address hashed here."""
 
     kind: str
     items: dict[str, float] = field(default_factory=dict)
+    hash_key: str | None = None
     _networks: dict[tuple[int, int], dict[int, float]] = field(default_factory=dict)
+    _hashes: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, kind: str, items: Iterable[tuple[str, float]]) -> ListIndex:
-        index = cls(kind, dict(items))
+    def build(
+        cls, kind: str, items: Iterable[tuple[str, float]], hash_key: str | None = None
+    ) -> ListIndex:
+        index = cls(kind, dict(items), hash_key)
         if kind == "ip":
             for value, expiry in index.items.items():
+                if value.startswith(HASH_PREFIX):
+                    index._hashes[value] = expiry
+                    continue
                 net = ipaddress.ip_network(value)
                 key = (net.version, net.prefixlen)
                 index._networks.setdefault(key, {})[int(net.network_address)] = expiry
         return index
 
-    def contains(self, value: Any, now: float) -> bool:
+    def contains(self, value: Any, now: float, hashed: str | None = None) -> bool:
+        """Whether `value` is listed and in force at `now`; `hashed` is the keyed hash of an
+        address `value` when the caller has it (a stored score has only that)."""
         if self.kind == "ip":
-            return self._contains_ip(value, now)
+            return self._contains_ip(value, now, hashed)
         key = str(value).upper() if self.kind == "country" else str(value)
         return self.items.get(key, 0.0) > now
 
-    def _contains_ip(self, value: Any, now: float) -> bool:
+    def _contains_ip(self, value: Any, now: float, hashed: str | None) -> bool:
+        text = str(value).strip()
+        if self._hashes:
+            if hashed is None and self.hash_key and text and not text.startswith(HASH_PREFIX):
+                hashed = ip_hash(text, self.hash_key)
+            found = text if text.startswith(HASH_PREFIX) else HASH_PREFIX + (hashed or "")
+            if self._hashes.get(found, 0.0) > now:
+                return True
         try:
-            address = ipaddress.ip_address(str(value).strip())
+            address = ipaddress.ip_address(text)
         except ValueError:
             return False
         number, width = int(address), address.max_prefixlen
@@ -258,6 +320,11 @@ def _check_references(text: str, program: cel.Program, lists: Mapping[str, str])
             raise RuleError("condition", "in_list takes a list name in quotes first", where)
         if name not in lists:
             raise RuleError("condition", f"no list named {name!r}", where)
+
+
+def lists_read(text: str) -> set[str]:
+    """The names of the lists a condition reads."""
+    return {a or b for a, b in _LIST_CALL.findall(text) if a or b}
 
 
 def check_condition(text: Any, lists: Mapping[str, str]) -> cel.Program:
@@ -393,11 +460,14 @@ class RuleSet:
         return next(live, -1), shadow or None
 
     def _rows(self, txs, features, scores, bands, now: float) -> Iterable[dict[str, Any]]:
-        """The variables the set reads, one dict per transaction, with its list lookups."""
-        lookups = [(v, self.lists[name], arg) for v, (name, arg) in self._members.items()]
-        for row in self._reads.rows(txs, features, scores, bands):
-            for variable, index, argument in lookups:
-                row[variable] = index.contains(row[argument], now)
+        """The variables the set reads, one dict per transaction, with its list lookups (an
+        address's with the keyed hash the transaction carries, when it does)."""
+        lookups = [(v, self.lists[name], arg, arg == IP_COLUMN)
+                   for v, (name, arg) in self._members.items()]  # fmt: skip
+        for tx, row in zip(txs, self._reads.rows(txs, features, scores, bands), strict=True):
+            for variable, index, argument, address in lookups:
+                hashed = tx.get("ip_hash") if address else None
+                row[variable] = index.contains(row[argument], now, hashed)
             yield row
 
 
