@@ -193,6 +193,8 @@ RULE_ERRORS = Counter(
 
 def count_rules(decisions) -> None:
     """Count a batch's rule decisions (fraudops.rules.Decisions) by rule."""
+    if not decisions.matched and not decisions.errors:
+        return
     for name, count in collections.Counter(decisions.decided_by).items():
         if name != "model":
             RULE_MATCHES.labels(rule=name, mode="live").inc(count)

@@ -371,7 +371,7 @@ def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamSc
     store.start_watching()
     writer = ScoreWriter(url, sample_rate=settings.feature_sample_rate) if url else None
     consumer = make_consumer(settings, group)
-    rules = RuleStore(url, settings.rules_poll_seconds) if url else None
+    rules = RuleStore.from_settings(settings)
     if rules is not None:
         rules.start()
     geoip = GeoIpStore(settings.geoip_db, settings.ip_hash_key)

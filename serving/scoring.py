@@ -21,7 +21,7 @@ import numpy as np
 from fraudops.bands import BANDS, bands_for, location_reasons
 from fraudops.geoip import enrich, ip_hash
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
-from fraudops.rules import EMPTY, MODEL, Decisions, RuleSet, rule_reason
+from fraudops.rules import EMPTY, MODEL, Decisions, RuleSet
 from fraudops.schema import (
     DEFAULT_WINDOW,
     VALIDATED_COLUMNS,
@@ -144,9 +144,10 @@ class RuleSource:
 
 def apply_rules(rules: RuleSet, decisions: Decisions, reasons: list[list[str]]) -> list[list[str]]:
     """The reasons of a batch with the deciding rule first where a rule decided."""
-    by_name = {r.name: r for r in rules.rules}
+    if not decisions.matched:
+        return reasons
     return [
-        r if name == MODEL else [rule_reason(by_name[name]), *r]
+        r if name == MODEL else [rules.reasons[name], *r]
         for name, r in zip(decisions.decided_by, reasons, strict=True)
     ]
 
