@@ -5,7 +5,7 @@ import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
-import { Input, Label, NativeSelect } from "../components/ui/input";
+import { Field, Input, NativeSelect } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { api } from "../lib/api";
 import { formatTime } from "../lib/format";
@@ -110,12 +110,10 @@ function CreateList({ onCreated }: { onCreated: (name: string) => void }) {
     <Card>
       <CardTitle>New list</CardTitle>
       <div className="grid grid-cols-[1fr_8rem] gap-2">
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="list-name">Name</Label>
+        <Field label="Name" htmlFor="list-name">
           <Input id="list-name" value={form.name} placeholder="blocked_users" onChange={(e) => set({ name: e.target.value })} />
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="list-kind">Kind</Label>
+        </Field>
+        <Field label="Kind" htmlFor="list-kind">
           <NativeSelect id="list-kind" value={form.kind} onChange={(e) => set({ kind: e.target.value })}>
             {LIST_KINDS.map((k) => (
               <option key={k} value={k}>
@@ -123,20 +121,18 @@ function CreateList({ onCreated }: { onCreated: (name: string) => void }) {
               </option>
             ))}
           </NativeSelect>
-        </div>
-        <div className="col-span-2 flex flex-col gap-1">
-          <Label htmlFor="list-description">Description</Label>
+        </Field>
+        <Field label="Description" htmlFor="list-description" className="col-span-2">
           <Input
             id="list-description"
             value={form.description}
             maxLength={500}
             onChange={(e) => set({ description: e.target.value })}
           />
-        </div>
-        <div className="col-span-2 flex flex-col gap-1">
-          <Label htmlFor="list-reason">Reason</Label>
+        </Field>
+        <Field label="Reason" htmlFor="list-reason" className="col-span-2">
           <Input id="list-reason" value={form.reason} maxLength={500} onChange={(e) => set({ reason: e.target.value })} />
-        </div>
+        </Field>
       </div>
       <div className="mt-3 flex items-center gap-3">
         <Button onClick={create} disabled={!form.name || !form.reason}>
@@ -185,21 +181,18 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
       {list.description && <p className="mb-3 text-sm text-slate-600">{list.description}</p>}
       {mayEdit && (
         <div className="mb-4 grid grid-cols-[1fr_13rem] gap-2 rounded-md bg-slate-50 p-3">
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="item-values">Values (comma or space separated)</Label>
+          <Field label="Values (comma or space separated)" htmlFor="item-values">
             <Input
               id="item-values"
               value={values}
               placeholder={PLACEHOLDER[list.kind]}
               onChange={(e) => setValues(e.target.value)}
             />
-          </div>
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="item-expires">Expires (UTC, optional)</Label>
+          </Field>
+          <Field label="Expires (UTC, optional)" htmlFor="item-expires">
             <Input id="item-expires" type="datetime-local" value={expires} onChange={(e) => setExpires(e.target.value)} />
-          </div>
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="item-reason">Reason (for adding and removing)</Label>
+          </Field>
+          <Field label="Reason (for adding and removing)" htmlFor="item-reason">
             <Input
               id="item-reason"
               value={reason}
@@ -207,7 +200,7 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
               placeholder="case 1234"
               onChange={(e) => setReason(e.target.value)}
             />
-          </div>
+          </Field>
           <div className="flex items-end">
             <Button className="w-full" onClick={() => change("items", entered)} disabled={!entered.length || !reason}>
               Add

@@ -5,7 +5,7 @@ import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
-import { Input, Label, NativeSelect } from "../components/ui/input";
+import { Field, Input, NativeSelect } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { api, type QueueItem, type QueuePage } from "../lib/api";
 import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
@@ -118,8 +118,7 @@ function FlaggedList() {
   return (
     <div className="grid gap-4">
       <Card className="flex flex-wrap items-end gap-3">
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="q">Transaction or user id</Label>
+        <Field label="Transaction or user id" htmlFor="q">
           <Input
             id="q"
             name="q"
@@ -127,9 +126,8 @@ function FlaggedList() {
             key={filters.q}
             onKeyDown={(e) => e.key === "Enter" && update({ q: e.currentTarget.value })}
           />
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label>Band</Label>
+        </Field>
+        <Field label="Band">
           <div className="flex gap-1">
             {BANDS.map((b) => (
               <Button
@@ -143,9 +141,8 @@ function FlaggedList() {
               </Button>
             ))}
           </div>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="type">Type</Label>
+        </Field>
+        <Field label="Type" htmlFor="type">
           <NativeSelect
             id="type"
             value={filters.type[0] ?? ""}
@@ -156,9 +153,8 @@ function FlaggedList() {
               <option key={t}>{t}</option>
             ))}
           </NativeSelect>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="amount_min">Amount from / to</Label>
+        </Field>
+        <Field label="Amount from / to" htmlFor="amount_min">
           <div className="flex gap-1">
             <Input
               id="amount_min"
@@ -175,16 +171,14 @@ function FlaggedList() {
               onBlur={(e) => update({ amount_max: e.target.value })}
             />
           </div>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="since">Scored since / until (UTC)</Label>
+        </Field>
+        <Field label="Scored since / until (UTC)" htmlFor="since">
           <div className="flex gap-1">
             <Input id="since" type="datetime-local" value={filters.since} onChange={(e) => update({ since: e.target.value })} />
             <Input id="until" type="datetime-local" value={filters.until} onChange={(e) => update({ until: e.target.value })} />
           </div>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="model_version">Model</Label>
+        </Field>
+        <Field label="Model" htmlFor="model_version">
           <Input
             id="model_version"
             className="w-20"
@@ -192,9 +186,8 @@ function FlaggedList() {
             key={`mv${filters.model_version}`}
             onBlur={(e) => update({ model_version: e.target.value })}
           />
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="source">Scored</Label>
+        </Field>
+        <Field label="Scored" htmlFor="source">
           <NativeSelect
             id="source"
             value={filters.source}
@@ -204,9 +197,8 @@ function FlaggedList() {
             <option value="inline">inline</option>
             <option value="stream">stream</option>
           </NativeSelect>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="labelled">Labelled</Label>
+        </Field>
+        <Field label="Labelled" htmlFor="labelled">
           <NativeSelect
             id="labelled"
             value={filters.labelled}
@@ -216,14 +208,13 @@ function FlaggedList() {
             <option value="yes">yes</option>
             <option value="any">any</option>
           </NativeSelect>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="sort">Order</Label>
+        </Field>
+        <Field label="Order" htmlFor="sort">
           <NativeSelect id="sort" value={filters.sort} onChange={(e) => update({ sort: e.target.value as QueueFilters["sort"] })}>
             <option value="score">highest score</option>
             <option value="newest">newest</option>
           </NativeSelect>
-        </div>
+        </Field>
         <Button asChild variant="outline">
           <a href={`/api/queue.csv?${searchFromFilters(filters)}`}>Export CSV</a>
         </Button>

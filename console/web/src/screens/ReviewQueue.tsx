@@ -5,7 +5,7 @@ import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
-import { Label, NativeSelect } from "../components/ui/input";
+import { Field, NativeSelect } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { ApiError, api, type QueueReason, type ReviewQueueItem, type ReviewQueuePage } from "../lib/api";
 import { problemOf, useResource } from "../lib/resource";
@@ -123,8 +123,7 @@ export function ReviewQueue() {
   return (
     <div className="grid gap-4">
       <Card className="flex flex-wrap items-start gap-6">
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="queue-day">Queue of (UTC day)</Label>
+        <Field label="Queue of (UTC day)" htmlFor="queue-day">
           <NativeSelect id="queue-day" value={page.day ?? ""} onChange={(e) => setDay(e.target.value)}>
             {page.days.map((d) => (
               <option key={d.day} value={d.day}>
@@ -133,7 +132,7 @@ export function ReviewQueue() {
             ))}
           </NativeSelect>
           <Progress done={done} total={items.length} />
-        </div>
+        </Field>
         <ReasonCounts items={items} />
       </Card>
       <Card>

@@ -5,7 +5,7 @@ import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
-import { Input, Label, NativeSelect } from "../components/ui/input";
+import { Field, Input, NativeSelect } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { api, ApiError } from "../lib/api";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
@@ -223,8 +223,7 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
       <Card data-testid="rule-editor">
         <CardTitle>{saved ? `Rule ${saved.name} (v${saved.version}, ${saved.mode})` : "New rule"}</CardTitle>
         <div className="grid grid-cols-[1fr_10rem_6rem] gap-3">
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="rule-name">Name</Label>
+          <Field label="Name" htmlFor="rule-name">
             <Input
               id="rule-name"
               value={draft.name}
@@ -232,9 +231,8 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
               placeholder="big_transfer_new_device"
               onChange={(e) => edit({ name: e.target.value })}
             />
-          </div>
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="rule-action">Action</Label>
+          </Field>
+          <Field label="Action" htmlFor="rule-action">
             <NativeSelect
               id="rule-action"
               value={draft.action}
@@ -247,9 +245,8 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
                 </option>
               ))}
             </NativeSelect>
-          </div>
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="rule-position">Order</Label>
+          </Field>
+          <Field label="Order" htmlFor="rule-position">
             <Input
               id="rule-position"
               type="number"
@@ -258,10 +255,9 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
               disabled={!mayEdit}
               onChange={(e) => setPosition(e.target.value)}
             />
-          </div>
+          </Field>
         </div>
-        <div className="mt-3 flex flex-col gap-1">
-          <Label htmlFor="rule-condition">Condition (CEL)</Label>
+        <Field label="Condition (CEL)" htmlFor="rule-condition" className="mt-3">
           <textarea
             id="rule-condition"
             ref={condition}
@@ -285,11 +281,10 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
               {lists.length ? lists.map(([n, k]) => `${n} (${k})`).join(", ") : "no list yet"}.
             </p>
           </details>
-        </div>
+        </Field>
         {mayEdit && (
           <div className="mt-3 flex items-end gap-2">
-            <div className="flex flex-1 flex-col gap-1">
-              <Label htmlFor="rule-reason">Reason (kept in the audit log)</Label>
+            <Field label="Reason (kept in the audit log)" htmlFor="rule-reason" className="flex-1">
               <Input
                 id="rule-reason"
                 value={reason}
@@ -297,7 +292,7 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
                 placeholder="case 1234: mule accounts"
                 onChange={(e) => setReason(e.target.value)}
               />
-            </div>
+            </Field>
             <Button
               onClick={save}
               disabled={busy || !draft.name || !draft.condition || !reason || isSaved}
@@ -418,24 +413,22 @@ function Backtest({
     <Card data-testid="backtest">
       <CardTitle>Backtest over stored scores</CardTitle>
       <div className="flex flex-wrap items-end gap-2">
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="backtest-from">From (UTC)</Label>
+        <Field label="From (UTC)" htmlFor="backtest-from">
           <Input
             id="backtest-from"
             type="datetime-local"
             value={period.from}
             onChange={(e) => setPeriod((p) => ({ ...p, from: e.target.value }))}
           />
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="backtest-to">To (UTC)</Label>
+        </Field>
+        <Field label="To (UTC)" htmlFor="backtest-to">
           <Input
             id="backtest-to"
             type="datetime-local"
             value={period.to}
             onChange={(e) => setPeriod((p) => ({ ...p, to: e.target.value }))}
           />
-        </div>
+        </Field>
         <Button variant="outline" onClick={run} disabled={!isSaved || running} data-testid="run-backtest">
           {running ? "Backtesting…" : "Backtest"}
         </Button>
