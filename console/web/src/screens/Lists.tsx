@@ -7,10 +7,10 @@ import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
 import { Field, Input, NativeSelect } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
-import { api } from "../lib/api";
+import { api, type ListItem, type RuleList } from "../lib/api";
 import { formatTime } from "../lib/format";
 import { problemOf, useResource } from "../lib/resource";
-import { LIST_KINDS, type ListItem, type RuleList, utcInstant } from "../lib/rules";
+import { LIST_KINDS, utcInstant } from "../lib/rules";
 import { cn } from "../lib/utils";
 
 const PLACEHOLDER: Record<string, string> = {

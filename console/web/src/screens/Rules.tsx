@@ -7,21 +7,18 @@ import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
 import { Field, Input, NativeSelect } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
-import { api, ApiError } from "../lib/api";
+import { api, ApiError, type BacktestResult, type RuleRow, type RulesAnswer } from "../lib/api";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
 import { isAbort, problemOf, useResource } from "../lib/resource";
 import {
   ACTIONS,
   type Action,
-  type BacktestResult,
   type Draft,
   errorLocation,
   isRefusal,
   lastDays,
   mayPublish,
   type Refusal,
-  type RuleRow,
-  type RulesAnswer,
   sameRule,
   utcInstant,
 } from "../lib/rules";
