@@ -5,7 +5,7 @@ import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
-import { Field, Input, NativeSelect } from "../components/ui/input";
+import { InputField, SelectField } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { api, type ListItem, type RuleList } from "../lib/api";
 import { formatTime } from "../lib/format";
@@ -92,6 +92,12 @@ export function Lists() {
   );
 }
 
+// The new list's free texts, each across the form.
+const TEXTS = [
+  ["description", "Description"],
+  ["reason", "Reason"],
+] as const;
+
 function CreateList({ onCreated }: { onCreated: (name: string) => void }) {
   const [form, setForm] = useState({ name: "", kind: "user", description: "", reason: "" });
   const [message, setMessage] = useState("");
@@ -110,29 +116,31 @@ function CreateList({ onCreated }: { onCreated: (name: string) => void }) {
     <Card>
       <CardTitle>New list</CardTitle>
       <div className="grid grid-cols-[1fr_8rem] gap-2">
-        <Field label="Name" htmlFor="list-name">
-          <Input id="list-name" value={form.name} placeholder="blocked_users" onChange={(e) => set({ name: e.target.value })} />
-        </Field>
-        <Field label="Kind" htmlFor="list-kind">
-          <NativeSelect id="list-kind" value={form.kind} onChange={(e) => set({ kind: e.target.value })}>
-            {LIST_KINDS.map((k) => (
-              <option key={k} value={k}>
-                {k}
-              </option>
-            ))}
-          </NativeSelect>
-        </Field>
-        <Field label="Description" htmlFor="list-description" className="col-span-2">
-          <Input
-            id="list-description"
-            value={form.description}
+        <InputField
+          label="Name"
+          id="list-name"
+          value={form.name}
+          placeholder="blocked_users"
+          onChange={(e) => set({ name: e.target.value })}
+        />
+        <SelectField
+          label="Kind"
+          id="list-kind"
+          value={form.kind}
+          options={LIST_KINDS}
+          onChange={(e) => set({ kind: e.target.value })}
+        />
+        {TEXTS.map(([key, label]) => (
+          <InputField
+            key={key}
+            label={label}
+            id={`list-${key}`}
+            fieldClassName="col-span-2"
+            value={form[key]}
             maxLength={500}
-            onChange={(e) => set({ description: e.target.value })}
+            onChange={(e) => set({ [key]: e.target.value })}
           />
-        </Field>
-        <Field label="Reason" htmlFor="list-reason" className="col-span-2">
-          <Input id="list-reason" value={form.reason} maxLength={500} onChange={(e) => set({ reason: e.target.value })} />
-        </Field>
+        ))}
       </div>
       <div className="mt-3 flex items-center gap-3">
         <Button onClick={create} disabled={!form.name || !form.reason}>
@@ -181,26 +189,28 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
       {list.description && <p className="mb-3 text-sm text-slate-600">{list.description}</p>}
       {mayEdit && (
         <div className="mb-4 grid grid-cols-[1fr_13rem] gap-2 rounded-md bg-slate-50 p-3">
-          <Field label="Values (comma or space separated)" htmlFor="item-values">
-            <Input
-              id="item-values"
-              value={values}
-              placeholder={PLACEHOLDER[list.kind]}
-              onChange={(e) => setValues(e.target.value)}
-            />
-          </Field>
-          <Field label="Expires (UTC, optional)" htmlFor="item-expires">
-            <Input id="item-expires" type="datetime-local" value={expires} onChange={(e) => setExpires(e.target.value)} />
-          </Field>
-          <Field label="Reason (for adding and removing)" htmlFor="item-reason">
-            <Input
-              id="item-reason"
-              value={reason}
-              maxLength={500}
-              placeholder="case 1234"
-              onChange={(e) => setReason(e.target.value)}
-            />
-          </Field>
+          <InputField
+            label="Values (comma or space separated)"
+            id="item-values"
+            value={values}
+            placeholder={PLACEHOLDER[list.kind]}
+            onChange={(e) => setValues(e.target.value)}
+          />
+          <InputField
+            label="Expires (UTC, optional)"
+            id="item-expires"
+            type="datetime-local"
+            value={expires}
+            onChange={(e) => setExpires(e.target.value)}
+          />
+          <InputField
+            label="Reason (for adding and removing)"
+            id="item-reason"
+            value={reason}
+            maxLength={500}
+            placeholder="case 1234"
+            onChange={(e) => setReason(e.target.value)}
+          />
           <div className="flex items-end">
             <Button className="w-full" onClick={() => change("items", entered)} disabled={!entered.length || !reason}>
               Add

@@ -5,7 +5,7 @@ import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
-import { Field, Input, NativeSelect } from "../components/ui/input";
+import { Field, Input, InputField, type Option, SelectField } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { api, type QueueItem, type QueuePage } from "../lib/api";
 import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
@@ -28,6 +28,13 @@ function queuePath(filters: QueueFilters, cursor: string | null): string {
 function joinPages(shown: QueuePage, page: QueuePage): QueuePage {
   return { items: [...shown.items, ...page.items], next_cursor: page.next_cursor };
 }
+
+/** The filters that are one choice of a few: the field, its label, its options. */
+const CHOICES = [
+  ["source", "Scored", [["", "both"], "inline", "stream"]],
+  ["labelled", "Labelled", ["no", "yes", "any"]],
+  ["sort", "Order", [["score", "highest score"], "newest"]],
+] as const satisfies readonly (readonly [keyof QueueFilters, string, readonly Option[]])[];
 
 const VIEWS = [
   ["review", "Review queue", "chosen by the active-learning job, each item with why: work it first"],
@@ -118,15 +125,14 @@ function FlaggedList() {
   return (
     <div className="grid gap-4">
       <Card className="flex flex-wrap items-end gap-3">
-        <Field label="Transaction or user id" htmlFor="q">
-          <Input
-            id="q"
-            name="q"
-            defaultValue={filters.q}
-            key={filters.q}
-            onKeyDown={(e) => e.key === "Enter" && update({ q: e.currentTarget.value })}
-          />
-        </Field>
+        <InputField
+          label="Transaction or user id"
+          id="q"
+          name="q"
+          defaultValue={filters.q}
+          key={filters.q}
+          onKeyDown={(e) => e.key === "Enter" && update({ q: e.currentTarget.value })}
+        />
         <Field label="Band">
           <div className="flex gap-1">
             {BANDS.map((b) => (
@@ -142,34 +148,24 @@ function FlaggedList() {
             ))}
           </div>
         </Field>
-        <Field label="Type" htmlFor="type">
-          <NativeSelect
-            id="type"
-            value={filters.type[0] ?? ""}
-            onChange={(e) => update({ type: e.target.value ? [e.target.value] : [] })}
-          >
-            <option value="">any</option>
-            {TYPES.map((t) => (
-              <option key={t}>{t}</option>
-            ))}
-          </NativeSelect>
-        </Field>
+        <SelectField
+          label="Type"
+          id="type"
+          value={filters.type[0] ?? ""}
+          options={[["", "any"], ...TYPES]}
+          onChange={(e) => update({ type: e.target.value ? [e.target.value] : [] })}
+        />
         <Field label="Amount from / to" htmlFor="amount_min">
           <div className="flex gap-1">
-            <Input
-              id="amount_min"
-              className="w-24"
-              defaultValue={filters.amount_min}
-              key={`min${filters.amount_min}`}
-              onBlur={(e) => update({ amount_min: e.target.value })}
-            />
-            <Input
-              id="amount_max"
-              className="w-24"
-              defaultValue={filters.amount_max}
-              key={`max${filters.amount_max}`}
-              onBlur={(e) => update({ amount_max: e.target.value })}
-            />
+            {(["amount_min", "amount_max"] as const).map((key) => (
+              <Input
+                key={`${key}${filters[key]}`}
+                id={key}
+                className="w-24"
+                defaultValue={filters[key]}
+                onBlur={(e) => update({ [key]: e.target.value })}
+              />
+            ))}
           </div>
         </Field>
         <Field label="Scored since / until (UTC)" htmlFor="since">
@@ -178,43 +174,24 @@ function FlaggedList() {
             <Input id="until" type="datetime-local" value={filters.until} onChange={(e) => update({ until: e.target.value })} />
           </div>
         </Field>
-        <Field label="Model" htmlFor="model_version">
-          <Input
-            id="model_version"
-            className="w-20"
-            defaultValue={filters.model_version}
-            key={`mv${filters.model_version}`}
-            onBlur={(e) => update({ model_version: e.target.value })}
+        <InputField
+          label="Model"
+          id="model_version"
+          className="w-20"
+          defaultValue={filters.model_version}
+          key={`mv${filters.model_version}`}
+          onBlur={(e) => update({ model_version: e.target.value })}
+        />
+        {CHOICES.map(([key, label, options]) => (
+          <SelectField
+            key={key}
+            label={label}
+            id={key}
+            value={filters[key]}
+            options={options}
+            onChange={(e) => update({ [key]: e.target.value })}
           />
-        </Field>
-        <Field label="Scored" htmlFor="source">
-          <NativeSelect
-            id="source"
-            value={filters.source}
-            onChange={(e) => update({ source: e.target.value as QueueFilters["source"] })}
-          >
-            <option value="">both</option>
-            <option value="inline">inline</option>
-            <option value="stream">stream</option>
-          </NativeSelect>
-        </Field>
-        <Field label="Labelled" htmlFor="labelled">
-          <NativeSelect
-            id="labelled"
-            value={filters.labelled}
-            onChange={(e) => update({ labelled: e.target.value as QueueFilters["labelled"] })}
-          >
-            <option value="no">no</option>
-            <option value="yes">yes</option>
-            <option value="any">any</option>
-          </NativeSelect>
-        </Field>
-        <Field label="Order" htmlFor="sort">
-          <NativeSelect id="sort" value={filters.sort} onChange={(e) => update({ sort: e.target.value as QueueFilters["sort"] })}>
-            <option value="score">highest score</option>
-            <option value="newest">newest</option>
-          </NativeSelect>
-        </Field>
+        ))}
         <Button asChild variant="outline">
           <a href={`/api/queue.csv?${searchFromFilters(filters)}`}>Export CSV</a>
         </Button>

@@ -5,7 +5,7 @@ import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
-import { Field, NativeSelect } from "../components/ui/input";
+import { Field, Select } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { ApiError, api, type QueueReason, type ReviewQueueItem, type ReviewQueuePage } from "../lib/api";
 import { problemOf, useResource } from "../lib/resource";
@@ -124,13 +124,12 @@ export function ReviewQueue() {
     <div className="grid gap-4">
       <Card className="flex flex-wrap items-start gap-6">
         <Field label="Queue of (UTC day)" htmlFor="queue-day">
-          <NativeSelect id="queue-day" value={page.day ?? ""} onChange={(e) => setDay(e.target.value)}>
-            {page.days.map((d) => (
-              <option key={d.day} value={d.day}>
-                {d.day} · {d.labelled}/{d.items}
-              </option>
-            ))}
-          </NativeSelect>
+          <Select
+            id="queue-day"
+            value={page.day ?? ""}
+            options={page.days.map((d) => [d.day, `${d.day} · ${d.labelled}/${d.items}`] as const)}
+            onChange={(e) => setDay(e.target.value)}
+          />
           <Progress done={done} total={items.length} />
         </Field>
         <ReasonCounts items={items} />

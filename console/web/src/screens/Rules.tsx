@@ -5,7 +5,7 @@ import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
-import { Field, Input, NativeSelect } from "../components/ui/input";
+import { Field, InputField, SelectField } from "../components/ui/input";
 import { Table, Td, Th } from "../components/ui/table";
 import { api, ApiError, type BacktestResult, type RuleRow, type RulesAnswer } from "../lib/api";
 import { formatAmount, formatScore, formatTime } from "../lib/format";
@@ -220,39 +220,31 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
       <Card data-testid="rule-editor">
         <CardTitle>{saved ? `Rule ${saved.name} (v${saved.version}, ${saved.mode})` : "New rule"}</CardTitle>
         <div className="grid grid-cols-[1fr_10rem_6rem] gap-3">
-          <Field label="Name" htmlFor="rule-name">
-            <Input
-              id="rule-name"
-              value={draft.name}
-              disabled={!!saved || !mayEdit}
-              placeholder="big_transfer_new_device"
-              onChange={(e) => edit({ name: e.target.value })}
-            />
-          </Field>
-          <Field label="Action" htmlFor="rule-action">
-            <NativeSelect
-              id="rule-action"
-              value={draft.action}
-              disabled={!mayEdit}
-              onChange={(e) => edit({ action: e.target.value as Action })}
-            >
-              {ACTIONS.map((a) => (
-                <option key={a} value={a}>
-                  {a}
-                </option>
-              ))}
-            </NativeSelect>
-          </Field>
-          <Field label="Order" htmlFor="rule-position">
-            <Input
-              id="rule-position"
-              type="number"
-              min={0}
-              value={position}
-              disabled={!mayEdit}
-              onChange={(e) => setPosition(e.target.value)}
-            />
-          </Field>
+          <InputField
+            label="Name"
+            id="rule-name"
+            value={draft.name}
+            disabled={!!saved || !mayEdit}
+            placeholder="big_transfer_new_device"
+            onChange={(e) => edit({ name: e.target.value })}
+          />
+          <SelectField
+            label="Action"
+            id="rule-action"
+            value={draft.action}
+            disabled={!mayEdit}
+            options={ACTIONS}
+            onChange={(e) => edit({ action: e.target.value as Action })}
+          />
+          <InputField
+            label="Order"
+            id="rule-position"
+            type="number"
+            min={0}
+            value={position}
+            disabled={!mayEdit}
+            onChange={(e) => setPosition(e.target.value)}
+          />
         </div>
         <Field label="Condition (CEL)" htmlFor="rule-condition" className="mt-3">
           <textarea
@@ -281,15 +273,15 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
         </Field>
         {mayEdit && (
           <div className="mt-3 flex items-end gap-2">
-            <Field label="Reason (kept in the audit log)" htmlFor="rule-reason" className="flex-1">
-              <Input
-                id="rule-reason"
-                value={reason}
-                maxLength={500}
-                placeholder="case 1234: mule accounts"
-                onChange={(e) => setReason(e.target.value)}
-              />
-            </Field>
+            <InputField
+              label="Reason (kept in the audit log)"
+              id="rule-reason"
+              fieldClassName="flex-1"
+              value={reason}
+              maxLength={500}
+              placeholder="case 1234: mule accounts"
+              onChange={(e) => setReason(e.target.value)}
+            />
             <Button
               onClick={save}
               disabled={busy || !draft.name || !draft.condition || !reason || isSaved}
@@ -410,22 +402,16 @@ function Backtest({
     <Card data-testid="backtest">
       <CardTitle>Backtest over stored scores</CardTitle>
       <div className="flex flex-wrap items-end gap-2">
-        <Field label="From (UTC)" htmlFor="backtest-from">
-          <Input
-            id="backtest-from"
+        {(["from", "to"] as const).map((end) => (
+          <InputField
+            key={end}
+            label={`${end === "from" ? "From" : "To"} (UTC)`}
+            id={`backtest-${end}`}
             type="datetime-local"
-            value={period.from}
-            onChange={(e) => setPeriod((p) => ({ ...p, from: e.target.value }))}
+            value={period[end]}
+            onChange={(e) => setPeriod((p) => ({ ...p, [end]: e.target.value }))}
           />
-        </Field>
-        <Field label="To (UTC)" htmlFor="backtest-to">
-          <Input
-            id="backtest-to"
-            type="datetime-local"
-            value={period.to}
-            onChange={(e) => setPeriod((p) => ({ ...p, to: e.target.value }))}
-          />
-        </Field>
+        ))}
         <Button variant="outline" onClick={run} disabled={!isSaved || running} data-testid="run-backtest">
           {running ? "Backtesting…" : "Backtest"}
         </Button>

@@ -36,3 +36,46 @@ export function Field({
     </div>
   );
 }
+
+type Labelled = { label: ReactNode; id: string; fieldClassName?: string };
+
+/** An Input under its label (`id` names both). */
+export function InputField({ label, fieldClassName, ...props }: InputHTMLAttributes<HTMLInputElement> & Labelled) {
+  return (
+    <Field label={label} htmlFor={props.id} className={fieldClassName}>
+      <Input {...props} />
+    </Field>
+  );
+}
+
+/** A value, or a value and the text that shows it. */
+export type Option = string | readonly [value: string, text: string];
+
+/** A NativeSelect of `options`. */
+export function Select({ options, ...props }: SelectHTMLAttributes<HTMLSelectElement> & { options: readonly Option[] }) {
+  return (
+    <NativeSelect {...props}>
+      {options.map((option) => {
+        const [value, text] = typeof option === "string" ? [option, option] : option;
+        return (
+          <option key={value} value={value}>
+            {text}
+          </option>
+        );
+      })}
+    </NativeSelect>
+  );
+}
+
+/** A Select under its label (`id` names both). */
+export function SelectField({
+  label,
+  fieldClassName,
+  ...props
+}: SelectHTMLAttributes<HTMLSelectElement> & Labelled & { options: readonly Option[] }) {
+  return (
+    <Field label={label} htmlFor={props.id} className={fieldClassName}>
+      <Select {...props} />
+    </Field>
+  );
+}
