@@ -6,7 +6,7 @@ import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
 import { InputField, SelectField } from "../components/ui/input";
-import { Table, Td, Th } from "../components/ui/table";
+import { type Column, DataTable } from "../components/ui/table";
 import { api, type ListItem, type RuleList } from "../lib/api";
 import { formatTime } from "../lib/format";
 import { problemOf, useResource } from "../lib/resource";
@@ -19,6 +19,54 @@ const PLACEHOLDER: Record<string, string> = {
   ip: "203.0.113.7, 198.51.100.0/24",
   country: "KP, IR",
 };
+
+const LIST_COLUMNS: Column<RuleList>[] = [
+  {
+    heading: "List",
+    cellClassName: "break-all font-mono text-xs font-semibold",
+    cellProps: (l) => ({ title: l.description }),
+    cell: (l) => l.name,
+  },
+  { heading: "Kind", cell: (l) => <Badge value={l.kind} /> },
+  { heading: "Items", className: "text-right", cell: (l) => l.items.toLocaleString("en-US") },
+  {
+    heading: "Created",
+    cellClassName: "whitespace-nowrap text-xs text-slate-500",
+    cellProps: (l) => ({ title: `by ${l.created_by}` }),
+    cell: (l) => formatTime(l.created_at).slice(0, 16),
+  },
+];
+
+/** A list's items; with `mayEdit`, each with a Remove button (which needs a reason). */
+function itemColumns(mayEdit: boolean, reason: string, remove: (item: ListItem) => void): Column<ListItem>[] {
+  const columns: Column<ListItem>[] = [
+    { heading: "Value", cellClassName: "font-mono text-xs", cell: (item) => item.value },
+    {
+      heading: "Expires",
+      cell: (item) => (item.expires_at ? `${formatTime(item.expires_at)}${isExpired(item) ? " (expired)" : ""}` : "never"),
+    },
+    { heading: "Added", cell: (item) => formatTime(item.added_at) },
+    { heading: "By", cell: (item) => item.added_by },
+    { heading: "Reason", cell: (item) => item.reason },
+  ];
+  if (!mayEdit) return columns;
+  const button: Column<ListItem> = {
+    heading: null,
+    cellClassName: "text-right",
+    cell: (item) => (
+      <Button
+        size="sm"
+        variant="ghost"
+        disabled={!reason}
+        title={reason ? "" : "give a reason first"}
+        onClick={() => remove(item)}
+      >
+        Remove
+      </Button>
+    ),
+  };
+  return [...columns, button];
+}
 
 export function Lists() {
   const me = useMe();
@@ -36,36 +84,16 @@ export function Lists() {
           <LoadState loading={lists.loading && !lists.data} error={lists.error} onRetry={lists.reload} />
           {lists.data && lists.data.lists.length === 0 && <p className="text-sm text-slate-500">No list yet.</p>}
           {lists.data && lists.data.lists.length > 0 && (
-            <Table data-testid="lists-table">
-              <thead>
-                <tr>
-                  <Th>List</Th>
-                  <Th>Kind</Th>
-                  <Th className="text-right">Items</Th>
-                  <Th>Created</Th>
-                </tr>
-              </thead>
-              <tbody>
-                {lists.data.lists.map((l) => (
-                  <tr
-                    key={l.name}
-                    onClick={() => setParams({ list: l.name })}
-                    className={cn("cursor-pointer hover:bg-slate-50", l.name === selected && "bg-blue-50")}
-                  >
-                    <Td className="break-all font-mono text-xs font-semibold" title={l.description}>
-                      {l.name}
-                    </Td>
-                    <Td>
-                      <Badge value={l.kind} />
-                    </Td>
-                    <Td className="text-right">{l.items.toLocaleString("en-US")}</Td>
-                    <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${l.created_by}`}>
-                      {formatTime(l.created_at).slice(0, 16)}
-                    </Td>
-                  </tr>
-                ))}
-              </tbody>
-            </Table>
+            <DataTable
+              data-testid="lists-table"
+              columns={LIST_COLUMNS}
+              rows={lists.data.lists}
+              rowKey={(l) => l.name}
+              rowProps={(l) => ({
+                onClick: () => setParams({ list: l.name }),
+                className: cn("cursor-pointer hover:bg-slate-50", l.name === selected && "bg-blue-50"),
+              })}
+            />
           )}
         </Card>
         {mayEdit && (
@@ -225,45 +253,12 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
       )}
       <LoadState loading={items.loading && !items.data} error={items.error} onRetry={items.reload} />
       {items.data && (
-        <Table>
-          <thead>
-            <tr>
-              <Th>Value</Th>
-              <Th>Expires</Th>
-              <Th>Added</Th>
-              <Th>By</Th>
-              <Th>Reason</Th>
-              {mayEdit && <Th />}
-            </tr>
-          </thead>
-          <tbody>
-            {items.data.items.map((item) => {
-              const expired = isExpired(item);
-              return (
-                <tr key={item.value} className={cn(expired && "text-slate-400")}>
-                  <Td className="font-mono text-xs">{item.value}</Td>
-                  <Td>{item.expires_at ? `${formatTime(item.expires_at)}${expired ? " (expired)" : ""}` : "never"}</Td>
-                  <Td>{formatTime(item.added_at)}</Td>
-                  <Td>{item.added_by}</Td>
-                  <Td>{item.reason}</Td>
-                  {mayEdit && (
-                    <Td className="text-right">
-                      <Button
-                        size="sm"
-                        variant="ghost"
-                        disabled={!reason}
-                        title={reason ? "" : "give a reason first"}
-                        onClick={() => change("remove", [item.value])}
-                      >
-                        Remove
-                      </Button>
-                    </Td>
-                  )}
-                </tr>
-              );
-            })}
-          </tbody>
-        </Table>
+        <DataTable
+          columns={itemColumns(mayEdit, reason, (item) => change("remove", [item.value]))}
+          rows={items.data.items}
+          rowKey={(item) => item.value}
+          rowProps={(item) => ({ className: cn(isExpired(item) && "text-slate-400") })}
+        />
       )}
       {items.data && items.data.items.length === 0 && <p className="p-2 text-sm text-slate-500">The list is empty.</p>}
       {items.data && items.data.items.length >= 200 && (

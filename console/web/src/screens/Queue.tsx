@@ -1,21 +1,33 @@
 import { useCallback, useMemo, useState } from "react";
-import { Link, useSearchParams } from "react-router-dom";
+import { useSearchParams } from "react-router-dom";
 import { useMe } from "../lib/me";
 import { LoadState } from "../components/LoadState";
-import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
 import { Field, Input, InputField, type Option, SelectField } from "../components/ui/input";
-import { Table, Td, Th } from "../components/ui/table";
+import { type Column, DataTable } from "../components/ui/table";
+import * as tx from "../components/columns";
 import { api, type QueueItem, type QueuePage } from "../lib/api";
 import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
-import { formatAmount, formatScore, formatTime } from "../lib/format";
 import { problemOf, useResource } from "../lib/resource";
 import { cn } from "../lib/utils";
 import { useListKeys } from "./listKeys";
 import { ReviewQueue } from "./ReviewQueue";
 
 const PAGE_SIZE = 50;
+
+const COLUMNS: Column<QueueItem>[] = [
+  tx.transaction,
+  tx.user,
+  tx.type,
+  tx.amount,
+  tx.channel,
+  tx.band,
+  tx.score,
+  tx.model,
+  tx.scoredAt,
+  tx.claimedBy,
+];
 
 function queuePath(filters: QueueFilters, cursor: string | null): string {
   const query = new URLSearchParams(searchFromFilters(filters));
@@ -206,49 +218,17 @@ function FlaggedList() {
         <p className="mb-2 text-xs text-slate-500">
           j / k move · Enter opens · n next (claims it){mayLabel ? " · f fraud · l legit" : ""}
         </p>
-        <Table data-testid="queue-table">
-          <thead>
-            <tr>
-              <Th>Transaction</Th>
-              <Th>User</Th>
-              <Th>Type</Th>
-              <Th className="text-right">Amount</Th>
-              <Th>Channel</Th>
-              <Th>Band</Th>
-              <Th>Score</Th>
-              <Th>Model</Th>
-              <Th>Scored</Th>
-              <Th>Claimed by</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {items.map((item, i) => (
-              <tr
-                key={item.transaction_id}
-                onClick={() => setSelected(i)}
-                className={cn(i === selected && "bg-blue-50")}
-                data-selected={i === selected}
-              >
-                <Td>
-                  <Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(item.transaction_id)}`}>
-                    {item.transaction_id}
-                  </Link>
-                </Td>
-                <Td>{item.user_id}</Td>
-                <Td>{item.type}</Td>
-                <Td className="text-right">{formatAmount(item.amount)}</Td>
-                <Td>{item.channel ?? ""}</Td>
-                <Td>
-                  <Badge value={item.band} />
-                </Td>
-                <Td>{formatScore(item.score)}</Td>
-                <Td>{item.model_version}</Td>
-                <Td>{formatTime(item.scored_at)}</Td>
-                <Td>{item.claimed_by ?? ""}</Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable
+          data-testid="queue-table"
+          columns={COLUMNS}
+          rows={items}
+          rowKey={(item) => item.transaction_id}
+          rowProps={(_item, i) => ({
+            onClick: () => setSelected(i),
+            className: cn(i === selected && "bg-blue-50"),
+            "data-selected": i === selected,
+          })}
+        />
         {items.length === 0 && <p className="p-4 text-sm text-slate-500">Nothing to review for this filter.</p>}
         {cursor && (
           <Button variant="outline" className="mt-3" onClick={() => resource.more(queuePath(filters, cursor))}>

@@ -1,14 +1,15 @@
 import { useEffect, useMemo, useRef, useState } from "react";
-import { Link, useSearchParams } from "react-router-dom";
+import { useSearchParams } from "react-router-dom";
 import { useMe } from "../lib/me";
 import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
 import { Field, InputField, SelectField } from "../components/ui/input";
-import { Table, Td, Th } from "../components/ui/table";
+import { type Column, DataTable } from "../components/ui/table";
+import * as tx from "../components/columns";
 import { api, ApiError, type BacktestResult, type RuleRow, type RulesAnswer } from "../lib/api";
-import { formatAmount, formatScore, formatTime } from "../lib/format";
+import { formatAmount, formatTime } from "../lib/format";
 import { isAbort, problemOf, useResource } from "../lib/resource";
 import {
   ACTIONS,
@@ -95,6 +96,20 @@ export function Rules() {
   );
 }
 
+const RULE_COLUMNS: Column<RuleRow>[] = [
+  { heading: "#", cellClassName: "text-slate-500", cell: (r) => r.position },
+  { heading: "Rule", cellClassName: "break-all font-mono text-xs font-semibold", cell: (r) => r.name },
+  { heading: "Action", cell: (r) => <Badge value={r.action} className={ACTION_CLASS[r.action]} /> },
+  { heading: "Mode", cell: (r) => <Badge value={r.mode} className={MODE_CLASS[r.mode]} data-testid={`mode-${r.name}`} /> },
+  { heading: "Version", cell: (r) => `v${r.version}` },
+  {
+    heading: "Changed",
+    cellClassName: "whitespace-nowrap text-xs text-slate-500",
+    cellProps: (r) => ({ title: `by ${r.updated_by}` }),
+    cell: (r) => formatTime(r.updated_at).slice(5, 16),
+  },
+];
+
 function RuleTable({
   rules,
   selected,
@@ -107,41 +122,17 @@ function RuleTable({
   if (rules.length === 0)
     return <p className="text-sm text-slate-500">No rule yet: the model's band decides every transaction.</p>;
   return (
-    <Table data-testid="rules-table">
-      <thead>
-        <tr>
-          <Th>#</Th>
-          <Th>Rule</Th>
-          <Th>Action</Th>
-          <Th>Mode</Th>
-          <Th>Version</Th>
-          <Th>Changed</Th>
-        </tr>
-      </thead>
-      <tbody>
-        {rules.map((r) => (
-          <tr
-            key={r.name}
-            onClick={() => onSelect(r.name)}
-            data-rule={r.name}
-            className={cn("cursor-pointer hover:bg-slate-50", r.name === selected && "bg-blue-50")}
-          >
-            <Td className="text-slate-500">{r.position}</Td>
-            <Td className="break-all font-mono text-xs font-semibold">{r.name}</Td>
-            <Td>
-              <Badge value={r.action} className={ACTION_CLASS[r.action]} />
-            </Td>
-            <Td>
-              <Badge value={r.mode} className={MODE_CLASS[r.mode]} data-testid={`mode-${r.name}`} />
-            </Td>
-            <Td>v{r.version}</Td>
-            <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${r.updated_by}`}>
-              {formatTime(r.updated_at).slice(5, 16)}
-            </Td>
-          </tr>
-        ))}
-      </tbody>
-    </Table>
+    <DataTable
+      data-testid="rules-table"
+      columns={RULE_COLUMNS}
+      rows={rules}
+      rowKey={(r) => r.name}
+      rowProps={(r) => ({
+        onClick: () => onSelect(r.name),
+        "data-rule": r.name,
+        className: cn("cursor-pointer hover:bg-slate-50", r.name === selected && "bg-blue-50"),
+      })}
+    />
   );
 }
 
@@ -469,44 +460,27 @@ function BacktestFigures({ result }: { result: BacktestResult }) {
   );
 }
 
+const BACKTEST_COLUMNS: Column<BacktestResult["transactions"][number]>[] = [
+  { ...tx.transaction, cellClassName: "whitespace-nowrap" },
+  tx.user,
+  tx.type,
+  tx.amount,
+  tx.band,
+  tx.score,
+  { heading: "Label", cell: (t) => (t.label ? <Badge value={t.label} /> : "") },
+  { ...tx.scoredAt, cellClassName: "whitespace-nowrap" },
+];
+
 function BacktestTransactions({ result }: { result: BacktestResult }) {
   return (
     <div className="mt-4">
       {result.transactions.length > 0 && (
-        <Table data-testid="backtest-transactions">
-          <thead>
-            <tr>
-              <Th>Transaction</Th>
-              <Th>User</Th>
-              <Th>Type</Th>
-              <Th className="text-right">Amount</Th>
-              <Th>Band</Th>
-              <Th>Score</Th>
-              <Th>Label</Th>
-              <Th>Scored</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {result.transactions.map((t) => (
-              <tr key={t.transaction_id}>
-                <Td className="whitespace-nowrap">
-                  <Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(t.transaction_id)}`}>
-                    {t.transaction_id}
-                  </Link>
-                </Td>
-                <Td>{t.user_id}</Td>
-                <Td>{t.type}</Td>
-                <Td className="text-right">{formatAmount(t.amount)}</Td>
-                <Td>
-                  <Badge value={t.band} />
-                </Td>
-                <Td>{formatScore(t.score)}</Td>
-                <Td>{t.label ? <Badge value={t.label} /> : ""}</Td>
-                <Td className="whitespace-nowrap">{formatTime(t.scored_at)}</Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable
+          data-testid="backtest-transactions"
+          columns={BACKTEST_COLUMNS}
+          rows={result.transactions}
+          rowKey={(t) => t.transaction_id}
+        />
       )}
       {result.matched > result.transactions.length && (
         <p className="text-xs text-slate-500">

@@ -4,12 +4,25 @@ import { Chart } from "../components/Chart";
 import { LoadState } from "../components/LoadState";
 import { ShadowMatches } from "../components/ShadowMatches";
 import { Card, CardTitle } from "../components/ui/card";
-import { Table, Td, Th } from "../components/ui/table";
+import { type Column, DataTable } from "../components/ui/table";
 import { BAND_COLOURS, formatPercent } from "../lib/format";
 import type { Schemas } from "../lib/api";
 import { useResource } from "../lib/resource";
 
 type Trends = Schemas["Trends"];
+
+const PRECISION_COLUMNS: Column<Schemas["BandPrecision"]>[] = [
+  { heading: "Band", cell: (p) => p.band },
+  { heading: "Labelled", cell: (p) => p.labelled },
+  { heading: "Fraud", cell: (p) => p.fraud },
+  { heading: "Precision", cell: (p) => formatPercent(p.precision) },
+];
+
+const THROUGHPUT_COLUMNS: Column<Schemas["Throughput"]>[] = [
+  { heading: "Day", cell: (t) => t.day },
+  { heading: "Analyst", cell: (t) => t.source.replace(/^analyst:/, "") },
+  { heading: "Labels", cell: (t) => t.labels },
+];
 
 export function Trends() {
   const resource = useResource<Trends>("/api/trends?days=30");
@@ -57,47 +70,11 @@ export function Trends() {
       </Card>
       <Card>
         <CardTitle>Precision of the flagged bands (by labels)</CardTitle>
-        <Table>
-          <thead>
-            <tr>
-              <Th>Band</Th>
-              <Th>Labelled</Th>
-              <Th>Fraud</Th>
-              <Th>Precision</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {trends.precision.map((p) => (
-              <tr key={p.band}>
-                <Td>{p.band}</Td>
-                <Td>{p.labelled}</Td>
-                <Td>{p.fraud}</Td>
-                <Td>{formatPercent(p.precision)}</Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable columns={PRECISION_COLUMNS} rows={trends.precision} rowKey={(p) => p.band} />
       </Card>
       <Card>
         <CardTitle>Analysts' throughput (labels per day)</CardTitle>
-        <Table>
-          <thead>
-            <tr>
-              <Th>Day</Th>
-              <Th>Analyst</Th>
-              <Th>Labels</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {trends.throughput.map((t) => (
-              <tr key={`${t.day}${t.source}`}>
-                <Td>{t.day}</Td>
-                <Td>{t.source.replace(/^analyst:/, "")}</Td>
-                <Td>{t.labels}</Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable columns={THROUGHPUT_COLUMNS} rows={trends.throughput} rowKey={(t) => `${t.day}${t.source}`} />
       </Card>
       <ShadowMatches days={30} />
       <Card className="col-span-2">
