@@ -24,36 +24,52 @@ const THROUGHPUT_COLUMNS: Column<Schemas["Throughput"]>[] = [
   { heading: "Labels", cell: (t) => t.labels },
 ];
 
+type Day = Trends["daily"][number];
+
+/** A series of a daily chart: its label, its value on a day, and its colour. */
+interface Series {
+  label: string;
+  value: (day: Day) => number | null;
+  backgroundColor?: string;
+  borderColor?: string;
+}
+
+// A function per type: each chart holds an options object of its own, none shared.
+const DAILY_OPTIONS = {
+  bar: () => ({ scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } }),
+  line: () => ({ scales: { y: { beginAtZero: true, max: 1 } } }),
+};
+
+/** One point per day of the trends: stacked bars of counts, or a line of a rate. */
+function dailyChart(trends: Trends | null, type: "bar" | "line", series: Series[]): ChartConfiguration {
+  const days = trends?.daily ?? [];
+  return {
+    type,
+    data: {
+      labels: days.map((d) => d.day),
+      datasets: series.map(({ value, ...rest }) => ({ ...rest, data: days.map(value) })),
+    },
+    options: DAILY_OPTIONS[type](),
+  };
+}
+
 export function Trends() {
   const resource = useResource<Trends>("/api/trends?days=30");
   const trends = resource.data;
 
-  const volume = useMemo<ChartConfiguration>(
-    () => ({
-      type: "bar",
-      data: {
-        labels: trends?.daily.map((d) => d.day) ?? [],
-        datasets: [
-          { label: "CHALLENGE", data: trends?.daily.map((d) => d.challenge) ?? [], backgroundColor: BAND_COLOURS.CHALLENGE },
-          { label: "BLOCK", data: trends?.daily.map((d) => d.block) ?? [], backgroundColor: BAND_COLOURS.BLOCK },
-        ],
-      },
-      options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
-    }),
+  const volume = useMemo(
+    () =>
+      dailyChart(trends, "bar", [
+        { label: "CHALLENGE", value: (d) => d.challenge, backgroundColor: BAND_COLOURS.CHALLENGE },
+        { label: "BLOCK", value: (d) => d.block, backgroundColor: BAND_COLOURS.BLOCK },
+      ]),
     [trends],
   );
-
-  const rate = useMemo<ChartConfiguration>(
-    () => ({
-      type: "line",
-      data: {
-        labels: trends?.daily.map((d) => d.day) ?? [],
-        datasets: [
-          { label: "fraud among labelled", data: trends?.daily.map((d) => d.fraud_rate) ?? [], borderColor: BAND_COLOURS.BLOCK },
-        ],
-      },
-      options: { scales: { y: { beginAtZero: true, max: 1 } } },
-    }),
+  const rate = useMemo(
+    () =>
+      dailyChart(trends, "line", [
+        { label: "fraud among labelled", value: (d) => d.fraud_rate, borderColor: BAND_COLOURS.BLOCK },
+      ]),
     [trends],
   );
 
