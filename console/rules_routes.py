@@ -49,6 +49,10 @@ class ListBody(console.Strict):
     reason: Reason
 
 
+class DeleteBody(console.Strict):
+    reason: Reason
+
+
 class ItemsBody(console.Strict):
     values: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         min_length=1, max_length=10_000
@@ -107,7 +111,7 @@ def add_rule_routes(app: FastAPI, settings: Settings) -> None:
         if body.period_to <= body.period_from:
             raise HTTPException(422, "period_to must come after period_from")
         rule = _rule(edit.cur, name)
-        _seq, lists = rule_sets.load_lists(edit.cur)
+        _seq, lists = rule_sets.load_lists(edit.cur, settings.ip_hash_key)
         try:
             result = backtests.backtest(edit.cur, rule, body.period_from, body.period_to, lists)
         except backtests.PeriodTooLarge as err:
@@ -135,7 +139,7 @@ def add_rule_routes(app: FastAPI, settings: Settings) -> None:
             return {"matches": [{"day": d.isoformat(), "rule": r, "count": n}
                                 for d, r, n in cur.fetchall()]}  # fmt: skip
 
-    add_list_routes(app)
+    add_list_routes(app, settings)
 
 
 def _rule(cur, name: str) -> Rule:
@@ -145,7 +149,9 @@ def _rule(cur, name: str) -> Rule:
     return Rule(name, found[0]["action"], found[0]["condition"], found[0]["mode"])
 
 
-def add_list_routes(app: FastAPI) -> None:
+def add_list_routes(app: FastAPI, settings: Settings) -> None:
+    key = settings.ip_hash_key  # a single IP address is stored as its keyed hash
+
     @app.get("/api/lists")
     def lists(conn: console.Db, user: console.CurrentUser) -> schemas.RuleLists:
         with conn.cursor() as cur:
@@ -165,10 +171,16 @@ def add_list_routes(app: FastAPI) -> None:
     @app.post("/api/lists/{name}/items")
     def add(name: Name, body: ItemsBody, edit: RuleEdit) -> schemas.Added:
         n = rule_sets.add_items(edit.cur, name, body.values, edit.by, body.reason,
-                                body.expires_at)  # fmt: skip
+                                body.expires_at, key)  # fmt: skip
         return {"added": n}
 
     @app.post("/api/lists/{name}/remove")
     def remove(name: Name, body: ItemsBody, edit: RuleEdit) -> schemas.Removed:
-        removed = rule_sets.remove_items(edit.cur, name, body.values, edit.by, body.reason)
+        removed = rule_sets.remove_items(edit.cur, name, body.values, edit.by, body.reason, key)
         return {"removed": removed}
+
+    @app.post("/api/lists/{name}/delete")
+    def delete(name: Name, body: DeleteBody, edit: RuleEdit) -> schemas.ListDeleted:
+        """Delete a list; 422 naming the live or shadow rules that read it."""
+        items = rule_sets.delete_list(edit.cur, name, edit.by, body.reason)
+        return {"deleted": name, "items": items}

@@ -25,13 +25,18 @@ _ROWS = (
     "SELECT s.transaction_id, s.user_id, s.event_ts, s.type, s.amount, s.old_balance_orig, "
     "s.new_balance_orig, s.old_balance_dest, s.new_balance_dest, s.is_unauthorized_overdraft, "
     "s.dest_id, s.channel, s.score, s.band, s.scored_at, f.label, "
-    "s.scored_at >= %(start)s AS in_period "
+    "s.scored_at >= %(start)s AS in_period, s.ip_country, s.card_country, s.billing_country, "
+    "s.ip_hash "
     "FROM scored_transactions s LEFT JOIN feedback_labels f USING (transaction_id) "
     "WHERE s.scored_at >= %(history)s AND s.scored_at < %(end)s ORDER BY s.event_ts LIMIT %(max)s"
 )
 _KEYS = ("transaction_id", "user_id", "timestamp", "type", "amount", "old_balance_orig",
          "new_balance_orig", "old_balance_dest", "new_balance_dest", "is_unauthorized_overdraft",
-         "dest_id", "channel", "score", "band", "scored_at", "label", "in_period")  # fmt: skip
+         "dest_id", "channel", "score", "band", "scored_at", "label", "in_period",
+         "ip_country", "card_country", "billing_country", "ip_hash")  # fmt: skip
+# Where a stored score came from: its countries and the address's keyed hash, never the
+# address (an IP list's hashed addresses match by that hash; its networks cannot match).
+_LOCATION = ("ip_country", "card_country", "billing_country")
 
 
 class PeriodTooLarge(ValueError):
@@ -46,6 +51,9 @@ def _transactions(rows: list[tuple]) -> list[dict[str, Any]]:
         for key in _KEYS[5:10]:
             tx[key] = tx[key] or 0.0
         tx["dest_id"], tx["channel"] = tx["dest_id"] or 0, tx["channel"] or ""
+        for key in _LOCATION:
+            tx[key] = tx[key] or ""
+        tx["ip_address"] = ""
         txs.append(tx)
     return txs
 

@@ -56,7 +56,8 @@ log = logging.getLogger("fraudops.drift_watch")
 # windows, and the gap since the previous transaction (capped at MAX_GAP_SECONDS).
 HORIZON_SECONDS = max(*WINDOWS_SECONDS, MAX_GAP_SECONDS)
 # The window's rows and every earlier row of the same users within that horizon,
-# in the order the scorer saw them, with the analysts' label where there is one.
+# in the order the scorer saw them, with the location the scorer derived (the location
+# features are computed from it) and the analysts' label where there is one.
 _ROWS = """
 COPY (
   WITH win AS (
@@ -71,6 +72,7 @@ COPY (
          coalesce(s.new_balance_dest, 0) AS new_balance_dest,
          coalesce(s.is_unauthorized_overdraft, 0) AS is_unauthorized_overdraft,
          s.old_balance_orig IS NULL AS balances_missing,  -- stored NULL: the producer had none
+         s.ip_country, s.ip_kind, s.card_country,  -- NULL: unknown
          s.score, s.band, f.label,
          (s.scored_at >= %(start)s AND s.scored_at < %(end)s) AS in_window
     FROM scored_transactions s JOIN users u USING (user_id)
@@ -123,11 +125,15 @@ def read_window(conn, start: datetime, end: datetime) -> pd.DataFrame:
         cur.copy_expert(query.decode(), buf)
     buf.seek(0)
     # round_trip: the fast float parser can be one ulp off, and a balance error that is
-    # exactly zero in the scorer must stay zero here.
+    # exactly zero in the scorer must stay zero here. Only an empty cell (COPY's NULL) is
+    # missing: pandas' default list would read Namibia's country code "NA" as one.
+    text = ("transaction_id", "type", "label", "ip_country", "ip_kind", "card_country")
     frame = pd.read_csv(
         buf,
-        dtype={"transaction_id": str, "type": str, "label": str},
+        dtype=dict.fromkeys(text, str),
         float_precision="round_trip",
+        keep_default_na=False,
+        na_values=[""],
     )
     for flag in ("in_window", "balances_missing"):  # COPY writes booleans as t / f
         frame[flag] = frame[flag].astype(str).str.lower().isin(("t", "true"))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The fraudops demo: run the training pipeline once through Airflow, then say where to look.
-# Assumes `make install` and `python -m fraudops.devstack up` (the Makefile's demo target
+# Assumes `make install` and `python -m devstack up` (the Makefile's demo target
 # does both); the endpoints come from the dev stack's settings (`devstack env`).
 # Triggers the `fraud_training` DAG over Airflow's REST API, prints each task's state as it
 # changes, and exits non-zero if the run fails.
@@ -10,7 +10,7 @@ STARTED=${DEMO_STARTED:-$(date +%s)}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY="$ROOT/.venv/bin/python"
-eval "$(cd "$ROOT" && "$PY" -m fraudops.devstack env)"
+eval "$(cd "$ROOT" && "$PY" -m devstack env)"
 AIRFLOW=$AIRFLOW_URL
 MLFLOW=$MLFLOW_TRACKING_URI
 DAG=fraud_training
@@ -28,9 +28,21 @@ TOKEN=$(curl -sf "$AIRFLOW/auth/token" | field "['access_token']")
 
 say "waiting for Airflow to parse the $DAG DAG"
 for _ in $(seq 120); do api GET "/dags/$DAG" >/dev/null 2>&1 && break || sleep 2; done
+# Unpausing may make the scheduler start the latest daily run at once (Airflow 3.3 does so
+# on a resume): follow that run rather than queue a second one behind it.
 api PATCH "/dags/$DAG" '{"is_paused": false}' >/dev/null
-RUN_ID=$(api POST "/dags/$DAG/dagRuns" '{"logical_date": null}' | field "['dag_run_id']")
-say "triggered $DAG run $RUN_ID: $AIRFLOW/dags/$DAG/runs/$RUN_ID"
+RUN_ID=""
+for _ in $(seq 10); do
+  RUN_ID=$(api GET "/dags/$DAG/dagRuns?state=queued&state=running" | "$PY" -c "import json,sys
+print(next((r['dag_run_id'] for r in json.load(sys.stdin)['dag_runs']), ''))" || true)
+  [[ -n "$RUN_ID" ]] && break || sleep 2
+done
+if [[ -n "$RUN_ID" ]]; then
+  say "following $DAG run $RUN_ID, started by unpausing: $AIRFLOW/dags/$DAG/runs/$RUN_ID"
+else
+  RUN_ID=$(api POST "/dags/$DAG/dagRuns" '{"logical_date": null}' | field "['dag_run_id']")
+  say "triggered $DAG run $RUN_ID: $AIRFLOW/dags/$DAG/runs/$RUN_ID"
+fi
 
 deadline=$((SECONDS + TIMEOUT))
 last=""
@@ -60,14 +72,19 @@ v = p(sys.argv[1]); print('[demo] served (newest published):', v[-1][0] if v els
 
 # The live loop: inline server, stream scorer, label consumer, the console, and a replay of
 # held-out transactions; a demo analyst with a password generated here (not in the repo).
-(cd "$ROOT" && "$PY" -m fraudops.devstack up server scorer label-consumer console)
+(cd "$ROOT" && "$PY" -m devstack up server scorer label-consumer console)
 PASSWORD=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(12))')
 printf '%s\n' "$PASSWORD" | (cd "$ROOT" && "$PY" -m console users add demo-analyst --role analyst)
 # The replay gets a token of its own (caller `replay`, scope ingest) from the dev stack; this
 # one is for you: every gRPC call names its caller (README, "Who may call the server").
 GRPC_TOKEN=$(cd "$ROOT" && "$PY" -m serving.callers add demo-client --scopes ingest,score,label \
   --sources 'chargeback:*')
-(cd "$ROOT" && "$PY" -m fraudops.devstack up replay)
+(cd "$ROOT" && "$PY" -m devstack up replay)
+# The rest of the loop, on their schedules: the analysts' review queue (hourly), the label
+# and drift watches that start the next training run, the daily digest.
+for dag in fraud_review_queue fraud_label_watch fraud_drift_watch fraud_daily_digest; do
+  api PATCH "/dags/$dag" '{"is_paused": false}' >/dev/null && say "switched on $dag"
+done
 CONSOLE=$(cd "$ROOT" && "$PY" -c 'from fraudops.settings import load_settings; print(load_settings().console_url())')
 
 cat <<EOF
@@ -84,7 +101,7 @@ cat <<EOF
   the stream scorer ($FRAUDOPS_TOPIC_RAW -> $FRAUDOPS_TOPIC_SCORES + Postgres), the label
   consumer ($FRAUDOPS_TOPIC_LABELS -> feedback_labels), the console, and a replay of held-out
   transactions through SendTransaction. They watch models/serving/ and hot-reload each newly
-  promoted model. Stop everything (apps and services): .venv/bin/python -m fraudops.devstack down
+  promoted model. Stop everything (apps and services): .venv/bin/python -m devstack down
 EOF
 elapsed=$(($(date +%s) - STARTED))
 say "ready: make demo took $((elapsed / 60)) min $((elapsed % 60)) s"

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import ipaddress
 import signal
 import sys
 import time
@@ -115,26 +114,18 @@ def replay_frame(
 
 
 def with_addresses(frame: pd.DataFrame, database: Path, seed: int) -> pd.DataFrame:
-    """The reference keeps each row's IP country and kind, never an address: give each row
-    an address of that country (a real range of the database) or of the private range, so
-    the server derives the same location; unknown stays empty."""
-    if "ip_country" not in frame.columns or not Path(database).exists():
+    """The reference keeps each row's IP country and kind, never an address: each row gets
+    one that the server enriches back to them (`training.lib.locations.frame_addresses`)."""
+    if "ip_country" not in frame.columns:
+        return frame
+    if not Path(database).exists():
+        print(f"replay: {database} is missing (make geoip-db): every address unknown", flush=True)
         return frame
     from fraudops.geoip import GeoIpDatabase
-    from training.lib.locations import PRIVATE_NET, _addresses, country_networks
+    from training.lib.locations import frame_addresses
 
     rng = np.random.default_rng(seed)
-    country = frame["ip_country"].fillna("").astype(str).to_numpy()
-    kind = frame.get("ip_kind", pd.Series("", index=frame.index)).fillna("").astype(str)
-    wanted = tuple(sorted({c for c in country if c}))
-    nets = country_networks(GeoIpDatabase(Path(database)), wanted, rng) if wanted else {}
-    ips = np.full(len(frame), "", dtype=object)
-    located = np.array([c in nets for c in country])
-    ips[located] = _addresses(nets, country[located], rng)
-    private = (kind.to_numpy() == "private") & ~located
-    ips[private] = [str(ipaddress.IPv4Address(PRIVATE_NET[0] + int(v)))
-                    for v in rng.integers(1, PRIVATE_NET[1] - 1, int(private.sum()))]  # fmt: skip
-    return frame.assign(ip_address=ips)
+    return frame.assign(ip_address=frame_addresses(frame, GeoIpDatabase(Path(database)), rng))
 
 
 def requests(frame: pd.DataFrame) -> Iterator[fraud_pb2.TransactionRequest]:

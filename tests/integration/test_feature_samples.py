@@ -1,7 +1,8 @@
 """The scorer and the Stripe decide endpoint keep the feature vectors they scored with for
 a sample of transactions, and the drift watch's skew check, recomputing them with the
 batch transform over each user's history, finds them equal: online and batch features
-agree on real traffic, whichever door it came in by."""
+agree on real traffic, whichever door it came in by, its location features included (the
+scorer enriches each address; the watch reads back the location it stored)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,6 +18,8 @@ from fraudops.db import connect
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from integrations.stripe.app import create_app
 from jobs.drift_watch import read_samples, read_window, skew_check, window_features
+from testkit.stack import GEOIP_DB, fresh_database
+from testkit.transactions import make_transactions
 from tests.helpers.serving_env import (
     make_settings,
     publish_model,
@@ -24,17 +28,19 @@ from tests.helpers.serving_env import (
     service_process,
     wait_until,
 )
-from tests.helpers.stack import fresh_database
 from tests.helpers.stripe_events import payment_intent
-from tests.helpers.transactions import make_transactions
 from tests.integration.test_scorer import produce_raw
+from training.lib.locations import add_locations, frame_addresses
 
 pytestmark = pytest.mark.slow
 
 
-def _requests(n: int) -> list[fraud_pb2.TransactionRequest]:
-    """Toy transactions of few users over two days, in time order, ids in that order."""
-    frame = make_transactions(n, seed=5, days=2)
+def _requests(n: int, geoip_database) -> list[fraud_pb2.TransactionRequest]:
+    """Toy transactions of few users over two days, in time order, ids in that order, each
+    from an address of a simulated location (home, abroad, private or none) and a card."""
+    rng = np.random.default_rng(5)
+    frame = add_locations(make_transactions(n, seed=5, days=2), geoip_database, rng)
+    ips = frame_addresses(frame, geoip_database, rng)
     run = uuid.uuid4().hex[:8]
     out = []
     for i, row in enumerate(frame.itertuples(index=False)):
@@ -47,22 +53,24 @@ def _requests(n: int) -> list[fraud_pb2.TransactionRequest]:
                 old_balance_dest=float(row.old_balance_dest),
                 new_balance_dest=float(row.new_balance_dest),
                 is_unauthorized_overdraft=float(row.is_unauthorized_overdraft),
+                ip_address=ips[i], card_country=row.card_country,
             )
         )  # fmt: skip
     return out
 
 
 def test_the_scorers_sampled_features_match_the_batch_transform(
-    built_models, serving_root, kafka_settings, kafka_topics, postgres_server_url, tmp_path
-):
+    built_models, serving_root, kafka_settings, kafka_topics, postgres_server_url, tmp_path,
+    geoip_database,
+):  # fmt: skip
     publish_model(built_models, serving_root, "v1")
-    requests = _requests(400)
+    requests = _requests(400, geoip_database)
     ids = [r.transaction_id for r in requests]
     with fresh_database(postgres_server_url, "skew") as url:
         settings = make_settings(
             **kafka_settings.kafka_login(), database_url=url, model_dir=serving_root,
             consumer_group=f"test-skew-{uuid.uuid4().hex[:8]}", feature_sample_rate=1.0,
-            **kafka_topics(),
+            geoip_db=GEOIP_DB, **kafka_topics(),
         )  # fmt: skip
         produce_raw(settings, [(str(r.user_id).encode(), r.SerializeToString()) for r in requests])
         with service_process("serving.scorer", settings, tmp_path / "scorer.log"):
@@ -73,6 +81,8 @@ def test_the_scorers_sampled_features_match_the_batch_transform(
                 60,
             )
         result = _skew(url)
+        located = query(url, "SELECT count(*) FROM scored_transactions WHERE ip_country <> ''")
+    assert located[0][0] > len(ids) // 2  # the scorer enriched the addresses
     assert result["checked"] == len(ids)
     assert result["mismatches"] == 0, result["examples"]
 

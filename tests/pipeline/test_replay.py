@@ -4,26 +4,21 @@ A trained tiny project's held-out set goes through `scripts/replay.py` into the 
 Kafka, the stream scorer (with its Redis feature state) and Postgres. The replayed traffic's
 band mix is the held-out band mix the export published beside the model, and the drift watch
 over the window holding nothing but the replay finds no feature drifted: the replay keeps
-the time line the velocity features were trained and evaluated on."""
+the time line the velocity features were trained and evaluated on, and each row's location
+(an address the server enriches back to the row's country and kind)."""
 
 from __future__ import annotations
 
 import pytest
 
 from fraudops.bands import BANDS
-from tests.helpers.replay_loop import band_mix, drift_report, live_loop, replay
+from testkit.replay_loop import band_mix, drift_report, live_loop, replay
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 BAND_POINTS = 0.03  # "within a few points" of the held-out share, per band
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 18): since GeoIP landed, the drift watch flags the replay's location "
-    "features (ip_country_known, ip_countries_24h, ip_country_new, ip_card_country_mismatch): "
-    "the replay does not yet reproduce the reference's locations on the wire",
-)
 def test_the_replay_keeps_the_held_out_band_mix_and_no_feature_drifts(
     repro, postgres_server_url, kafka_settings, tmp_path
 ):

@@ -1,6 +1,7 @@
 """The simulator's locations (training.lib.locations) on the real country database: homes,
 travel and fraud from abroad, as enrichment derives them; the shares the synthesizer fits
-back from such a dataset; a PaySim-style dataset without addresses stays unknown."""
+back from such a dataset; a PaySim-style dataset without addresses stays unknown; an
+address drawn for a country and kind is enriched back to them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ import numpy as np
 import pytest
 
 from fraudops.features import FEATURE_NAMES, batch_features
+from fraudops.geoip import enrich_columns
 from fraudops.schema import LOCATION_DATA_COLUMNS, TRANSACTION_COLUMNS
-from training.lib.locations import LocationMix, add_locations, fit_mix
+from training.lib.locations import (
+    LocationMix,
+    add_locations,
+    addresses,
+    country_networks,
+    fit_mix,
+    frame_addresses,
+)
 from training.lib.simulator import SimConfig, simulate
 
 
@@ -47,3 +56,22 @@ def test_a_dataset_without_addresses_has_no_location_to_fit(located):
     assert fit_mix(located[list(TRANSACTION_COLUMNS)]) is None
     x = batch_features(located[list(TRANSACTION_COLUMNS)])
     assert not x[:, FEATURE_NAMES.index("ip_country_known")].any()
+
+
+def test_an_address_is_enriched_back_to_its_country_and_kind(geoip_database):
+    rng = np.random.default_rng(0)
+    nets = country_networks(geoip_database, ("DE", "JP", "NG"), rng)
+    countries = ["DE", "JP", "NG", "", "", "", "DE"]
+    kinds = ["public", "public", "public", "private", "reserved", "unknown", "public"]
+    ips = addresses(nets, countries, rng, kinds)
+    assert ips[5] == "" and ips[0] != ips[6]
+    assert enrich_columns(ips.tolist(), geoip_database) == {
+        "ip_country": countries, "ip_kind": kinds,
+    }  # fmt: skip
+
+
+def test_a_located_dataset_gets_addresses_that_reproduce_its_location(located, geoip_database):
+    ips = frame_addresses(located, geoip_database, np.random.default_rng(1))
+    enriched = enrich_columns(ips.tolist(), geoip_database)
+    assert enriched["ip_country"] == located["ip_country"].tolist()
+    assert enriched["ip_kind"] == located["ip_kind"].tolist()

@@ -1,6 +1,7 @@
 """The demo's replay keeps the reference's time line: whole users with their week of history
 before the held-out set, every timestamp moved by the same whole number of days to end at or
-before now, ids and accounts of that day."""
+before now, ids and accounts of that day; each row sent with an address that the server
+enriches back to the row's location."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ import pandas as pd
 import pytest
 
 from fraudops.features import FEATURE_NAMES, MAX_GAP_SECONDS, batch_features
-from scripts.replay import DAY, replay_frame, requests, sample_users, with_history
-from tests.helpers.transactions import START, make_transactions
+from fraudops.geoip import enrich_columns
+from scripts.replay import (
+    DAY,
+    replay_frame,
+    requests,
+    sample_users,
+    with_addresses,
+    with_history,
+)
+from testkit.stack import GEOIP_DB
+from testkit.transactions import START, make_transactions
+from training.lib.locations import add_locations
 
 NOW = 1_790_000_000.0  # a fixed "now", months after the frame's time line
 
@@ -94,3 +105,16 @@ def test_requests_carry_the_rows_timestamps(held_out):
     assert [r.timestamp for r in sent] == out["timestamp"].tolist()
     assert [r.transaction_id for r in sent] == out["transaction_id"].tolist()
     assert {r.channel for r in sent} == {"replay"}
+
+
+def test_each_row_is_sent_with_its_location(held_out, geoip_database):
+    """The reference keeps the derived location, never the address: the address sent is
+    one the server enriches back to the row's country and kind; the card country as is."""
+    located = add_locations(held_out, geoip_database, np.random.default_rng(0))
+    out = with_addresses(replay_frame(located, None, 500, 0, NOW), GEOIP_DB, seed=0)
+    sent = list(requests(out))
+    enriched = enrich_columns([r.ip_address for r in sent], geoip_database)
+    assert enriched["ip_country"] == out["ip_country"].tolist()
+    assert enriched["ip_kind"] == out["ip_kind"].tolist()
+    assert [r.card_country for r in sent] == out["card_country"].tolist()
+    assert {"public", "private", "unknown"} <= set(enriched["ip_kind"])

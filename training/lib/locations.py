@@ -5,7 +5,9 @@ address the merchant could see. Fraud is where location shows: a taken-over acco
 stolen card is mostly used from a country that is neither the customer's nor the card's.
 
 The columns are what enrichment derives (`ip_country`, `ip_kind`, by the same function
-the scorer uses) and `card_country`; the address itself is not kept."""
+the scorer uses) and `card_country`; the address itself is not kept. `addresses` goes the
+other way: an address that enrichment reads back as a given country and kind, which the
+simulator draws and the demo's replay sends (the reference keeps no address to send)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,12 @@ HOMES: dict[str, float] = {"US": 0.30, "DE": 0.15, "GB": 0.12, "FR": 0.10, "BR":
                            "IN": 0.08, "JP": 0.05, "ES": 0.05, "NG": 0.05}  # fmt: skip
 ABROAD: tuple[str, ...] = ("US", "DE", "GB", "FR", "BR", "IN", "JP", "ES", "NG", "RU", "CN",
                            "VN", "ID", "UA", "RO", "TR")  # fmt: skip
-PRIVATE_NET = (int(ipaddress.IPv4Address("192.168.0.0")), 1 << 16)
+# Ranges enrichment reads as a kind without a country (fraudops.geoip.address_kind): the
+# addresses of those kinds are drawn from them, as (start, size).
+KIND_NETS: dict[str, tuple[int, int]] = {
+    "private": (int(ipaddress.IPv4Address("192.168.0.0")), 1 << 16),
+    "reserved": (int(ipaddress.IPv4Address("240.0.0.0")), 1 << 28),
+}
 
 
 @dataclass(frozen=True)
@@ -85,17 +92,45 @@ def country_networks(
     return {c: nets for c, nets in found.items() if nets}
 
 
-def _addresses(nets: dict, countries: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random address in a random network of each row's country."""
-    out = np.empty(len(countries), dtype=object)
-    for country in np.unique(countries):
-        rows = np.flatnonzero(countries == country)
+def addresses(
+    nets: dict[str, list[tuple[int, int]]], countries, rng: np.random.Generator, kinds=None
+) -> np.ndarray:
+    """An address per row that enrichment reads back as the row's country and kind: a random
+    address in a random network of its country (`country_networks`); without one, an
+    address of its kind's range (KIND_NETS: private, reserved); otherwise "" (unknown: a
+    public address without a country cannot be drawn, and reads the same to every
+    feature). `kinds` None: every row public."""
+    countries = np.asarray(countries, dtype=object)
+    kinds = np.full(len(countries), "public", dtype=object) if kinds is None else np.asarray(kinds)
+    out = np.full(len(countries), "", dtype=object)
+    located = np.array([c in nets for c in countries], dtype=bool)
+    for country in np.unique(countries[located]):
+        rows = np.flatnonzero(located & (countries == country))
         pool = nets[country]
         picks = rng.integers(0, len(pool), len(rows))
         offsets = rng.random(len(rows))
         out[rows] = [str(ipaddress.IPv4Address(pool[p][0] + int(o * pool[p][1])))
                      for p, o in zip(picks.tolist(), offsets.tolist(), strict=True)]  # fmt: skip
+    for kind, (first, size) in KIND_NETS.items():
+        rows = np.flatnonzero((kinds == kind) & ~located)
+        if len(rows):
+            out[rows] = [str(ipaddress.IPv4Address(first + int(v)))
+                         for v in rng.integers(1, size - 1, len(rows))]  # fmt: skip
     return out
+
+
+def frame_addresses(
+    frame: pd.DataFrame, database: GeoIpDatabase, rng: np.random.Generator
+) -> np.ndarray:
+    """An address for each row of a dataset that keeps the derived location (`ip_country`,
+    `ip_kind`), drawn from real ranges of `database`, so that sending the row with it
+    reproduces the row's location."""
+    text = lambda name: frame[name].fillna("").astype(str).to_numpy()  # noqa: E731
+    countries = text("ip_country")
+    kinds = text("ip_kind") if "ip_kind" in frame.columns else None
+    wanted = tuple(sorted(set(countries) - {""}))
+    nets = country_networks(database, wanted, rng) if wanted else {}
+    return addresses(nets, countries, rng, kinds)
 
 
 def add_locations(
@@ -110,7 +145,7 @@ def add_locations(
     home = rng.choice(homes_known, size=len(users), p=weights / weights.sum())
     card = np.where(rng.random(len(users)) < mix.card_abroad,
                     rng.choice(homes_known, size=len(users)), home)  # fmt: skip
-    own = np.stack([_addresses(nets, home, rng) for _ in range(2)], axis=1)
+    own = np.stack([addresses(nets, home, rng) for _ in range(2)], axis=1)
     fraud = frame["is_fraud"].to_numpy() == 1
     roll = rng.random(len(frame))
     away_p = np.where(fraud, mix.fraud_abroad, mix.legit_travel)
@@ -122,9 +157,9 @@ def add_locations(
     at_home = elsewhere == home[user_of]  # abroad means another country: the next one
     elsewhere[at_home] = away[(np.searchsorted(away, elsewhere[at_home]) + 1) % len(away)]
     ips = own[user_of, rng.integers(0, 2, len(frame))]
-    ips[abroad] = _addresses(nets, elsewhere[abroad], rng)
-    ips[private] = [str(ipaddress.IPv4Address(PRIVATE_NET[0] + int(v))) for v in
-                    rng.integers(1, PRIVATE_NET[1] - 1, int(private.sum()))]  # fmt: skip
+    ips[abroad] = addresses(nets, elsewhere[abroad], rng)
+    n_private = int(private.sum())
+    ips[private] = addresses(nets, np.full(n_private, ""), rng, np.full(n_private, "private"))
     ips[unknown] = ""
     out = frame.copy()
     enriched = enrich_columns(ips.tolist(), database)

@@ -40,7 +40,12 @@ const LIST_COLUMNS: Column<RuleList>[] = [
 /** A list's items; with `mayEdit`, each with a Remove button (which needs a reason). */
 function itemColumns(mayEdit: boolean, reason: string, remove: (item: ListItem) => void): Column<ListItem>[] {
   const columns: Column<ListItem>[] = [
-    { heading: "Value", cellClassName: "font-mono text-xs", cell: (item) => item.value },
+    {
+      heading: "Value",
+      cellClassName: "font-mono text-xs",
+      cellProps: (item) => ({ title: item.shown === item.value ? undefined : "an IP address, kept only as its keyed hash" }),
+      cell: (item) => item.shown,
+    },
     {
       heading: "Expires",
       cell: (item) => (item.expires_at ? `${formatTime(item.expires_at)}${isExpired(item) ? " (expired)" : ""}` : "never"),
@@ -107,7 +112,16 @@ export function Lists() {
       </div>
       <div className="col-span-3">
         {list ? (
-          <Items key={list.name} list={list} mayEdit={mayEdit} onChanged={lists.reload} />
+          <Items
+            key={list.name}
+            list={list}
+            mayEdit={mayEdit}
+            onChanged={lists.reload}
+            onDeleted={() => {
+              lists.reload();
+              setParams({});
+            }}
+          />
         ) : (
           <Card>
             <p className="text-sm text-slate-500">
@@ -184,7 +198,17 @@ function CreateList({ onCreated }: { onCreated: (name: string) => void }) {
   );
 }
 
-function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean; onChanged: () => void }) {
+function Items({
+  list,
+  mayEdit,
+  onChanged,
+  onDeleted,
+}: {
+  list: RuleList;
+  mayEdit: boolean;
+  onChanged: () => void;
+  onDeleted: () => void;
+}) {
   const items = useResource<{ items: ListItem[] }>(`/api/lists/${encodeURIComponent(list.name)}`);
   const [values, setValues] = useState("");
   const [expires, setExpires] = useState("");
@@ -203,6 +227,16 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
       if (path === "items") setValues("");
       items.reload();
       onChanged();
+    } catch (err) {
+      setMessage(problemOf(err));
+    }
+  }
+
+  /** Delete the whole list; the server refuses (naming them) while a live or shadow rule reads it. */
+  async function deleteList() {
+    try {
+      await api.post(`/api/lists/${encodeURIComponent(list.name)}/delete`, { reason });
+      onDeleted();
     } catch (err) {
       setMessage(problemOf(err));
     }
@@ -239,9 +273,17 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
             placeholder="case 1234"
             onChange={(e) => setReason(e.target.value)}
           />
-          <div className="flex items-end">
-            <Button className="w-full" onClick={() => change("items", entered)} disabled={!entered.length || !reason}>
+          <div className="flex items-end gap-2">
+            <Button className="flex-1" onClick={() => change("items", entered)} disabled={!entered.length || !reason}>
               Add
+            </Button>
+            <Button
+              variant="fraud"
+              onClick={deleteList}
+              disabled={!reason}
+              title={reason ? "delete the list and its items" : "give a reason first"}
+            >
+              Delete list
             </Button>
           </div>
           {message && (
