@@ -5,12 +5,12 @@ reason); a refused rule answers 422 with the field, the problem and its position
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi import Path as PathParam
 from pydantic import Field
 
@@ -66,17 +66,30 @@ def refused(err: RuleError) -> HTTPException:
                                "position": err.position, "message": str(err)})  # fmt: skip
 
 
-@contextlib.contextmanager
-def transaction(conn) -> Iterator[Any]:
-    """One transaction on the route's autocommit connection; a RuleError answers 422."""
+@dataclass(frozen=True)
+class Edit:
+    """A write to the rules or lists: its transaction's cursor and who makes it."""
+
+    cur: Any
+    by: str
+
+
+def rule_edit(conn: console.Db, user: console.CurrentUser) -> Iterator[Edit]:
+    """What every rules and lists write needs first: the `edit_rules` role, then one
+    transaction (on the request's autocommit connection) that commits before the answer
+    is sent, so the answer reports what is stored; a refused rule answers 422."""
+    console.allowed(user, "edit_rules")
     conn.autocommit = False
     try:
         with conn, conn.cursor() as cur:
-            yield cur
+            yield Edit(cur, user.name)
     except RuleError as err:
         raise refused(err) from None
     finally:
         conn.autocommit = True
+
+
+RuleEdit = Annotated[Edit, Depends(rule_edit, scope="function")]
 
 
 def add_rule_routes(app: FastAPI, settings: Settings) -> None:
@@ -88,38 +101,28 @@ def add_rule_routes(app: FastAPI, settings: Settings) -> None:
                     "lists": rule_sets.list_kinds(cur), "names": sorted(VARIABLES)}  # fmt: skip
 
     @app.put("/api/rules/{name}")
-    def save(
-        name: Name, body: RuleBody, conn: console.Db, user: console.CurrentUser
-    ) -> schemas.Saved:
-        console.allowed(user, "edit_rules")
-        with transaction(conn) as cur:
-            rule = Rule(name, body.action, body.condition, "draft")
-            rule_sets.save_rule(cur, rule, body.position, user.name, body.reason)
+    def save(name: Name, body: RuleBody, edit: RuleEdit) -> schemas.Saved:
+        rule = Rule(name, body.action, body.condition, "draft")
+        rule_sets.save_rule(edit.cur, rule, body.position, edit.by, body.reason)
         return {"saved": name}
 
     @app.post("/api/rules/{name}/backtest")
-    def backtest(name: Name, body: BacktestBody, conn: console.Db,
-                 user: console.CurrentUser) -> schemas.Backtest:  # fmt: skip
-        console.allowed(user, "edit_rules")
+    def backtest(name: Name, body: BacktestBody, edit: RuleEdit) -> schemas.Backtest:
         if body.period_to <= body.period_from:
             raise HTTPException(422, "period_to must come after period_from")
-        with transaction(conn) as cur:
-            rule = _rule(cur, name)
-            _seq, lists = rule_sets.load_lists(cur, settings.ip_hash_key)
-            try:
-                result = backtests.backtest(cur, rule, body.period_from, body.period_to, lists)
-            except backtests.PeriodTooLarge as err:
-                raise HTTPException(422, str(err)) from err
-            period = (body.period_from, body.period_to)
-            result["id"] = rule_sets.record_backtest(cur, rule, period, result, user.name)
+        rule = _rule(edit.cur, name)
+        _seq, lists = rule_sets.load_lists(edit.cur, settings.ip_hash_key)
+        try:
+            result = backtests.backtest(edit.cur, rule, body.period_from, body.period_to, lists)
+        except backtests.PeriodTooLarge as err:
+            raise HTTPException(422, str(err)) from err
+        period = (body.period_from, body.period_to)
+        result["id"] = rule_sets.record_backtest(edit.cur, rule, period, result, edit.by)
         return result
 
     @app.post("/api/rules/{name}/publish")
-    def publish(name: Name, body: PublishBody, conn: console.Db,
-                user: console.CurrentUser) -> schemas.RulesPublished:  # fmt: skip
-        console.allowed(user, "edit_rules")
-        with transaction(conn) as cur:
-            version = rule_sets.publish(cur, name, body.mode, user.name, body.reason)
+    def publish(name: Name, body: PublishBody, edit: RuleEdit) -> schemas.RulesPublished:
+        version = rule_sets.publish(edit.cur, name, body.mode, edit.by, body.reason)
         return {"version": version, "mode": body.mode}
 
     @app.get("/api/rules/shadow")
@@ -155,11 +158,9 @@ def add_list_routes(app: FastAPI, settings: Settings) -> None:
             return {"lists": rule_sets.lists(cur)}
 
     @app.post("/api/lists")
-    def create(body: ListBody, conn: console.Db, user: console.CurrentUser) -> schemas.Created:
-        console.allowed(user, "edit_rules")
-        with transaction(conn) as cur:
-            rule_sets.create_list(cur, body.name, body.kind, user.name, body.reason,
-                                  body.description)  # fmt: skip
+    def create(body: ListBody, edit: RuleEdit) -> schemas.Created:
+        rule_sets.create_list(edit.cur, body.name, body.kind, edit.by, body.reason,
+                              body.description)  # fmt: skip
         return {"created": body.name}
 
     @app.get("/api/lists/{name}")
@@ -168,30 +169,18 @@ def add_list_routes(app: FastAPI, settings: Settings) -> None:
             return {"name": name, "items": rule_sets.list_items(cur, name)}
 
     @app.post("/api/lists/{name}/items")
-    def add(
-        name: Name, body: ItemsBody, conn: console.Db, user: console.CurrentUser
-    ) -> schemas.Added:
-        console.allowed(user, "edit_rules")
-        with transaction(conn) as cur:
-            n = rule_sets.add_items(cur, name, body.values, user.name, body.reason,
-                                    body.expires_at, key)  # fmt: skip
+    def add(name: Name, body: ItemsBody, edit: RuleEdit) -> schemas.Added:
+        n = rule_sets.add_items(edit.cur, name, body.values, edit.by, body.reason,
+                                body.expires_at, key)  # fmt: skip
         return {"added": n}
 
     @app.post("/api/lists/{name}/remove")
-    def remove(
-        name: Name, body: ItemsBody, conn: console.Db, user: console.CurrentUser
-    ) -> schemas.Removed:
-        console.allowed(user, "edit_rules")
-        with transaction(conn) as cur:
-            return {"removed": rule_sets.remove_items(cur, name, body.values, user.name,
-                                                      body.reason, key)}  # fmt: skip
+    def remove(name: Name, body: ItemsBody, edit: RuleEdit) -> schemas.Removed:
+        removed = rule_sets.remove_items(edit.cur, name, body.values, edit.by, body.reason, key)
+        return {"removed": removed}
 
     @app.post("/api/lists/{name}/delete")
-    def delete(
-        name: Name, body: DeleteBody, conn: console.Db, user: console.CurrentUser
-    ) -> schemas.ListDeleted:
+    def delete(name: Name, body: DeleteBody, edit: RuleEdit) -> schemas.ListDeleted:
         """Delete a list; 422 naming the live or shadow rules that read it."""
-        console.allowed(user, "edit_rules")
-        with transaction(conn) as cur:
-            items = rule_sets.delete_list(cur, name, user.name, body.reason)
+        items = rule_sets.delete_list(edit.cur, name, edit.by, body.reason)
         return {"deleted": name, "items": items}

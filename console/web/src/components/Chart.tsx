@@ -1,37 +1,27 @@
-import {
-  BarController,
-  BarElement,
-  CategoryScale,
-  Chart as ChartJS,
-  type ChartConfiguration,
-  Legend,
-  LinearScale,
-  LineController,
-  LineElement,
-  PointElement,
-  ScatterController,
-  Tooltip,
-} from "chart.js";
+import * as chartjs from "chart.js";
 import { useEffect, useRef } from "react";
+
+type ChartConfiguration = chartjs.ChartConfiguration;
+const ChartJS = chartjs.Chart;
 
 // Only the pieces the screens draw, so the bundle carries no unused chart types.
 ChartJS.register(
-  BarController,
-  BarElement,
-  CategoryScale,
-  Legend,
-  LinearScale,
-  LineController,
-  LineElement,
-  PointElement,
-  ScatterController,
-  Tooltip,
+  chartjs.BarController,
+  chartjs.BarElement,
+  chartjs.CategoryScale,
+  chartjs.Legend,
+  chartjs.LinearScale,
+  chartjs.LineController,
+  chartjs.LineElement,
+  chartjs.PointElement,
+  chartjs.ScatterController,
+  chartjs.Tooltip,
 );
 
 /** A Chart.js canvas that redraws in place when `config`'s data changes. */
 export function Chart({ config, height = 220 }: { config: ChartConfiguration; height?: number }) {
   const canvas = useRef<HTMLCanvasElement>(null);
-  const chart = useRef<ChartJS | null>(null);
+  const chart = useRef<chartjs.Chart | null>(null);
   useEffect(() => {
     if (!canvas.current) return;
     chart.current = new ChartJS(canvas.current, {

@@ -2,11 +2,32 @@ import type { ChartConfiguration } from "chart.js";
 import { useMemo } from "react";
 import { Link } from "react-router-dom";
 import { useResource } from "../lib/resource";
-import { type ShadowMatch, shadowTable } from "../lib/rules";
+import { shadowTable } from "../lib/rules";
+import { type ShadowMatch } from "../lib/api";
 import { Chart } from "./Chart";
 import { LoadState } from "./LoadState";
 import { Card, CardTitle } from "./ui/card";
-import { Table, Td, Th } from "./ui/table";
+import { type Column, DataTable } from "./ui/table";
+
+type Row = ReturnType<typeof shadowTable>["rows"][number];
+
+const SHADOW_COLUMNS: Column<Row>[] = [
+  {
+    heading: "Rule",
+    cell: (r) => (
+      <Link className="font-mono text-xs text-blue-700 hover:underline" to={`/rules?rule=${encodeURIComponent(r.rule)}`}>
+        {r.rule}
+      </Link>
+    ),
+  },
+  {
+    heading: "Matches",
+    className: "text-right",
+    cellProps: (r) => ({ "data-testid": `shadow-total-${r.rule}` }),
+    cell: (r) => r.total,
+  },
+  { heading: "Last day", cell: (r) => r.counts[r.counts.length - 1] },
+];
 
 const COLOURS = ["#7c3aed", "#0891b2", "#db2777", "#65a30d", "#ea580c", "#475569"];
 
@@ -44,33 +65,7 @@ export function ShadowMatches({ days }: { days: number }) {
       {table.rows.length > 0 && (
         <div className="grid grid-cols-2 gap-4">
           <Chart config={chart} />
-          <Table className="self-start">
-            <thead>
-              <tr>
-                <Th>Rule</Th>
-                <Th className="text-right">Matches</Th>
-                <Th>Last day</Th>
-              </tr>
-            </thead>
-            <tbody>
-              {table.rows.map((r) => (
-                <tr key={r.rule}>
-                  <Td>
-                    <Link
-                      className="font-mono text-xs text-blue-700 hover:underline"
-                      to={`/rules?rule=${encodeURIComponent(r.rule)}`}
-                    >
-                      {r.rule}
-                    </Link>
-                  </Td>
-                  <Td className="text-right" data-testid={`shadow-total-${r.rule}`}>
-                    {r.total}
-                  </Td>
-                  <Td>{r.counts[r.counts.length - 1]}</Td>
-                </tr>
-              ))}
-            </tbody>
-          </Table>
+          <DataTable className="self-start" columns={SHADOW_COLUMNS} rows={table.rows} rowKey={(r) => r.rule} />
         </div>
       )}
     </Card>

@@ -61,6 +61,13 @@ export type ReviewQueueItem = Schemas["ReviewQueueItem"];
 export type ReviewQueuePage = Schemas["ReviewQueuePage"];
 /** Why the review-queue job put an item in front of an analyst (fraudops/review_queue.py). */
 export type QueueReason = ReviewQueueItem["reason"];
+// The rules and lists screens' answers (console/rules_routes.py).
+export type RuleRow = Schemas["RuleRow"];
+export type RulesAnswer = Schemas["Rules"];
+export type BacktestResult = Schemas["Backtest"];
+export type RuleList = Schemas["RuleList"];
+export type ListItem = Schemas["ListItem"];
+export type ShadowMatch = Schemas["ShadowMatch"];
 
 /** One score of the live stream (an SSE event, so outside the OpenAPI schema). */
 export interface LiveItem {

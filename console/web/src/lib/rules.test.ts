@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { errorLocation, lastDays, mayPublish, type RuleRow, shadowTable, utcInstant } from "./rules";
+import { errorLocation, lastDays, mayPublish, shadowTable, utcInstant } from "./rules";
+import { type RuleRow } from "./api";
 
 const saved: RuleRow = {
   name: "big",

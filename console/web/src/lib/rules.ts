@@ -1,19 +1,11 @@
-/** The rules and lists screens' shapes (as console/rules_routes.py answers) and their pure
- *  logic (unit-tested): where a compile error points, when publishing is allowed, periods. */
+/** The rules and lists screens' shapes and their pure logic (unit-tested): where a compile
+ *  error points, when publishing is allowed, periods. */
 
-import type { Schemas } from "./api";
+import type { RuleRow, ShadowMatch } from "./api";
 
 export const ACTIONS = ["allow", "review", "block"] as const;
 export type Action = (typeof ACTIONS)[number];
 export const LIST_KINDS = ["user", "customer", "ip", "country"] as const;
-
-export type RuleRow = Schemas["RuleRow"];
-export type RulesAnswer = Schemas["Rules"];
-export type BacktestResult = Schemas["Backtest"];
-
-export type RuleList = Schemas["RuleList"];
-export type ListItem = Schemas["ListItem"];
-export type ShadowMatch = Schemas["ShadowMatch"];
 
 /** A rule as the editor holds it. */
 export interface Draft {

@@ -5,12 +5,12 @@ import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
-import { Input, Label, NativeSelect } from "../components/ui/input";
-import { Table, Td, Th } from "../components/ui/table";
-import { api } from "../lib/api";
+import { InputField, SelectField } from "../components/ui/input";
+import { type Column, DataTable } from "../components/ui/table";
+import { api, type ListItem, type RuleList } from "../lib/api";
 import { formatTime } from "../lib/format";
 import { problemOf, useResource } from "../lib/resource";
-import { LIST_KINDS, type ListItem, type RuleList, utcInstant } from "../lib/rules";
+import { LIST_KINDS, utcInstant } from "../lib/rules";
 import { cn } from "../lib/utils";
 
 const PLACEHOLDER: Record<string, string> = {
@@ -19,6 +19,59 @@ const PLACEHOLDER: Record<string, string> = {
   ip: "203.0.113.7, 198.51.100.0/24",
   country: "KP, IR",
 };
+
+const LIST_COLUMNS: Column<RuleList>[] = [
+  {
+    heading: "List",
+    cellClassName: "break-all font-mono text-xs font-semibold",
+    cellProps: (l) => ({ title: l.description }),
+    cell: (l) => l.name,
+  },
+  { heading: "Kind", cell: (l) => <Badge value={l.kind} /> },
+  { heading: "Items", className: "text-right", cell: (l) => l.items.toLocaleString("en-US") },
+  {
+    heading: "Created",
+    cellClassName: "whitespace-nowrap text-xs text-slate-500",
+    cellProps: (l) => ({ title: `by ${l.created_by}` }),
+    cell: (l) => formatTime(l.created_at).slice(0, 16),
+  },
+];
+
+/** A list's items; with `mayEdit`, each with a Remove button (which needs a reason). */
+function itemColumns(mayEdit: boolean, reason: string, remove: (item: ListItem) => void): Column<ListItem>[] {
+  const columns: Column<ListItem>[] = [
+    {
+      heading: "Value",
+      cellClassName: "font-mono text-xs",
+      cellProps: (item) => ({ title: item.shown === item.value ? undefined : "an IP address, kept only as its keyed hash" }),
+      cell: (item) => item.shown,
+    },
+    {
+      heading: "Expires",
+      cell: (item) => (item.expires_at ? `${formatTime(item.expires_at)}${isExpired(item) ? " (expired)" : ""}` : "never"),
+    },
+    { heading: "Added", cell: (item) => formatTime(item.added_at) },
+    { heading: "By", cell: (item) => item.added_by },
+    { heading: "Reason", cell: (item) => item.reason },
+  ];
+  if (!mayEdit) return columns;
+  const button: Column<ListItem> = {
+    heading: null,
+    cellClassName: "text-right",
+    cell: (item) => (
+      <Button
+        size="sm"
+        variant="ghost"
+        disabled={!reason}
+        title={reason ? "" : "give a reason first"}
+        onClick={() => remove(item)}
+      >
+        Remove
+      </Button>
+    ),
+  };
+  return [...columns, button];
+}
 
 export function Lists() {
   const me = useMe();
@@ -36,36 +89,16 @@ export function Lists() {
           <LoadState loading={lists.loading && !lists.data} error={lists.error} onRetry={lists.reload} />
           {lists.data && lists.data.lists.length === 0 && <p className="text-sm text-slate-500">No list yet.</p>}
           {lists.data && lists.data.lists.length > 0 && (
-            <Table data-testid="lists-table">
-              <thead>
-                <tr>
-                  <Th>List</Th>
-                  <Th>Kind</Th>
-                  <Th className="text-right">Items</Th>
-                  <Th>Created</Th>
-                </tr>
-              </thead>
-              <tbody>
-                {lists.data.lists.map((l) => (
-                  <tr
-                    key={l.name}
-                    onClick={() => setParams({ list: l.name })}
-                    className={cn("cursor-pointer hover:bg-slate-50", l.name === selected && "bg-blue-50")}
-                  >
-                    <Td className="break-all font-mono text-xs font-semibold" title={l.description}>
-                      {l.name}
-                    </Td>
-                    <Td>
-                      <Badge value={l.kind} />
-                    </Td>
-                    <Td className="text-right">{l.items.toLocaleString("en-US")}</Td>
-                    <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${l.created_by}`}>
-                      {formatTime(l.created_at).slice(0, 16)}
-                    </Td>
-                  </tr>
-                ))}
-              </tbody>
-            </Table>
+            <DataTable
+              data-testid="lists-table"
+              columns={LIST_COLUMNS}
+              rows={lists.data.lists}
+              rowKey={(l) => l.name}
+              rowProps={(l) => ({
+                onClick: () => setParams({ list: l.name }),
+                className: cn("cursor-pointer hover:bg-slate-50", l.name === selected && "bg-blue-50"),
+              })}
+            />
           )}
         </Card>
         {mayEdit && (
@@ -101,6 +134,12 @@ export function Lists() {
   );
 }
 
+// The new list's free texts, each across the form.
+const TEXTS = [
+  ["description", "Description"],
+  ["reason", "Reason"],
+] as const;
+
 function CreateList({ onCreated }: { onCreated: (name: string) => void }) {
   const [form, setForm] = useState({ name: "", kind: "user", description: "", reason: "" });
   const [message, setMessage] = useState("");
@@ -119,33 +158,31 @@ function CreateList({ onCreated }: { onCreated: (name: string) => void }) {
     <Card>
       <CardTitle>New list</CardTitle>
       <div className="grid grid-cols-[1fr_8rem] gap-2">
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="list-name">Name</Label>
-          <Input id="list-name" value={form.name} placeholder="blocked_users" onChange={(e) => set({ name: e.target.value })} />
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="list-kind">Kind</Label>
-          <NativeSelect id="list-kind" value={form.kind} onChange={(e) => set({ kind: e.target.value })}>
-            {LIST_KINDS.map((k) => (
-              <option key={k} value={k}>
-                {k}
-              </option>
-            ))}
-          </NativeSelect>
-        </div>
-        <div className="col-span-2 flex flex-col gap-1">
-          <Label htmlFor="list-description">Description</Label>
-          <Input
-            id="list-description"
-            value={form.description}
+        <InputField
+          label="Name"
+          id="list-name"
+          value={form.name}
+          placeholder="blocked_users"
+          onChange={(e) => set({ name: e.target.value })}
+        />
+        <SelectField
+          label="Kind"
+          id="list-kind"
+          value={form.kind}
+          options={LIST_KINDS}
+          onChange={(e) => set({ kind: e.target.value })}
+        />
+        {TEXTS.map(([key, label]) => (
+          <InputField
+            key={key}
+            label={label}
+            id={`list-${key}`}
+            fieldClassName="col-span-2"
+            value={form[key]}
             maxLength={500}
-            onChange={(e) => set({ description: e.target.value })}
+            onChange={(e) => set({ [key]: e.target.value })}
           />
-        </div>
-        <div className="col-span-2 flex flex-col gap-1">
-          <Label htmlFor="list-reason">Reason</Label>
-          <Input id="list-reason" value={form.reason} maxLength={500} onChange={(e) => set({ reason: e.target.value })} />
-        </div>
+        ))}
       </div>
       <div className="mt-3 flex items-center gap-3">
         <Button onClick={create} disabled={!form.name || !form.reason}>
@@ -214,29 +251,28 @@ function Items({
       {list.description && <p className="mb-3 text-sm text-slate-600">{list.description}</p>}
       {mayEdit && (
         <div className="mb-4 grid grid-cols-[1fr_13rem] gap-2 rounded-md bg-slate-50 p-3">
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="item-values">Values (comma or space separated)</Label>
-            <Input
-              id="item-values"
-              value={values}
-              placeholder={PLACEHOLDER[list.kind]}
-              onChange={(e) => setValues(e.target.value)}
-            />
-          </div>
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="item-expires">Expires (UTC, optional)</Label>
-            <Input id="item-expires" type="datetime-local" value={expires} onChange={(e) => setExpires(e.target.value)} />
-          </div>
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="item-reason">Reason (for adding and removing)</Label>
-            <Input
-              id="item-reason"
-              value={reason}
-              maxLength={500}
-              placeholder="case 1234"
-              onChange={(e) => setReason(e.target.value)}
-            />
-          </div>
+          <InputField
+            label="Values (comma or space separated)"
+            id="item-values"
+            value={values}
+            placeholder={PLACEHOLDER[list.kind]}
+            onChange={(e) => setValues(e.target.value)}
+          />
+          <InputField
+            label="Expires (UTC, optional)"
+            id="item-expires"
+            type="datetime-local"
+            value={expires}
+            onChange={(e) => setExpires(e.target.value)}
+          />
+          <InputField
+            label="Reason (for adding and removing)"
+            id="item-reason"
+            value={reason}
+            maxLength={500}
+            placeholder="case 1234"
+            onChange={(e) => setReason(e.target.value)}
+          />
           <div className="flex items-end gap-2">
             <Button className="flex-1" onClick={() => change("items", entered)} disabled={!entered.length || !reason}>
               Add
@@ -259,50 +295,12 @@ function Items({
       )}
       <LoadState loading={items.loading && !items.data} error={items.error} onRetry={items.reload} />
       {items.data && (
-        <Table>
-          <thead>
-            <tr>
-              <Th>Value</Th>
-              <Th>Expires</Th>
-              <Th>Added</Th>
-              <Th>By</Th>
-              <Th>Reason</Th>
-              {mayEdit && <Th />}
-            </tr>
-          </thead>
-          <tbody>
-            {items.data.items.map((item) => {
-              const expired = isExpired(item);
-              return (
-                <tr key={item.value} className={cn(expired && "text-slate-400")}>
-                  <Td
-                    className="font-mono text-xs"
-                    title={item.shown === item.value ? undefined : "an IP address, kept only as its keyed hash"}
-                  >
-                    {item.shown}
-                  </Td>
-                  <Td>{item.expires_at ? `${formatTime(item.expires_at)}${expired ? " (expired)" : ""}` : "never"}</Td>
-                  <Td>{formatTime(item.added_at)}</Td>
-                  <Td>{item.added_by}</Td>
-                  <Td>{item.reason}</Td>
-                  {mayEdit && (
-                    <Td className="text-right">
-                      <Button
-                        size="sm"
-                        variant="ghost"
-                        disabled={!reason}
-                        title={reason ? "" : "give a reason first"}
-                        onClick={() => change("remove", [item.value])}
-                      >
-                        Remove
-                      </Button>
-                    </Td>
-                  )}
-                </tr>
-              );
-            })}
-          </tbody>
-        </Table>
+        <DataTable
+          columns={itemColumns(mayEdit, reason, (item) => change("remove", [item.value]))}
+          rows={items.data.items}
+          rowKey={(item) => item.value}
+          rowProps={(item) => ({ className: cn(isExpired(item) && "text-slate-400") })}
+        />
       )}
       {items.data && items.data.items.length === 0 && <p className="p-2 text-sm text-slate-500">The list is empty.</p>}
       {items.data && items.data.items.length >= 200 && (

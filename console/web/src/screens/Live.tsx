@@ -1,10 +1,9 @@
 import type { ChartConfiguration } from "chart.js";
 import { useEffect, useMemo, useState } from "react";
-import { Link } from "react-router-dom";
 import { Chart } from "../components/Chart";
-import { Badge } from "../components/ui/badge";
 import { Card, CardTitle } from "../components/ui/card";
-import { Table, Td, Th } from "../components/ui/table";
+import { type Column, DataTable } from "../components/ui/table";
+import * as tx from "../components/columns";
 import { LoadState } from "../components/LoadState";
 import type { LiveItem, Schemas } from "../lib/api";
 import { useResource } from "../lib/resource";
@@ -19,6 +18,15 @@ const STATUS_POLL_MS = 5000;
 const BANDS = ["ALLOW", "CHALLENGE", "BLOCK"];
 
 type Status = Schemas["LiveStatus"];
+
+const LIVE_COLUMNS: Column<LiveItem>[] = [
+  tx.transaction,
+  tx.band,
+  tx.score,
+  tx.model,
+  { heading: "Reasons", cellClassName: "text-slate-600", cell: (item) => item.reasons.join("; ") },
+  { heading: "Latency", cell: (item) => formatLatency(item.latency_us) },
+];
 
 interface Second {
   at: number;
@@ -119,36 +127,7 @@ export function Live() {
       </Card>
       <Card>
         <CardTitle>Arriving now (flagged first)</CardTitle>
-        <Table data-testid="live-table">
-          <thead>
-            <tr>
-              <Th>Transaction</Th>
-              <Th>Band</Th>
-              <Th>Score</Th>
-              <Th>Model</Th>
-              <Th>Reasons</Th>
-              <Th>Latency</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {recent.map((item) => (
-              <tr key={item.transaction_id}>
-                <Td>
-                  <Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(item.transaction_id)}`}>
-                    {item.transaction_id}
-                  </Link>
-                </Td>
-                <Td>
-                  <Badge value={item.band} />
-                </Td>
-                <Td>{formatScore(item.score)}</Td>
-                <Td>{item.model_version}</Td>
-                <Td className="text-slate-600">{item.reasons.join("; ")}</Td>
-                <Td>{formatLatency(item.latency_us)}</Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable data-testid="live-table" columns={LIVE_COLUMNS} rows={recent} rowKey={(item) => item.transaction_id} />
       </Card>
     </div>
   );

@@ -5,7 +5,7 @@ import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
 import { ConfirmDialog } from "../components/ui/dialog";
-import { Table, Td, Th } from "../components/ui/table";
+import { type Column, DataTable } from "../components/ui/table";
 import { api, type Schemas } from "../lib/api";
 import { formatScore, formatTime } from "../lib/format";
 import { problemOf, useResource } from "../lib/resource";
@@ -17,8 +17,74 @@ function metric(value: unknown): string {
   return typeof value === "number" ? formatScore(value) : value === null || value === undefined ? "—" : String(value);
 }
 
+type Version = Schemas["VersionSummary"];
+
+/** The published versions: thresholds, the first metrics, the MLflow run, and a rollback
+ *  button (given `rollback`) on every version but the served one. */
+function versionColumns(
+  metricNames: string[],
+  rollback: ((version: string) => void) | null,
+  served: string | null,
+): Column<Version>[] {
+  return [
+    { heading: "Version", cellClassName: "font-semibold", cell: (v) => v.version },
+    { heading: "Published", cell: (v) => formatTime(v.published_at) },
+    { heading: "Challenge ≥", cell: (v) => formatScore(v.thresholds.challenge) },
+    { heading: "Block ≥", cell: (v) => formatScore(v.thresholds.block) },
+    ...metricNames.map((m): Column<Version> => ({ heading: m, cell: (v) => metric(v.metrics[m]) })),
+    {
+      heading: "MLflow",
+      cell: (v) =>
+        v.mlflow_run_url ? (
+          <a className="text-blue-700 hover:underline" href={v.mlflow_run_url} rel="noreferrer" target="_blank">
+            run
+          </a>
+        ) : (
+          "—"
+        ),
+    },
+    {
+      heading: null,
+      cell: (v) =>
+        rollback &&
+        v.version !== served && (
+          <ConfirmDialog
+            title={`Serve ${v.version} again?`}
+            description="The version is re-published; every scorer checks and hot-reloads it."
+            trigger={
+              <Button size="sm" variant="outline">
+                Roll back to {v.version}
+              </Button>
+            }
+            confirm={
+              <Button size="sm" onClick={() => rollback(v.version)}>
+                Roll back
+              </Button>
+            }
+          />
+        ),
+    },
+  ];
+}
+
+const DEPLOYMENT_COLUMNS: Column<Schemas["Deployment"]>[] = [
+  { heading: "Version", cell: (d) => d.version },
+  { heading: "From", cell: (d) => formatTime(d.served_from) },
+  { heading: "Until", cell: (d) => (d.served_until ? formatTime(d.served_until) : <Badge value="serving" />) },
+  { heading: "Where", cell: (d) => `${d.host}:${d.pid}` },
+  { heading: "Reason", cell: (d) => d.reason ?? "" },
+];
+
+const EVENT_COLUMNS: Column<Schemas["AuditEvent"]>[] = [
+  { heading: "When", cell: (e) => formatTime(e.at) },
+  { heading: "What", cell: (e) => e.kind },
+  { heading: "Version", cell: (e) => e.subject },
+  { heading: "By", cell: (e) => String(e.detail.user ?? "") },
+];
+
 export function Models() {
   const me = useMe();
+  const mayRollback = me.may.includes("rollback");
   const resource = useResource<Models>("/api/models");
   const models = resource.data;
   const [message, setMessage] = useState("");
@@ -42,113 +108,21 @@ export function Models() {
       {message && <p role="status">{message}</p>}
       <Card>
         <CardTitle>Published versions (served: {models.served ?? "—"})</CardTitle>
-        <Table>
-          <thead>
-            <tr>
-              <Th>Version</Th>
-              <Th>Published</Th>
-              <Th>Challenge ≥</Th>
-              <Th>Block ≥</Th>
-              {metricNames.map((m) => (
-                <Th key={m}>{m}</Th>
-              ))}
-              <Th>MLflow</Th>
-              <Th />
-            </tr>
-          </thead>
-          <tbody>
-            {models.versions.map((v) => (
-              <tr key={v.version}>
-                <Td className="font-semibold">{v.version}</Td>
-                <Td>{formatTime(v.published_at)}</Td>
-                <Td>{formatScore(v.thresholds.challenge)}</Td>
-                <Td>{formatScore(v.thresholds.block)}</Td>
-                {metricNames.map((m) => (
-                  <Td key={m}>{metric(v.metrics[m])}</Td>
-                ))}
-                <Td>
-                  {v.mlflow_run_url ? (
-                    <a className="text-blue-700 hover:underline" href={v.mlflow_run_url} rel="noreferrer" target="_blank">
-                      run
-                    </a>
-                  ) : (
-                    "—"
-                  )}
-                </Td>
-                <Td>
-                  {me.may.includes("rollback") && v.version !== models.served && (
-                    <ConfirmDialog
-                      title={`Serve ${v.version} again?`}
-                      description="The version is re-published; every scorer checks and hot-reloads it."
-                      trigger={
-                        <Button size="sm" variant="outline">
-                          Roll back to {v.version}
-                        </Button>
-                      }
-                      confirm={
-                        <Button size="sm" onClick={() => rollback(v.version)}>
-                          Roll back
-                        </Button>
-                      }
-                    />
-                  )}
-                </Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable
+          columns={versionColumns(metricNames, mayRollback ? rollback : null, models.served)}
+          rows={models.versions}
+          rowKey={(v) => v.version}
+        />
       </Card>
       <DriftCard drift={models.drift} />
       <div className="grid grid-cols-2 gap-4">
         <Card>
           <CardTitle>Deployments</CardTitle>
-          <Table>
-            <thead>
-              <tr>
-                <Th>Version</Th>
-                <Th>From</Th>
-                <Th>Until</Th>
-                <Th>Where</Th>
-                <Th>Reason</Th>
-              </tr>
-            </thead>
-            <tbody>
-              {models.deployments.map((d) => (
-                <tr key={d.id}>
-                  <Td>{d.version}</Td>
-                  <Td>{formatTime(d.served_from)}</Td>
-                  <Td>{d.served_until ? formatTime(d.served_until) : <Badge value="serving" />}</Td>
-                  <Td>
-                    {d.host}:{d.pid}
-                  </Td>
-                  <Td>{d.reason ?? ""}</Td>
-                </tr>
-              ))}
-            </tbody>
-          </Table>
+          <DataTable columns={DEPLOYMENT_COLUMNS} rows={models.deployments} rowKey={(d) => d.id} />
         </Card>
         <Card>
           <CardTitle>Promotions and rollbacks</CardTitle>
-          <Table>
-            <thead>
-              <tr>
-                <Th>When</Th>
-                <Th>What</Th>
-                <Th>Version</Th>
-                <Th>By</Th>
-              </tr>
-            </thead>
-            <tbody>
-              {models.events.map((e, i) => (
-                <tr key={i}>
-                  <Td>{formatTime(e.at)}</Td>
-                  <Td>{e.kind}</Td>
-                  <Td>{e.subject}</Td>
-                  <Td>{String(e.detail.user ?? "")}</Td>
-                </tr>
-              ))}
-            </tbody>
-          </Table>
+          <DataTable columns={EVENT_COLUMNS} rows={models.events} rowKey={(_e, i) => i} />
         </Card>
       </div>
     </div>

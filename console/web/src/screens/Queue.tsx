@@ -1,21 +1,33 @@
 import { useCallback, useMemo, useState } from "react";
-import { Link, useSearchParams } from "react-router-dom";
+import { useSearchParams } from "react-router-dom";
 import { useMe } from "../lib/me";
 import { LoadState } from "../components/LoadState";
-import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
-import { Input, Label, NativeSelect } from "../components/ui/input";
-import { Table, Td, Th } from "../components/ui/table";
+import { Field, Input, InputField, type Option, SelectField } from "../components/ui/input";
+import { type Column, DataTable } from "../components/ui/table";
+import * as tx from "../components/columns";
 import { api, type QueueItem, type QueuePage } from "../lib/api";
 import { BANDS, filtersFromSearch, type QueueFilters, searchFromFilters, TYPES } from "../lib/filters";
-import { formatAmount, formatScore, formatTime } from "../lib/format";
 import { problemOf, useResource } from "../lib/resource";
 import { cn } from "../lib/utils";
 import { useListKeys } from "./listKeys";
 import { ReviewQueue } from "./ReviewQueue";
 
 const PAGE_SIZE = 50;
+
+const COLUMNS: Column<QueueItem>[] = [
+  tx.transaction,
+  tx.user,
+  tx.type,
+  tx.amount,
+  tx.channel,
+  tx.band,
+  tx.score,
+  tx.model,
+  tx.scoredAt,
+  tx.claimedBy,
+];
 
 function queuePath(filters: QueueFilters, cursor: string | null): string {
   const query = new URLSearchParams(searchFromFilters(filters));
@@ -28,6 +40,13 @@ function queuePath(filters: QueueFilters, cursor: string | null): string {
 function joinPages(shown: QueuePage, page: QueuePage): QueuePage {
   return { items: [...shown.items, ...page.items], next_cursor: page.next_cursor };
 }
+
+/** The filters that are one choice of a few: the field, its label, its options. */
+const CHOICES = [
+  ["source", "Scored", [["", "both"], "inline", "stream"]],
+  ["labelled", "Labelled", ["no", "yes", "any"]],
+  ["sort", "Order", [["score", "highest score"], "newest"]],
+] as const satisfies readonly (readonly [keyof QueueFilters, string, readonly Option[]])[];
 
 const VIEWS = [
   ["review", "Review queue", "chosen by the active-learning job, each item with why: work it first"],
@@ -118,18 +137,15 @@ function FlaggedList() {
   return (
     <div className="grid gap-4">
       <Card className="flex flex-wrap items-end gap-3">
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="q">Transaction or user id</Label>
-          <Input
-            id="q"
-            name="q"
-            defaultValue={filters.q}
-            key={filters.q}
-            onKeyDown={(e) => e.key === "Enter" && update({ q: e.currentTarget.value })}
-          />
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label>Band</Label>
+        <InputField
+          label="Transaction or user id"
+          id="q"
+          name="q"
+          defaultValue={filters.q}
+          key={filters.q}
+          onKeyDown={(e) => e.key === "Enter" && update({ q: e.currentTarget.value })}
+        />
+        <Field label="Band">
           <div className="flex gap-1">
             {BANDS.map((b) => (
               <Button
@@ -143,87 +159,51 @@ function FlaggedList() {
               </Button>
             ))}
           </div>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="type">Type</Label>
-          <NativeSelect
-            id="type"
-            value={filters.type[0] ?? ""}
-            onChange={(e) => update({ type: e.target.value ? [e.target.value] : [] })}
-          >
-            <option value="">any</option>
-            {TYPES.map((t) => (
-              <option key={t}>{t}</option>
-            ))}
-          </NativeSelect>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="amount_min">Amount from / to</Label>
+        </Field>
+        <SelectField
+          label="Type"
+          id="type"
+          value={filters.type[0] ?? ""}
+          options={[["", "any"], ...TYPES]}
+          onChange={(e) => update({ type: e.target.value ? [e.target.value] : [] })}
+        />
+        <Field label="Amount from / to" htmlFor="amount_min">
           <div className="flex gap-1">
-            <Input
-              id="amount_min"
-              className="w-24"
-              defaultValue={filters.amount_min}
-              key={`min${filters.amount_min}`}
-              onBlur={(e) => update({ amount_min: e.target.value })}
-            />
-            <Input
-              id="amount_max"
-              className="w-24"
-              defaultValue={filters.amount_max}
-              key={`max${filters.amount_max}`}
-              onBlur={(e) => update({ amount_max: e.target.value })}
-            />
+            {(["amount_min", "amount_max"] as const).map((key) => (
+              <Input
+                key={`${key}${filters[key]}`}
+                id={key}
+                className="w-24"
+                defaultValue={filters[key]}
+                onBlur={(e) => update({ [key]: e.target.value })}
+              />
+            ))}
           </div>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="since">Scored since / until (UTC)</Label>
+        </Field>
+        <Field label="Scored since / until (UTC)" htmlFor="since">
           <div className="flex gap-1">
             <Input id="since" type="datetime-local" value={filters.since} onChange={(e) => update({ since: e.target.value })} />
             <Input id="until" type="datetime-local" value={filters.until} onChange={(e) => update({ until: e.target.value })} />
           </div>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="model_version">Model</Label>
-          <Input
-            id="model_version"
-            className="w-20"
-            defaultValue={filters.model_version}
-            key={`mv${filters.model_version}`}
-            onBlur={(e) => update({ model_version: e.target.value })}
+        </Field>
+        <InputField
+          label="Model"
+          id="model_version"
+          className="w-20"
+          defaultValue={filters.model_version}
+          key={`mv${filters.model_version}`}
+          onBlur={(e) => update({ model_version: e.target.value })}
+        />
+        {CHOICES.map(([key, label, options]) => (
+          <SelectField
+            key={key}
+            label={label}
+            id={key}
+            value={filters[key]}
+            options={options}
+            onChange={(e) => update({ [key]: e.target.value })}
           />
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="source">Scored</Label>
-          <NativeSelect
-            id="source"
-            value={filters.source}
-            onChange={(e) => update({ source: e.target.value as QueueFilters["source"] })}
-          >
-            <option value="">both</option>
-            <option value="inline">inline</option>
-            <option value="stream">stream</option>
-          </NativeSelect>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="labelled">Labelled</Label>
-          <NativeSelect
-            id="labelled"
-            value={filters.labelled}
-            onChange={(e) => update({ labelled: e.target.value as QueueFilters["labelled"] })}
-          >
-            <option value="no">no</option>
-            <option value="yes">yes</option>
-            <option value="any">any</option>
-          </NativeSelect>
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="sort">Order</Label>
-          <NativeSelect id="sort" value={filters.sort} onChange={(e) => update({ sort: e.target.value as QueueFilters["sort"] })}>
-            <option value="score">highest score</option>
-            <option value="newest">newest</option>
-          </NativeSelect>
-        </div>
+        ))}
         <Button asChild variant="outline">
           <a href={`/api/queue.csv?${searchFromFilters(filters)}`}>Export CSV</a>
         </Button>
@@ -238,49 +218,17 @@ function FlaggedList() {
         <p className="mb-2 text-xs text-slate-500">
           j / k move · Enter opens · n next (claims it){mayLabel ? " · f fraud · l legit" : ""}
         </p>
-        <Table data-testid="queue-table">
-          <thead>
-            <tr>
-              <Th>Transaction</Th>
-              <Th>User</Th>
-              <Th>Type</Th>
-              <Th className="text-right">Amount</Th>
-              <Th>Channel</Th>
-              <Th>Band</Th>
-              <Th>Score</Th>
-              <Th>Model</Th>
-              <Th>Scored</Th>
-              <Th>Claimed by</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {items.map((item, i) => (
-              <tr
-                key={item.transaction_id}
-                onClick={() => setSelected(i)}
-                className={cn(i === selected && "bg-blue-50")}
-                data-selected={i === selected}
-              >
-                <Td>
-                  <Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(item.transaction_id)}`}>
-                    {item.transaction_id}
-                  </Link>
-                </Td>
-                <Td>{item.user_id}</Td>
-                <Td>{item.type}</Td>
-                <Td className="text-right">{formatAmount(item.amount)}</Td>
-                <Td>{item.channel ?? ""}</Td>
-                <Td>
-                  <Badge value={item.band} />
-                </Td>
-                <Td>{formatScore(item.score)}</Td>
-                <Td>{item.model_version}</Td>
-                <Td>{formatTime(item.scored_at)}</Td>
-                <Td>{item.claimed_by ?? ""}</Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable
+          data-testid="queue-table"
+          columns={COLUMNS}
+          rows={items}
+          rowKey={(item) => item.transaction_id}
+          rowProps={(_item, i) => ({
+            onClick: () => setSelected(i),
+            className: cn(i === selected && "bg-blue-50"),
+            "data-selected": i === selected,
+          })}
+        />
         {items.length === 0 && <p className="p-4 text-sm text-slate-500">Nothing to review for this filter.</p>}
         {cursor && (
           <Button variant="outline" className="mt-3" onClick={() => resource.more(queuePath(filters, cursor))}>

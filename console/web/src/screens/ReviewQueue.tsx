@@ -1,15 +1,15 @@
 import { useCallback, useState } from "react";
-import { Link } from "react-router-dom";
 import { useMe } from "../lib/me";
 import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card } from "../components/ui/card";
-import { Label, NativeSelect } from "../components/ui/input";
-import { Table, Td, Th } from "../components/ui/table";
+import { Field, Select } from "../components/ui/input";
+import { type Column, DataTable } from "../components/ui/table";
+import * as tx from "../components/columns";
 import { ApiError, api, type QueueReason, type ReviewQueueItem, type ReviewQueuePage } from "../lib/api";
 import { problemOf, useResource } from "../lib/resource";
-import { formatAmount, formatScore, formatTime } from "../lib/format";
+import { formatTime } from "../lib/format";
 import { cn } from "../lib/utils";
 import { useListKeys } from "./listKeys";
 
@@ -86,6 +86,60 @@ function ReasonCounts({ items }: { items: ReviewQueueItem[] }) {
   );
 }
 
+type Label = (item: ReviewQueueItem, verdict: "FRAUD" | "LEGIT") => Promise<void>;
+
+/** The queue's columns: why each item is there, the transaction, and its verdict (buttons
+ *  for those who may label). */
+function columns(mayLabel: boolean, label: Label): Column<ReviewQueueItem>[] {
+  return [
+    { heading: "#", className: "w-8", cellClassName: "tabular-nums text-slate-400", cell: (item) => item.position },
+    { heading: "Why", cell: (item) => <ReasonBadge reason={item.reason} /> },
+    { ...tx.transaction, cell: (item) => <tx.TransactionLink id={item.transaction_id} className="font-mono text-xs" /> },
+    tx.user,
+    tx.type,
+    { ...tx.amount, cellClassName: "tabular-nums" },
+    tx.band,
+    { ...tx.score, cellClassName: "tabular-nums" },
+    { heading: "When", cellClassName: "whitespace-nowrap text-xs", cell: (item) => formatTime(item.event_ts) },
+    tx.claimedBy,
+    { heading: "Verdict", className: "text-right", cell: (item) => <Verdict item={item} mayLabel={mayLabel} label={label} /> },
+  ];
+}
+
+const VERDICTS = [
+  {
+    verdict: "FRAUD",
+    text: "Fraud",
+    className: "border-red-200 text-red-700 hover:border-red-600 hover:bg-red-600 hover:text-white",
+  },
+  {
+    verdict: "LEGIT",
+    text: "Legit",
+    className: "border-green-200 text-green-700 hover:border-green-600 hover:bg-green-600 hover:text-white",
+  },
+] as const;
+
+function Verdict({ item, mayLabel, label }: { item: ReviewQueueItem; mayLabel: boolean; label: Label }) {
+  if (item.label) return <Badge value={item.label} data-testid="review-verdict" />;
+  if (!mayLabel) return <span className="text-xs text-slate-400">to review</span>;
+  return (
+    <span className="inline-flex gap-1">
+      {VERDICTS.map(({ verdict, text, className }) => (
+        <Button
+          key={verdict}
+          size="sm"
+          variant="outline"
+          data-testid={`review-${verdict.toLowerCase()}-${item.transaction_id}`}
+          className={className}
+          onClick={() => void label(item, verdict)}
+        >
+          {text}
+        </Button>
+      ))}
+    </span>
+  );
+}
+
 /** The review queue the scheduled job built for a day: the analyst's work list, first. */
 export function ReviewQueue() {
   const me = useMe();
@@ -123,17 +177,15 @@ export function ReviewQueue() {
   return (
     <div className="grid gap-4">
       <Card className="flex flex-wrap items-start gap-6">
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="queue-day">Queue of (UTC day)</Label>
-          <NativeSelect id="queue-day" value={page.day ?? ""} onChange={(e) => setDay(e.target.value)}>
-            {page.days.map((d) => (
-              <option key={d.day} value={d.day}>
-                {d.day} · {d.labelled}/{d.items}
-              </option>
-            ))}
-          </NativeSelect>
+        <Field label="Queue of (UTC day)" htmlFor="queue-day">
+          <Select
+            id="queue-day"
+            value={page.day ?? ""}
+            options={page.days.map((d) => [d.day, `${d.day} · ${d.labelled}/${d.items}`] as const)}
+            onChange={(e) => setDay(e.target.value)}
+          />
           <Progress done={done} total={items.length} />
-        </div>
+        </Field>
         <ReasonCounts items={items} />
       </Card>
       <Card>
@@ -146,85 +198,19 @@ export function ReviewQueue() {
             {message}
           </p>
         </div>
-        <Table data-testid="review-queue-table">
-          <thead>
-            <tr>
-              <Th className="w-8">#</Th>
-              <Th>Why</Th>
-              <Th>Transaction</Th>
-              <Th>User</Th>
-              <Th>Type</Th>
-              <Th className="text-right">Amount</Th>
-              <Th>Band</Th>
-              <Th>Score</Th>
-              <Th>When</Th>
-              <Th>Claimed by</Th>
-              <Th className="text-right">Verdict</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {items.map((item, i) => (
-              <tr
-                key={item.transaction_id}
-                onClick={() => setSelected(i)}
-                data-selected={i === selected}
-                data-reason={item.reason}
-                data-testid={`review-item-${item.transaction_id}`}
-                className={cn(i === selected && "bg-blue-50", item.label && "text-slate-400")}
-              >
-                <Td className="tabular-nums text-slate-400">{item.position}</Td>
-                <Td>
-                  <ReasonBadge reason={item.reason} />
-                </Td>
-                <Td>
-                  <Link
-                    className="font-mono text-xs text-blue-700 hover:underline"
-                    to={`/transactions/${encodeURIComponent(item.transaction_id)}`}
-                  >
-                    {item.transaction_id}
-                  </Link>
-                </Td>
-                <Td>{item.user_id}</Td>
-                <Td>{item.type}</Td>
-                <Td className="text-right tabular-nums">{formatAmount(item.amount)}</Td>
-                <Td>
-                  <Badge value={item.band} />
-                </Td>
-                <Td className="tabular-nums">{formatScore(item.score)}</Td>
-                <Td className="whitespace-nowrap text-xs">{formatTime(item.event_ts)}</Td>
-                <Td>{item.claimed_by ?? ""}</Td>
-                <Td className="text-right">
-                  {item.label ? (
-                    <Badge value={item.label} data-testid="review-verdict" />
-                  ) : mayLabel ? (
-                    <span className="inline-flex gap-1">
-                      <Button
-                        size="sm"
-                        variant="outline"
-                        data-testid={`review-fraud-${item.transaction_id}`}
-                        className="border-red-200 text-red-700 hover:border-red-600 hover:bg-red-600 hover:text-white"
-                        onClick={() => void label(item, "FRAUD")}
-                      >
-                        Fraud
-                      </Button>
-                      <Button
-                        size="sm"
-                        variant="outline"
-                        data-testid={`review-legit-${item.transaction_id}`}
-                        className="border-green-200 text-green-700 hover:border-green-600 hover:bg-green-600 hover:text-white"
-                        onClick={() => void label(item, "LEGIT")}
-                      >
-                        Legit
-                      </Button>
-                    </span>
-                  ) : (
-                    <span className="text-xs text-slate-400">to review</span>
-                  )}
-                </Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable
+          data-testid="review-queue-table"
+          columns={columns(mayLabel, label)}
+          rows={items}
+          rowKey={(item) => item.transaction_id}
+          rowProps={(item, i) => ({
+            onClick: () => setSelected(i),
+            "data-selected": i === selected,
+            "data-reason": item.reason,
+            "data-testid": `review-item-${item.transaction_id}`,
+            className: cn(i === selected && "bg-blue-50", item.label && "text-slate-400"),
+          })}
+        />
         {items.length === 0 && (
           <p className="p-4 text-sm text-slate-500">
             No review queue built yet: the fraud_review_queue job builds one from the day's scored transactions.

@@ -1,27 +1,25 @@
 import { useEffect, useMemo, useRef, useState } from "react";
-import { Link, useSearchParams } from "react-router-dom";
+import { useSearchParams } from "react-router-dom";
 import { useMe } from "../lib/me";
 import { LoadState } from "../components/LoadState";
 import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
-import { Input, Label, NativeSelect } from "../components/ui/input";
-import { Table, Td, Th } from "../components/ui/table";
-import { api, ApiError } from "../lib/api";
-import { formatAmount, formatScore, formatTime } from "../lib/format";
+import { Field, InputField, SelectField } from "../components/ui/input";
+import { type Column, DataTable } from "../components/ui/table";
+import * as tx from "../components/columns";
+import { api, ApiError, type BacktestResult, type RuleRow, type RulesAnswer } from "../lib/api";
+import { formatAmount, formatTime } from "../lib/format";
 import { isAbort, problemOf, useResource } from "../lib/resource";
 import {
   ACTIONS,
   type Action,
-  type BacktestResult,
   type Draft,
   errorLocation,
   isRefusal,
   lastDays,
   mayPublish,
   type Refusal,
-  type RuleRow,
-  type RulesAnswer,
   sameRule,
   utcInstant,
 } from "../lib/rules";
@@ -98,6 +96,20 @@ export function Rules() {
   );
 }
 
+const RULE_COLUMNS: Column<RuleRow>[] = [
+  { heading: "#", cellClassName: "text-slate-500", cell: (r) => r.position },
+  { heading: "Rule", cellClassName: "break-all font-mono text-xs font-semibold", cell: (r) => r.name },
+  { heading: "Action", cell: (r) => <Badge value={r.action} className={ACTION_CLASS[r.action]} /> },
+  { heading: "Mode", cell: (r) => <Badge value={r.mode} className={MODE_CLASS[r.mode]} data-testid={`mode-${r.name}`} /> },
+  { heading: "Version", cell: (r) => `v${r.version}` },
+  {
+    heading: "Changed",
+    cellClassName: "whitespace-nowrap text-xs text-slate-500",
+    cellProps: (r) => ({ title: `by ${r.updated_by}` }),
+    cell: (r) => formatTime(r.updated_at).slice(5, 16),
+  },
+];
+
 function RuleTable({
   rules,
   selected,
@@ -110,41 +122,17 @@ function RuleTable({
   if (rules.length === 0)
     return <p className="text-sm text-slate-500">No rule yet: the model's band decides every transaction.</p>;
   return (
-    <Table data-testid="rules-table">
-      <thead>
-        <tr>
-          <Th>#</Th>
-          <Th>Rule</Th>
-          <Th>Action</Th>
-          <Th>Mode</Th>
-          <Th>Version</Th>
-          <Th>Changed</Th>
-        </tr>
-      </thead>
-      <tbody>
-        {rules.map((r) => (
-          <tr
-            key={r.name}
-            onClick={() => onSelect(r.name)}
-            data-rule={r.name}
-            className={cn("cursor-pointer hover:bg-slate-50", r.name === selected && "bg-blue-50")}
-          >
-            <Td className="text-slate-500">{r.position}</Td>
-            <Td className="break-all font-mono text-xs font-semibold">{r.name}</Td>
-            <Td>
-              <Badge value={r.action} className={ACTION_CLASS[r.action]} />
-            </Td>
-            <Td>
-              <Badge value={r.mode} className={MODE_CLASS[r.mode]} data-testid={`mode-${r.name}`} />
-            </Td>
-            <Td>v{r.version}</Td>
-            <Td className="whitespace-nowrap text-xs text-slate-500" title={`by ${r.updated_by}`}>
-              {formatTime(r.updated_at).slice(5, 16)}
-            </Td>
-          </tr>
-        ))}
-      </tbody>
-    </Table>
+    <DataTable
+      data-testid="rules-table"
+      columns={RULE_COLUMNS}
+      rows={rules}
+      rowKey={(r) => r.name}
+      rowProps={(r) => ({
+        onClick: () => onSelect(r.name),
+        "data-rule": r.name,
+        className: cn("cursor-pointer hover:bg-slate-50", r.name === selected && "bg-blue-50"),
+      })}
+    />
   );
 }
 
@@ -223,45 +211,33 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
       <Card data-testid="rule-editor">
         <CardTitle>{saved ? `Rule ${saved.name} (v${saved.version}, ${saved.mode})` : "New rule"}</CardTitle>
         <div className="grid grid-cols-[1fr_10rem_6rem] gap-3">
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="rule-name">Name</Label>
-            <Input
-              id="rule-name"
-              value={draft.name}
-              disabled={!!saved || !mayEdit}
-              placeholder="big_transfer_new_device"
-              onChange={(e) => edit({ name: e.target.value })}
-            />
-          </div>
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="rule-action">Action</Label>
-            <NativeSelect
-              id="rule-action"
-              value={draft.action}
-              disabled={!mayEdit}
-              onChange={(e) => edit({ action: e.target.value as Action })}
-            >
-              {ACTIONS.map((a) => (
-                <option key={a} value={a}>
-                  {a}
-                </option>
-              ))}
-            </NativeSelect>
-          </div>
-          <div className="flex flex-col gap-1">
-            <Label htmlFor="rule-position">Order</Label>
-            <Input
-              id="rule-position"
-              type="number"
-              min={0}
-              value={position}
-              disabled={!mayEdit}
-              onChange={(e) => setPosition(e.target.value)}
-            />
-          </div>
+          <InputField
+            label="Name"
+            id="rule-name"
+            value={draft.name}
+            disabled={!!saved || !mayEdit}
+            placeholder="big_transfer_new_device"
+            onChange={(e) => edit({ name: e.target.value })}
+          />
+          <SelectField
+            label="Action"
+            id="rule-action"
+            value={draft.action}
+            disabled={!mayEdit}
+            options={ACTIONS}
+            onChange={(e) => edit({ action: e.target.value as Action })}
+          />
+          <InputField
+            label="Order"
+            id="rule-position"
+            type="number"
+            min={0}
+            value={position}
+            disabled={!mayEdit}
+            onChange={(e) => setPosition(e.target.value)}
+          />
         </div>
-        <div className="mt-3 flex flex-col gap-1">
-          <Label htmlFor="rule-condition">Condition (CEL)</Label>
+        <Field label="Condition (CEL)" htmlFor="rule-condition" className="mt-3">
           <textarea
             id="rule-condition"
             ref={condition}
@@ -285,19 +261,18 @@ function Editor({ saved, answer, mayEdit, onSaved, onPublished, message, setMess
               {lists.length ? lists.map(([n, k]) => `${n} (${k})`).join(", ") : "no list yet"}.
             </p>
           </details>
-        </div>
+        </Field>
         {mayEdit && (
           <div className="mt-3 flex items-end gap-2">
-            <div className="flex flex-1 flex-col gap-1">
-              <Label htmlFor="rule-reason">Reason (kept in the audit log)</Label>
-              <Input
-                id="rule-reason"
-                value={reason}
-                maxLength={500}
-                placeholder="case 1234: mule accounts"
-                onChange={(e) => setReason(e.target.value)}
-              />
-            </div>
+            <InputField
+              label="Reason (kept in the audit log)"
+              id="rule-reason"
+              fieldClassName="flex-1"
+              value={reason}
+              maxLength={500}
+              placeholder="case 1234: mule accounts"
+              onChange={(e) => setReason(e.target.value)}
+            />
             <Button
               onClick={save}
               disabled={busy || !draft.name || !draft.condition || !reason || isSaved}
@@ -418,24 +393,16 @@ function Backtest({
     <Card data-testid="backtest">
       <CardTitle>Backtest over stored scores</CardTitle>
       <div className="flex flex-wrap items-end gap-2">
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="backtest-from">From (UTC)</Label>
-          <Input
-            id="backtest-from"
+        {(["from", "to"] as const).map((end) => (
+          <InputField
+            key={end}
+            label={`${end === "from" ? "From" : "To"} (UTC)`}
+            id={`backtest-${end}`}
             type="datetime-local"
-            value={period.from}
-            onChange={(e) => setPeriod((p) => ({ ...p, from: e.target.value }))}
+            value={period[end]}
+            onChange={(e) => setPeriod((p) => ({ ...p, [end]: e.target.value }))}
           />
-        </div>
-        <div className="flex flex-col gap-1">
-          <Label htmlFor="backtest-to">To (UTC)</Label>
-          <Input
-            id="backtest-to"
-            type="datetime-local"
-            value={period.to}
-            onChange={(e) => setPeriod((p) => ({ ...p, to: e.target.value }))}
-          />
-        </div>
+        ))}
         <Button variant="outline" onClick={run} disabled={!isSaved || running} data-testid="run-backtest">
           {running ? "Backtesting…" : "Backtest"}
         </Button>
@@ -493,44 +460,27 @@ function BacktestFigures({ result }: { result: BacktestResult }) {
   );
 }
 
+const BACKTEST_COLUMNS: Column<BacktestResult["transactions"][number]>[] = [
+  { ...tx.transaction, cellClassName: "whitespace-nowrap" },
+  tx.user,
+  tx.type,
+  tx.amount,
+  tx.band,
+  tx.score,
+  { heading: "Label", cell: (t) => (t.label ? <Badge value={t.label} /> : "") },
+  { ...tx.scoredAt, cellClassName: "whitespace-nowrap" },
+];
+
 function BacktestTransactions({ result }: { result: BacktestResult }) {
   return (
     <div className="mt-4">
       {result.transactions.length > 0 && (
-        <Table data-testid="backtest-transactions">
-          <thead>
-            <tr>
-              <Th>Transaction</Th>
-              <Th>User</Th>
-              <Th>Type</Th>
-              <Th className="text-right">Amount</Th>
-              <Th>Band</Th>
-              <Th>Score</Th>
-              <Th>Label</Th>
-              <Th>Scored</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {result.transactions.map((t) => (
-              <tr key={t.transaction_id}>
-                <Td className="whitespace-nowrap">
-                  <Link className="text-blue-700 hover:underline" to={`/transactions/${encodeURIComponent(t.transaction_id)}`}>
-                    {t.transaction_id}
-                  </Link>
-                </Td>
-                <Td>{t.user_id}</Td>
-                <Td>{t.type}</Td>
-                <Td className="text-right">{formatAmount(t.amount)}</Td>
-                <Td>
-                  <Badge value={t.band} />
-                </Td>
-                <Td>{formatScore(t.score)}</Td>
-                <Td>{t.label ? <Badge value={t.label} /> : ""}</Td>
-                <Td className="whitespace-nowrap">{formatTime(t.scored_at)}</Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable
+          data-testid="backtest-transactions"
+          columns={BACKTEST_COLUMNS}
+          rows={result.transactions}
+          rowKey={(t) => t.transaction_id}
+        />
       )}
       {result.matched > result.transactions.length && (
         <p className="text-xs text-slate-500">

@@ -8,14 +8,26 @@ import { Badge } from "../components/ui/badge";
 import { Button } from "../components/ui/button";
 import { Card, CardTitle } from "../components/ui/card";
 import { Input, Label } from "../components/ui/input";
-import { Table, Td, Th } from "../components/ui/table";
+import { type Column, DataTable, Table, Td, Th } from "../components/ui/table";
+import * as tx from "../components/columns";
 import { api, type Schemas } from "../lib/api";
-import { BAND_COLOURS, formatAmount, formatLatency, formatScore, formatTime } from "../lib/format";
+import { BAND_COLOURS, formatLatency, formatScore, formatTime } from "../lib/format";
 import { problemOf, useResource } from "../lib/resource";
 
 type Detail = Schemas["TransactionDetail"];
 
 const HIDDEN = new Set(["reasons"]);
+
+// The user's other transactions: this page's own link is the id itself, so no links.
+const USER_DAY_COLUMNS: Column<Detail["user_last_24h"][number]>[] = [
+  { ...tx.transaction, cell: (r) => r.transaction_id },
+  { heading: "Time", cell: (r) => formatTime(r.event_ts) },
+  tx.type,
+  tx.amount,
+  tx.channel,
+  tx.band,
+  tx.score,
+];
 
 function text(value: unknown): string {
   if (value === null || value === undefined) return "—";
@@ -179,34 +191,7 @@ export function Transaction() {
       <Card>
         <CardTitle>User {String(tx.user_id)}: last 24 hours</CardTitle>
         <Chart config={chart} height={200} />
-        <Table className="mt-3">
-          <thead>
-            <tr>
-              <Th>Transaction</Th>
-              <Th>Time</Th>
-              <Th>Type</Th>
-              <Th className="text-right">Amount</Th>
-              <Th>Channel</Th>
-              <Th>Band</Th>
-              <Th>Score</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {detail.user_last_24h.map((r) => (
-              <tr key={r.transaction_id}>
-                <Td>{r.transaction_id}</Td>
-                <Td>{formatTime(r.event_ts)}</Td>
-                <Td>{r.type}</Td>
-                <Td className="text-right">{formatAmount(r.amount)}</Td>
-                <Td>{r.channel ?? ""}</Td>
-                <Td>
-                  <Badge value={r.band} />
-                </Td>
-                <Td>{formatScore(r.score)}</Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable className="mt-3" columns={USER_DAY_COLUMNS} rows={detail.user_last_24h} rowKey={(r) => r.transaction_id} />
       </Card>
     </div>
   );

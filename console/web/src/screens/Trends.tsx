@@ -4,43 +4,72 @@ import { Chart } from "../components/Chart";
 import { LoadState } from "../components/LoadState";
 import { ShadowMatches } from "../components/ShadowMatches";
 import { Card, CardTitle } from "../components/ui/card";
-import { Table, Td, Th } from "../components/ui/table";
+import { type Column, DataTable } from "../components/ui/table";
 import { BAND_COLOURS, formatPercent } from "../lib/format";
 import type { Schemas } from "../lib/api";
 import { useResource } from "../lib/resource";
 
 type Trends = Schemas["Trends"];
 
+const PRECISION_COLUMNS: Column<Schemas["BandPrecision"]>[] = [
+  { heading: "Band", cell: (p) => p.band },
+  { heading: "Labelled", cell: (p) => p.labelled },
+  { heading: "Fraud", cell: (p) => p.fraud },
+  { heading: "Precision", cell: (p) => formatPercent(p.precision) },
+];
+
+const THROUGHPUT_COLUMNS: Column<Schemas["Throughput"]>[] = [
+  { heading: "Day", cell: (t) => t.day },
+  { heading: "Analyst", cell: (t) => t.source.replace(/^analyst:/, "") },
+  { heading: "Labels", cell: (t) => t.labels },
+];
+
+type Day = Trends["daily"][number];
+
+/** A series of a daily chart: its label, its value on a day, and its colour. */
+interface Series {
+  label: string;
+  value: (day: Day) => number | null;
+  backgroundColor?: string;
+  borderColor?: string;
+}
+
+// A function per type: each chart holds an options object of its own, none shared.
+const DAILY_OPTIONS = {
+  bar: () => ({ scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } }),
+  line: () => ({ scales: { y: { beginAtZero: true, max: 1 } } }),
+};
+
+/** One point per day of the trends: stacked bars of counts, or a line of a rate. */
+function dailyChart(trends: Trends | null, type: "bar" | "line", series: Series[]): ChartConfiguration {
+  const days = trends?.daily ?? [];
+  return {
+    type,
+    data: {
+      labels: days.map((d) => d.day),
+      datasets: series.map(({ value, ...rest }) => ({ ...rest, data: days.map(value) })),
+    },
+    options: DAILY_OPTIONS[type](),
+  };
+}
+
 export function Trends() {
   const resource = useResource<Trends>("/api/trends?days=30");
   const trends = resource.data;
 
-  const volume = useMemo<ChartConfiguration>(
-    () => ({
-      type: "bar",
-      data: {
-        labels: trends?.daily.map((d) => d.day) ?? [],
-        datasets: [
-          { label: "CHALLENGE", data: trends?.daily.map((d) => d.challenge) ?? [], backgroundColor: BAND_COLOURS.CHALLENGE },
-          { label: "BLOCK", data: trends?.daily.map((d) => d.block) ?? [], backgroundColor: BAND_COLOURS.BLOCK },
-        ],
-      },
-      options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } },
-    }),
+  const volume = useMemo(
+    () =>
+      dailyChart(trends, "bar", [
+        { label: "CHALLENGE", value: (d) => d.challenge, backgroundColor: BAND_COLOURS.CHALLENGE },
+        { label: "BLOCK", value: (d) => d.block, backgroundColor: BAND_COLOURS.BLOCK },
+      ]),
     [trends],
   );
-
-  const rate = useMemo<ChartConfiguration>(
-    () => ({
-      type: "line",
-      data: {
-        labels: trends?.daily.map((d) => d.day) ?? [],
-        datasets: [
-          { label: "fraud among labelled", data: trends?.daily.map((d) => d.fraud_rate) ?? [], borderColor: BAND_COLOURS.BLOCK },
-        ],
-      },
-      options: { scales: { y: { beginAtZero: true, max: 1 } } },
-    }),
+  const rate = useMemo(
+    () =>
+      dailyChart(trends, "line", [
+        { label: "fraud among labelled", value: (d) => d.fraud_rate, borderColor: BAND_COLOURS.BLOCK },
+      ]),
     [trends],
   );
 
@@ -57,47 +86,11 @@ export function Trends() {
       </Card>
       <Card>
         <CardTitle>Precision of the flagged bands (by labels)</CardTitle>
-        <Table>
-          <thead>
-            <tr>
-              <Th>Band</Th>
-              <Th>Labelled</Th>
-              <Th>Fraud</Th>
-              <Th>Precision</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {trends.precision.map((p) => (
-              <tr key={p.band}>
-                <Td>{p.band}</Td>
-                <Td>{p.labelled}</Td>
-                <Td>{p.fraud}</Td>
-                <Td>{formatPercent(p.precision)}</Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable columns={PRECISION_COLUMNS} rows={trends.precision} rowKey={(p) => p.band} />
       </Card>
       <Card>
         <CardTitle>Analysts' throughput (labels per day)</CardTitle>
-        <Table>
-          <thead>
-            <tr>
-              <Th>Day</Th>
-              <Th>Analyst</Th>
-              <Th>Labels</Th>
-            </tr>
-          </thead>
-          <tbody>
-            {trends.throughput.map((t) => (
-              <tr key={`${t.day}${t.source}`}>
-                <Td>{t.day}</Td>
-                <Td>{t.source.replace(/^analyst:/, "")}</Td>
-                <Td>{t.labels}</Td>
-              </tr>
-            ))}
-          </tbody>
-        </Table>
+        <DataTable columns={THROUGHPUT_COLUMNS} rows={trends.throughput} rowKey={(t) => `${t.day}${t.source}`} />
       </Card>
       <ShadowMatches days={30} />
       <Card className="col-span-2">
