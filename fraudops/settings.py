@@ -7,6 +7,7 @@ field, builds a subprocess's environment with `to_environ` (the inverse of
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -242,3 +243,17 @@ def to_environ(settings: Settings) -> dict[str, str]:
         value = getattr(settings, f.name)
         environ[env_name(f.name)] = "" if value is None else str(value)
     return environ
+
+
+def settings_with_database(missing: str) -> Settings | None:
+    """The settings of a process that cannot work without Postgres, its logging configured;
+    None, after logging "DATABASE_URL is not set: <missing>", when no database is named, so
+    its CLI exits 2 with the reason instead of failing at its first query."""
+    from fraudops.pii import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if settings.database_url:
+        return settings
+    logging.getLogger("fraudops").error("DATABASE_URL is not set: %s", missing)
+    return None

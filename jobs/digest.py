@@ -33,9 +33,9 @@ import pandas as pd
 from fraudops.bands import BANDS
 from fraudops.db import connect
 from fraudops.params import DEFAULT_PARAMS, load_params
-from fraudops.pii import configure_logging, mask_pii
+from fraudops.pii import mask_pii
 from fraudops.review_queue import REASONS
-from fraudops.settings import load_settings
+from fraudops.settings import settings_with_database
 
 log = logging.getLogger("fraudops.digest")
 
@@ -315,10 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("reports/digest"))
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    if not settings.database_url:
-        log.error("DATABASE_URL is not set: there is nothing to digest")
+    settings = settings_with_database("there is nothing to digest")
+    if settings is None:
         return 2
     run_digest(settings.database_url, args.date, args.out_dir, load_params(args.params, "digest"))
     return 0

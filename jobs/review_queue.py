@@ -23,9 +23,8 @@ from typing import Any
 
 from fraudops.db import connect
 from fraudops.params import DEFAULT_PARAMS, load_params
-from fraudops.pii import configure_logging
 from fraudops.review_queue import QueueItem, QueuePolicy, day_span, select_queue
-from fraudops.settings import load_settings
+from fraudops.settings import settings_with_database
 
 log = logging.getLogger("fraudops.review_queue")
 
@@ -114,10 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS)
     args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    if not settings.database_url:
-        log.error("DATABASE_URL is not set: there is no queue to build")
+    settings = settings_with_database("there is no queue to build")
+    if settings is None:
         return 2
     days = args.date or days_to_build(datetime.now(UTC))
     run_queue(settings.database_url, days, load_params(args.params, "queue"))

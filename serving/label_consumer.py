@@ -28,9 +28,8 @@ import psycopg2
 from confluent_kafka import Message
 from google.protobuf.message import DecodeError
 
-from fraudops.pii import configure_logging
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
-from fraudops.settings import Settings, comma_list, load_settings
+from fraudops.settings import Settings, comma_list, settings_with_database
 from serving.consumer_loop import ConsumerLoop, DatabaseHandler, Rejected
 from serving.labels import LabelError, label_name, record_label, source_refusal, validate_label
 from serving.persistence import refusal
@@ -91,10 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", default=DEFAULT_GROUP, help="Kafka consumer group id")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    if not settings.database_url:
-        log.error("DATABASE_URL is not set: labels have nowhere to go")
+    settings = settings_with_database("labels have nowhere to go")
+    if settings is None:
         return 2
     loop = ConsumerLoop(settings, args.group, settings.topic_labels, settings.topic_labels_dlq)
     signal.signal(signal.SIGTERM, loop.stop)

@@ -27,10 +27,9 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from fraudops.pii import configure_logging
 from fraudops.schema import InvalidTransaction, TimestampWindow, proto_to_dict
 from fraudops.schema import validate_transaction as validate
-from fraudops.settings import Settings, load_settings
+from fraudops.settings import Settings, settings_with_database
 from integrations.stripe.events import (
     PAYMENT_EVENTS,
     InvalidEvent,
@@ -149,10 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", default=DEFAULT_GROUP, help="Kafka consumer group id")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    if not settings.database_url:
-        log.error("DATABASE_URL is not set: processed events cannot be recorded")
+    settings = settings_with_database("processed events cannot be recorded")
+    if settings is None:
         return 2
     loop = ConsumerLoop(
         settings, args.group, settings.topic_stripe_events, settings.topic_stripe_events_dlq,
