@@ -107,13 +107,18 @@ class TimestampWindow:
 DEFAULT_WINDOW = TimestampWindow.from_settings(Settings())
 
 
-class InvalidTransaction(ValueError):
-    """A transaction broke a schema rule. `field` names the offending field."""
+class FieldError(ValueError):
+    """Input that broke a rule: `field` names the offending field and `problem` says how,
+    so every door can answer with both (INVALID_ARGUMENT, 422, a DLQ reason)."""
 
     def __init__(self, field: str, problem: str):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+
+class InvalidTransaction(FieldError):
+    """A transaction broke a schema rule."""
 
 
 def text_problem(value: str, max_length: int, *, printable: bool = False) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 from fraudops.db.audit import append_audit
 from fraudops.pii import mask_pii
 from fraudops.review_queue import queued_reason
-from fraudops.schema import MAX_ID_LENGTH, text_problem
+from fraudops.schema import MAX_ID_LENGTH, FieldError, text_problem
 
 LABELS: tuple[str, ...] = ("FRAUD", "LEGIT")
 MAX_SOURCE_LENGTH = 64
@@ -30,13 +30,8 @@ AUDIT_KIND = "label"
 RESERVED_SOURCE = "analyst:"
 
 
-class LabelError(ValueError):
-    """A label broke a rule. `field` names the offending field (as in the LabelRequest)."""
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
+class LabelError(FieldError):
+    """A label broke a rule; `field` is named as in the LabelRequest."""
 
 
 class UnknownTransaction(LabelError):

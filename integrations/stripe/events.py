@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
+from fraudops.schema import FieldError
 
 # Currencies Stripe counts in whole units, and those it counts in thousandths; the rest
 # are in hundredths (Stripe's "zero-decimal" and "three-decimal" currency lists).
@@ -32,13 +33,8 @@ INT64_MAX = (1 << 63) - 1  # amounts and timestamps travel as int64 (proto, Post
 MAX_NAME_LENGTH = 255  # Stripe's ids and event types are far shorter
 
 
-class InvalidEvent(ValueError):
-    """A Stripe event or object fraudops cannot use; `field` names what is wrong."""
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
+class InvalidEvent(FieldError):
+    """A Stripe event or object fraudops cannot use."""
 
 
 class NotAPayment(InvalidEvent):
