@@ -73,9 +73,9 @@ def read_scored(cur, start: datetime, end: datetime, limit: int | None = None) -
         dtype=dict.fromkeys(_TEXT, str),
         float_precision="round_trip",
         keep_default_na=False,
-        parse_dates=["scored_at"],
-        date_format="ISO8601",
     )
+    # Parsed after the read: read_csv's own date parsing is several times slower.
+    frame["scored_at"] = pd.to_datetime(frame["scored_at"], format="ISO8601")
     for flag in ("in_period", "balances_missing"):  # COPY writes booleans as t / f
         frame[flag] = frame[flag].astype(str).str.lower().isin(("t", "true"))
     return frame
