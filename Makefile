@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 STAMP_SERVING := $(VENV_SERVING)/.installed
 UV = $(shell command -v uv || echo "$$HOME/.local/bin/uv")
 # The local services (Kafka, Postgres, MLflow, Airflow): `$(DEVSTACK) up|down|status|env`.
-DEVSTACK := $(PY) -m fraudops.devstack
+DEVSTACK := $(PY) -m devstack
 # The Kafka broker's jars, resolved from Maven Central; refreshed when the pom changes.
 KAFKA_LIBS := build/kafka/libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.resolved

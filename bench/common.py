@@ -1,5 +1,5 @@
 """What every benchmark part shares: transactions and statistics. Ports, waits, processes,
-fresh topics and databases, and the tiny models come from tests.helpers.stack, the same code
+fresh topics and databases, and the tiny models come from testkit.stack, the same code
 the tests run (so the benchmark runs as `python -m bench.run` from the repository root)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def workspace(server_url: str, prefix: str) -> Iterator[tuple[Path, Path, str]]:
     """A scratch directory with the tiny models built and v1 published in `serving/`, and a
     fresh database on `server_url`: (directory, built models, database URL)."""
     from fraudops.modelspec import publish
-    from tests.helpers.stack import build_models, fresh_database
+    from testkit.stack import build_models, fresh_database
 
     with (
         tempfile.TemporaryDirectory(prefix=f"{prefix}-") as tmp,

@@ -4,7 +4,7 @@ transaction the Kafka scorer scores reaches the live screen's stream while 2,000
 
 `python -m bench.console [--rows N] [--requests N] [--rate N --seconds N]` creates a
 database of its own on the dev stack's Postgres and topics of its own on its Kafka
-(`fraudops.devstack up kafka postgres`), fills the table with one INSERT ... SELECT over
+(`devstack up kafka postgres`), fills the table with one INSERT ... SELECT over
 generate_series, runs the console (uvicorn) on a free loopback port and times HTTP requests
 from a signed-in client (p50 / p95 in milliseconds); then it runs a scorer with the tiny
 test model, produces raw transactions at the rate and measures, for every score the
@@ -39,13 +39,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import transactions
 from console import auth, live
+from devstack import with_local_kafka_login
+from fraudops import db
 from fraudops.db import connect
-from fraudops.devstack import with_local_kafka_login
 from fraudops.modelspec import publish
 from fraudops.settings import Settings, load_settings
-from serving import db
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.stack import (
+from testkit.redis_server import RedisServer
+from testkit.stack import (
     build_models,
     create_topics,
     delete_topics,

@@ -4,7 +4,7 @@ Against the running Postgres (a fresh database per part, dropped afterwards): th
 one window of `--rows` live scored rows (default 1,000,000), phase by phase; the detection
 delay, in windows, of each fraud-like shift (TRANSFER amounts times five, the type mix,
 a burst of new users); and the drifted windows and alarms over a stable run. Traffic is
-the toy stream of tests/helpers (a reference stream, and live streams drawn like it)."""
+the toy stream of testkit (a reference stream, and live streams drawn like it)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from fraudops.db import connect
 from fraudops.params import load_params
 from fraudops.settings import load_settings
 from jobs import drift_watch
-from tests.helpers import drift_traffic as traffic
-from tests.helpers.transactions import START
+from testkit import drift_traffic as traffic
+from testkit.transactions import START
 
 REFERENCE_ROWS = 200_000
 WINDOW_DAYS = 0.5

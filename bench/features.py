@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from serving.feature_state import MemoryFeatures, RedisFeatures
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.transactions import make_transactions
+from testkit.redis_server import RedisServer
+from testkit.transactions import make_transactions
 
 
 def stream(n_rows: int, n_users: int, seed: int = 0) -> list[dict]:

@@ -4,7 +4,9 @@ of ScoreBatch, and what a client sees while a new model is hot-reloaded."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -298,4 +300,27 @@ def rules_report(results: dict[int, InlineResult]) -> list[str]:
             f"p50 {gap:+.0f} µs over {base_count} rules, per round "
             f"{', '.join(f'{v:+.0f}' for v in rounds)}; server-side {server:+.0f} µs)"
         )
+    return lines
+
+
+def lookup_report(path: Path, n: int = 50_000) -> list[str]:
+    """The scorer's enrichment of one address in this process (CPU time, so a busy machine
+    moves it less): `enrich` and the keyed hash of n random public addresses never seen
+    (the database's cache and the address parser's empty), then the same again (cached)."""
+    from fraudops.geoip import GeoIpDatabase, enrich, ip_hash
+
+    database = GeoIpDatabase(path)
+    rng = random.Random(5)
+    ips = [str(ipaddress.IPv4Address(rng.randrange(1 << 24, 223 << 24))) for _ in range(n)]
+    lines = [f"IP enrichment in process, {n:,} random IPv4 addresses, CPU per address:"]
+    for label in ("new", "seen"):
+        started = time.process_time()
+        enrich(ips, database)
+        looked = time.process_time()
+        for ip in ips:
+            ip_hash(ip, "bench-ip-hash-key")
+        hashed = time.process_time()
+        lines.append(f"  {label:<5} lookup {(looked - started) / n * 1e6:.2f} µs, keyed hash "
+                     f"{(hashed - looked) / n * 1e6:.2f} µs")  # fmt: skip
+    database.close()
     return lines

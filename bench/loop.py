@@ -44,18 +44,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fraudops import db
 from fraudops.bands import bands_for
 from fraudops.features import batch_features
 from fraudops.params import load_params
 from fraudops.review_queue import QueuePolicy
 from fraudops.settings import load_settings
 from jobs.review_queue import build_queue
-from serving import db
 from serving.labels import record_label
 from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter
 from serving.scoring import ScoredBatch
-from tests.helpers.pipeline_project import TINY, merged
+from testkit.pipeline_project import TINY, merged
 from training.collect_feedback import collect_feedback
 from training.evaluate import evaluate
 from training.export import export_model
@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     settings = load_settings()
     if not settings.database_url:
-        raise SystemExit("DATABASE_URL is not set (python -m fraudops.devstack up postgres)")
+        raise SystemExit("DATABASE_URL is not set (python -m devstack up postgres)")
     result = run_loop(cfg, args.out, settings.database_url, None)
     print(result["summary"].to_string())
     print(f"gain over (a), days {cfg.novel_day + 1}-{cfg.days - 1}, paired by seed:")

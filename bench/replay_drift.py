@@ -7,7 +7,7 @@ drifts on is the data's doing, not the replay's).
 
     python -m bench.replay_drift PROJECT [--max 20000] [--rate 400] [--work DIR]
 
-PROJECT has been through `dvc repro` (tests/helpers/pipeline_project.py makes one). The
+PROJECT has been through `dvc repro` (testkit/pipeline_project.py makes one). The
 loop runs on the dev stack's Kafka (its SASL login) and Postgres, as the tests do."""
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from devstack import with_local_kafka_login
 from fraudops import drift
 from fraudops.bands import BANDS
-from fraudops.devstack import with_local_kafka_login
 from fraudops.features import FEATURE_NAMES
 from fraudops.params import load_params
 from fraudops.settings import Settings, load_settings
 from jobs.drift_watch import compare_segments, served_model
-from tests.helpers.replay_loop import band_mix, drift_report, live_loop, replay
+from testkit.replay_loop import band_mix, drift_report, live_loop, replay
 
 
 def replayed(project: Path, work: Path, max_rows: int, rate: float) -> tuple[dict, dict]:

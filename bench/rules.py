@@ -59,7 +59,7 @@ def _publish(cur, rule_set: list[Rule]) -> None:
 def serving_database(server_url: str, n: int, list_size: int) -> Iterator[str]:
     """A fresh database serving `n` of `rules(n)` live and a user list of `list_size`
     entries; dropped afterwards."""
-    from tests.helpers.stack import fresh_database
+    from testkit.stack import fresh_database
 
     with fresh_database(server_url, f"fraudops_bench_rules{n}") as url:
         conn = connect(url)

@@ -41,13 +41,13 @@ import redis
 
 from bench import capacity, inline, stream
 from bench import rules as bench_rules
-from bench.common import LOG_LEVEL, STOP_S, transactions, workspace
-from fraudops.devstack import with_local_kafka_login
+from bench.common import LOG_LEVEL, STOP_S, median, transactions, workspace
+from devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
-from tests.helpers.geoip import GEOIP_DB
-from tests.helpers.redis_cluster import RedisClusterServers
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.stack import (
+from testkit.redis_cluster import RedisClusterServers
+from testkit.redis_server import RedisServer
+from testkit.stack import (
+    GEOIP_DB,
     channel_to,
     create_topics,
     delete_topics,
@@ -122,9 +122,12 @@ def run_auth(settings, work: Path, calls: int, rounds: int) -> list[str]:
     return inline.auth_report(anonymous, with_token)
 
 
-def run_geoip(settings, work: Path, calls: int, rounds: int, stream_n: int) -> list[str]:
+def run_geoip(
+    settings, work: Path, calls: int, rounds: int, stream_n: int, profile: bool = False
+) -> list[str]:
     """Two servers, enrichment off and on, their latency rounds in turn; then scorer rounds
-    off and on in turn. `off` has no database file: every address reads as unknown."""
+    off and on in turn. `off` has no database file: every address reads as unknown. With
+    `profile`, one more enrichment-on scorer round under cProfile."""
     off = replace(settings, geoip_db=work / "no-geoip.mmdb")
     on = replace(settings, geoip_db=GEOIP_DB, ip_hash_key="bench-ip-hash-key",
                  grpc_port=free_port())  # fmt: skip
@@ -147,7 +150,15 @@ def run_geoip(settings, work: Path, calls: int, rounds: int, stream_n: int) -> l
     for seed in range(1, rounds + 1):
         for label, s in (("enrichment off", off), ("enrichment on", on)):
             drains[label].append(stream.drain(s, stream_n, seed, work, located=True))
-    return inline.geoip_report(*latency) + stream.report(drains, stream_n)[:-1]
+    lines = inline.geoip_report(*latency) + stream.report(drains, stream_n)[:-1]
+    off_cpu, on_cpu = (median([r.scorer_cpu_us for r in d]) for d in drains.values())
+    lines.append(f"  scorer CPU per tx, medians: off {off_cpu:.1f} µs, on {on_cpu:.1f} µs: on "
+                 f"adds {on_cpu - off_cpu:+.1f} µs (off/on {off_cpu / on_cpu:.2f}x)")  # fmt: skip
+    lines += inline.lookup_report(GEOIP_DB)
+    if profile:
+        stream.drain(on, stream_n, 99, work, work / "scorer-geoip.prof", located=True)
+        lines += profile_lines(work / "scorer-geoip.prof", "one enrichment-on round")
+    return lines
 
 
 def run_capacity(settings, redis_url: str, work: Path, clients: int, seconds: float):
@@ -266,10 +277,10 @@ def run_profile(settings, redis_url: str, work: Path, n: int) -> list[str]:
     """One Redis-state scorer round under cProfile."""
     redis.Redis.from_url(redis_url).flushall()
     stream.drain(replace(settings, redis_url=redis_url), n, 99, work, work / "scorer.prof")
-    return profile_lines(work / "scorer.prof")
+    return profile_lines(work / "scorer.prof", "one Redis-state round")
 
 
-def profile_lines(path: Path, top: int = 18) -> list[str]:
+def profile_lines(path: Path, what: str, top: int = 18) -> list[str]:
     """The scorer's main thread: the top functions by own time, then the project's own
     functions by cumulative time (what each step of a batch costs, callees included)."""
     import io
@@ -278,7 +289,7 @@ def profile_lines(path: Path, top: int = 18) -> list[str]:
     stats = pstats.Stats(str(path), stream=out)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(r"/(serving|fraudops)/", top)
-    return ["scorer profile (cProfile, one Redis-state round, main thread):", out.getvalue()]
+    return [f"scorer profile (cProfile, {what}, main thread):", out.getvalue()]
 
 
 def run_rules(settings, server_url: str, work: Path, counts: list[int], parts, args) -> list[str]:
@@ -292,9 +303,15 @@ def run_rules(settings, server_url: str, work: Path, counts: list[int], parts, a
             url = databases[max(databases)]
             stream.drain(replace(settings, database_url=url), args.stream_n, 99, work,
                          work / "scorer.prof")  # fmt: skip
-            lines += profile_lines(work / "scorer.prof")
+            lines += profile_lines(work / "scorer.prof", "the most rules")
+    return [*lines, load_average("at the end")]
+
+
+def load_average(when: str) -> str:
+    """The 1, 5 and 15 minute load averages: the machine is shared, so each run says how
+    busy it was."""
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return [*lines, f"load average at the end: {load} (2 cores)"]
+    return f"load average {when}: {load} ({os.cpu_count()} cores)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         redis_server = RedisServer(work / "redis").start()
         shared = redis_server.url
-        lines: list[str] = []
+        lines: list[str] = [load_average("at the start")]
         try:
             if "inline" in parts:
                 lines += run_inline(settings, redis_server, work, built, args.calls, args.rounds)
@@ -335,16 +352,18 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = args.capacity_seconds
                 lines += run_capacity(settings, shared, work, args.clients, seconds)
             if "geoip" in parts:
-                lines += run_geoip(settings, work, args.calls, args.rounds, args.stream_n)
+                geoip_profile = args.profile and parts == ["geoip"]
+                lines += run_geoip(settings, work, args.calls, args.rounds, args.stream_n,
+                                   geoip_profile)  # fmt: skip
             if "stream" in parts:
                 lines += run_stream(settings, shared, work, args.stream_n, args.rounds)
             if "cluster" in parts:
                 lines += run_cluster(settings, shared, work, args.stream_n, args.rounds)
-            if args.profile:
+            if args.profile and parts != ["geoip"]:
                 lines += run_profile(settings, shared, work, args.stream_n)
         finally:
             redis_server.stop()
-    print("\n".join(lines))
+    print("\n".join([*lines, load_average("at the end")]))
     return 0
 
 

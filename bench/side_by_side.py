@@ -25,10 +25,10 @@ import redis
 
 from bench import capacity
 from bench.common import LOG_LEVEL, STOP_S, median, workspace
-from fraudops.devstack import with_local_kafka_login
+from devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.stack import (
+from testkit.redis_server import RedisServer
+from testkit.stack import (
     channel_to,
     free_port,
     issue_token,

@@ -12,9 +12,9 @@ import httpx
 
 from bench import inline
 from bench.common import LOG_LEVEL, STOP_S, Stats, median, transactions, workspace
-from fraudops.devstack import with_local_kafka_login
+from devstack import with_local_kafka_login
 from fraudops.settings import load_settings
-from tests.helpers.stack import (
+from testkit.stack import (
     channel_to,
     create_topics,
     delete_topics,

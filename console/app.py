@@ -28,8 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from console import auth, live, queries, schemas
 from console.auth import Session, User
-from fraudops.db import append_audit_alone
+from fraudops.db.audit import append_audit_alone
 from fraudops.modelspec import published_versions
+from fraudops.rule_sets import hash_addresses_in
 from fraudops.schema import TRANSACTION_TYPES
 from fraudops.settings import Settings, comma_list
 from serving.labels import MAX_NOTE_LENGTH, LabelError, record_label
@@ -168,6 +169,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         app.state.pool = ThreadedConnectionPool(1, 8, settings.database_url,
                                                 application_name="fraudops-console")  # fmt: skip
+        if settings.ip_hash_key:  # IP list items kept as given before they were hashed
+            hash_addresses_in(settings.database_url, settings.ip_hash_key, "fraudops-console")
         try:
             yield
         finally:

@@ -49,6 +49,10 @@ class ListBody(console.Strict):
     reason: Reason
 
 
+class DeleteBody(console.Strict):
+    reason: Reason
+
+
 class ItemsBody(console.Strict):
     values: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         min_length=1, max_length=10_000
@@ -101,7 +105,7 @@ def add_rule_routes(app: FastAPI, settings: Settings) -> None:
             raise HTTPException(422, "period_to must come after period_from")
         with transaction(conn) as cur:
             rule = _rule(cur, name)
-            _seq, lists = rule_sets.load_lists(cur)
+            _seq, lists = rule_sets.load_lists(cur, settings.ip_hash_key)
             try:
                 result = backtests.backtest(cur, rule, body.period_from, body.period_to, lists)
             except backtests.PeriodTooLarge as err:
@@ -132,7 +136,7 @@ def add_rule_routes(app: FastAPI, settings: Settings) -> None:
             return {"matches": [{"day": d.isoformat(), "rule": r, "count": n}
                                 for d, r, n in cur.fetchall()]}  # fmt: skip
 
-    add_list_routes(app)
+    add_list_routes(app, settings)
 
 
 def _rule(cur, name: str) -> Rule:
@@ -142,7 +146,9 @@ def _rule(cur, name: str) -> Rule:
     return Rule(name, found[0]["action"], found[0]["condition"], found[0]["mode"])
 
 
-def add_list_routes(app: FastAPI) -> None:
+def add_list_routes(app: FastAPI, settings: Settings) -> None:
+    key = settings.ip_hash_key  # a single IP address is stored as its keyed hash
+
     @app.get("/api/lists")
     def lists(conn: console.Db, user: console.CurrentUser) -> schemas.RuleLists:
         with conn.cursor() as cur:
@@ -168,7 +174,7 @@ def add_list_routes(app: FastAPI) -> None:
         console.allowed(user, "edit_rules")
         with transaction(conn) as cur:
             n = rule_sets.add_items(cur, name, body.values, user.name, body.reason,
-                                    body.expires_at)  # fmt: skip
+                                    body.expires_at, key)  # fmt: skip
         return {"added": n}
 
     @app.post("/api/lists/{name}/remove")
@@ -178,4 +184,14 @@ def add_list_routes(app: FastAPI) -> None:
         console.allowed(user, "edit_rules")
         with transaction(conn) as cur:
             return {"removed": rule_sets.remove_items(cur, name, body.values, user.name,
-                                                      body.reason)}  # fmt: skip
+                                                      body.reason, key)}  # fmt: skip
+
+    @app.post("/api/lists/{name}/delete")
+    def delete(
+        name: Name, body: DeleteBody, conn: console.Db, user: console.CurrentUser
+    ) -> schemas.ListDeleted:
+        """Delete a list; 422 naming the live or shadow rules that read it."""
+        console.allowed(user, "edit_rules")
+        with transaction(conn) as cur:
+            items = rule_sets.delete_list(cur, name, user.name, body.reason)
+        return {"deleted": name, "items": items}

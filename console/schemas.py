@@ -376,7 +376,8 @@ class Created(Answer):
 
 
 class ListItem(Answer):
-    value: str
+    value: str  # as stored (a single IP address: its keyed hash)
+    shown: str  # as shown (a hashed address masked)
     expires_at: datetime | None
     added_by: str
     reason: str
@@ -394,3 +395,8 @@ class Added(Answer):
 
 class Removed(Answer):
     removed: int
+
+
+class ListDeleted(Answer):
+    deleted: str
+    items: int

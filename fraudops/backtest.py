@@ -22,6 +22,8 @@ from fraudops.scored_rows import read_scored
 
 MAX_ROWS = 500_000  # rows read (period and history); a longer period is refused
 SHOWN = 100
+# A stored score keeps its address only as the keyed hash (`ip_hash`): `ip_address` reads
+# empty, an IP list's hashed addresses match by that hash, its networks cannot match.
 
 
 class PeriodTooLarge(ValueError):

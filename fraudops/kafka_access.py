@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from fraudops.processes import wait_until
 from fraudops.settings import Settings, load_settings
 
 ADMIN = "admin"
@@ -101,8 +102,6 @@ def add_users(admin_settings: Settings, passwords: dict[str, str]) -> None:
 def grant(admin_settings: Settings, topics: dict[str, str]) -> None:
     """Create the ACLs of GRANTS on `topics` (creating an existing ACL changes nothing)."""
     from confluent_kafka.admin import AdminClient
-
-    from fraudops.devstack import wait_until
 
     admin = AdminClient(admin_settings.kafka_config())
     bindings = acl_bindings(topics)

@@ -1,9 +1,12 @@
-"""Whether a process still exists: the dev stack asks it of the services it started, and
-model_deployments rows name a host and a pid that may have died without closing them."""
+"""Other processes: whether one still exists (the dev stack asks it of the services it
+started, and model_deployments rows name a host and a pid that may have died without closing
+them), and waiting until one is ready (the broker applying ACLs, a service answering)."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 
 def process_alive(pid: int) -> bool:
@@ -15,3 +18,15 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def wait_until(check: Callable[[], object], what: str, timeout: float = 60, every: float = 0.1):
+    """Poll `check` until it returns something truthy (and return that); a TimeoutError
+    naming `what` otherwise. Exceptions from `check` propagate."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")

@@ -8,8 +8,15 @@ numbers become visible in order and a process that applied changes up to N never
 one below it. Publishing a rule (shadow or live) needs a backtest of its present action and
 condition.
 
+An IP list keeps a single address only as its keyed hash (FRAUDOPS_IP_HASH_KEY, the hash the
+scorers store as scored_transactions.ip_hash), networks as they are. Items stored as given
+before that (a /32 or /128 network) are hashed by the first writer holding the key: the
+console when it starts and every run of this CLI (`hash_stored_addresses`); the SQL
+migrations cannot, the key is not in the database.
+
 CLI (lists): `python -m fraudops.rule_sets list-create NAME KIND --by NAME --reason TEXT`,
-`list-add NAME VALUE... [--expires ISO-TIME]`, `list-remove NAME VALUE...`, `list-show NAME`."""
+`list-add NAME VALUE... [--expires ISO-TIME]`, `list-remove NAME VALUE...`, `list-show NAME`,
+`list-delete NAME` (refused while a live or shadow rule reads the list)."""
 
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from fraudops.db import append_audit, connect
+from fraudops.db import connect
+from fraudops.db.audit import append_audit
 from fraudops.rules import (
     LIST_KINDS,
     MODES,
@@ -33,6 +41,9 @@ from fraudops.rules import (
     canonical_value,
     check_rule,
     expiry_seconds,
+    lists_read,
+    shown_value,
+    single_address,
 )
 from fraudops.settings import load_settings
 
@@ -85,7 +96,37 @@ def create_list(cur, name: str, kind: str, by: str, reason: str, description: st
     )
     if cur.rowcount == 0:
         raise RuleError("name", f"a list named {name!r} exists")
+    _reset(cur, name, kind)
     append_audit(cur, "list_create", name, {"kind": kind, "by": by, "reason": reason})
+
+
+def delete_list(cur, name: str, by: str, reason: str) -> int:
+    """Delete a list and its items; returns how many items it held. Refused, naming them,
+    while a live or shadow rule reads it (a served set must never lose a list it reads)."""
+    _why(by, reason)
+    _lock(cur)
+    kind = _list_kind(cur, name)
+    cur.execute("SELECT name, condition FROM rules WHERE mode = ANY(%s) ORDER BY position, name",
+                (list(SERVED_MODES),))  # fmt: skip
+    readers = [rule for rule, condition in cur.fetchall() if name in lists_read(condition)]
+    if readers:
+        raise RuleError("list", f"list {name!r} is read by the live or shadow rule(s) "
+                        f"{', '.join(readers)}: set them to draft or off first")  # fmt: skip
+    cur.execute("DELETE FROM rule_list_items WHERE list_name = %s", (name,))
+    items = cur.rowcount
+    cur.execute("DELETE FROM rule_lists WHERE name = %s", (name,))
+    _reset(cur, name, kind)
+    append_audit(cur, "list_delete", name, {"by": by, "reason": reason, "kind": kind,
+                 "items": items})  # fmt: skip
+    return items
+
+
+def _reset(cur, name: str, kind: str) -> None:
+    """A change telling every scoring process to read the list `name` anew (or drop it)."""
+    cur.execute(
+        "INSERT INTO rule_list_changes (list_name, kind, value, op) VALUES (%s, %s, '', 'reset')",
+        (name, kind),
+    )
 
 
 def _list_kind(cur, name: str) -> str:
@@ -96,24 +137,25 @@ def _list_kind(cur, name: str) -> str:
     return row[0]
 
 
-def _values(kind: str, values: Sequence[Any]) -> list[str]:
+def _values(kind: str, values: Sequence[Any], hash_key: str | None) -> list[str]:
     if not values or len(values) > MAX_ITEMS_PER_CALL:
         raise RuleError("values", f"give 1 to {MAX_ITEMS_PER_CALL} values")
     out = []
     for i, value in enumerate(values):
         try:
-            out.append(canonical_value(kind, value))
+            out.append(canonical_value(kind, value, hash_key))
         except RuleError as err:
             raise RuleError(f"values[{i}]", err.problem) from None
     return list(dict.fromkeys(out))
 
 
 def add_items(cur, name: str, values: Sequence[Any], by: str, reason: str,
-              expires_at: datetime | None = None) -> int:  # fmt: skip
-    """Add (or renew) items; returns how many. One audit row for the call."""
+              expires_at: datetime | None = None, hash_key: str | None = None) -> int:  # fmt: skip
+    """Add (or renew) items; returns how many. One audit row for the call. `hash_key`:
+    the IP hash key (a single address is refused without one)."""
     _why(by, reason)
     kind = _list_kind(cur, name)
-    items = _values(kind, values)
+    items = _values(kind, values, hash_key)
     _lock(cur)
     cur.execute(
         "INSERT INTO rule_list_items (list_name, value, expires_at, added_by, reason) "
@@ -129,10 +171,11 @@ def add_items(cur, name: str, values: Sequence[Any], by: str, reason: str,
     return len(items)
 
 
-def remove_items(cur, name: str, values: Sequence[Any], by: str, reason: str) -> int:
+def remove_items(cur, name: str, values: Sequence[Any], by: str, reason: str,
+                 hash_key: str | None = None) -> int:  # fmt: skip
     _why(by, reason)
     kind = _list_kind(cur, name)
-    items = _values(kind, values)
+    items = _values(kind, values, hash_key)
     _lock(cur)
     cur.execute(
         "DELETE FROM rule_list_items WHERE list_name = %s AND value = ANY(%s) RETURNING value",
@@ -160,10 +203,13 @@ def list_items(cur, name: str, limit: int = 200) -> list[dict[str, Any]]:
         (name, limit),
     )
     keys = ("value", "expires_at", "added_by", "reason", "added_at")
-    return [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
+    items = [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
+    for item in items:
+        item["shown"] = shown_value(item["value"])
+    return items
 
 
-def load_lists(cur) -> tuple[int, dict[str, ListIndex]]:
+def load_lists(cur, hash_key: str | None = None) -> tuple[int, dict[str, ListIndex]]:
     """Every list as of the latest change (call in a REPEATABLE READ transaction)."""
     cur.execute("SELECT coalesce(max(seq), 0) FROM rule_list_changes")
     seq = cur.fetchone()[0]
@@ -172,11 +218,18 @@ def load_lists(cur) -> tuple[int, dict[str, ListIndex]]:
     cur.execute("SELECT list_name, value, expires_at FROM rule_list_items")
     for name, value, expires_at in cur:
         items[name].append((value, expiry_seconds(expires_at)))
-    return seq, {n: ListIndex.build(kinds[n], pairs) for n, pairs in items.items()}
+    return seq, {n: ListIndex.build(kinds[n], pairs, hash_key) for n, pairs in items.items()}
 
 
-def apply_changes(cur, seq: int, lists: dict[str, ListIndex]) -> tuple[int, dict[str, ListIndex]]:
-    """The lists with the changes after `seq` applied to copies of those they touch."""
+def _stored_items(cur, name: str) -> dict[str, float]:
+    cur.execute("SELECT value, expires_at FROM rule_list_items WHERE list_name = %s", (name,))
+    return {value: expiry_seconds(expires_at) for value, expires_at in cur.fetchall()}
+
+
+def apply_changes(cur, seq: int, lists: dict[str, ListIndex],
+                  hash_key: str | None = None) -> tuple[int, dict[str, ListIndex]]:  # fmt: skip
+    """The lists with the changes after `seq` applied to copies of those they touch (a
+    reset reads the list anew, as of this transaction; a deleted list is dropped)."""
     cur.execute(
         "SELECT seq, list_name, kind, value, op, expires_at FROM rule_list_changes "
         "WHERE seq > %s ORDER BY seq",
@@ -188,15 +241,65 @@ def apply_changes(cur, seq: int, lists: dict[str, ListIndex]) -> tuple[int, dict
     touched: dict[str, dict[str, float]] = {}
     kinds = list_kinds(cur)
     for _seq, name, _kind, value, op, expires_at in changes:
+        if op == "reset":
+            touched[name] = _stored_items(cur, name)
+            continue
         items = touched.setdefault(name, dict(lists[name].items) if name in lists else {})
         if op == "add":
             items[value] = expiry_seconds(expires_at)
         else:
             items.pop(value, None)
-    out = {n: lists.get(n) or ListIndex(k) for n, k in kinds.items()}
+    out = {n: lists.get(n) or ListIndex(k, hash_key=hash_key) for n, k in kinds.items()}
     for name, items in touched.items():
-        out[name] = ListIndex.build(kinds.get(name, "customer"), items.items())
+        if name in kinds:
+            out[name] = ListIndex.build(kinds[name], items.items(), hash_key)
     return changes[-1][0], out
+
+
+def hash_stored_addresses(cur, hash_key: str, by: str = "fraudops") -> int:
+    """Replace the single IP addresses that IP lists kept as given (a /32 or /128 network)
+    by their keyed hash, in the items and in the change log, and reset each list touched so
+    the scoring processes read it anew; returns how many items changed. The audit log is
+    append-only: the rows written when those addresses were added keep them."""
+    _lock(cur)
+    cur.execute(
+        "SELECT list_name, value FROM rule_list_items i JOIN rule_lists l ON l.name = "
+        "i.list_name WHERE l.kind = 'ip' AND value ~ '/(32|128)$' UNION SELECT list_name, "
+        "value FROM rule_list_changes WHERE kind = 'ip' AND value ~ '/(32|128)$'"
+    )
+    raw = [(name, value, single_address(value)) for name, value in cur.fetchall()]
+    raw = [(name, value, address) for name, value, address in raw if address is not None]
+    changed = 0
+    for name, value, address in raw:
+        hashed = canonical_value("ip", address, hash_key)
+        cur.execute(
+            "INSERT INTO rule_list_items (list_name, value, expires_at, added_by, reason, "
+            "added_at) SELECT list_name, %s, expires_at, added_by, reason, added_at FROM "
+            "rule_list_items WHERE list_name = %s AND value = %s ON CONFLICT DO NOTHING",
+            (hashed, name, value),
+        )
+        cur.execute("DELETE FROM rule_list_items WHERE list_name = %s AND value = %s",
+                    (name, value))  # fmt: skip
+        changed += cur.rowcount
+        cur.execute("UPDATE rule_list_changes SET value = %s WHERE kind = 'ip' AND "
+                    "list_name = %s AND value = %s", (hashed, name, value))  # fmt: skip
+    kinds = list_kinds(cur)
+    for name in sorted({name for name, _, _ in raw} & kinds.keys()):
+        _reset(cur, name, "ip")
+    if raw:
+        append_audit(cur, "list_hash_addresses", "ip", {"by": by, "items": changed,
+                     "reason": "IP addresses are kept only as a keyed hash"})  # fmt: skip
+    return changed
+
+
+def hash_addresses_in(url: str, hash_key: str, by: str) -> int:
+    """`hash_stored_addresses` in a transaction of its own (a process starting)."""
+    conn = connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            return hash_stored_addresses(cur, hash_key, by)
+    finally:
+        conn.close()
 
 
 # --- rules ---------------------------------------------------------------------------------
@@ -345,7 +448,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("values", nargs="+")
         if name == "list-add":
             cmd.add_argument("--expires", type=datetime.fromisoformat)
-    for cmd in (create, sub.choices["list-add"], sub.choices["list-remove"]):
+    delete = sub.add_parser("list-delete")
+    delete.add_argument("name")
+    for cmd in (create, sub.choices["list-add"], sub.choices["list-remove"], delete):
         cmd.add_argument("--by", required=True, help="who makes the change")
         cmd.add_argument("--reason", required=True, help="why")
     show = sub.add_parser("list-show")
@@ -353,25 +458,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(cur, args: argparse.Namespace) -> Iterable[str]:
+def _run(cur, args: argparse.Namespace, key: str | None) -> Iterable[str]:
     if args.command == "list-create":
         create_list(cur, args.name, args.kind, args.by, args.reason, args.description)
         return [f"created list {args.name} ({args.kind})"]
     if args.command == "list-add":
-        n = add_items(cur, args.name, args.values, args.by, args.reason, args.expires)
+        n = add_items(cur, args.name, args.values, args.by, args.reason, args.expires, key)
         return [f"added {n} to {args.name}"]
     if args.command == "list-remove":
-        return [f"removed {remove_items(cur, args.name, args.values, args.by, args.reason)}"]
-    return [f"{i['value']}\t{i['expires_at'] or '-'}\t{i['added_by']}\t{i['reason']}"
+        return [f"removed {remove_items(cur, args.name, args.values, args.by, args.reason, key)}"]
+    if args.command == "list-delete":
+        n = delete_list(cur, args.name, args.by, args.reason)
+        return [f"deleted list {args.name} ({n} items)"]
+    _list_kind(cur, args.name)  # an unknown list is refused, not shown empty
+    return [f"{i['shown']}\t{i['expires_at'] or '-'}\t{i['added_by']}\t{i['reason']}"
             for i in list_items(cur, args.name)]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    conn = connect(args.database_url or load_settings().database_url or "")
+    settings = load_settings()
+    conn = connect(args.database_url or settings.database_url or "")
     try:
         with conn, conn.cursor() as cur:
-            for line in _run(cur, args):
+            if settings.ip_hash_key:
+                hash_stored_addresses(cur, settings.ip_hash_key, "fraudops.rule_sets")
+            for line in _run(cur, args, settings.ip_hash_key):
                 print(line)
     except RuleError as err:
         print(f"refused: {err}", file=sys.stderr)

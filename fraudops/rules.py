@@ -14,13 +14,15 @@ over a literal list, so its work is bounded by the text), CEL's own parser (erro
 their line and column), every name and function against what the evaluation provides, and
 a trial evaluation on a typed sample that must give true or false.
 
-One evaluation per transaction runs every rule of the set as one CEL program returning a
-list of booleans, against only the variables the set reads: building CEL values costs more
-than comparing them. A list lookup of a plain name (`in_list('blocked', user_id)`, the usual
-form) is made once per transaction in Python, before the evaluation, and read by the program
-as a variable: a call back from CEL into Python costs more than the lookup, and ten rules
-reading one list make one lookup. A rule that fails at run time (a division by zero) matches
-nothing and is counted; the others still decide."""
+One evaluation per transaction runs every rule of the set as one CEL program (conditional
+chains giving the first live match's index, then the shadow rules' matches), against only
+the variables the set reads: building CEL values costs more than comparing them, and a short
+list back costs less than a boolean per rule. A list lookup of a plain name
+(`in_list('blocked', user_id)`, the usual form) is made once per transaction in Python,
+before the evaluation, and read by the program as a variable: a call back from CEL into
+Python costs more than the lookup, and ten rules reading one list make one lookup. A rule
+that fails at run time (a division by zero) matches nothing and is counted; the others still
+decide."""
 
 from __future__ import annotations
 
@@ -38,7 +40,14 @@ import numpy as np
 
 from fraudops.bands import BANDS
 from fraudops.features import FEATURE_NAMES
-from fraudops.schema import NUMERIC_COLUMNS, STRIPE_ID_COLUMNS, text_problem
+from fraudops.geoip import ip_hash
+from fraudops.schema import (
+    COUNTRY_COLUMNS,
+    IP_COLUMN,
+    NUMERIC_COLUMNS,
+    STRIPE_ID_COLUMNS,
+    text_problem,
+)
 
 ACTIONS: dict[str, int] = {"allow": 0, "review": 1, "block": 2}  # -> fraudops.bands index
 MODES = ("draft", "shadow", "live", "off")  # shadow and live rules are served
@@ -50,6 +59,7 @@ MAX_CONDITION_CHARS = 2000
 MAX_DEPTH = 16  # brackets within brackets; CEL's parser stops at 96 on its own
 MAX_COMPREHENSIONS = 1
 MAX_RULES = 500
+CHAIN = 16  # live rules per conditional chain of the whole program (see _whole_program)
 
 # What a condition may read, with a sample value of its type (the trial evaluation).
 TX_VARIABLES: dict[str, Any] = {
@@ -62,6 +72,10 @@ TX_VARIABLES: dict[str, Any] = {
     "channel": "web",
     "balances_missing": False,
     **{name: "" for name in STRIPE_ID_COLUMNS},
+    # Where it came from ('' unknown): the address (read, never stored) and the countries.
+    IP_COLUMN: "",
+    "ip_country": "",
+    **{name: "" for name in COUNTRY_COLUMNS},
 }
 FEATURE_VARIABLES: dict[str, Any] = {n: 0.0 for n in FEATURE_NAMES if n not in TX_VARIABLES}
 # Velocity in the analyst's units: the features hold log1p of these.
@@ -92,6 +106,11 @@ _LITERAL_OR_LOOKUP = re.compile(
     r"""\s*,\s*(?P<arg>[A-Za-z_]\w*)\s*\)"""
 )
 MEMBER_PREFIX = "in_list_member_"  # the variables that hold looked-up memberships
+# An IP list keeps a single address only as this prefix and the address's keyed hash
+# (fraudops.geoip.ip_hash, the one the scorers store in scored_transactions.ip_hash);
+# networks stay networks.
+HASH_PREFIX = "iphash:"
+_HASHED = re.compile(rf"^{HASH_PREFIX}[0-9a-f]{{32}}$")
 
 
 class RuleError(ValueError):
@@ -121,9 +140,11 @@ class Rule:
 # --- lists ---------------------------------------------------------------------------------
 
 
-def canonical_value(kind: str, value: Any) -> str:
+def canonical_value(kind: str, value: Any, hash_key: str | None = None) -> str:
     """A list item as stored and looked up: user ids as integers, countries as upper-case
-    ISO codes, IP addresses and networks in ipaddress's form; RuleError names the problem."""
+    ISO codes, IP networks in ipaddress's form and a single IP address as its keyed hash
+    under `hash_key` (personal data is not stored as it is; a value already in the hashed
+    form is taken as it is); RuleError names the problem."""
     text = str(value).strip()
     if kind == "user":
         if not re.fullmatch(r"\d{1,19}", text) or not 0 < int(text) < 2**63:
@@ -134,10 +155,7 @@ def canonical_value(kind: str, value: Any) -> str:
             raise RuleError("value", f"a country is a two-letter ISO code, got {text!r:.40}")
         return text.upper()
     if kind == "ip":
-        try:
-            return str(ipaddress.ip_network(text, strict=False))
-        except ValueError as err:
-            raise RuleError("value", f"not an IP address or network: {err}") from err
+        return _canonical_ip(text, hash_key)
     if kind == "customer":
         if problem := text_problem(text, 128, printable=True) or ("is empty" if not text else ""):
             raise RuleError("value", problem)
@@ -145,34 +163,81 @@ def canonical_value(kind: str, value: Any) -> str:
     raise RuleError("kind", f"unknown list kind {kind!r}; expected one of {', '.join(LIST_KINDS)}")
 
 
+def _canonical_ip(text: str, hash_key: str | None) -> str:
+    if _HASHED.match(text):
+        return text
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError as err:
+        raise RuleError("value", f"not an IP address or network: {err}") from err
+    if net.prefixlen < net.max_prefixlen:
+        return str(net)
+    if not hash_key:
+        raise RuleError("value", "a single IP address is stored only as a keyed hash: set "
+                        "FRAUDOPS_IP_HASH_KEY (or give a network)")  # fmt: skip
+    return HASH_PREFIX + ip_hash(str(net.network_address), hash_key)
+
+
+def shown_value(value: str) -> str:
+    """A list item as the console and the CLI show it: a hashed address masked."""
+    return f"{value[: len(HASH_PREFIX) + 8]}…" if _HASHED.match(value) else value
+
+
+def single_address(value: str) -> str | None:
+    """The address of an IP list item stored as it was given (a /32 or /128 network, kept
+    before addresses were hashed); None for a network or a hashed address."""
+    if _HASHED.match(value):
+        return None
+    net = ipaddress.ip_network(value)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else None
+
+
 @dataclass
 class ListIndex:
     """One list's items (value -> expiry in Unix seconds, inf for none), looked up by kind;
-    an IP list keeps its networks by prefix length, so a lookup is a few set probes."""
+    an IP list keeps its networks by prefix length, so a lookup is a few set probes, and its
+    hashed addresses by hash, looked up with the transaction's keyed hash (made once, by the
+    scoring core's enrichment, under the same key) or, without one, the address hashed here."""
 
     kind: str
     items: dict[str, float] = field(default_factory=dict)
+    hash_key: str | None = None
     _networks: dict[tuple[int, int], dict[int, float]] = field(default_factory=dict)
+    _hashes: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, kind: str, items: Iterable[tuple[str, float]]) -> ListIndex:
-        index = cls(kind, dict(items))
+    def build(
+        cls, kind: str, items: Iterable[tuple[str, float]], hash_key: str | None = None
+    ) -> ListIndex:
+        index = cls(kind, dict(items), hash_key)
         if kind == "ip":
             for value, expiry in index.items.items():
+                if value.startswith(HASH_PREFIX):
+                    index._hashes[value] = expiry
+                    continue
                 net = ipaddress.ip_network(value)
                 key = (net.version, net.prefixlen)
                 index._networks.setdefault(key, {})[int(net.network_address)] = expiry
         return index
 
-    def contains(self, value: Any, now: float) -> bool:
+    def contains(self, value: Any, now: float, hashed: str | None = None) -> bool:
+        """Whether `value` is listed and in force at `now`; `hashed` is the keyed hash of an
+        address `value` when the caller has it (a stored score has only that)."""
         if self.kind == "ip":
-            return self._contains_ip(value, now)
+            return self._contains_ip(value, now, hashed)
         key = str(value).upper() if self.kind == "country" else str(value)
         return self.items.get(key, 0.0) > now
 
-    def _contains_ip(self, value: Any, now: float) -> bool:
+    def _contains_ip(self, value: Any, now: float, hashed: str | None) -> bool:
+        text = str(value).strip()
+        if self._hashes:
+            if hashed is None and self.hash_key and text and not text.startswith(HASH_PREFIX):
+                hashed = ip_hash(text, self.hash_key)
+            found = text if text.startswith(HASH_PREFIX) else HASH_PREFIX + (hashed or "")
+            if self._hashes.get(found, 0.0) > now:
+                return True
         try:
-            address = ipaddress.ip_address(str(value).strip())
+            address = ipaddress.ip_address(text)
         except ValueError:
             return False
         number, width = int(address), address.max_prefixlen
@@ -257,6 +322,11 @@ def _check_references(text: str, program: cel.Program, lists: Mapping[str, str])
             raise RuleError("condition", f"no list named {name!r}", where)
 
 
+def lists_read(text: str) -> set[str]:
+    """The names of the lists a condition reads."""
+    return {a or b for a, b in _LIST_CALL.findall(text) if a or b}
+
+
 def check_condition(text: Any, lists: Mapping[str, str]) -> cel.Program:
     """The compiled condition, or RuleError saying what is wrong and where. `lists` maps the
     names of the lists that exist to their kinds."""
@@ -309,6 +379,7 @@ class Decisions:
     decided_by: list[str]  # MODEL or the deciding rule's name
     shadow: list[list[str] | None]  # the shadow rules that matched, per transaction
     errors: int = 0  # rule evaluations that failed (they matched nothing)
+    matched: bool = False  # whether any rule, live or shadow, matched in the batch
 
 
 class RuleSet:
@@ -323,10 +394,12 @@ class RuleSet:
         self.rules = tuple(r for r in rules if r.mode in SERVED_MODES)
         self.lists = dict(lists)
         self._programs = [check_rule(r, kinds) for r in self.rules]
-        self._live = [i for i, r in enumerate(self.rules) if r.mode == "live"]
-        self._shadow = [i for i, r in enumerate(self.rules) if r.mode == "shadow"]
+        live = [i for i, r in enumerate(self.rules) if r.mode == "live"]
+        shadow = [i for i, r in enumerate(self.rules) if r.mode == "shadow"]
+        self._shadow_names = [self.rules[i].name for i in shadow]
+        self.reasons = {r.name: rule_reason(r) for r in self.rules}  # what a decision shows
         texts, self._members = lookups_as_variables([r.condition for r in self.rules])
-        self._program = cel.compile("[" + ",".join(f"({text}\n)" for text in texts) + "]")
+        self._program, self._chains = _whole_program(texts, live, shadow)
         self._calls_back = LIST_FUNCTION in self._program.functions()
         names = set().union(*(p.variables() for p in self._programs)) if self.rules else set()
         self._reads = Reads.of(names & VARIABLES.keys())
@@ -349,41 +422,76 @@ class RuleSet:
         functions = {LIST_FUNCTION: _membership(self.lists, now)}
         out = Decisions(bands.copy(), [MODEL] * len(txs), [None] * len(txs))
         for i, row in enumerate(self._rows(txs, features, scores, bands, now)):
-            matched = self._evaluate(row, functions, out)
-            if True not in matched:  # the usual case: nothing to look for below
-                continue
-            first = next((k for k in self._live if matched[k]), None)
-            if first is not None:
+            first, shadow = self._evaluate(row, functions, out)
+            if first >= 0:
                 out.bands[i] = self.rules[first].band
                 out.decided_by[i] = self.rules[first].name
-            shadow = [self.rules[k].name for k in self._shadow if matched[k]]
-            out.shadow[i] = shadow or None
+                out.matched = True
+            if shadow:
+                out.shadow[i] = shadow
+                out.matched = True
         return out
 
-    def _evaluate(self, row: dict[str, Any], functions: dict, out: Decisions) -> list[bool]:
-        """Every rule at once; when that fails, rule by rule (a failing rule matches nothing).
-        Without a call back into Python the row is passed as it is (no Context to build)."""
+    def _evaluate(self, row: dict[str, Any], functions: dict, out: Decisions):
+        """The first live rule that matched (-1: none) and the shadow rules that matched (None:
+        none), from one run of the whole program; when that fails, rule by rule (a failing
+        rule matches nothing). Without a call back into Python the row is passed as it is."""
         context = cel.Context(variables=row, functions=functions) if self._calls_back else row
         try:
-            return self._program.execute(context)
+            found = self._program.execute(context)
         except Exception:  # noqa: BLE001 - one rule's run-time error, found below
-            context = cel.Context(variables=row, functions=functions)
-            matched = []
-            for program in self._programs:
-                try:
-                    matched.append(program.execute(context) is True)
-                except Exception:  # noqa: BLE001
-                    out.errors += 1
-                    matched.append(False)
-            return matched
+            return self._evaluate_alone(cel.Context(variables=row, functions=functions), out)
+        first = next((k for k in found[: self._chains] if k >= 0), -1)
+        shadow = found[self._chains :]
+        if True not in shadow:
+            return first, None
+        return first, [name for name, m in zip(self._shadow_names, shadow, strict=True) if m]
+
+    def _evaluate_alone(self, context: cel.Context, out: Decisions):
+        matched = []
+        for program in self._programs:
+            try:
+                matched.append(program.execute(context) is True)
+            except Exception:  # noqa: BLE001
+                out.errors += 1
+                matched.append(False)
+        live = (k for k, r in enumerate(self.rules) if r.mode == "live" and matched[k])
+        shadow = [r.name for k, r in enumerate(self.rules) if r.mode == "shadow" and matched[k]]
+        return next(live, -1), shadow or None
 
     def _rows(self, txs, features, scores, bands, now: float) -> Iterable[dict[str, Any]]:
-        """The variables the set reads, one dict per transaction, with its list lookups."""
-        lookups = [(v, self.lists[name], arg) for v, (name, arg) in self._members.items()]
-        for row in self._reads.rows(txs, features, scores, bands):
-            for variable, index, argument in lookups:
-                row[variable] = index.contains(row[argument], now)
+        """The variables the set reads, one dict per transaction, with its list lookups (an
+        address's with the keyed hash the transaction carries, when it does)."""
+        lookups = [(v, self.lists[name], arg, arg == IP_COLUMN)
+                   for v, (name, arg) in self._members.items()]  # fmt: skip
+        for tx, row in zip(txs, self._reads.rows(txs, features, scores, bands), strict=True):
+            for variable, index, argument, address in lookups:
+                hashed = tx.get("ip_hash") if address else None
+                row[variable] = index.contains(row[argument], now, hashed)
             yield row
+
+
+def _whole_program(texts: Sequence[str], live: list[int], shadow: list[int]):
+    """The set as one CEL program giving a list: for each chain of up to CHAIN live rules the
+    index of its first match (a conditional per rule: `c0 ? 0 : c1 ? 1 : -1`, so a match
+    stops its chain), -1 when none matched; then each shadow rule's match. A transaction
+    costs one evaluation and a short list back, however many rules. A chain nests, and CEL's
+    parser bounds the nesting: when a long chain of deeply bracketed rules is refused, each
+    rule is a chain of its own. Returns the program and how many chains lead its list."""
+    for size in (CHAIN, 1):
+        chains = []
+        for start in range(0, len(live), size):
+            chain = "-1"
+            for k in reversed(live[start : start + size]):
+                chain = f"({texts[k]}\n) ? {k} : {chain}"
+            chains.append(chain)
+        items = chains + [f"({texts[k]}\n)" for k in shadow]
+        try:
+            return cel.compile("[" + ",".join(items) + "]"), len(chains)
+        except ValueError:
+            if size == 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def lookups_as_variables(conditions: Sequence[str]) -> tuple[list[str], dict[str, tuple]]:
@@ -423,7 +531,7 @@ class Reads:
 
     tx: tuple[tuple[str, type], ...]
     features: tuple[str, ...]  # the features as read, then the velocity sums in plain units
-    index: list[int]
+    index: np.ndarray
     derived: tuple[str, ...]
     model: tuple[str, ...]  # score, model_band
 
@@ -433,12 +541,13 @@ class Reads:
         derived = tuple(sorted(n for n in names if n in DERIVED_VARIABLES))
         index = [_FEATURE_INDEX[n] for n in plain]
         index += [_FEATURE_INDEX[DERIVED_VARIABLES[n]] for n in derived]
+        index = np.array(index, dtype=np.intp)
         tx = tuple((n, type(TX_VARIABLES[n])) for n in sorted(names & TX_VARIABLES.keys()))
         model = tuple(sorted(names & MODEL_VARIABLES.keys()))
         return cls(tx, (*plain, *derived), index, derived, model)
 
     def rows(self, txs, features: np.ndarray, scores: np.ndarray, bands: np.ndarray):
-        picked = features[:, self.index].tolist() if self.index else [()] * len(txs)
+        picked = features.take(self.index, axis=1).tolist() if len(self.index) else [()] * len(txs)
         score = scores.tolist() if "score" in self.model else None
         band = bands.tolist() if "model_band" in self.model else None
         for i, tx in enumerate(txs):

@@ -3,9 +3,10 @@ recomputes features over a period of scored_transactions (the drift watch, a rul
 
 A row gets its features again only as the scorer computed them if it comes back with what
 the scorer saw: the fields, whether the producer had balances (a stored NULL), the location
-the scorer derived and stored (the location features are computed from it), and its user's
-earlier rows as far back as a feature looks (the velocity windows, the gap since the previous
-transaction, the countries seen). Unknown comes back as the scorer holds it in a transaction:
+the scorer derived and stored (the location features are computed from it; the address only
+as its keyed hash, which IP lists match), and its user's earlier rows as far back as a
+feature looks (the velocity windows, the gap since the previous transaction, the countries
+seen). Unknown comes back as the scorer holds it in a transaction:
 an empty country, an `unknown` address kind, zero balances flagged missing.
 
 The table is read with COPY into pandas: a million rows take seconds this way, two to three
@@ -43,7 +44,7 @@ COPY (
          coalesce(s.dest_id, 0) AS dest_id, coalesce(s.channel, '') AS channel,
          coalesce(s.ip_country, '') AS ip_country, coalesce(s.ip_kind, 'unknown') AS ip_kind,
          coalesce(s.card_country, '') AS card_country,
-         coalesce(s.billing_country, '') AS billing_country,
+         coalesce(s.billing_country, '') AS billing_country, coalesce(s.ip_hash, '') AS ip_hash,
          s.score, s.band, s.scored_at, coalesce(f.label, '') AS label,
          (s.scored_at >= %(start)s AND s.scored_at < %(end)s) AS in_period
     FROM scored_transactions s JOIN users u USING (user_id)
@@ -54,7 +55,7 @@ COPY (
 ) TO STDOUT WITH (FORMAT csv, HEADER)
 """
 _TEXT = ("transaction_id", "type", "channel", "ip_country", "ip_kind", "card_country",
-         "billing_country", "band", "label")  # fmt: skip
+         "billing_country", "ip_hash", "band", "label")  # fmt: skip
 
 
 def read_scored(cur, start: datetime, end: datetime, limit: int | None = None) -> pd.DataFrame:

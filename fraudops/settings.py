@@ -74,6 +74,10 @@ class Settings:
     max_event_ts_ahead_s: int = 300  # and so is one further ahead of the validating clock
     scorer_batch_size: int = 2000
     scorer_poll_seconds: float = 0.05
+    # How long the stream scorer waits for Kafka to acknowledge a batch's scores (its
+    # producer's message.timeout.ms too). Past it the batch's offsets stay uncommitted and the
+    # scorer consumes again from the last durable ones; long enough for a broker failover.
+    scorer_delivery_timeout_s: float = 30.0
     # Share of scored transactions whose feature vector is kept (feature_samples) for the
     # drift watch's online-vs-batch skew check; chosen by transaction id, so every process
     # and a redelivery agree.
@@ -86,7 +90,7 @@ class Settings:
     geoip_db: Path = Path("build/geoip/geo-whois-asn-country.mmdb")
     # The key of the IP addresses' keyed hash (fraudops.geoip.ip_hash); unset: no hash kept.
     ip_hash_key: str | None = field(default=None, repr=False)  # never logged
-    # The project-local dev stack (fraudops.devstack): its Postgres cluster and the KRaft
+    # The project-local dev stack (the devstack package): its Postgres cluster and the KRaft
     # controller listener of its one broker (the broker's own port is in the bootstrap).
     postgres_port: int = 55432
     kafka_controller_port: int = 9093

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The fraudops demo: run the training pipeline once through Airflow, then say where to look.
-# Assumes `make install` and `python -m fraudops.devstack up` (the Makefile's demo target
+# Assumes `make install` and `python -m devstack up` (the Makefile's demo target
 # does both); the endpoints come from the dev stack's settings (`devstack env`).
 # Triggers the `fraud_training` DAG over Airflow's REST API, prints each task's state as it
 # changes, and exits non-zero if the run fails.
@@ -10,7 +10,7 @@ STARTED=${DEMO_STARTED:-$(date +%s)}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY="$ROOT/.venv/bin/python"
-eval "$(cd "$ROOT" && "$PY" -m fraudops.devstack env)"
+eval "$(cd "$ROOT" && "$PY" -m devstack env)"
 AIRFLOW=$AIRFLOW_URL
 MLFLOW=$MLFLOW_TRACKING_URI
 DAG=fraud_training
@@ -72,14 +72,14 @@ v = p(sys.argv[1]); print('[demo] served (newest published):', v[-1][0] if v els
 
 # The live loop: inline server, stream scorer, label consumer, the console, and a replay of
 # held-out transactions; a demo analyst with a password generated here (not in the repo).
-(cd "$ROOT" && "$PY" -m fraudops.devstack up server scorer label-consumer console)
+(cd "$ROOT" && "$PY" -m devstack up server scorer label-consumer console)
 PASSWORD=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(12))')
 printf '%s\n' "$PASSWORD" | (cd "$ROOT" && "$PY" -m console users add demo-analyst --role analyst)
 # The replay gets a token of its own (caller `replay`, scope ingest) from the dev stack; this
 # one is for you: every gRPC call names its caller (README, "Who may call the server").
 GRPC_TOKEN=$(cd "$ROOT" && "$PY" -m serving.callers add demo-client --scopes ingest,score,label \
   --sources 'chargeback:*')
-(cd "$ROOT" && "$PY" -m fraudops.devstack up replay)
+(cd "$ROOT" && "$PY" -m devstack up replay)
 # The rest of the loop, on their schedules: the analysts' review queue (hourly), the label
 # and drift watches that start the next training run, the daily digest.
 for dag in fraud_review_queue fraud_label_watch fraud_drift_watch fraud_daily_digest; do
@@ -101,7 +101,7 @@ cat <<EOF
   the stream scorer ($FRAUDOPS_TOPIC_RAW -> $FRAUDOPS_TOPIC_SCORES + Postgres), the label
   consumer ($FRAUDOPS_TOPIC_LABELS -> feedback_labels), the console, and a replay of held-out
   transactions through SendTransaction. They watch models/serving/ and hot-reload each newly
-  promoted model. Stop everything (apps and services): .venv/bin/python -m fraudops.devstack down
+  promoted model. Stop everything (apps and services): .venv/bin/python -m devstack down
 EOF
 elapsed=$(($(date +%s) - STARTED))
 say "ready: make demo took $((elapsed / 60)) min $((elapsed % 60)) s"

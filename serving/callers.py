@@ -1,6 +1,6 @@
 """Who may call the gRPC server, and which label sources each caller may write.
 
-A caller is a row of `api_callers` (serving/migrations/007_callers.sql): a name, scopes
+A caller is a row of `api_callers` (fraudops/db/migrations/007_callers.sql): a name, scopes
 (ingest: SendTransaction; score: Score, ScoreBatch; label: SubmitLabel) and glob patterns of
 the label sources it may write (`stripe:*`, `chargeback:*`). It proves who it is with a
 bearer token in the call's `authorization` metadata, or, when the server runs mutual TLS,
@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from fraudops.db import append_audit, connect
+from fraudops.db import connect
+from fraudops.db.audit import append_audit
 from fraudops.pii import configure_logging
 from fraudops.settings import Settings, comma_list, env_name, load_settings
 from serving.labels import RESERVED_SOURCE, source_refusal

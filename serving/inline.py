@@ -41,7 +41,7 @@ class InlineScoring:
         url = settings.database_url
         self._recorder = DeploymentRecorder(url, role) if url else None
         self.store = ModelStore(settings.model_dir, self._recorder, prewarm=prewarm)
-        self.rules = RuleStore(url, settings.rules_poll_seconds) if url else None
+        self.rules = RuleStore.from_settings(settings)
         self.geoip = GeoIpStore(settings.geoip_db, settings.ip_hash_key)
         self.core = ScoringCore(
             self.store, open_feature_state(settings), without_history_ok=True, rules=self.rules,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from fraudops.db import append_audit
+from fraudops.db.audit import append_audit
 from fraudops.pii import mask_pii
 from fraudops.review_queue import queued_reason
 from fraudops.schema import MAX_ID_LENGTH, text_problem

@@ -119,6 +119,12 @@ FEATURE_STORE_RETRIES = Counter(
     "Micro-batches the stream scorer held back and retried: the feature store was unreachable.",
     registry=REGISTRY,
 )
+DELIVERY_TIMEOUTS = Counter(
+    "fraudops_scorer_delivery_timeouts_total",
+    "Times the stream scorer consumed again from its last durable offsets: Kafka did not "
+    "acknowledge a batch's scores within FRAUDOPS_SCORER_DELIVERY_TIMEOUT_S.",
+    registry=REGISTRY,
+)
 MISSING_HISTORY = Gauge(
     "fraudops_feature_store_missing_history_rows",
     "Recent scored transactions in Postgres when this process found the feature state empty "
@@ -187,6 +193,8 @@ RULE_ERRORS = Counter(
 
 def count_rules(decisions) -> None:
     """Count a batch's rule decisions (fraudops.rules.Decisions) by rule."""
+    if not decisions.matched and not decisions.errors:
+        return
     for name, count in collections.Counter(decisions.decided_by).items():
         if name != "model":
             RULE_MATCHES.labels(rule=name, mode="live").inc(count)

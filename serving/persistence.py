@@ -33,7 +33,8 @@ import psycopg2
 import psycopg2.extras
 from confluent_kafka import Producer
 
-from fraudops.db import append_audit, connect
+from fraudops.db import connect
+from fraudops.db.audit import append_audit
 from fraudops.pii import mask_pii
 from fraudops.processes import process_alive
 from fraudops.schema import NUMERIC_COLUMNS

@@ -13,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 
-from fraudops.db import append_audit_alone
+from fraudops.db.audit import append_audit_alone
 from fraudops.modelspec import publish, published_versions
 from fraudops.pii import configure_logging
 from fraudops.settings import load_settings

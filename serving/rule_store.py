@@ -18,6 +18,7 @@ import psycopg2
 from fraudops import rule_sets
 from fraudops.db import connect
 from fraudops.rules import EMPTY, ListIndex, RuleError, RuleSet
+from fraudops.settings import Settings
 from serving import metrics
 from serving.scoring import RuleSource
 
@@ -25,14 +26,22 @@ log = logging.getLogger(__name__)
 
 
 class RuleStore(RuleSource):
-    def __init__(self, database_url: str, poll_seconds: float = 0.25):
+    def __init__(self, database_url: str, poll_seconds: float = 0.25,
+                 hash_key: str | None = None):  # fmt: skip
         super().__init__(EMPTY)
         self._url = database_url
+        self._hash_key = hash_key  # IP lists' hashed addresses: FRAUDOPS_IP_HASH_KEY
         self._poll = poll_seconds
         self._seen: tuple[int, int] = (-1, -1)
         self._lists: dict[str, ListIndex] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RuleStore | None:
+        """The store a scoring process serves from; None without a database."""
+        url = settings.database_url
+        return cls(url, settings.rules_poll_seconds, settings.ip_hash_key) if url else None
 
     def refresh(self) -> bool:
         """Load what changed since the last look; True when a new set was swapped in."""
@@ -49,9 +58,9 @@ class RuleStore(RuleSource):
         if (version, seq) == self._seen:
             return False
         if self._seen[1] < 0:
-            seq, lists = rule_sets.load_lists(cur)
+            seq, lists = rule_sets.load_lists(cur, self._hash_key)
         else:
-            seq, lists = rule_sets.apply_changes(cur, self._seen[1], self._lists)
+            seq, lists = rule_sets.apply_changes(cur, self._seen[1], self._lists, self._hash_key)
         version, rules = rule_sets.served_rules(cur)
         try:
             new = RuleSet(f"{version}.{seq}", rules, lists)

@@ -11,7 +11,13 @@ the primary key on scored_transactions: no transaction is lost and none is writt
 even if the process dies anywhere in between. The writer overlaps the database round trip
 with scoring the next batches, and writes every batch waiting for it in one transaction, so
 a slow commit neither holds scores back from Kafka nor lets a backlog of small writes grow;
-batches are committed in order."""
+batches are committed in order.
+
+Kafka's acknowledgements are awaited for at most FRAUDOPS_SCORER_DELIVERY_TIMEOUT_S: past it
+(the broker gone, too few in-sync replicas) nothing of the batch or of those behind it is
+committed, and the scorer consumes again from the last durable offsets, scoring those
+transactions again (the feature state and the table are idempotent by transaction id;
+transaction_scores may then hold a score twice)."""
 
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from google.protobuf.message import DecodeError
 
 from fraudops.bands import BANDS
@@ -62,10 +68,26 @@ RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.2, 5.0
 # Scored batches waiting for the writer: while it is slower than scoring (a slow commit, a
 # database away) up to this many are scored and on Kafka before consuming pauses.
 HANDOFF_BATCHES = 8
+# librdkafka reports a message it could not deliver within message.timeout.ms (the delivery
+# timeout) as failed; its scan for such messages runs about once a second.
+DELIVERY_REPORT_GRACE_S = 2.0
+# Delivery failures that mean "not acknowledged in time" (consume again); any other error
+# (authorization, a message too large) stops the scorer.
+UNACKNOWLEDGED = frozenset({
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN, KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+})  # fmt: skip
 
 
 class ScorerFailed(RuntimeError):
     """A batch could not be made durable; its offsets stay uncommitted."""
+
+
+class DeliveryTimeout(ScorerFailed):
+    """Kafka did not acknowledge a batch's messages within the delivery timeout: the batch
+    is consumed again rather than given up."""
 
 
 @dataclass
@@ -100,19 +122,23 @@ class StreamScorer:
         self._handoff: queue.Queue[_Batch | None] = queue.Queue(maxsize=HANDOFF_BATCHES)
         self._durable: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
         self._failure: Exception | None = None
+        # Per partition, the first offset not yet durable: where consuming starts again
+        # after a delivery timeout. Main thread only (consume, commit, revoke, rewind).
+        self._resume: dict[tuple[str, int], int] = {}
         self._stop = threading.Event()
         self._inflight = 0
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._write_loop, name="scorer-writer", daemon=True)
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until `stop` is set or a batch fails; then make everything durable."""
+        """Consume until `stop` is set or a batch fails for good (a delivery timeout is
+        retried); then make everything durable."""
         s = self.settings
         self._stop = stop
         self._consumer.subscribe([s.topic_raw], on_revoke=self._on_revoke)
         self._thread.start()
         try:
-            while not stop.is_set() and self._failure is None:
+            while not stop.is_set() and (self._failure is None or self._rewind()):
                 msgs = consume_messages(self._consumer, s.scorer_batch_size, s.scorer_poll_seconds)
                 self._commit_durable()
                 if msgs:
@@ -135,6 +161,8 @@ class StreamScorer:
         """Decode, score and produce one micro-batch, then hand it to the writer."""
         started = time.perf_counter()
         batch = _Batch(next_offsets(msgs), produced=0)
+        for msg in msgs:
+            self._resume.setdefault((msg.topic(), msg.partition()), msg.offset())
         txs, batch.sources = self._decode_or_dlq(msgs, batch)
         if txs:
             batch.scored = self._score(txs, started)
@@ -220,6 +248,8 @@ class StreamScorer:
                     for batch in batches:
                         self._durable.put(batch)
                     metrics.DURABLE_LATENCY.observe(time.perf_counter() - started)
+            except DeliveryTimeout as err:  # consumed again (the main thread's _rewind)
+                self._failure = err
             except Exception as err:  # keep the offsets uncommitted and stop consuming
                 log.exception("batch could not be made durable; stopping")
                 self._failure = err
@@ -249,12 +279,27 @@ class StreamScorer:
             for refused in result.refused:
                 batch = scored[refused.batch]
                 self._dead_letter(batch.sources[refused.row], refused.reason, "database", batch)
+        self._await_acks(batches)
+
+    def _await_acks(self, batches: list[_Batch]) -> None:
+        """Every Kafka acknowledgement of the batches, within the delivery timeout (the
+        producer's message.timeout.ms is the same, so librdkafka gives up on them too)."""
+        bound = self.settings.scorer_delivery_timeout_s
+        deadline = time.monotonic() + bound + DELIVERY_REPORT_GRACE_S
         for batch in batches:
-            while len(batch.acks) < batch.produced:
+            while len(batch.acks) < batch.produced and time.monotonic() < deadline:
                 self._producer.poll(0.05)
-        errors = [e for b in batches for e in b.acks if e is not None]
-        if errors:
+        acks = [e for b in batches for e in list(b.acks)]
+        missing = sum(b.produced for b in batches) - len(acks)
+        errors = [e for e in acks if e is not None]
+        if any(e.code() not in UNACKNOWLEDGED for e in errors):
             raise ScorerFailed(f"{len(errors)} messages not delivered, first: {errors[0]}")
+        if missing > 0 or errors:
+            raise DeliveryTimeout(
+                f"Kafka did not acknowledge {missing + len(errors)} of "
+                f"{sum(b.produced for b in batches)} messages within {bound:g} s"
+                + (f" (first: {errors[0]})" if errors else "")
+            )
 
     def _write_rows(self, scored: list[ScoredBatch]) -> WriteResult:
         """Without Postgres (a restart, a failover), hold the batches (nothing committed,
@@ -280,14 +325,41 @@ class StreamScorer:
                 break
             for tp in batch.offsets:
                 offsets[(tp.topic, tp.partition)] = tp
-        if offsets:
+        if not offsets:
+            return
+        self._resume.update((key, tp.offset) for key, tp in offsets.items())
+        try:
             self._consumer.commit(offsets=list(offsets.values()), asynchronous=asynchronous)
+        except KafkaException as err:  # the batches stay durable; a restart re-reads them
+            log.warning("could not commit offsets (%s); they are committed later or re-read", err)
 
-    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+    def _rewind(self) -> bool:
+        """After a delivery timeout, once the writer has let go of every batch: consume
+        again from each partition's first offset not yet durable, so no batch whose scores
+        Kafka did not acknowledge is committed or skipped. False for any other failure."""
+        failure = self._failure
+        if not isinstance(failure, DeliveryTimeout):
+            return False
+        with self._idle:
+            self._idle.wait_for(lambda: self._inflight == 0)
+        self._commit_durable()
+        metrics.DELIVERY_TIMEOUTS.inc()
+        log.warning("%s; consuming again from the last durable offsets", failure)
+        for (topic, partition), offset in self._resume.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as err:  # no longer ours: its next owner starts from the commit
+                log.info("not seeking %s[%d]: %s", topic, partition, err)
+        self._failure = None
+        return True
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Before partitions move to another scorer, finish and commit what we hold."""
         with self._idle:
             self._idle.wait_for(lambda: self._inflight == 0 or self._failure is not None, 60)
         self._commit_durable(asynchronous=False)
+        for tp in partitions:
+            self._resume.pop((tp.topic, tp.partition), None)
 
 
 def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamScorer, ModelStore]:
@@ -299,7 +371,7 @@ def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamSc
     store.start_watching()
     writer = ScoreWriter(url, sample_rate=settings.feature_sample_rate) if url else None
     consumer = make_consumer(settings, group)
-    rules = RuleStore(url, settings.rules_poll_seconds) if url else None
+    rules = RuleStore.from_settings(settings)
     if rules is not None:
         rules.start()
     geoip = GeoIpStore(settings.geoip_db, settings.ip_hash_key)
@@ -307,7 +379,9 @@ def build_scorer(settings: Settings, group: str | None = None) -> tuple[StreamSc
     state = open_feature_state(settings, BATCH_TIMEOUT_SECONDS)
     core = ScoringCore(store, state, rules=rules, geoip=geoip)
     check_history(core.features, url)
-    scorer = StreamScorer(settings, core, consumer, make_producer(settings), writer)
+    delivery_ms = int(settings.scorer_delivery_timeout_s * 1000)
+    producer = make_producer(settings, **{"message.timeout.ms": delivery_ms})
+    scorer = StreamScorer(settings, core, consumer, producer, writer)
     return scorer, store
 
 

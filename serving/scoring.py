@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from fraudops.bands import BANDS, bands_for, location_reasons
-from fraudops.geoip import ip_hash, location_of
+from fraudops.geoip import enrich, ip_hash
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
-from fraudops.rules import EMPTY, MODEL, Decisions, RuleSet, rule_reason
+from fraudops.rules import EMPTY, MODEL, Decisions, RuleSet
 from fraudops.schema import (
     DEFAULT_WINDOW,
     VALIDATED_COLUMNS,
@@ -144,9 +144,10 @@ class RuleSource:
 
 def apply_rules(rules: RuleSet, decisions: Decisions, reasons: list[list[str]]) -> list[list[str]]:
     """The reasons of a batch with the deciding rule first where a rule decided."""
-    by_name = {r.name: r for r in rules.rules}
+    if not decisions.matched:
+        return reasons
     return [
-        r if name == MODEL else [rule_reason(by_name[name]), *r]
+        r if name == MODEL else [rules.reasons[name], *r]
         for name, r in zip(decisions.decided_by, reasons, strict=True)
     ]
 
@@ -210,11 +211,11 @@ class ScoringCore:
         if self.geoip is None:
             return
         database, key = self.geoip.current, self.geoip.hash_key
-        for tx in txs:
-            info = location_of(tx, database)
+        ips = [tx.get("ip_address", "") for tx in txs]
+        for tx, ip, info in zip(txs, ips, enrich(ips, database), strict=True):
             tx["ip_country"], tx["ip_kind"] = info.country, info.kind  # type: ignore[index]
-            if key and tx.get("ip_address"):
-                tx["ip_hash"] = ip_hash(tx["ip_address"], key)  # type: ignore[index]
+            if key and ip:
+                tx["ip_hash"] = ip_hash(ip, key)  # type: ignore[index]
 
     def _features(self, txs: list[Mapping[str, Any]]) -> tuple[np.ndarray, bool]:
         """The batch's features, and whether they include the users' history."""

@@ -3,7 +3,7 @@
 - `project_root`: the repository root (Path).
 - `kafka_settings`: `Settings` naming the running broker and the admin login to it (all
   else default; `replace(base, **kafka_settings.kafka_login())` carries both into other
-  settings): the settings' broker, started with `python -m fraudops.devstack up kafka` when
+  settings): the settings' broker, started with `python -m devstack up kafka` when
   nothing listens there; the login from the environment (KAFKA_SASL_USERNAME, ...), else
   the dev stack's admin (run/kafka/credentials.json).
 - `kafka_topics`: factory `kafka_topics(n_partitions=3)` -> dict of fresh, uniquely named
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from fraudops.devstack import with_local_kafka_login
+from devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings, url_address
-from tests.helpers.stack import (
+from testkit.stack import (
     create_topics,
     delete_topics,
     free_port,
@@ -63,7 +63,7 @@ def _ensure_service(name: str, host: str, port: int) -> None:
     """Start a service of the dev stack unless something already listens there."""
     if port_open(host, port):
         return
-    command = [sys.executable, "-m", "fraudops.devstack", "up", name]
+    command = [sys.executable, "-m", "devstack", "up", name]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         pytest.fail(f"{' '.join(command[1:])} failed:\n{result.stderr[-3000:]}")

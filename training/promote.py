@@ -194,7 +194,7 @@ def audit(database_url: str | None, kind: str, subject: str, detail: dict[str, A
     if not database_url:
         log.info("DATABASE_URL not set: no audit_log entry for %s", subject)
         return False
-    from fraudops.db import append_audit_alone
+    from fraudops.db.audit import append_audit_alone
 
     append_audit_alone(database_url, kind, subject, detail)
     return True

@@ -2,7 +2,7 @@
 while the fault happens, and the figures each case reports.
 
 - `private_stack`: a `PrivateStack` whose Kafka, Postgres and Redis (the dev stack's own
-  records, `fraudops.devstack`) run on free loopback ports under a throwaway run
+  records, `devstack`) run on free loopback ports under a throwaway run
   directory, so a test can stop and restart them; the shared services are never touched.
   Everything it started is stopped when the test ends.
 - `fault_report`: `fault_report(fault, sent=..., scored=..., lost=..., twice=...,

@@ -1,6 +1,6 @@
 """What the fault cases share: services of a test's own on free ports (`PrivateStack`), a
-stream of transactions sent while the fault happens (`Stream`), settings pointed at the
-private services (`with_stack`)."""
+stream of transactions sent while the fault happens (`Stream`, `stream_through_fault`),
+settings pointed at the private services (`with_stack`), the table's figures (`tally`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from fraudops.devstack import with_local_kafka_login
+from devstack import with_local_kafka_login
 from fraudops.settings import Settings
 from serving.kafka_io import make_producer
 from tests.helpers.serving_env import ROOT, free_port, process_env, transaction, wait_until
@@ -36,7 +37,7 @@ class PrivateStack:
         self._started: list[str] = []
 
     def _devstack(self, command: str, *names: str) -> None:
-        args = [sys.executable, "-m", "fraudops.devstack", command, *names,
+        args = [sys.executable, "-m", "devstack", command, *names,
                 "--run-dir", str(self.run_dir)]  # fmt: skip
         done = subprocess.run(
             args, cwd=ROOT, env=process_env(self.settings), capture_output=True, text=True,
@@ -126,3 +127,47 @@ def resumed(count: Callable[[], int], what: str, timeout: float = 120) -> int:
 def log_says(path: Path, text: str, timeout: float = 120) -> None:
     """Wait until a process's log holds `text` (the process noticed the fault)."""
     wait_until(lambda: text in path.read_text(errors="replace"), f"{text!r} in {path}", timeout)
+
+
+@dataclass
+class FaultRun:
+    """Around a fault: seconds from it until transactions were stored again, how many were
+    stored by then, and what the fault returned."""
+
+    recovery_s: float
+    stored_at_resume: int
+    fault: Any
+
+
+def stream_through_fault(
+    settings: Settings, ids: list[str], stored: Callable[[], int], fault: Callable[[], Any],
+    repair: Callable[[], object] = lambda: None, survivors: Sequence[subprocess.Popen] = (),
+) -> FaultRun:  # fmt: skip
+    """The fault cases' stream: a quarter of `ids` sent and stored first, then the rest sent
+    while `fault()` happens, so the fault always meets transactions still to come however
+    slow the machine (a scorer that had already stored everything could never show that it
+    scores again); then scoring resumes, `repair()`, and every transaction is stored, with
+    the `survivors` (scorer processes) still running."""
+    quarter = len(ids) // 4
+    Stream(settings, settings.topic_raw, ids[:quarter]).start().join()
+    wait_until(lambda: stored() >= quarter, "a quarter of the stream stored", 120)
+    rest = Stream(settings, settings.topic_raw, ids[quarter:]).start()
+    wait_until(lambda: rest.sent >= len(ids) // 20, "the rest of the stream under way", 60)
+    started = time.monotonic()
+    outcome = fault()
+    at_resume = resumed(stored, "scoring to go on after the fault")
+    recovery = time.monotonic() - started
+    repair()
+    rest.join()
+    wait_until(lambda: stored() >= len(ids), "every transaction stored", 180)
+    for process in survivors:
+        assert process.poll() is None, "a scorer must ride out the fault, not exit"
+    return FaultRun(recovery, at_resume, outcome)
+
+
+def tally(ids: list[str], rows: list[str], counted: list[str] | None = None) -> dict[str, int]:
+    """A row's figures: sent, scored (distinct stored rows), and lost and twice among the
+    stored rows, or among `counted` (the users' histories) when given."""
+    seen = rows if counted is None else counted
+    return {"sent": len(ids), "scored": len(set(rows)), "lost": len(set(ids) - set(seen)),
+            "twice": len(seen) - len(set(seen))}  # fmt: skip

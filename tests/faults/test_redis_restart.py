@@ -4,18 +4,15 @@ transaction is stored once and counted once in its user's history."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from serving.feature_state import RedisFeatures
-from tests.faults.support import USERS, Stream, log_says, resumed, with_stack
+from tests.faults.support import USERS, log_says, stream_through_fault, tally, with_stack
 from tests.helpers.serving_env import (
     scored_ids,
     service_process,
     serving_v1_settings,
     unique_ids,
-    wait_until,
 )
 
 N = 4000
@@ -46,23 +43,19 @@ def test_the_scorer_holds_while_redis_restarts_and_counts_each_transaction_once(
         return len(scored_ids(url, ids))
 
     log = tmp_path / "scorer.log"
+
+    def fault() -> float:  # the seconds Redis was away
+        return private_stack.restart("redis", lambda: log_says(log, "feature store unavailable"))
+
     with service_process("serving.scorer", settings, log) as scorer:
-        stream = Stream(settings, settings.topic_raw, ids).start()
-        wait_until(lambda: stored() >= N // 4, "a quarter of the stream stored", 120)
-        fault = time.monotonic()
-        away = private_stack.restart("redis", lambda: log_says(log, "feature store unavailable"))
-        resumed(stored, "the scorer to write again after the restart")
-        recovery = time.monotonic() - fault
-        stream.join()
-        wait_until(lambda: stored() >= N, "every transaction stored", 180)
-        assert scorer.poll() is None, "the scorer must ride out the restart, not exit"
+        run = stream_through_fault(settings, ids, stored, fault, survivors=[scorer])
     rows = scored_ids(url, ids)
     features = RedisFeatures.from_url(settings.redis_url, timeout=10)
     counted = [h[0] for user in range(1, USERS + 1) for h in features.history(user)]
     fault_report(
-        "Redis restarted mid-stream (feature store)", sent=N, scored=len(set(rows)),
-        lost=N - len(set(rows)), twice=len(rows) - len(set(rows)), recovery_s=recovery,
-        note=f"Redis away {away:.1f} s; history holds {len(counted)} events, "
+        "Redis restarted mid-stream (feature store)", **tally(ids, rows),
+        recovery_s=run.recovery_s,
+        note=f"Redis away {run.fault:.1f} s; history holds {len(counted)} events, "
         f"{len(counted) - len(set(counted))} twice",
     )  # fmt: skip
     assert sorted(rows) == sorted(ids)

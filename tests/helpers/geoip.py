@@ -3,16 +3,13 @@ records, never a stand-in. Missing: under CI the test fails, elsewhere it is ski
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from fraudops.geoip import GeoIpDatabase
-from fraudops.settings import Settings
+from testkit.stack import GEOIP_DB
 from tests.helpers.real_parts import require
-from tests.helpers.stack import ROOT
 
-GEOIP_DB: Path = ROOT / Settings().geoip_db
+__all__ = ["GEOIP_DB", "geoip_database"]  # GEOIP_DB: shared with the benchmark
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from fraudops import devstack, kafka_access
+import devstack
+from fraudops import kafka_access
 from fraudops.settings import Settings
-from tests.helpers.stack import free_block, wait_until
+from testkit.stack import free_block, wait_until
 
 OFFSETS = [0, 1, 2, devstack.KAFKA_CONTROLLER_OFFSET + 0, devstack.KAFKA_CONTROLLER_OFFSET + 1,
            devstack.KAFKA_CONTROLLER_OFFSET + 2]  # fmt: skip

@@ -7,7 +7,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 
-from serving import db
+from fraudops import db
 from serving.labels import record_label
 
 # (id, event_ts, type, amount, dest_id, score, band, model_version, label, label source)

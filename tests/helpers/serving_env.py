@@ -9,31 +9,31 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg2
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from fraudops.modelspec import publish
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings
-from tests.helpers.stack import (
+from testkit.stack import (
     ROOT,
     build_models,
     channel_to,
     free_port,
     issue_token,
-    loopback_settings,
+    make_settings,
     process_env,
-    python_process,
+    query,
+    service_process,
     stop_process,
     wait_serving,
     wait_until,
 )
 
-# Shared with the benchmark through tests.helpers.stack; re-exported for the tests.
+# Shared with the benchmark through testkit.stack; re-exported for the tests.
 __all__ = [
-    "ROOT", "channel_to", "free_port", "issue_token", "process_env", "stop_process",
-    "wait_serving", "wait_until",
+    "ROOT", "channel_to", "free_port", "issue_token", "process_env", "service_process",
+    "stop_process", "wait_serving", "wait_until",
 ]  # fmt: skip
 
 
@@ -94,16 +94,6 @@ def serving_v1_settings(built: Path, serving_root: Path, group: str, **overrides
     return make_settings(model_dir=serving_root, consumer_group=group_id, **overrides)
 
 
-def make_settings(**overrides) -> Settings:
-    """Settings for an in-process server on a free loopback port, no metrics endpoint."""
-    return loopback_settings(Settings(), **overrides)
-
-
-def service_process(module: str, settings: Settings, log_path: Path, *args: str):
-    """Run `python -m module` with `settings`, logging to `log_path`; stopped on exit."""
-    return python_process(["-m", module, *args], settings, log_path)
-
-
 def consume(kafka: Settings, topic: str, expected: int, timeout: float = 90) -> list[Message]:
     """Read a topic from the start (as `kafka`'s login) until `expected` messages or the
     timeout; a few more seconds after reaching it, so a duplicate would show up too."""
@@ -148,16 +138,6 @@ def committed(kafka: Settings, group: str, topic: str, partitions: int = 3) -> i
     offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], 30)
     consumer.close()
     return sum(max(tp.offset, 0) for tp in offsets)
-
-
-def query(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(database_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        conn.close()
 
 
 def insert_scored(database_url: str, tx_id: str) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from fraudops.settings import Settings
-from tests.helpers.redis_cluster import RedisClusterServers
-from tests.helpers.redis_server import RedisServer
+from testkit.redis_cluster import RedisClusterServers
+from testkit.redis_server import RedisServer
 from tests.helpers.serving_env import serving_v1_settings
 
 

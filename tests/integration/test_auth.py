@@ -17,6 +17,7 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving import metrics
 from serving.callers import list_callers, revoke_caller
 from serving.server import ServingApp
+from testkit.stack import loopback_settings
 from tests.helpers.serving_env import (
     channel_to,
     consume,
@@ -30,7 +31,6 @@ from tests.helpers.serving_env import (
     wait_serving,
     wait_until,
 )
-from tests.helpers.stack import loopback_settings
 from tests.helpers.tls import tls_files
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED

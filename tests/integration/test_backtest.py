@@ -12,9 +12,9 @@ import pytest
 from fraudops import backtest
 from fraudops.db import connect
 from fraudops.rules import Rule
+from testkit.stack import fresh_database
 from tests.helpers.console_env import insert_rows
 from tests.helpers.serving_env import query
-from tests.helpers.stack import fresh_database
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 START, END = NOW - timedelta(hours=1), NOW + timedelta(minutes=1)
@@ -87,3 +87,9 @@ def test_a_rule_on_a_private_address_and_the_unknown_country(url):
     assert result["by_band"] == expected(url, "ip_kind = 'private' AND ip_country IS NULL")
     assert [t["user_id"] for t in result["transactions"]] == [5]
     assert result["transactions"][0]["label"] is None
+
+
+def test_a_rule_on_the_stored_countries_and_a_feature_reads_namibia_as_a_country(url):
+    result = run(url, "ip_country == 'NA' && ip_card_country_mismatch > 0.5")
+    assert result["by_band"] == expected(url, "ip_country = 'NA' AND card_country <> 'NA'")
+    assert [t["user_id"] for t in result["transactions"]] == [2]

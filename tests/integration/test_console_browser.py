@@ -25,8 +25,9 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from console.app import WEB_DIST
+from fraudops.geoip import ip_hash
 from fraudops.proto_gen.fraud.v1 import fraud_pb2_grpc
-from fraudops.rules import RuleError, check_condition
+from fraudops.rules import HASH_PREFIX, RuleError, check_condition, shown_value
 from jobs.review_queue import run_queue
 from tests.helpers.console_env import PASSWORD, add_account, insert_drift_report, insert_rows
 from tests.helpers.queue_day import seed_day
@@ -88,11 +89,14 @@ def loop(settings, tmp_path) -> Iterator[str]:
         yield url
 
 
+IP_HASH_KEY = "browser-test-ip-hash-key"
+
+
 @pytest.fixture
 def console(database_url, tmp_path) -> Iterator[str]:
     """The console alone (the review queue needs no scoring): yields its URL."""
     settings = replace(make_settings(database_url=database_url, model_dir=tmp_path / "models"),
-                       console_port=free_port())  # fmt: skip
+                       console_port=free_port(), ip_hash_key=IP_HASH_KEY)  # fmt: skip
     with service_process("console", settings, tmp_path / "console.log", "serve"):
         url = settings.console_url()
         wait_until(lambda: _answers(f"{url}/api/health"), "the console", WAIT_S, every=0.3)
@@ -389,20 +393,30 @@ def test_write_backtest_and_publish_a_rule_that_then_decides(loop, settings, bro
     assert stored == [("BLOCK", name)]
 
 
+def list_in_browser(browser, console: str, name: str, kind: str, values: str, reason: str):
+    """Create the list `name` on the Lists screen and add `values` (the last one shown);
+    returns the locator of its items."""
+    browser.get(f"{console}/lists")
+    wait_for(browser, main_says("New list"))
+    browser.find_element(By.ID, "list-name").send_keys(name)
+    Select(browser.find_element(By.ID, "list-kind")).select_by_value(kind)
+    browser.find_element(By.ID, "list-reason").send_keys(reason)
+    browser.find_element(By.XPATH, "//button[text()='Create list']").click()
+    wait_for(browser, ec.presence_of_element_located((By.ID, "item-values")))
+    browser.find_element(By.ID, "item-values").send_keys(values)
+    browser.find_element(By.ID, "item-reason").send_keys(reason)
+    browser.find_element(By.XPATH, "//button[text()='Add']").click()
+    items = (By.CSS_SELECTOR, "[data-testid=list-items]")
+    last = values.split(", ")[-1]
+    wait_for(browser, ec.text_to_be_present_in_element(items, last))
+    return items
+
+
 def test_lists_and_shadow_matches_in_the_browser(console, browser, database_url):
     tag = uuid.uuid4().hex[:8]
     sign_in(browser, console, add_account(database_url, "analyst"))
-    browser.get(f"{console}/lists")
-    wait_for(browser, main_says("New list"))
-    browser.find_element(By.ID, "list-name").send_keys(f"blocked_{tag}")
-    browser.find_element(By.ID, "list-reason").send_keys("case 77")
-    browser.find_element(By.XPATH, "//button[text()='Create list']").click()
-    wait_for(browser, ec.presence_of_element_located((By.ID, "item-values")))
-    browser.find_element(By.ID, "item-values").send_keys("4242, 4243")
-    browser.find_element(By.ID, "item-reason").send_keys("mule accounts, case 77")
-    browser.find_element(By.XPATH, "//button[text()='Add']").click()
-    items = (By.CSS_SELECTOR, "[data-testid=list-items]")
-    wait_for(browser, ec.text_to_be_present_in_element(items, "4243"))
+    list_in_browser(browser, console, f"blocked_{tag}", "user", "4242, 4243",
+                    "mule accounts, case 77")  # fmt: skip
     shot(browser, "lists")
     added = query(database_url, "SELECT value, added_by, reason FROM rule_list_items "
                   "WHERE list_name = %s ORDER BY value", (f"blocked_{tag}",))  # fmt: skip
@@ -419,3 +433,24 @@ def test_lists_and_shadow_matches_in_the_browser(console, browser, database_url)
     browser.execute_script("document.querySelector('[data-testid=shadow-matches]')"
                            ".scrollIntoView()")  # fmt: skip
     shot(browser, "trends-shadow")
+
+
+def test_an_ip_list_shown_masked_and_deleted_in_the_browser(console, browser, database_url):
+    """An address added to an IP list is kept and shown only as its keyed hash, masked; the
+    list is then deleted with a reason and leaves the screen and the database."""
+    name = f"bad_ips_{uuid.uuid4().hex[:8]}"
+    sign_in(browser, console, add_account(database_url, "analyst"))
+    items = list_in_browser(browser, console, name, "ip", "203.0.113.7, 198.51.100.0/24",
+                            "botnet, case 78")  # fmt: skip
+    hashed = HASH_PREFIX + ip_hash("203.0.113.7", IP_HASH_KEY)
+    text = browser.find_element(*items).text
+    assert shown_value(hashed) in text and hashed not in text and "203.0.113.7" not in text
+    shot(browser, "lists-ip-masked")
+    stored = query(database_url, "SELECT value FROM rule_list_items WHERE list_name = %s "
+                   "ORDER BY value", (name,))  # fmt: skip
+    assert stored == [("198.51.100.0/24",), (hashed,)]
+    browser.find_element(By.XPATH, "//button[text()='Delete list']").click()
+    wait_for(browser, ec.invisibility_of_element_located((By.XPATH, f"//td[text()='{name}']")))
+    wait_for(browser, main_says("Choose a list"))
+    shot(browser, "lists-deleted")
+    assert query(database_url, "SELECT count(*) FROM rule_lists WHERE name = %s", (name,)) == [(0,)]

@@ -8,6 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from testkit.stack import fresh_database
+from fraudops.geoip import ip_hash
+from fraudops.rules import HASH_PREFIX, shown_value
 from tests.helpers.console_env import (
     add_account,
     client_for,
@@ -16,7 +19,6 @@ from tests.helpers.console_env import (
     signed_in,
 )
 from tests.helpers.serving_env import query
-from tests.helpers.stack import fresh_database
 
 
 @pytest.fixture
@@ -121,3 +123,58 @@ def test_shadow_matches_are_counted_per_day(client, url):
           "= ANY(%s) RETURNING 1", (ids,))  # fmt: skip
     matches = client.get("/api/rules/shadow").json()["matches"]
     assert [(m["rule"], m["count"]) for m in matches] == [("watch", 2)]
+
+
+KEY = "console-ip-hash-key"
+
+
+def test_ip_addresses_are_kept_hashed_shown_masked_and_backtested_by_hash(url):
+    """An address kept as given before hashing is hashed when the console starts; one added
+    is stored hashed; both are shown masked; a backtest matches stored scores by ip_hash."""
+    query(url, "INSERT INTO rule_lists (name, kind, created_by) VALUES ('bad_ips', 'ip', 'a'); "
+          "INSERT INTO rule_list_items (list_name, value, added_by, reason) VALUES "
+          "('bad_ips', '192.0.2.1/32', 'a', 'old') RETURNING 1")  # fmt: skip
+    with client_for(console_settings(url, ip_hash_key=KEY)) as client:
+        signed_in(client, add_account(url, "analyst"))
+        added = client.post("/api/lists/bad_ips/items", json={"values": ["203.0.113.7",
+                            "198.51.100.0/24"], "reason": "case 9"})  # fmt: skip
+        assert added.json() == {"added": 2}
+        items = client.get("/api/lists/bad_ips").json()["items"]
+        hashed = {HASH_PREFIX + ip_hash(a, KEY) for a in ("192.0.2.1", "203.0.113.7")}
+        assert {i["value"] for i in items} == hashed | {"198.51.100.0/24"}
+        assert {i["shown"] for i in items} == {shown_value(v) for v in hashed} | {"198.51.100.0/24"}
+        assert "192.0.2.1" not in str(query(url, "SELECT * FROM rule_list_items"))
+        ids = insert_rows(url, [{"ip_hash": ip_hash("203.0.113.7", KEY)},
+                                {"ip_hash": ip_hash("203.0.113.8", KEY)}])  # fmt: skip
+        client.put("/api/rules/ips", json={"action": "block", "reason": "case 9",
+                   "condition": "in_list('bad_ips', ip_address)"})  # fmt: skip
+        now = datetime.now(UTC)
+        period = {"period_from": "2000-01-01T00:00:00Z", "period_to": now.isoformat()}
+        result = client.post("/api/rules/ips/backtest", json=period).json()
+        assert [t["transaction_id"] for t in result["transactions"]] == ids[:1]
+
+
+def test_a_list_is_deleted_with_a_reason_unless_a_served_rule_reads_it(client, url):
+    client.post("/api/lists", json={"name": "vips", "kind": "customer", "reason": "trusted"})
+    client.post("/api/lists/vips/items", json={"values": ["cus_1"], "reason": "KYC"})
+    rule = {"action": "allow", "condition": "in_list('vips', stripe_customer_id)", "reason": "r"}
+    assert client.put("/api/rules/trusted", json=rule).status_code == 200
+    now = datetime.now(UTC)
+    period = {"period_from": (now - timedelta(days=1)).isoformat(), "period_to": now.isoformat()}
+    client.post("/api/rules/trusted/backtest", json=period)
+    client.post("/api/rules/trusted/publish", json={"mode": "live", "reason": "go"})
+    with client_for(console_settings(url)) as viewer:
+        signed_in(viewer, add_account(url, "viewer"))
+        denied = viewer.post("/api/lists/vips/delete", json={"reason": "x"})
+    assert denied.status_code == 403
+    refused = client.post("/api/lists/vips/delete", json={"reason": "unused"})
+    assert refused.status_code == 422
+    assert "trusted" in refused.json()["detail"]["problem"]
+    client.post("/api/rules/trusted/publish", json={"mode": "off", "reason": "retired"})
+    deleted = client.post("/api/lists/vips/delete", json={"reason": "case closed"})
+    assert deleted.json() == {"deleted": "vips", "items": 1}
+    assert client.get("/api/lists").json()["lists"] == []
+    audit = query(url, "SELECT detail->>'by', detail->>'reason' FROM audit_log "
+                  "WHERE kind = 'list_delete' AND subject = 'vips'")  # fmt: skip
+    assert [(by.split("-")[0], why) for by, why in audit] == [("analyst", "case closed")]
+    assert client.post("/api/lists/vips/delete", json={"reason": "again"}).status_code == 422

@@ -1,4 +1,4 @@
-"""`python -m fraudops.devstack` against real Kafka and Postgres processes of its own: a
+"""`python -m devstack` against real Kafka and Postgres processes of its own: a
 throwaway run directory and free ports (through the settings' environment variables), so
 the services the other tests share are never touched."""
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from fraudops.devstack import APPS, CLUSTERS, SERVICES, with_local_kafka_login
+from devstack import APPS, CLUSTERS, SERVICES, with_local_kafka_login
 from fraudops.settings import Settings, load_settings
-from tests.helpers.stack import ROOT, free_port, port_open, wait_until
+from testkit.stack import ROOT, free_port, port_open, wait_until
 
 
 class Devstack:
@@ -43,7 +43,7 @@ class Devstack:
         self.settings = load_settings(env)
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "fraudops.devstack", *args, "--run-dir", str(self.run_dir)]
+        return [sys.executable, "-m", "devstack", *args, "--run-dir", str(self.run_dir)]
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

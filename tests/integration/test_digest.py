@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from serving import db
+from fraudops import db
 from serving.labels import record_label
 
 DAY = "2026-01-15"

@@ -15,8 +15,8 @@ from fraudops.db import connect
 from fraudops.features import FEATURE_NAMES, batch_features
 from fraudops.params import load_params
 from jobs.drift_watch import watch_window
-from tests.helpers import drift_traffic as traffic
-from tests.helpers.transactions import START
+from testkit import drift_traffic as traffic
+from testkit.transactions import START
 
 ROWS = 200_000  # 30 days: ~3,300 rows per 12-hour window
 WINDOW_DAYS = 0.5

@@ -18,7 +18,8 @@ from fraudops.db import connect
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from integrations.stripe.app import create_app
 from jobs.drift_watch import read_samples, read_window, skew_check, window_features
-from tests.helpers.geoip import GEOIP_DB
+from testkit.stack import GEOIP_DB, fresh_database
+from testkit.transactions import make_transactions
 from tests.helpers.serving_env import (
     make_settings,
     publish_model,
@@ -27,9 +28,7 @@ from tests.helpers.serving_env import (
     service_process,
     wait_until,
 )
-from tests.helpers.stack import fresh_database
 from tests.helpers.stripe_events import payment_intent
-from tests.helpers.transactions import make_transactions
 from tests.integration.test_scorer import produce_raw
 from training.lib.locations import add_locations, frame_addresses
 

@@ -47,9 +47,9 @@ from serving.feature_state import (
 )
 from serving.feature_state.contract import RETENTION_SECONDS, TRIM_SLACK_SECONDS, TTL_SECONDS
 from serving.feature_state.redis_store import HEAVY_LINES, SCRIPT_ROWS
+from testkit.stack import fresh_database
+from testkit.transactions import make_transactions
 from tests.conftest import ROOT
-from tests.helpers.stack import fresh_database
-from tests.helpers.transactions import make_transactions
 from training.lib.simulator import SimConfig, simulate
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}

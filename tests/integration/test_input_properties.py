@@ -46,6 +46,7 @@ from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter
 from serving.scoring import ScoringCore
 from serving.server import ServingApp
+from testkit.stack import TEST_SOURCES, fresh_database
 from tests.helpers.serving_env import (
     channel_to,
     consume,
@@ -56,7 +57,6 @@ from tests.helpers.serving_env import (
     query,
     wait_serving,
 )
-from tests.helpers.stack import TEST_SOURCES, fresh_database
 from tests.helpers.stripe_events import SECRET, sign
 
 EXAMPLES = hypothesis_settings(

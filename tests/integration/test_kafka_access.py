@@ -13,8 +13,8 @@ from dataclasses import replace
 import pytest
 from confluent_kafka import KafkaError, Producer
 
+from devstack import Stack
 from fraudops import kafka_access
-from fraudops.devstack import Stack
 from fraudops.settings import Settings, load_settings
 from tests.helpers.serving_env import consume, on_topic, wait_until
 

@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from google.protobuf.message import DecodeError
 
+from fraudops import db
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.settings import Settings
-from serving import db
 from serving.labels import LabelError, UnknownTransaction, label_name, record_label, validate_label
 from tests.helpers.serving_env import committed, process_env
 

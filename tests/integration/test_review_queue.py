@@ -11,13 +11,13 @@ from datetime import date
 
 import pytest
 
+from fraudops import db
 from fraudops.review_queue import EXPLOIT, EXPLORE_RANDOM, QueuePolicy, read_queue
 from jobs.review_queue import build_queue
-from serving import db
 from serving.labels import LabelError, record_label
+from testkit.stack import fresh_database
 from tests.helpers.queue_day import seed_day
 from tests.helpers.serving_env import query
-from tests.helpers.stack import fresh_database
 
 DAY = date(2026, 3, 1)
 POLICY = QueuePolicy(daily_budget=20, explore_share=0.25, random_share=0.4, seed=3)

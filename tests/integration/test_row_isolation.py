@@ -16,13 +16,15 @@ from dataclasses import replace
 import pytest
 from confluent_kafka import Producer
 
+from fraudops import db
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import proto_to_dict
-from serving import db, metrics
+from serving import metrics
 from serving.model_store import ModelStore
 from serving.persistence import InlineDeadLetters, InlineScoreSink, ScoreWriter
 from serving.scoring import ScoringCore
 from serving.server import ServingApp
+from testkit.stack import fresh_database
 from tests.helpers.serving_env import (
     channel_to,
     committed,
@@ -40,7 +42,6 @@ from tests.helpers.serving_env import (
     wait_serving,
     wait_until,
 )
-from tests.helpers.stack import fresh_database
 
 REFUSED_CHANNEL = "refused-by-db"  # valid for the schema, refused by this test's constraint
 REFUSED_SOURCE = "chargeback:refused-by-db"  # the same for a label

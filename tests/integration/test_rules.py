@@ -11,14 +11,15 @@ import pytest
 
 from fraudops import rule_sets
 from fraudops.db import connect
-from fraudops.rules import Rule, RuleError
+from fraudops.geoip import ip_hash
+from fraudops.rules import HASH_PREFIX, Rule, RuleError, shown_value
 from fraudops.schema import proto_to_dict
 from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter
 from serving.rule_store import RuleStore
 from serving.scoring import ScoringCore
+from testkit.stack import fresh_database
 from tests.helpers.serving_env import publish_model, query, transaction, unique_ids, wait_until
-from tests.helpers.stack import fresh_database
 
 WEEK = (datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 1, 8, tzinfo=UTC))
 
@@ -184,3 +185,108 @@ def test_a_broken_rule_set_is_never_applied(core, url):
         "\"mode\": \"live\"}]', 'mallory', 'by hand')"))  # fmt: skip
     wait_until(lambda: not core.rules.refresh(), "the broken set to be looked at", 10)
     assert core.rules.current is serving
+
+
+KEY = "test-ip-hash-key"
+
+
+def stored_values(url: str) -> list[str]:
+    """Every IP list value kept anywhere: the items and the change log."""
+    rows = query(url, "SELECT value FROM rule_list_items UNION ALL "
+                 "SELECT value FROM rule_list_changes WHERE op <> 'reset'")  # fmt: skip
+    return [v for (v,) in rows]
+
+
+def test_an_ip_list_keeps_addresses_only_as_their_keyed_hash(url, capsys, monkeypatch):
+    write(url, lambda cur: rule_sets.create_list(cur, "bad_ips", "ip", "alice", "case 7"))
+    with pytest.raises(RuleError, match="FRAUDOPS_IP_HASH_KEY"):
+        write(url, lambda cur: rule_sets.add_items(cur, "bad_ips", ["203.0.113.7"], "a", "r"))
+    write(
+        url,
+        lambda cur: rule_sets.add_items(
+            cur, "bad_ips", ["203.0.113.7", "198.51.100.0/24"], "alice", "case 7", hash_key=KEY
+        ),
+    )
+    hashed = HASH_PREFIX + ip_hash("203.0.113.7", KEY)
+    assert sorted(stored_values(url)) == sorted(["198.51.100.0/24", hashed] * 2)
+    audit = query(url, "SELECT detail FROM audit_log WHERE kind = 'list_add'")
+    assert "203.0.113.7" not in str(audit)
+    _seq, lists = write(url, lambda cur: rule_sets.load_lists(cur, KEY))
+    now = datetime.now(UTC).timestamp()
+    assert lists["bad_ips"].contains("203.0.113.7", now)
+    assert lists["bad_ips"].contains("", now, ip_hash("203.0.113.7", KEY))
+    assert not lists["bad_ips"].contains("203.0.113.8", now)
+    # The CLI shows the hash masked; it removes an address given again.
+    monkeypatch.setenv("FRAUDOPS_IP_HASH_KEY", KEY)
+    assert rule_sets.main(["--database-url", url, "list-show", "bad_ips"]) == 0
+    shown = capsys.readouterr().out
+    assert shown_value(hashed) in shown and hashed not in shown and "203.0.113" not in shown
+    assert rule_sets.main(["--database-url", url, "list-remove", "bad_ips", "203.0.113.7",
+                           "--by", "bob", "--reason", "cleared"]) == 0  # fmt: skip
+    assert "removed 1" in capsys.readouterr().out
+
+
+def test_addresses_kept_as_given_are_hashed_and_serving_follows(core, url):
+    """A list written before addresses were hashed (a /32 as given, in the items and the
+    change log): the first writer with the key hashes them, and a running scoring process
+    reads the list anew, still matching the address."""
+    core.rules._hash_key = KEY  # as a scorer started with FRAUDOPS_IP_HASH_KEY
+    write(url, lambda cur: rule_sets.create_list(cur, "bad_ips", "ip", "alice", "case 7"))
+    write(url, lambda cur: rule_sets.add_items(cur, "bad_ips", ["10.9.0.0/16"], "alice", "x"))
+    old = (
+        "INSERT INTO rule_list_items (list_name, value, added_by, reason) VALUES "
+        "('bad_ips', '203.0.113.7/32', 'alice', 'old'); INSERT INTO rule_list_changes "
+        "(list_name, kind, value, op) VALUES ('bad_ips', 'ip', '203.0.113.7/32', 'add')"
+    )
+    write(url, lambda cur: cur.execute(old))
+    publish_backtested(url, Rule("ips", "block", "in_list('bad_ips', ip_address)"))
+    wait_until(lambda: len(core.rules.current) == 1, "the rule set to load", 10)
+    scored = txs("ip", 1, ip_address="203.0.113.7")
+    assert core.score(scored).decided_by == ["ips"]
+    version = core.rules.current.version
+    assert write(url, lambda cur: rule_sets.hash_stored_addresses(cur, KEY)) == 1
+    hashed = HASH_PREFIX + ip_hash("203.0.113.7", KEY)
+    assert sorted(set(stored_values(url))) == sorted(["10.9.0.0/16", hashed])
+    wait_until(lambda: core.rules.current.version != version, "the reset list to load", 10)
+    assert core.rules.current.lists["bad_ips"].items.keys() == {"10.9.0.0/16", hashed}
+    assert core.score(txs("ip2", 1, ip_address="203.0.113.7")).decided_by == ["ips"]
+    assert core.score(txs("ip3", 1, ip_address="203.0.113.8")).decided_by == ["model"]
+    assert write(url, lambda cur: rule_sets.hash_stored_addresses(cur, KEY)) == 0
+
+
+def test_a_list_read_by_a_served_rule_is_not_deleted(core, url, capsys):
+    write(url, lambda cur: rule_sets.create_list(cur, "blocked_users", "user", "alice", "c"))
+    write(url, lambda cur: rule_sets.add_items(cur, "blocked_users", ["4242"], "alice", "c"))
+    publish_backtested(url, Rule("blocked", "block", "in_list('blocked_users', user_id)"))
+    publish_backtested(url, Rule("watch", "review", "in_list(\"blocked_users\", dest_id)"),
+                       "shadow", 2)  # fmt: skip
+    write(
+        url,
+        lambda cur: rule_sets.save_rule(
+            cur, Rule("idea", "block", "in_list('blocked_users', dest_id)"), 3, "bob", "draft"
+        ),
+    )
+    wait_until(lambda: len(core.rules.current) == 2, "the rule set to load", 10)
+    with pytest.raises(RuleError, match="read by the live or shadow rule.s. blocked, watch:"):
+        write(url, lambda cur: rule_sets.delete_list(cur, "blocked_users", "bob", "unused"))
+    base = ["--database-url", url]
+    assert rule_sets.main([*base, "list-delete", "blocked_users", "--by", "bob",
+                           "--reason", "unused"]) == 2  # fmt: skip
+    assert "blocked, watch" in capsys.readouterr().err
+    write(url, lambda cur: rule_sets.publish(cur, "blocked", "off", "bob", "retired"))
+    write(url, lambda cur: rule_sets.publish(cur, "watch", "draft", "bob", "retired"))
+    assert rule_sets.main([*base, "list-delete", "blocked_users", "--by", "bob",
+                           "--reason", "case closed"]) == 0  # fmt: skip
+    assert "deleted list blocked_users (1 items)" in capsys.readouterr().out
+    assert query(url, "SELECT count(*) FROM rule_list_items") == [(0,)]
+    audit = query(url, "SELECT detail->>'by', detail->>'reason', detail->>'items' FROM "
+                  "audit_log WHERE kind = 'list_delete'")  # fmt: skip
+    assert audit == [("bob", "case closed", "1")]
+    wait_until(lambda: "blocked_users" not in core.rules.current.lists, "the list dropped", 10)
+    # The name again, another kind: a running process serves the new list, not the old items.
+    write(url, lambda cur: rule_sets.create_list(cur, "blocked_users", "country", "bob", "new"))
+    wait_until(lambda: "blocked_users" in core.rules.current.lists, "the new list", 10)
+    index = core.rules.current.lists["blocked_users"]
+    assert (index.kind, index.items) == ("country", {})
+    with pytest.raises(RuleError, match="no list named"):
+        write(url, lambda cur: rule_sets.delete_list(cur, "nope", "bob", "typo"))

@@ -24,6 +24,8 @@ from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving.feature_state import RedisFeatures
 from serving.server import WORKER_METADATA_KEY
+from testkit.stack import port_open, wait_for_members
+from testkit.transactions import make_transactions
 from tests.helpers.serving_env import (
     ROOT,
     free_port,
@@ -37,8 +39,6 @@ from tests.helpers.serving_env import (
     wait_serving,
     wait_until,
 )
-from tests.helpers.stack import port_open, wait_for_members
-from tests.helpers.transactions import make_transactions
 from tests.integration.test_feature_state import TOLERANCE
 from tests.integration.test_feature_store_serving import expected_scores, one_users_transfers
 from tests.integration.test_scorer import produce_raw
@@ -215,7 +215,7 @@ def test_the_dev_stack_starts_scorer_replicas_in_one_group(stream_settings, tmp_
     group, the stream is scored once, and `down scorer` stops both."""
     metrics_port = free_port()
     settings = replace(stream_settings, scorer_replicas=2, metrics_port=metrics_port)
-    command = [sys.executable, "-m", "fraudops.devstack", "--run-dir", str(tmp_path / "run")]
+    command = [sys.executable, "-m", "devstack", "--run-dir", str(tmp_path / "run")]
     env = process_env(settings)
 
     def devstack(*args: str) -> subprocess.CompletedProcess:

@@ -9,8 +9,8 @@ import psycopg2
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from fraudops import db
 from fraudops.settings import Settings
-from serving import db
 
 TABLES = {"scored_transactions", "feedback_labels", "model_deployments", "audit_log"}
 

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer
 from fraudops.modelspec import SPEC_FILE, publish
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from integrations.stripe.events import stripe_user_id
+from testkit.stack import create_topics, delete_topics
 from tests.helpers.serving_env import (
     consume,
     free_port,
@@ -28,7 +29,6 @@ from tests.helpers.serving_env import (
     service_process,
     wait_until,
 )
-from tests.helpers.stack import create_topics, delete_topics
 from tests.helpers.stripe_events import OLD_SECRET, SECRET, charge, dispute, event, sign
 from tests.helpers.stripe_events import payment_intent as intent
 from training.collect_feedback import collect_feedback

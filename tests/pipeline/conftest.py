@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from tests.helpers.pipeline_project import dvc, make_project, pipeline_env
+from testkit.pipeline_project import dvc, make_project, pipeline_env
 
 
 @pytest.fixture(scope="session")

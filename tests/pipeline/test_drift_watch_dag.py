@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from jobs.common import DRIFT_ASSET_URI, FEEDBACK_ASSET_URI
-from tests.helpers import drift_traffic as traffic
-from tests.helpers.transactions import START
+from testkit import drift_traffic as traffic
+from testkit.transactions import START
 from tests.pipeline.test_label_watch_dag import airflow
 
 SHIFT_DAY = 8

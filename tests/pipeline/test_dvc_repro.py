@@ -18,8 +18,8 @@ import yaml
 
 from fraudops.modelspec import published_versions
 from fraudops.pipeline_graph import load_stages, repro_command
+from testkit.pipeline_project import BIN, dvc
 from tests.helpers.lineage import dataset_inputs, dvc_recorded, training_runs
-from tests.helpers.pipeline_project import BIN, dvc
 
 # The whole pipeline, even on tiny params, takes minutes on two busy cores.
 pytestmark = [

@@ -17,8 +17,8 @@ import pytest
 
 from fraudops.features import FEATURE_NAMES, N_FEATURES
 from fraudops.modelspec import MODEL_FILE, now_iso, publish, write_spec
+from testkit.transactions import make_transactions
 from tests.helpers.lineage import dataset_inputs, training_runs
-from tests.helpers.transactions import make_transactions
 from training.evaluate import corrections, evaluate
 from training.featurize import featurize
 from training.lib import metrics

@@ -33,15 +33,15 @@ import yaml
 from confluent_kafka import Producer
 from sklearn.metrics import average_precision_score
 
+from fraudops import db
 from fraudops.bands import bands_for
 from fraudops.features import batch_features
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from fraudops.schema import TRANSACTION_COLUMNS
 from fraudops.settings import Settings
 from jobs.common import FEEDBACK_ASSET_URI
-from serving import db
 from serving.model_store import load_model
-from tests.helpers.pipeline_project import BIN, make_project, pipeline_env, run
+from testkit.pipeline_project import BIN, make_project, pipeline_env, run
 from tests.helpers.serving_env import (
     channel_to,
     issue_token,

@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 
 from fraudops.modelspec import published_versions
-from tests.helpers.pipeline_project import BIN, dvc, make_project, pipeline_env, run
+from testkit.pipeline_project import BIN, dvc, make_project, pipeline_env, run
 
 # The whole pipeline, even on tiny params, takes minutes on two busy cores.
 pytestmark = [
@@ -69,7 +69,7 @@ def corrupt_batch(path: Path) -> None:
 def e2e_database_url(database_url: str):
     """A database of this module's own: labels that other tests left in the session database
     would otherwise flow into this pipeline run through collect_feedback."""
-    from serving import db
+    from fraudops import db
 
     name = f"fraudops_e2e_{uuid.uuid4().hex[:8]}"
     url = db.create_database(database_url, name)

@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from fraudops.modelspec import MODEL_FILE, SPEC_FILE, read_spec, write_spec
-from tests.helpers.pipeline_project import BIN
+from testkit.pipeline_project import BIN
+from testkit.transactions import make_transactions
 from tests.helpers.serving_env import free_port, wait_until
-from tests.helpers.transactions import make_transactions
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_CANDIDATE = ROOT / "tests" / "helpers" / "tiny_candidate.py"

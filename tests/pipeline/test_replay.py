@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from fraudops.bands import BANDS
-from tests.helpers.replay_loop import band_mix, drift_report, live_loop, replay
+from testkit.replay_loop import band_mix, drift_report, live_loop, replay
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from testkit.stack import fresh_database
 from tests.helpers.queue_day import seed_day
 from tests.helpers.serving_env import query
-from tests.helpers.stack import fresh_database
 from tests.pipeline.test_label_watch_dag import airflow
 
 QUEUE_PARAMS = """queue:

@@ -18,8 +18,8 @@ import yaml
 from sklearn.metrics import average_precision_score
 
 from fraudops.features import FEATURE_NAMES, N_FEATURES, batch_features
+from testkit.transactions import make_transactions
 from tests.helpers.lineage import dataset_inputs, dvc_recorded, training_runs
-from tests.helpers.transactions import make_transactions
 from training.featurize import featurize
 
 TINY = {

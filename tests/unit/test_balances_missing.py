@@ -18,7 +18,7 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.schema import InvalidTransaction, proto_to_dict, validate_columns
 from fraudops.schema import validate_transaction as validate
 from serving.feature_state import MemoryFeatures
-from tests.helpers.transactions import make_transactions
+from testkit.transactions import make_transactions
 
 PRESENT = FEATURE_NAMES.index("balances_present")
 BALANCE = [FEATURE_NAMES.index(n) for n in BALANCE_FEATURES]

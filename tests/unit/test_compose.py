@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+import devstack
 from fraudops import kafka_access
 from fraudops.settings import Settings, env_name, url_address
 
@@ -20,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 APP_SERVICES = {"migrate", "server", "scorer", "airflow", "console"}
 SETTINGS_ENV = {env_name(f.name) for f in fields(Settings)}
+CLUSTER_BROKERS = ["kafka-1", "kafka-2", "kafka-3"]
+BROKER_PORT, CONTROLLER_PORT = 9092, 9093
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +102,9 @@ def test_each_kafka_client_logs_in_as_its_own_principal(compose, service, user):
     assert environment["KAFKA_SASL_PASSWORD"].startswith(f"${{{variable}:?")
 
 
-def test_the_broker_uses_the_dev_stacks_template(compose):
-    kafka = compose["services"]["kafka"]
+@pytest.mark.parametrize("broker", ["kafka", *CLUSTER_BROKERS])
+def test_the_broker_uses_the_dev_stacks_template(compose, broker):
+    kafka = compose["services"][broker]
     assert "./infra/kafka/server.properties:/etc/fraudops/server.properties:ro" in kafka["volumes"]
     script = " ".join(kafka["command"])
     template = (ROOT / "infra" / "kafka" / "server.properties").read_text()
@@ -145,7 +149,7 @@ def test_console_image_carries_its_built_frontend(compose):
     assert copied < steps.index('RUN pip install ".[${INSTALL_GROUP}]"')
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "web/dist/*" in package_data["package-data"]["console"]
-    assert "migrations/*.sql" in package_data["package-data"]["serving"]
+    assert "migrations/*.sql" in package_data["package-data"]["fraudops.db"]
     assert "console/web/dist" in (ROOT / ".dockerignore").read_text().split()
 
 
@@ -162,6 +166,106 @@ def test_the_cluster_profile_is_a_redis_cluster_of_three_masters_and_three_repli
     assert create["profiles"] == ["cluster"]
     assert "--cluster-replicas 1" in create["command"][0]
     assert set(create["depends_on"]) == set(nodes)
+
+
+def _broker_properties(compose: dict, broker: str) -> dict[str, str]:
+    """The server.properties a broker's start script writes: the template with its sed
+    substitutions, their values taken from the service's environment."""
+    service = compose["services"][broker]
+    text = (ROOT / "infra" / "kafka" / "server.properties").read_text()
+    script = " ".join(service["command"])
+    for placeholder, value in re.findall(r'"s\|(@[A-Z_]+@)\|([^"|]+)\|g"', script):
+        value = re.sub(r"\$\$\{(\w+)\}", lambda m: str(service["environment"][m[1]]), value)
+        text = text.replace(placeholder, value)
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return dict(ln.split("=", 1) for ln in lines)
+
+
+def test_the_cluster_profile_is_three_kafka_brokers_of_one_quorum(compose):
+    """`--profile cluster`: three KRaft nodes, each a broker and a controller listening on
+    its own service name, every one a voter of the one quorum, formatted with the same
+    cluster id and initial controllers; the single broker is left as it is."""
+    services = compose["services"]
+    assert sorted(n for n in services if re.fullmatch(r"kafka-\d+", n)) == CLUSTER_BROKERS
+    voters = [f"{name}:{CONTROLLER_PORT}" for name in CLUSTER_BROKERS]
+    formats = set()
+    for node_id, name in enumerate(CLUSTER_BROKERS, start=1):
+        service = services[name]
+        assert service["profiles"] == ["cluster"]
+        assert service["command"] == services["kafka"]["command"]  # one start script
+        properties = _broker_properties(compose, name)
+        assert properties["node.id"] == str(node_id)
+        assert properties["process.roles"] == "broker,controller"
+        assert properties["listeners"] == (
+            f"BROKER://{name}:{BROKER_PORT},CONTROLLER://{name}:{CONTROLLER_PORT}"
+        )
+        assert properties["advertised.listeners"] == properties["listeners"]
+        assert properties["controller.quorum.bootstrap.servers"].split(",") == voters
+        environment = service["environment"]
+        formats.add((environment["BROKER_FORMAT_QUORUM"], environment["BROKER_CLUSTER_ID"]))
+    (format_quorum, cluster_id), = formats  # fmt: skip
+    option, controllers = format_quorum.split()
+    assert option == "--initial-controllers"
+    parsed = [re.fullmatch(r"(\d+)@([\w-]+:\d+):([\w-]{22})", c) for c in controllers.split(",")]
+    assert [(int(m[1]), m[2]) for m in parsed] == list(enumerate(voters, start=1))
+    assert len({m[3] for m in parsed}) == 3  # a directory id of its own per controller
+    assert cluster_id != services["kafka"]["environment"]["BROKER_CLUSTER_ID"]
+    assert len({v for b in CLUSTER_BROKERS for v in services[b]["volumes"]}) == 4  # data apart
+
+
+def test_the_cluster_brokers_replicate_as_the_dev_stacks_cluster(compose, tmp_path):
+    """Replication factor 3 and min.insync.replicas 2 (so one broker may die without losing
+    an acks=all write), and every other setting the dev stack's own 3 brokers have; the one
+    broker keeps 1 and 1."""
+    stack = devstack.Stack(Settings(), run_dir=tmp_path / "run", kafka_libs=tmp_path / "libs")
+    nodes = devstack.kafka_cluster_nodes(stack)
+    local_only = ("listeners", "advertised.listeners", "controller.quorum.bootstrap.servers",
+                  "log.dirs", "listener.name.")  # fmt: skip
+    for name, node in zip(CLUSTER_BROKERS, nodes, strict=True):
+        text = devstack.kafka_properties(stack, node, nodes)
+        local = dict(ln.split("=", 1) for ln in text.splitlines() if ln and ln[0] != "#")
+        ours = _broker_properties(compose, name)
+        assert ours.keys() == local.keys()
+        for key in (k for k in local if not k.startswith(local_only)):
+            assert ours[key] == local[key], key
+        assert ours["default.replication.factor"] == "3"
+        assert ours["min.insync.replicas"] == ours["transaction.state.log.min.isr"] == "2"
+    single = _broker_properties(compose, "kafka")
+    assert single["default.replication.factor"] == single["min.insync.replicas"] == "1"
+
+
+def test_the_services_can_point_at_the_cluster(compose):
+    """One variable moves every Kafka client, the set-up job included, to the cluster (and
+    one the scoring processes to the Redis Cluster); the set-up waits for the cluster's
+    brokers when the profile runs them. .env.example says what to set."""
+    services = compose["services"]
+    bootstrap = "${STACK_KAFKA_BOOTSTRAP_SERVERS:-kafka:9092}"
+    for name in ["kafka-setup", *APP_SERVICES]:
+        assert services[name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == bootstrap, name
+    setup = services["kafka-setup"]["depends_on"]
+    for name in CLUSTER_BROKERS:
+        assert setup[name] == {"condition": "service_healthy", "required": False}
+    for name in ("server", "scorer"):
+        assert (
+            services[name]["environment"]["REDIS_URL"] == "${STACK_REDIS_URL:-redis://redis:6379/0}"
+        )
+        assert services[name]["depends_on"]["redis-cluster-create"]["required"] is False
+    example = (ROOT / ".env.example").read_text()
+    cluster = ",".join(f"{name}:{BROKER_PORT}" for name in CLUSTER_BROKERS)
+    assert f"#   STACK_KAFKA_BOOTSTRAP_SERVERS={cluster}\n" in example
+    assert "#   STACK_REDIS_URL=redis+cluster://redis-node-1:6379/0\n" in example
+
+
+def test_no_default_service_needs_a_profiled_one(compose):
+    """A service without a profile that requires one of the `cluster` profile makes the
+    whole project invalid without that profile: such a dependency must be optional."""
+    services = compose["services"]
+    for name, service in services.items():
+        if "profiles" in service:
+            continue
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            if "profiles" in services[dependency]:
+                assert condition.get("required") is False, f"{name} needs {dependency}"
 
 
 def test_images_carry_the_pinned_ip_country_database():

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fraudops import devstack, kafka_access
+import devstack
+from fraudops import kafka_access
 from fraudops.settings import Settings, load_settings
 
 MOVED = replace(

@@ -12,7 +12,7 @@ import yaml
 
 from fraudops.features import FEATURE_NAMES
 from fraudops.schema import TRANSACTION_COLUMNS
-from tests.helpers.transactions import make_transactions
+from testkit.transactions import make_transactions
 from training.featurize import FeaturizeError, featurize, main
 from training.lib.split import split_by_time
 

@@ -16,8 +16,8 @@ from fraudops.pii import mask_pii
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.schema import proto_to_dict, validate_transaction
 from serving.geoip_store import GeoIpStore
+from testkit.stack import wait_until
 from tests.helpers.geoip import GEOIP_DB
-from tests.helpers.stack import wait_until
 
 # Addresses whose country is stable in the registries' data (the operators' home ranges).
 PUBLIC = [

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers.stack import ROOT
+from testkit.stack import ROOT
 
 BROWSER_TESTS = "tests/integration/test_console_browser.py"
 

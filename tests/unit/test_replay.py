@@ -19,8 +19,8 @@ from scripts.replay import (
     with_addresses,
     with_history,
 )
-from tests.helpers.geoip import GEOIP_DB
-from tests.helpers.transactions import START, make_transactions
+from testkit.stack import GEOIP_DB
+from testkit.transactions import START, make_transactions
 from training.lib.locations import add_locations
 
 NOW = 1_790_000_000.0  # a fixed "now", months after the frame's time line

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from fraudops.features import FEATURE_NAMES, N_FEATURES
+from fraudops.geoip import ip_hash
 from fraudops.rules import (
+    HASH_PREFIX,
     MAX_CONDITION_CHARS,
     MODEL,
     ListIndex,
@@ -18,7 +20,9 @@ from fraudops.rules import (
     RuleSet,
     canonical_value,
     check_condition,
+    lists_read,
     lookups_as_variables,
+    shown_value,
 )
 
 NOW = 1_800_000_000.0
@@ -139,10 +143,59 @@ def test_lists_of_every_kind_with_expiry(condition, fields, matches):
 @pytest.mark.parametrize(
     ("kind", "value", "stored"),
     [("user", " 0042", "42"), ("country", "de", "DE"), ("ip", "10.1.2.3/16", "10.1.0.0/16"),
-     ("ip", "::1", "::1/128"), ("customer", "cus_1", "cus_1")],
+     ("ip", "::1", HASH_PREFIX + ip_hash("::1", "k")),
+     ("ip", "10.1.2.3/32", HASH_PREFIX + ip_hash("10.1.2.3", "k")),
+     ("ip", HASH_PREFIX + "0" * 32, HASH_PREFIX + "0" * 32), ("customer", "cus_1", "cus_1")],
 )  # fmt: skip
 def test_list_values_are_stored_in_one_form(kind, value, stored):
-    assert canonical_value(kind, value) == stored
+    assert canonical_value(kind, value, "k") == stored
+
+
+def test_a_single_ip_address_is_stored_only_as_its_keyed_hash():
+    with pytest.raises(RuleError, match="FRAUDOPS_IP_HASH_KEY"):
+        canonical_value("ip", "203.0.113.7")
+    assert canonical_value("ip", "203.0.113.0/24") == "203.0.113.0/24"  # a network stays
+    hashed = canonical_value("ip", "203.0.113.7", "k")
+    assert "203" not in hashed and hashed != canonical_value("ip", "203.0.113.7", "other")
+    assert shown_value(hashed) == hashed[: len(HASH_PREFIX) + 8] + "…"
+    assert shown_value("203.0.113.0/24") == "203.0.113.0/24"
+
+
+@pytest.mark.parametrize(
+    ("fields", "matches"),
+    [
+        ({"ip_address": "203.0.113.7"}, True),  # hashed here, with the list's key
+        ({"ip_address": "203.0.113.8"}, False),
+        ({"ip_address": "", "ip_hash": ip_hash("203.0.113.7", "k")}, True),  # a stored score
+        ({"ip_address": "203.0.113.8", "ip_hash": ip_hash("203.0.113.8", "k")}, False),
+        ({"ip_address": "198.51.100.9"}, True),  # in a network
+        ({"ip_address": "192.0.2.1"}, True),  # kept as given before hashing: still matches
+        ({"ip_address": "192.0.2.5"}, True),  # hashed, expires later
+        ({"ip_address": "192.0.2.6"}, False),  # hashed, expired
+        ({"ip_address": "not an ip"}, False),
+    ],
+)
+def test_an_ip_list_matches_hashed_addresses_and_networks(fields, matches):
+    items = [(canonical_value("ip", v, "k"), expiry) for v, expiry in
+             [("203.0.113.7", math.inf), ("198.51.100.0/24", math.inf),
+              ("192.0.2.5", NOW + 60), ("192.0.2.6", NOW - 1)]]  # fmt: skip
+    lists = {"bad_ips": ListIndex.build("ip", [*items, ("192.0.2.1/32", math.inf)], "k")}
+    rules = [
+        Rule("ips", "block", "in_list('bad_ips', ip_address)"),
+        Rule("ips_called", "review", "in_list('bad_ips', string(ip_address))", "shadow"),
+    ]
+    one = [tx(**fields)]
+    out = RuleSet("t", rules, lists).decide(one, np.zeros((1, N_FEATURES)), np.zeros(1),
+                                            np.zeros(1, dtype=int), now=NOW)  # fmt: skip
+    assert out.decided_by == (["ips"] if matches else [MODEL])
+    # Called back from CEL (no hash at hand), an address is hashed with the list's key.
+    if fields["ip_address"]:
+        assert out.shadow == ([["ips_called"]] if matches else [None])
+
+
+def test_the_lists_a_condition_reads():
+    text = "in_list('a', user_id) || in_list(\"b\", ip_address) && !in_list('a', ip_country)"
+    assert lists_read(text) == {"a", "b"}
 
 
 @pytest.mark.parametrize(
@@ -245,3 +298,20 @@ def test_a_lookup_answers_the_same_as_a_variable_and_as_a_call(user_id):
     listed = LISTS["blocked_users"].contains(user_id, NOW)
     assert out.decided_by == (["as_variable"] if listed else [MODEL])
     assert out.shadow == ([["as_call"]] if listed else [None])
+
+
+@pytest.mark.parametrize("nested", [0, 80])
+def test_first_match_across_chains_and_shadow_rules_anywhere(nested):
+    """More live rules than one conditional chain holds (and, each nesting conditionals of
+    its own, too deep for CEL's parser to chain at all): the first live match still decides
+    and every shadow match is recorded."""
+    deep = "amount>{0}.0?true:" * nested + "amount>{0}.0"
+    rules = [Rule(f"r{i}", "review", deep.format(1000 + i)) for i in range(60)]
+    rules[37] = Rule("r37", "block", deep.format(10))
+    rules[50] = Rule("r50", "allow", deep.format(1))
+    rules[5] = Rule("s5", "review", deep.format(1), mode="shadow")
+    rules[58] = Rule("s58", "review", deep.format(15), mode="shadow")
+    out = decide(rules, [tx(amount=20.0), tx(amount=12.0), tx(amount=5.0), tx(amount=0.5)])
+    assert out.decided_by == ["r37", "r37", "r50", MODEL]
+    assert out.bands.tolist() == [2, 2, 0, 0]
+    assert out.shadow == [["s5", "s58"], ["s5"], ["s5"], None]

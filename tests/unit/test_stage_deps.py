@@ -154,7 +154,7 @@ def test_the_walk_sees_lazy_and_transitive_imports():
 def test_pipeline_test_projects_copy_every_package_a_stage_imports():
     """The pipeline tests run `dvc repro` in a copy of the project: a package a stage
     imports but the copy lacks fails there with a missing dep."""
-    from tests.helpers.pipeline_project import COPIED
+    from testkit.pipeline_project import COPIED
 
     needed = {dep.split("/")[0] for stage in STAGES for dep in stage.deps}
     assert needed & set(PACKAGES) <= set(COPIED)

@@ -124,6 +124,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/lists/{name}/delete": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Delete
+         * @description Delete a list; 422 naming the live or shadow rules that read it.
+         */
+        post: operations["delete_api_lists__name__delete_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/lists/{name}/items": {
         parameters: {
             query?: never;
@@ -544,6 +564,11 @@ export interface components {
             /** Created */
             created: string;
         };
+        /** DeleteBody */
+        DeleteBody: {
+            /** Reason */
+            reason: string;
+        };
         /** Deployment */
         Deployment: {
             /** Host */
@@ -707,6 +732,13 @@ export interface components {
             /** Reason */
             reason: string;
         };
+        /** ListDeleted */
+        ListDeleted: {
+            /** Deleted */
+            deleted: string;
+            /** Items */
+            items: number;
+        };
         /** ListItem */
         ListItem: {
             /**
@@ -720,6 +752,8 @@ export interface components {
             expires_at: string | null;
             /** Reason */
             reason: string;
+            /** Shown */
+            shown: string;
             /** Value */
             value: string;
         };
@@ -1422,6 +1456,41 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ListItems"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_api_lists__name__delete_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DeleteBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListDeleted"];
                 };
             };
             /** @description Validation Error */

@@ -79,7 +79,16 @@ export function Lists() {
       </div>
       <div className="col-span-3">
         {list ? (
-          <Items key={list.name} list={list} mayEdit={mayEdit} onChanged={lists.reload} />
+          <Items
+            key={list.name}
+            list={list}
+            mayEdit={mayEdit}
+            onChanged={lists.reload}
+            onDeleted={() => {
+              lists.reload();
+              setParams({});
+            }}
+          />
         ) : (
           <Card>
             <p className="text-sm text-slate-500">
@@ -152,7 +161,17 @@ function CreateList({ onCreated }: { onCreated: (name: string) => void }) {
   );
 }
 
-function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean; onChanged: () => void }) {
+function Items({
+  list,
+  mayEdit,
+  onChanged,
+  onDeleted,
+}: {
+  list: RuleList;
+  mayEdit: boolean;
+  onChanged: () => void;
+  onDeleted: () => void;
+}) {
   const items = useResource<{ items: ListItem[] }>(`/api/lists/${encodeURIComponent(list.name)}`);
   const [values, setValues] = useState("");
   const [expires, setExpires] = useState("");
@@ -171,6 +190,16 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
       if (path === "items") setValues("");
       items.reload();
       onChanged();
+    } catch (err) {
+      setMessage(problemOf(err));
+    }
+  }
+
+  /** Delete the whole list; the server refuses (naming them) while a live or shadow rule reads it. */
+  async function deleteList() {
+    try {
+      await api.post(`/api/lists/${encodeURIComponent(list.name)}/delete`, { reason });
+      onDeleted();
     } catch (err) {
       setMessage(problemOf(err));
     }
@@ -208,9 +237,17 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
               onChange={(e) => setReason(e.target.value)}
             />
           </div>
-          <div className="flex items-end">
-            <Button className="w-full" onClick={() => change("items", entered)} disabled={!entered.length || !reason}>
+          <div className="flex items-end gap-2">
+            <Button className="flex-1" onClick={() => change("items", entered)} disabled={!entered.length || !reason}>
               Add
+            </Button>
+            <Button
+              variant="fraud"
+              onClick={deleteList}
+              disabled={!reason}
+              title={reason ? "delete the list and its items" : "give a reason first"}
+            >
+              Delete list
             </Button>
           </div>
           {message && (
@@ -238,7 +275,12 @@ function Items({ list, mayEdit, onChanged }: { list: RuleList; mayEdit: boolean;
               const expired = isExpired(item);
               return (
                 <tr key={item.value} className={cn(expired && "text-slate-400")}>
-                  <Td className="font-mono text-xs">{item.value}</Td>
+                  <Td
+                    className="font-mono text-xs"
+                    title={item.shown === item.value ? undefined : "an IP address, kept only as its keyed hash"}
+                  >
+                    {item.shown}
+                  </Td>
                   <Td>{item.expires_at ? `${formatTime(item.expires_at)}${expired ? " (expired)" : ""}` : "never"}</Td>
                   <Td>{formatTime(item.added_at)}</Td>
                   <Td>{item.added_by}</Td>

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import redis
 
-from fraudops.devstack import form_redis_cluster, redis_cluster_node_command, wait_until
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.stack import free_block
+from devstack import form_redis_cluster, redis_cluster_node_command
+from fraudops.processes import wait_until
+from testkit.redis_server import RedisServer
+from testkit.stack import free_block
 
 NODES = 6
 

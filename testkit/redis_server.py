@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.helpers.serving_env import free_port
+from testkit.stack import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 

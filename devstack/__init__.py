@@ -1,4 +1,4 @@
-"""The local dev stack: `python -m fraudops.devstack up|down|status|env [service ...]`.
+"""The local dev stack: `python -m devstack up|down|status|env [service ...]`.
 
 Kafka (one KRaft broker), Postgres (a project-local cluster of Debian's PostgreSQL), MLflow
 (server, SQLite backend), Airflow (the components of `airflow standalone`) and the analyst
@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fraudops import kafka_access
-from fraudops.processes import process_alive
+from fraudops.processes import process_alive, wait_until
 from fraudops.settings import Settings, env_name, load_settings, to_environ, url_address
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def say(message: str) -> None:
     print(f"[devstack] {message}", file=sys.stderr, flush=True)
 
 
-# --- generic helpers (tests.helpers re-exports the first two) ---------------------------
+# --- generic helpers ---------------------------------------------------------------------
 
 
 def port_open(host: str, port: int) -> bool:
@@ -79,18 +79,6 @@ def port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def wait_until(check: Callable[[], object], what: str, timeout: float = 60, every: float = 0.1):
-    """Poll `check` until it returns something truthy (and return that); a TimeoutError
-    naming `what` otherwise. Exceptions from `check` propagate."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 def http_ok(url: str) -> bool:
@@ -444,7 +432,7 @@ KAFKA_CLUSTER = Service(
 # reachable from this machine alone. Anything shared uses passwords (see .env.example).
 PG_HBA = "local all all trust\nhost  all all 127.0.0.1/32 trust\n"
 PG_CONF = """
-# fraudops local development cluster (fraudops.devstack); address, port and socket
+# fraudops local development cluster (the devstack package); address, port and socket
 # directory are given on the command line, from the settings.
 max_connections = 100
 shared_buffers = 256MB
@@ -545,7 +533,7 @@ def _pg_database(stack: Stack) -> None:
     finally:
         conn.close()
     url = stack.settings.local_database_url()
-    command = [sys.executable, "-m", "serving.db", "migrate", "--database-url", url]
+    command = [sys.executable, "-m", "fraudops.db", "migrate", "--database-url", url]
     _run_logged(command, stack.log("postgres"), "postgres: migrations failed", cwd=stack.root)
 
 
@@ -977,7 +965,7 @@ def _spawn(service: Service, stack: Stack) -> subprocess.Popen:
     caller's exit or Ctrl-C does not take it down and `down` can stop all of it."""
     commands = service.commands(stack)
     if len(commands) > 1:
-        commands = [[sys.executable, "-m", "fraudops.devstack", "_group", json.dumps(commands)]]
+        commands = [[sys.executable, "-m", "devstack", "_group", json.dumps(commands)]]
     log = stack.log(service.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     service.pidfile(stack).parent.mkdir(parents=True, exist_ok=True)
@@ -1068,7 +1056,7 @@ def status_line(service: Service, stack: Stack) -> str:
 
 
 def env_lines(settings: Settings) -> list[str]:
-    """Export lines for a shell: `eval "$(python -m fraudops.devstack env)"`."""
+    """Export lines for a shell: `eval "$(python -m devstack env)"`."""
     return [f"export {k}={shlex.quote(v)}" for k, v in to_environ(settings).items()]
 
 
@@ -1116,7 +1104,7 @@ def run_group(commands: list[list[str]]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fraudops.devstack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "env", "_group"])
     parser.add_argument(
         "services", nargs="*",
@@ -1154,7 +1142,3 @@ def main(argv: list[str] | None = None) -> int:
             say(f"ERROR: {err}")
             return 1
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

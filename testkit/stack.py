@@ -20,16 +20,20 @@ from dataclasses import replace
 from pathlib import Path
 
 import grpc
+import psycopg2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fraudops.devstack import port_open, wait_until
+from devstack import port_open
 from fraudops.grpc_client import with_token
+from fraudops.processes import wait_until
 from fraudops.settings import Settings, to_environ
 
 __all__ = ["port_open", "wait_until"]  # re-exported: one implementation with the dev stack
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = Path(__file__).with_name("tiny_model.py")
+# The real IP country database the install step places (`make geoip-db`).
+GEOIP_DB: Path = ROOT / Settings().geoip_db
 # Two distinguishable models: different seeds and output biases.
 MODEL_SPECS = {"v1": "v1:7:0.0", "v2": "v2:11:1.5"}
 SCOPES = ("ingest", "score", "label")
@@ -101,6 +105,16 @@ def python_process(
         stop_process(proc, timeout=stop_timeout)
 
 
+def make_settings(**overrides) -> Settings:
+    """Settings for an in-process server on a free loopback port, no metrics endpoint."""
+    return loopback_settings(Settings(), **overrides)
+
+
+def service_process(module: str, settings: Settings, log_path: Path, *args: str):
+    """Run `python -m module` with `settings`, logging to `log_path`; stopped on exit."""
+    return python_process(["-m", module, *args], settings, log_path)
+
+
 @contextlib.contextmanager
 def channel_to(port: int, token: str | None = None) -> Iterator[grpc.Channel]:
     """A plain-text channel to a loopback server, sending `token` on every call."""
@@ -148,7 +162,7 @@ def build_models(out: Path, timeout: float = 600) -> Path:
 @contextlib.contextmanager
 def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
     """A new database on `server_url`'s server with every migration applied; dropped after."""
-    from serving import db
+    from fraudops import db
 
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     url = db.create_database(server_url, name)
@@ -157,6 +171,16 @@ def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
         yield url
     finally:
         db.drop_database(server_url, name)
+
+
+def query(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
 
 
 def _topics_ready(admin, names: list[str]) -> bool:

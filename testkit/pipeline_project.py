@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # build/geoip: the IP country database `make install` placed, a dependency of two stages.
 COPIED = ("dvc.yaml", ".dvcignore", "dags", "training", "fraudops", "feature_checks", "jobs",

@@ -1,29 +1,29 @@
-"""Postgres schema migrations, and databases made and dropped (tests, the demo).
+"""The database: connections, the schema's migrations, databases made and dropped (tests,
+the demo). Every process (scoring, pipeline stages, scheduled jobs, console, Stripe) reaches
+Postgres through `connect`, so the defaults are set once; the tables of every part are the
+migrations of this package, so one runner orders them all. The writer of `audit_log` is
+`fraudops.db.audit`.
 
-Migrations are the files `serving/migrations/NNN_name.sql`, applied in order, each in its
-own transaction together with its row in `schema_migrations`, so a failed migration leaves
-nothing half-applied and re-running `migrate` applies only what is new. Connections come
-from `fraudops.db.connect`, shared with the pipeline and the jobs.
+Migrations are the files `migrations/NNN_name.sql` beside this module, applied in order,
+each in its own transaction together with its row in `schema_migrations` (keyed by the file
+name without `.sql`), so a failed migration leaves nothing half-applied and re-running
+`migrate` applies only what is new.
 
-CLI: `python -m serving.db migrate [--database-url URL]`
-     `python -m serving.db create-database NAME [--database-url URL]`
+CLI: `python -m fraudops.db migrate [--database-url URL]`
+     `python -m fraudops.db create-database NAME [--database-url URL]`
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
-import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
+import psycopg2.extensions
 from psycopg2 import sql
-
-from fraudops.db import connect
-from fraudops.pii import configure_logging
-from fraudops.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,17 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Serialises concurrent `migrate` calls (several services starting at once).
 _MIGRATION_LOCK_ID = 0x6672_6175_6401
+
+
+def connect(url: str, **kwargs: Any) -> psycopg2.extensions.connection:
+    """A psycopg2 connection with the project's defaults (a bounded wait for the server, and
+    the name pg_stat_activity shows); keyword arguments override them. An empty URL is
+    refused: libpq would otherwise quietly try a local server."""
+    if not url:
+        raise ValueError("no database URL: set DATABASE_URL")
+    kwargs.setdefault("connect_timeout", 10)
+    kwargs.setdefault("application_name", "fraudops")
+    return psycopg2.connect(url, **kwargs)
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[str, Path]]:
@@ -105,35 +116,3 @@ def drop_database(url: str, name: str) -> None:
             cur.execute(query.format(sql.Identifier(name)))
     finally:
         conn.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--database-url", help="default: DATABASE_URL from the environment")
-    parser = argparse.ArgumentParser(prog="python -m serving.db", description="Postgres schema")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", parents=[common], help="apply pending migrations")
-    create = commands.add_parser(
-        "create-database", parents=[common], help="create a database and migrate it"
-    )
-    create.add_argument("name")
-    args = parser.parse_args(argv)
-    settings = load_settings()
-    configure_logging(settings.log_level)
-
-    url = args.database_url or settings.database_url
-    if not url:
-        parser.error("no database: pass --database-url or set DATABASE_URL")
-    if args.command == "create-database":
-        url = create_database(url, args.name)
-    try:
-        applied = migrate(url)
-    except (psycopg2.Error, ValueError) as err:
-        log.error("migration failed: %s", err)
-        return 1
-    log.info("%d migration(s) applied: %s", len(applied), ", ".join(applied) or "none pending")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,10 +19,13 @@ from typing import Any
 from fraudops.params import load_params
 from fraudops.settings import Settings
 from jobs.drift_watch import watch_window
-from tests.helpers.redis_server import RedisServer
-from tests.helpers.serving_env import (
+from testkit.redis_server import RedisServer
+from testkit.stack import (
     ROOT,
     channel_to,
+    create_topics,
+    delete_topics,
+    fresh_database,
     issue_token,
     make_settings,
     process_env,
@@ -31,7 +34,6 @@ from tests.helpers.serving_env import (
     wait_serving,
     wait_until,
 )
-from tests.helpers.stack import create_topics, delete_topics, fresh_database
 
 REPLAY = ROOT / "scripts" / "replay.py"
 

@@ -1,6 +1,7 @@
-"""A tiny but real TFLite fraud model with a proper model.json, for the serving tests.
+"""A tiny but real TFLite fraud model with a proper model.json, for the serving tests and
+the benchmark.
 
-Built with TensorFlow, so it runs in its own process (`python tests/helpers/tiny_model.py
+Built with TensorFlow, so it runs in its own process (`python testkit/tiny_model.py
 OUT_ROOT v1 v2:7:2.0`): the serving code under test must never share a process with TensorFlow. The
 model is a small dense network whose weights are seeded, so the same seed gives the
 same model; a different `--bias` shifts every score, so a test can tell two models apart
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 

@@ -21,8 +21,8 @@ from fraudops.bands import BANDS, bands_for
 from fraudops.db import connect
 from fraudops.features import FEATURE_NAMES, N_FEATURES, batch_features
 from fraudops.modelspec import MODEL_FILE, now_iso, write_spec
-from tests.helpers.stack import fresh_database
-from tests.helpers.transactions import START, make_transactions
+from testkit.stack import fresh_database
+from testkit.transactions import START, make_transactions
 
 DAY = 86400
 _WEIGHTS = np.linspace(-0.3, 0.3, N_FEATURES)
