@@ -44,43 +44,15 @@ import pandas as pd
 from fraudops import drift
 from fraudops.bands import BANDS
 from fraudops.db import connect
-from fraudops.features import FEATURE_NAMES, MAX_GAP_SECONDS, WINDOWS_SECONDS, batch_features
+from fraudops.features import FEATURE_NAMES, batch_features
 from fraudops.modelspec import published_versions
 from fraudops.params import DEFAULT_PARAMS, load_params
 from fraudops.pii import configure_logging
+from fraudops.scored_rows import read_scored
 from fraudops.settings import load_settings
 
 log = logging.getLogger("fraudops.drift_watch")
 
-# The batch transform needs a user's rows as far back as any feature looks: the velocity
-# windows, and the gap since the previous transaction (capped at MAX_GAP_SECONDS).
-HORIZON_SECONDS = max(*WINDOWS_SECONDS, MAX_GAP_SECONDS)
-# The window's rows and every earlier row of the same users within that horizon,
-# in the order the scorer saw them, with the location the scorer derived (the location
-# features are computed from it) and the analysts' label where there is one.
-_ROWS = """
-COPY (
-  WITH win AS (
-    SELECT user_id, event_ts FROM scored_transactions
-     WHERE scored_at >= %(start)s AND scored_at < %(end)s),
-  users AS (SELECT user_id, min(event_ts) - %(horizon)s AS lo, max(event_ts) AS hi
-              FROM win GROUP BY user_id)
-  SELECT s.transaction_id, s.user_id, s.event_ts AS timestamp, s.type, s.amount,
-         coalesce(s.old_balance_orig, 0) AS old_balance_orig,
-         coalesce(s.new_balance_orig, 0) AS new_balance_orig,
-         coalesce(s.old_balance_dest, 0) AS old_balance_dest,
-         coalesce(s.new_balance_dest, 0) AS new_balance_dest,
-         coalesce(s.is_unauthorized_overdraft, 0) AS is_unauthorized_overdraft,
-         s.old_balance_orig IS NULL AS balances_missing,  -- stored NULL: the producer had none
-         s.ip_country, s.ip_kind, s.card_country,  -- NULL: unknown
-         s.score, s.band, f.label,
-         (s.scored_at >= %(start)s AND s.scored_at < %(end)s) AS in_window
-    FROM scored_transactions s JOIN users u USING (user_id)
-    LEFT JOIN feedback_labels f USING (transaction_id)
-   WHERE s.event_ts BETWEEN u.lo AND u.hi
-   ORDER BY s.user_id, s.event_ts, s.scored_at, s.transaction_id
-) TO STDOUT WITH (FORMAT csv, HEADER)
-"""
 _SAMPLES = """
 SELECT p.transaction_id, p.features FROM feature_samples p
   JOIN scored_transactions s USING (transaction_id)
@@ -118,26 +90,9 @@ def served_model(serving_root: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def read_window(conn, start: datetime, end: datetime) -> pd.DataFrame:
-    """The window's rows with their users' recent history (`in_window` tells which)."""
+    """The window's rows with their users' recent history (`in_period` tells which)."""
     with conn.cursor() as cur:
-        query = cur.mogrify(_ROWS, {"start": start, "end": end, "horizon": HORIZON_SECONDS})
-        buf = io.BytesIO()
-        cur.copy_expert(query.decode(), buf)
-    buf.seek(0)
-    # round_trip: the fast float parser can be one ulp off, and a balance error that is
-    # exactly zero in the scorer must stay zero here. Only an empty cell (COPY's NULL) is
-    # missing: pandas' default list would read Namibia's country code "NA" as one.
-    text = ("transaction_id", "type", "label", "ip_country", "ip_kind", "card_country")
-    frame = pd.read_csv(
-        buf,
-        dtype=dict.fromkeys(text, str),
-        float_precision="round_trip",
-        keep_default_na=False,
-        na_values=[""],
-    )
-    for flag in ("in_window", "balances_missing"):  # COPY writes booleans as t / f
-        frame[flag] = frame[flag].astype(str).str.lower().isin(("t", "true"))
-    return frame
+        return read_scored(cur, start, end)
 
 
 def read_samples(conn, start: datetime, end: datetime) -> dict[str, list[float]]:
@@ -151,7 +106,7 @@ def window_features(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     if frame.empty:
         return frame, np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
     features = batch_features(frame)
-    mask = frame["in_window"].to_numpy()
+    mask = frame["in_period"].to_numpy()
     return frame[mask].reset_index(drop=True), features[mask]
 
 
