@@ -24,7 +24,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 def rebuild(features: FeatureState, database_url: str, since_seconds: int) -> int:
     """Replay every transaction scored in the last `since_seconds` into the state, in event
-    time order; returns how many rows were replayed. Transactions already in the state are
+    time order, with the IP country it was scored with (the user's countries are state too);
+    returns how many rows were replayed. Transactions already in the state are
     not counted again, so a rebuild over a partial state fills in only what is missing."""
     conn = connect(database_url)
     replayed = 0
@@ -32,15 +33,17 @@ def rebuild(features: FeatureState, database_url: str, since_seconds: int) -> in
         with conn, conn.cursor(name="feature_rebuild") as cur:
             cur.itersize = REBUILD_BATCH
             cur.execute(
-                "SELECT transaction_id, user_id, event_ts, amount FROM scored_transactions "
+                "SELECT transaction_id, user_id, event_ts, amount, coalesce(ip_country, '') "
+                "FROM scored_transactions "
                 "WHERE scored_at > now() - make_interval(secs => %s) "
                 "ORDER BY event_ts, scored_at, transaction_id",
                 (since_seconds,),
             )
             while rows := cur.fetchmany(REBUILD_BATCH):
                 features.record([
-                    {"transaction_id": t, "user_id": u, "timestamp": ts, "amount": a}
-                    for t, u, ts, a in rows
+                    {"transaction_id": t, "user_id": u, "timestamp": ts, "amount": a,
+                     "ip_country": country}
+                    for t, u, ts, a, country in rows
                 ])  # fmt: skip
                 replayed += len(rows)
     finally:

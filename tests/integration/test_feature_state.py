@@ -522,7 +522,7 @@ def seed_scored(url: str, rows: list[dict]) -> None:
     """Scored rows as the scorer writes them (only the columns a rebuild reads matter)."""
     values = [
         (r["transaction_id"], r["user_id"], r["timestamp"], r["type"], r["amount"], 0.1,
-         "ALLOW", "v1", "stream")
+         "ALLOW", "v1", "stream", r.get("ip_country", ""))
         for r in rows
     ]  # fmt: skip
     conn = psycopg2.connect(url)
@@ -531,7 +531,7 @@ def seed_scored(url: str, rows: list[dict]) -> None:
             psycopg2.extras.execute_values(
                 cur,
                 "INSERT INTO scored_transactions (transaction_id, user_id, event_ts, type, "
-                "amount, score, band, model_version, source) VALUES %s",
+                "amount, score, band, model_version, source, ip_country) VALUES %s",
                 values,
             )
     finally:
@@ -546,6 +546,9 @@ def dump(state: FeatureState, users) -> dict:
 def test_rebuild_from_postgres_reproduces_the_live_state(redis_servers, own_database):
     frame = make_transactions(3000, fraud_rate=0.05, seed=6, days=3)
     frame["transaction_id"] = [f"rb-{i}" for i in range(len(frame))]
+    # The user's countries are state too: a rebuild without them reads every next one as new.
+    countries = np.random.default_rng(6).choice(["DE", "FR", "BR", "NA", ""], len(frame))
+    frame["ip_country"] = frame["card_country"] = countries
     frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
     rows = rows_of(frame)
     live_redis, rebuilt_redis = redis_servers(), redis_servers()
