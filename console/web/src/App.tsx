@@ -3,6 +3,7 @@ import { NavLink, Route, Routes } from "react-router-dom";
 import { Button } from "./components/ui/button";
 import { api, type Me } from "./lib/api";
 import { MeContext } from "./lib/me";
+import { useResource } from "./lib/resource";
 import { cn } from "./lib/utils";
 import { Lists } from "./screens/Lists";
 import { Live } from "./screens/Live";
@@ -23,21 +24,24 @@ const SCREENS = [
 ] as const;
 
 export function App() {
-  const [me, setMe] = useState<Me | null | undefined>(undefined);
-  const load = useCallback(() => {
-    api.get<Me>("/api/auth/me").then(setMe, () => setMe(null));
-  }, []);
+  const me = useResource<Me>("/api/auth/me");
+  // Any 401 (this session expired or was signed out elsewhere) shows the sign-in form.
+  const [signedOut, setSignedOut] = useState(false);
   useEffect(() => {
-    load();
-    const signedOut = () => setMe(null);
-    window.addEventListener("signed-out", signedOut);
-    return () => window.removeEventListener("signed-out", signedOut);
-  }, [load]);
+    const signOut = () => setSignedOut(true);
+    window.addEventListener("signed-out", signOut);
+    return () => window.removeEventListener("signed-out", signOut);
+  }, []);
+  const { reload } = me;
+  const signedIn = useCallback(() => {
+    setSignedOut(false);
+    reload();
+  }, [reload]);
 
-  if (me === undefined) return null;
-  if (me === null) return <Login onSignedIn={load} />;
+  if (signedOut || me.error) return <Login onSignedIn={signedIn} />;
+  if (me.data === null || me.loading) return null;
   return (
-    <MeContext.Provider value={me}>
+    <MeContext.Provider value={me.data}>
       <header className="flex items-center gap-6 border-b border-slate-200 bg-white px-6 py-3">
         <span className="font-semibold">fraudops console</span>
         <nav className="flex gap-1">
@@ -55,9 +59,9 @@ export function App() {
           ))}
         </nav>
         <span className="ml-auto text-sm text-slate-500" data-testid="whoami">
-          {me.name} ({me.role})
+          {me.data.name} ({me.data.role})
         </span>
-        <Button variant="outline" size="sm" onClick={() => api.post("/api/auth/logout").finally(() => setMe(null))}>
+        <Button variant="outline" size="sm" onClick={() => api.post("/api/auth/logout").finally(() => setSignedOut(true))}>
           Sign out
         </Button>
       </header>
