@@ -398,7 +398,10 @@ class RuleSet:
         shadow = [i for i, r in enumerate(self.rules) if r.mode == "shadow"]
         self._shadow_names = [self.rules[i].name for i in shadow]
         self.reasons = {r.name: rule_reason(r) for r in self.rules}  # what a decision shows
-        texts, self._members = lookups_as_variables([r.condition for r in self.rules])
+        texts, members = lookups_as_variables([r.condition for r in self.rules])
+        # (variable, list, argument, whether an address): looked up before each evaluation
+        self._lookups = tuple((v, self.lists[name], arg, arg == IP_COLUMN)
+                              for v, (name, arg) in members.items())  # fmt: skip
         self._program, self._chains = _whole_program(texts, live, shadow)
         self._calls_back = LIST_FUNCTION in self._program.functions()
         names = set().union(*(p.variables() for p in self._programs)) if self.rules else set()
@@ -419,10 +422,9 @@ class RuleSet:
         if not self.rules or not len(txs):
             return None
         now = time.time() if now is None else now
-        functions = {LIST_FUNCTION: _membership(self.lists, now)}
         out = Decisions(bands.copy(), [MODEL] * len(txs), [None] * len(txs))
         for i, row in enumerate(self._rows(txs, features, scores, bands, now)):
-            first, shadow = self._evaluate(row, functions, out)
+            first, shadow = self._evaluate(row, now, out)
             if first >= 0:
                 out.bands[i] = self.rules[first].band
                 out.decided_by[i] = self.rules[first].name
@@ -432,20 +434,25 @@ class RuleSet:
                 out.matched = True
         return out
 
-    def _evaluate(self, row: dict[str, Any], functions: dict, out: Decisions):
+    def _evaluate(self, row: dict[str, Any], now: float, out: Decisions):
         """The first live rule that matched (-1: none) and the shadow rules that matched (None:
         none), from one run of the whole program; when that fails, rule by rule (a failing
         rule matches nothing). Without a call back into Python the row is passed as it is."""
-        context = cel.Context(variables=row, functions=functions) if self._calls_back else row
+        context = self._context(row, now) if self._calls_back else row
         try:
             found = self._program.execute(context)
         except Exception:  # noqa: BLE001 - one rule's run-time error, found below
-            return self._evaluate_alone(cel.Context(variables=row, functions=functions), out)
-        first = next((k for k in found[: self._chains] if k >= 0), -1)
+            return self._evaluate_alone(self._context(row, now), out)
+        chains = found[: self._chains]
+        # A chain gives -1 or a rule's position, ascending from chain to chain.
+        first = -1 if not chains or max(chains) < 0 else next(k for k in chains if k >= 0)
         shadow = found[self._chains :]
         if True not in shadow:
             return first, None
         return first, [name for name, m in zip(self._shadow_names, shadow, strict=True) if m]
+
+    def _context(self, row: dict[str, Any], now: float) -> cel.Context:
+        return cel.Context(variables=row, functions={LIST_FUNCTION: _membership(self.lists, now)})
 
     def _evaluate_alone(self, context: cel.Context, out: Decisions):
         matched = []
@@ -462,10 +469,8 @@ class RuleSet:
     def _rows(self, txs, features, scores, bands, now: float) -> Iterable[dict[str, Any]]:
         """The variables the set reads, one dict per transaction, with its list lookups (an
         address's with the keyed hash the transaction carries, when it does)."""
-        lookups = [(v, self.lists[name], arg, arg == IP_COLUMN)
-                   for v, (name, arg) in self._members.items()]  # fmt: skip
         for tx, row in zip(txs, self._reads.rows(txs, features, scores, bands), strict=True):
-            for variable, index, argument, address in lookups:
+            for variable, index, argument, address in self._lookups:
                 hashed = tx.get("ip_hash") if address else None
                 row[variable] = index.contains(row[argument], now, hashed)
             yield row
@@ -529,7 +534,7 @@ class Reads:
     one numpy call for the batch's features and plain dict work for the rest (a numpy call
     per variable costs a transaction scored alone more than the evaluation of ten rules)."""
 
-    tx: tuple[tuple[str, type], ...]
+    tx: tuple[tuple[str, type, Any], ...]  # name, type, value when the transaction has none
     features: tuple[str, ...]  # the features as read, then the velocity sums in plain units
     index: np.ndarray
     derived: tuple[str, ...]
@@ -542,7 +547,8 @@ class Reads:
         index = [_FEATURE_INDEX[n] for n in plain]
         index += [_FEATURE_INDEX[DERIVED_VARIABLES[n]] for n in derived]
         index = np.array(index, dtype=np.intp)
-        tx = tuple((n, type(TX_VARIABLES[n])) for n in sorted(names & TX_VARIABLES.keys()))
+        kinds = ((n, type(TX_VARIABLES[n])) for n in sorted(names & TX_VARIABLES.keys()))
+        tx = tuple((n, kind, kind()) for n, kind in kinds)
         model = tuple(sorted(names & MODEL_VARIABLES.keys()))
         return cls(tx, (*plain, *derived), index, derived, model)
 
@@ -551,7 +557,7 @@ class Reads:
         score = scores.tolist() if "score" in self.model else None
         band = bands.tolist() if "model_band" in self.model else None
         for i, tx in enumerate(txs):
-            row = {name: kind(tx.get(name, kind())) for name, kind in self.tx}
+            row = {name: kind(tx.get(name, empty)) for name, kind, empty in self.tx}
             row.update(zip(self.features, picked[i], strict=True))
             for name in self.derived:
                 row[name] = math.expm1(row[name])
