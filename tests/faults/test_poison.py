@@ -11,7 +11,6 @@ from tests.helpers.serving_env import (
     consume,
     scored_ids,
     service_process,
-    serving_v1_settings,
     transaction,
     unique_ids,
     wait_until,
@@ -36,16 +35,8 @@ def poison(tag: str) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url):
-    return serving_v1_settings(
-        built_models,
-        serving_root,
-        "fault-poison",
-        **kafka_settings.kafka_login(),
-        database_url=database_url,
-        scorer_batch_size=100,
-        **kafka_topics(),
-    )
+def settings(v1_settings, database_url):
+    return v1_settings("fault-poison", database_url=database_url, scorer_batch_size=100)
 
 
 def test_poison_at_the_head_of_a_partition_is_dead_lettered_and_the_rest_scored(

@@ -13,7 +13,6 @@ from tests.helpers.serving_env import (
     query,
     scored_ids,
     service_process,
-    serving_v1_settings,
     unique_ids,
 )
 
@@ -21,17 +20,9 @@ N = 4000
 
 
 @pytest.fixture
-def settings(private_stack, built_models, serving_root, kafka_settings, kafka_topics):
+def settings(private_stack, v1_settings):
     private_stack.up("postgres")
-    base = serving_v1_settings(
-        built_models,
-        serving_root,
-        "fault-pg",
-        **kafka_settings.kafka_login(),
-        scorer_batch_size=200,
-        **kafka_topics(),
-    )
-    return with_stack(base, private_stack, "postgres")
+    return with_stack(v1_settings("fault-pg", scorer_batch_size=200), private_stack, "postgres")
 
 
 def test_the_scorer_pauses_while_postgres_restarts_and_loses_nothing(

@@ -11,7 +11,6 @@ from tests.faults.support import USERS, log_says, stream_through_fault, tally, w
 from tests.helpers.serving_env import (
     scored_ids,
     service_process,
-    serving_v1_settings,
     unique_ids,
 )
 
@@ -19,18 +18,9 @@ N = 4000
 
 
 @pytest.fixture
-def settings(private_stack, built_models, serving_root, kafka_settings, kafka_topics,
-             database_url):  # fmt: skip
+def settings(private_stack, v1_settings, database_url):
     private_stack.up("redis")
-    base = serving_v1_settings(
-        built_models,
-        serving_root,
-        "fault-redis",
-        **kafka_settings.kafka_login(),
-        database_url=database_url,
-        scorer_batch_size=200,
-        **kafka_topics(),
-    )
+    base = v1_settings("fault-redis", database_url=database_url, scorer_batch_size=200)
     return with_stack(base, private_stack, "redis")
 
 

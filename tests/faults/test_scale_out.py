@@ -43,13 +43,15 @@ def cluster(tmp_path):
     servers.stop()
 
 
-def cluster_settings(cluster, name, built_models, serving_root, kafka_settings, kafka_topics,
-                     database_url, partitions):  # fmt: skip
-    return serving_v1_settings(
-        built_models, serving_root, name, **kafka_settings.kafka_login(),
-        database_url=database_url, redis_url=cluster.url, raw_partitions=partitions,
-        scorer_batch_size=200, **kafka_topics(partitions),
-    )  # fmt: skip
+@pytest.fixture
+def cluster_settings(cluster, v1_settings, database_url):
+    """Factory `cluster_settings(group, partitions)`: scorer settings on the Redis Cluster."""
+
+    def make(group: str, partitions: int):
+        return v1_settings(group, partitions, database_url=database_url, redis_url=cluster.url,
+                           raw_partitions=partitions, scorer_batch_size=200)  # fmt: skip
+
+    return make
 
 
 def histories(url: str, partitions: int) -> list[str]:
@@ -78,11 +80,9 @@ def inline_while_away(serving_root, url: str, user: int, deadline: float) -> lis
 
 
 def test_a_redis_master_killed_mid_stream_loses_and_repeats_nothing(
-    cluster, built_models, serving_root, kafka_settings, kafka_topics, database_url, tmp_path,
-    fault_report,
-):  # fmt: skip
-    settings = cluster_settings(cluster, "fault-cluster", built_models, serving_root,
-                                kafka_settings, kafka_topics, database_url, 3)  # fmt: skip
+    cluster, cluster_settings, serving_root, tmp_path, fault_report
+):
+    settings = cluster_settings("fault-cluster", 3)
     url, ids = settings.database_url, unique_ids("fault-cluster", N)
     key = RedisFeatures.from_url(cluster.url, partitions=3).key_of(1)  # its master is killed
 
@@ -121,11 +121,9 @@ def kill(process) -> float:
 
 
 def test_three_scorers_over_12_partitions_one_killed_score_everything_once(
-    cluster, built_models, serving_root, kafka_settings, kafka_topics, database_url, tmp_path,
-    fault_report,
-):  # fmt: skip
-    settings = cluster_settings(cluster, "fault-replicas", built_models, serving_root,
-                                kafka_settings, kafka_topics, database_url, 12)  # fmt: skip
+    cluster_settings, tmp_path, fault_report
+):
+    settings = cluster_settings("fault-replicas", 12)
     url, ids = settings.database_url, unique_ids("fault-replicas", N)
 
     def stored() -> int:

@@ -17,7 +17,6 @@ from tests.helpers.serving_env import (
     on_topic,
     scored_ids,
     service_process,
-    serving_v1_settings,
     stop_process,
     unique_ids,
     wait_until,
@@ -27,16 +26,8 @@ N = 3000
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url):
-    return serving_v1_settings(
-        built_models,
-        serving_root,
-        "fault-kill",
-        **kafka_settings.kafka_login(),
-        database_url=database_url,
-        scorer_batch_size=50,
-        **kafka_topics(),
-    )
+def settings(v1_settings, database_url):
+    return v1_settings("fault-kill", database_url=database_url, scorer_batch_size=50)
 
 
 def test_a_scorer_killed_while_dead_lettering_loses_nothing_on_restart(

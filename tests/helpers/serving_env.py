@@ -94,6 +94,19 @@ def serving_v1_settings(built: Path, serving_root: Path, group: str, **overrides
     return make_settings(model_dir=serving_root, consumer_group=group_id, **overrides)
 
 
+@pytest.fixture
+def v1_settings(built_models, serving_root, kafka_settings, kafka_topics):
+    """Factory `v1_settings(group, partitions=3, **overrides)`: `serving_v1_settings` on the
+    session's broker with its login and fresh topics of `partitions` partitions; `overrides`
+    name the rest (database, Redis, batch size)."""
+
+    def make(group: str, partitions: int = 3, **overrides) -> Settings:
+        endpoints = {**kafka_settings.kafka_login(), **kafka_topics(partitions), **overrides}
+        return serving_v1_settings(built_models, serving_root, group, **endpoints)
+
+    return make
+
+
 def consume(kafka: Settings, topic: str, expected: int, timeout: float = 90) -> list[Message]:
     """Read a topic from the start (as `kafka`'s login) until `expected` messages or the
     timeout; a few more seconds after reaching it, so a duplicate would show up too."""

@@ -22,7 +22,6 @@ import pytest
 from fraudops.settings import Settings
 from testkit.redis_cluster import RedisClusterServers
 from testkit.redis_server import RedisServer
-from tests.helpers.serving_env import serving_v1_settings
 
 
 @pytest.fixture
@@ -52,15 +51,6 @@ def redis_cluster(tmp_path_factory) -> Iterator[RedisClusterServers]:
 
 
 @pytest.fixture
-def stream_settings(built_models, serving_root, kafka_settings, kafka_topics, database_url,
-                    redis_server, client_token) -> Settings:  # fmt: skip
-    return serving_v1_settings(
-        built_models,
-        serving_root,
-        "test-scorer",
-        **kafka_settings.kafka_login(),
-        database_url=database_url,
-        redis_url=redis_server.url,
-        client_token=client_token,
-        **kafka_topics(),
-    )
+def stream_settings(v1_settings, database_url, redis_server, client_token) -> Settings:
+    return v1_settings("test-scorer", database_url=database_url, redis_url=redis_server.url,
+                       client_token=client_token)  # fmt: skip
