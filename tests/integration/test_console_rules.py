@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from testkit.stack import fresh_database
 from fraudops.geoip import ip_hash
 from fraudops.rules import HASH_PREFIX, shown_value
+from testkit.stack import fresh_database
 from tests.helpers.console_env import (
     add_account,
     client_for,
