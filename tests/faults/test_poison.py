@@ -4,7 +4,6 @@ Each goes to the dead-letter topic with its reason; every good transaction is sc
 
 from __future__ import annotations
 
-import pytest
 from confluent_kafka import Producer
 
 from tests.helpers.serving_env import (
@@ -34,14 +33,10 @@ def poison(tag: str) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture
-def settings(v1_settings, database_url):
-    return v1_settings("fault-poison", database_url=database_url, scorer_batch_size=100)
-
-
 def test_poison_at_the_head_of_a_partition_is_dead_lettered_and_the_rest_scored(
-    settings, kafka_settings, tmp_path, fault_report
+    v1_settings, database_url, kafka_settings, tmp_path, fault_report
 ):
+    settings = v1_settings("fault-poison", database_url=database_url, scorer_batch_size=100)
     ids = unique_ids("fault-poison", N_GOOD)
     bad = poison(ids[0])
     producer = Producer(kafka_settings.kafka_config(**{"message.max.bytes": 1_048_576}))
