@@ -18,8 +18,7 @@ from serving import metrics
 from serving.server import ServingApp
 from tests.helpers.serving_env import (
     channel_to,
-    make_settings,
-    publish_model,
+    running_app,
     scored_ids,
     transaction,
     unique_ids,
@@ -29,14 +28,9 @@ from tests.helpers.serving_env import (
 
 
 @pytest.fixture
-def app(built_models, serving_root, kafka_settings, kafka_topics, database_url):
-    publish_model(built_models, serving_root, "v1")
-    settings = make_settings(**kafka_settings.kafka_login(), database_url=database_url,
-                             model_dir=serving_root, **kafka_topics())  # fmt: skip
-    server = ServingApp(settings, max_workers=16)
-    server.start()
-    yield server
-    server.stop(grace=2)
+def app(v1_settings, database_url):
+    with running_app(v1_settings("test-batching", database_url=database_url), 16, grace=2) as app:
+        yield app
 
 
 @pytest.fixture
