@@ -17,27 +17,16 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving import metrics
 from serving.server import ServingApp
 from tests.helpers.serving_env import (
-    channel_to,
-    running_app,
     scored_ids,
     transaction,
     unique_ids,
-    wait_serving,
     wait_until,
 )
 
 
 @pytest.fixture
-def app(v1_settings, database_url):
-    with running_app(v1_settings("test-batching", database_url=database_url), 16, grace=2) as app:
-        yield app
-
-
-@pytest.fixture
-def stub(app, client_token):
-    with channel_to(app.port, client_token) as channel:
-        wait_serving(channel)
-        yield fraud_pb2_grpc.FraudScoringStub(channel)
+def stub(channel):
+    return fraud_pb2_grpc.FraudScoringStub(channel)
 
 
 class Hold:

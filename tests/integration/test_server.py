@@ -32,19 +32,6 @@ from tests.helpers.serving_env import (
 from tests.helpers.tls import tls_files
 
 
-@pytest.fixture
-def app(v1_settings, database_url):
-    with running_app(v1_settings("test-server", database_url=database_url), 8, grace=2) as app:
-        yield app
-
-
-@pytest.fixture
-def channel(app, client_token):
-    with channel_to(app.port, client_token) as ch:
-        wait_serving(ch)
-        yield ch
-
-
 def test_send_transaction_acknowledges_what_kafka_holds(app, channel):
     stub = fraud_pb2_grpc.FraudIngestionStub(channel)
     ids = unique_ids("send", 6)
