@@ -217,20 +217,26 @@ def pinned_ping_us(url: str, redis_pid: int) -> dict[str, float]:
     return out
 
 
+def round_medians(results: dict[str, InlineResult]) -> list[str]:
+    """A line a result: the medians over its rounds of the client's p50 and p99, and of the
+    server-side time."""
+    lines = []
+    for label, result in results.items():
+        p50 = median([s.pct(50) for s in result.score_rounds])
+        p99 = median([s.pct(99) for s in result.score_rounds])
+        lines.append(f"  {label:<10} p50 {p50:6.0f} µs  p99 {p99:6.0f} µs  "
+                     f"(server-side {median(result.server_us):.0f} µs)")  # fmt: skip
+    return lines
+
+
 def auth_report(anonymous: InlineResult, with_token: InlineResult) -> list[str]:
     """The same sequential Score calls to one server, without credentials (Score open to
     anonymous callers) and with a bearer token, their rounds in turn."""
     lines = ["inline Score without and with a caller's token (one server, same calls, rounds "
              "in turn, medians):"]  # fmt: skip
-    p50 = {}
-    for label, result in (("anonymous", anonymous), ("token", with_token)):
-        p50[label] = median([s.pct(50) for s in result.score_rounds])
-        p99 = median([s.pct(99) for s in result.score_rounds])
-        lines.append(f"  {label:<10} p50 {p50[label]:6.0f} µs  p99 {p99:6.0f} µs  "
-                     f"(server-side {median(result.server_us):.0f} µs)")  # fmt: skip
-    pairs = zip(anonymous.score_rounds, with_token.score_rounds, strict=True)
-    rounds = [t.pct(50) - a.pct(50) for a, t in pairs]
-    lines.append(f"  the token adds {p50['token'] - p50['anonymous']:+.0f} µs to p50 (target: at "
+    lines += round_medians({"anonymous": anonymous, "token": with_token})
+    grown, rounds, _ = p50_gap(anonymous, with_token)
+    lines.append(f"  the token adds {grown:+.0f} µs to p50 (target: at "
                  f"most +20 µs; per round {', '.join(f'{v:+.0f}' for v in rounds)})")  # fmt: skip
     return lines
 
@@ -242,13 +248,7 @@ def state_report(
     rounds in turn."""
     lines = ["inline Score, per-user state in memory beside in Redis (same calls, rounds in "
              "turn, medians):"]  # fmt: skip
-    p50 = {}
-    for label, result in (("in memory", memory), ("Redis", in_redis)):
-        p50[label] = median([s.pct(50) for s in result.score_rounds])
-        p99 = median([s.pct(99) for s in result.score_rounds])
-        server = median(result.server_us)
-        lines.append(f"  {label:<10} p50 {p50[label]:6.0f} µs  p99 {p99:6.0f} µs  "
-                     f"(server-side {server:.0f} µs)")  # fmt: skip
+    lines += round_medians({"in memory": memory, "Redis": in_redis})
     grown, rounds, server_grown = p50_gap(memory, in_redis)
     lines.append(
         f"  Redis adds {grown:+.0f} µs to p50 (target: at most +150 µs; per round "

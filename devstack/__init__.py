@@ -944,16 +944,6 @@ def _read_pid(pidfile: Path) -> int | None:
         return None
 
 
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_pid(service: Service, stack: Stack) -> int | None:
     """The pid of the service as started here, if it is still running."""
     pid = _read_pid(service.pidfile(stack))
@@ -1037,7 +1027,9 @@ def down(service: Service, stack: Stack) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, service.stop_signal)
     try:
-        wait_until(lambda: not _group_alive(pid), f"{service.name} to stop", STOP_TIMEOUT_S)
+        wait_until(
+            lambda: not process_alive(pid, group=True), f"{service.name} to stop", STOP_TIMEOUT_S
+        )
     except TimeoutError:
         say(f"{service.name}: still running after {STOP_TIMEOUT_S} s, killing")
         with contextlib.suppress(ProcessLookupError):

@@ -9,10 +9,11 @@ import time
 from collections.abc import Callable
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (one we may not signal counts)."""
+def process_alive(pid: int, group: bool = False) -> bool:
+    """Whether a process with this pid (with `group`, any process of the group with this
+    id) exists on this host; one we may not signal counts."""
     try:
-        os.kill(pid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

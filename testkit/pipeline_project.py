@@ -75,6 +75,18 @@ def pipeline_env(**values: str | None) -> dict[str, str]:
     return env
 
 
+def airflow_env(project: Path, home: Path, **values: str | None) -> dict[str, str]:
+    """`pipeline_env` for the airflow CLI running the project's own DAGs (the DAG built from
+    its dvc.yaml) with a private home and no example DAGs."""
+    return pipeline_env(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(project / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        FRAUDOPS_PROJECT_DIR=str(project),
+        **values,
+    )
+
+
 def make_project(dest: Path, overrides: dict[str, Any] | None = None) -> Path:
     """Copy the pipeline into `dest`, write tiny params, init git + DVC, commit."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import psycopg2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack import port_open
+from fraudops.db import connect
 from fraudops.grpc_client import with_token
 from fraudops.processes import wait_until
 from fraudops.settings import Settings, to_environ
@@ -173,14 +174,22 @@ def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
         db.drop_database(server_url, name)
 
 
-def query(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(database_url)
+@contextlib.contextmanager
+def db_cursor(database_url: str) -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor of one transaction on a connection of its own: committed when the block
+    ends, rolled back if it raises, the connection closed either way."""
+    conn = connect(database_url)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
+            yield cur
     finally:
         conn.close()
+
+
+def query(database_url: str, sql: str, params: tuple = ()) -> list[tuple]:
+    with db_cursor(database_url) as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
 
 
 def _topics_ready(admin, names: list[str]) -> bool:

@@ -1,6 +1,7 @@
 """What the fault cases share: services of a test's own on free ports (`PrivateStack`), a
 stream of transactions sent while the fault happens (`Stream`, `stream_through_fault`),
-settings pointed at the private services (`with_stack`), the table's figures (`tally`)."""
+settings pointed at the private services (`with_stack`), what is counted (`stored_count`,
+`histories`) and a case's row of the table with the checks every case makes (`report_stream`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,16 @@ from typing import Any
 
 from devstack import with_local_kafka_login
 from fraudops.settings import Settings
+from serving.feature_state import RedisFeatures
 from serving.kafka_io import make_producer
-from tests.helpers.serving_env import ROOT, free_port, process_env, transaction, wait_until
+from tests.helpers.serving_env import (
+    ROOT,
+    free_port,
+    process_env,
+    scored_ids,
+    transaction,
+    wait_until,
+)
 
 
 class PrivateStack:
@@ -163,6 +172,35 @@ def stream_through_fault(
     for process in survivors:
         assert process.poll() is None, "a scorer must ride out the fault, not exit"
     return FaultRun(recovery, at_resume, outcome)
+
+
+def stored_count(url: str, ids: list[str]) -> Callable[[], int]:
+    """How many of `ids` the database holds so far: what `stream_through_fault` waits on."""
+    return lambda: len(scored_ids(url, ids))
+
+
+def histories(url: str, partitions: int = 3) -> list[str]:
+    """Every transaction id recorded in the stream's users' histories (repeats included)."""
+    state = RedisFeatures.from_url(url, timeout=10, partitions=partitions)
+    return [event[0] for user in range(1, USERS + 1) for event in state.history(user)]
+
+
+def held(counted: list[str]) -> str:
+    """A note's words on the histories: how many events they hold, how many twice."""
+    return f"{len(counted)} events, {len(counted) - len(set(counted))} twice"
+
+
+def report_stream(
+    fault_report: Callable[..., None], fault: str, settings: Settings, ids: list[str],
+    run: FaultRun, note: str, counted: list[str] | None = None,
+) -> None:  # fmt: skip
+    """Record a stream case's row of the table, then check what every case promises: each of
+    `ids` stored once and, given `counted` (the users' histories), counted once."""
+    rows = scored_ids(settings.database_url, ids)
+    fault_report(fault, **tally(ids, rows, counted), recovery_s=run.recovery_s, note=note)
+    assert sorted(rows) == sorted(ids), "every transaction stored once"
+    if counted is not None:
+        assert sorted(counted) == sorted(ids), "every transaction counted once in its history"
 
 
 def tally(ids: list[str], rows: list[str], counted: list[str] | None = None) -> dict[str, int]:

@@ -15,15 +15,14 @@ import grpc
 import pytest
 
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
-from serving.server import ServingApp
 from tests.faults.support import with_stack
 from tests.helpers.serving_env import (
     channel_to,
     consume,
-    make_settings,
-    publish_model,
+    running_app,
     scored_ids,
     service_process,
+    serving_v1_settings,
     transaction,
     wait_serving,
     wait_until,
@@ -84,12 +83,7 @@ def send(stub, tx_id: str, deadline: float) -> str:
 @pytest.fixture
 def settings(private_stack, built_models, serving_root, database_url):
     private_stack.up("kafka")
-    publish_model(built_models, serving_root, "v1")
-    base = make_settings(
-        model_dir=serving_root,
-        database_url=database_url,
-        consumer_group=f"fault-kafka-{uuid.uuid4().hex[:8]}",
-    )
+    base = serving_v1_settings(built_models, serving_root, "fault-kafka", database_url=database_url)
     return with_stack(base, private_stack, "kafka")
 
 
@@ -97,9 +91,7 @@ def test_a_broker_restart_never_acknowledges_what_is_not_on_the_topic(
     settings, private_stack, tmp_path, fault_report, client_token
 ):
     # Postgres only for the callers: the case is about Kafka, inline scores play no part.
-    server = ServingApp(settings, max_workers=16)
-    server.start()
-    try:
+    with running_app(settings, 16, grace=5) as server:
         with channel_to(server.port) as ch:
             wait_serving(ch)
         callers = Callers(server.port, client_token, uuid.uuid4().hex[:8]).start()
@@ -116,8 +108,6 @@ def test_a_broker_restart_never_acknowledges_what_is_not_on_the_topic(
         with channel_to(server.port, client_token) as ch:
             stub = fraud_pb2_grpc.FraudIngestionStub(ch)
             retried = {i: send(stub, i, 20.0) for i, o in first.items() if o != "OK"}
-    finally:
-        server.stop(grace=5)
     on_topic = collections.Counter(
         fraud_pb2.TransactionRequest.FromString(m.value()).transaction_id
         for m in consume(settings, settings.topic_raw, len(first))

@@ -4,14 +4,12 @@ Each goes to the dead-letter topic with its reason; every good transaction is sc
 
 from __future__ import annotations
 
-import pytest
 from confluent_kafka import Producer
 
 from tests.helpers.serving_env import (
     consume,
     scored_ids,
     service_process,
-    serving_v1_settings,
     transaction,
     unique_ids,
     wait_until,
@@ -35,22 +33,10 @@ def poison(tag: str) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture
-def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url):
-    return serving_v1_settings(
-        built_models,
-        serving_root,
-        "fault-poison",
-        **kafka_settings.kafka_login(),
-        database_url=database_url,
-        scorer_batch_size=100,
-        **kafka_topics(),
-    )
-
-
 def test_poison_at_the_head_of_a_partition_is_dead_lettered_and_the_rest_scored(
-    settings, kafka_settings, tmp_path, fault_report
+    v1_settings, database_url, kafka_settings, tmp_path, fault_report
 ):
+    settings = v1_settings("fault-poison", database_url=database_url, scorer_batch_size=100)
     ids = unique_ids("fault-poison", N_GOOD)
     bad = poison(ids[0])
     producer = Producer(kafka_settings.kafka_config(**{"message.max.bytes": 1_048_576}))

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.support import log_says, stream_through_fault, tally, with_stack
+from tests.faults.support import log_says, report_stream, stream_through_fault, with_stack
 from tests.helpers.serving_env import (
     query,
-    scored_ids,
     service_process,
-    serving_v1_settings,
     unique_ids,
 )
 
@@ -21,17 +19,9 @@ N = 4000
 
 
 @pytest.fixture
-def settings(private_stack, built_models, serving_root, kafka_settings, kafka_topics):
+def settings(private_stack, v1_settings):
     private_stack.up("postgres")
-    base = serving_v1_settings(
-        built_models,
-        serving_root,
-        "fault-pg",
-        **kafka_settings.kafka_login(),
-        scorer_batch_size=200,
-        **kafka_topics(),
-    )
-    return with_stack(base, private_stack, "postgres")
+    return with_stack(v1_settings("fault-pg", scorer_batch_size=200), private_stack, "postgres")
 
 
 def test_the_scorer_pauses_while_postgres_restarts_and_loses_nothing(
@@ -49,9 +39,5 @@ def test_the_scorer_pauses_while_postgres_restarts_and_loses_nothing(
 
     with service_process("serving.scorer", settings, log) as scorer:
         run = stream_through_fault(settings, ids, stored, fault, survivors=[scorer])
-    rows = scored_ids(url, ids)
-    fault_report(
-        "Postgres restarted mid-stream (scorer)", **tally(ids, rows), recovery_s=run.recovery_s,
-        note=f"database away {run.fault:.1f} s",
-    )  # fmt: skip
-    assert sorted(rows) == sorted(ids)
+    report_stream(fault_report, "Postgres restarted mid-stream (scorer)", settings, ids, run,
+                  f"database away {run.fault:.1f} s")  # fmt: skip

@@ -20,10 +20,9 @@ from serving.model_store import ModelStore
 from serving.scoring import NO_HISTORY_REASON, ScoringCore, decode
 from testkit.redis_cluster import RedisClusterServers
 from testkit.stack import create_topics, wait_for_members
-from tests.faults.support import USERS, stream_through_fault, tally
+from tests.faults.support import held, histories, report_stream, stored_count, stream_through_fault
 from tests.helpers.kafka_cluster import KafkaClusterServers
 from tests.helpers.serving_env import (
-    scored_ids,
     service_process,
     serving_v1_settings,
     stop_process,
@@ -43,19 +42,15 @@ def cluster(tmp_path):
     servers.stop()
 
 
-def cluster_settings(cluster, name, built_models, serving_root, kafka_settings, kafka_topics,
-                     database_url, partitions):  # fmt: skip
-    return serving_v1_settings(
-        built_models, serving_root, name, **kafka_settings.kafka_login(),
-        database_url=database_url, redis_url=cluster.url, raw_partitions=partitions,
-        scorer_batch_size=200, **kafka_topics(partitions),
-    )  # fmt: skip
+@pytest.fixture
+def cluster_settings(cluster, v1_settings, database_url):
+    """Factory `cluster_settings(group, partitions)`: scorer settings on the Redis Cluster."""
 
+    def make(group: str, partitions: int):
+        return v1_settings(group, partitions, database_url=database_url, redis_url=cluster.url,
+                           raw_partitions=partitions, scorer_batch_size=200)  # fmt: skip
 
-def histories(url: str, partitions: int) -> list[str]:
-    """Every transaction id recorded in the stream's users' histories (repeats included)."""
-    state = RedisFeatures.from_url(url, timeout=10, partitions=partitions)
-    return [event[0] for user in range(1, USERS + 1) for event in state.history(user)]
+    return make
 
 
 def inline_while_away(serving_root, url: str, user: int, deadline: float) -> list[list[str]]:
@@ -78,16 +73,12 @@ def inline_while_away(serving_root, url: str, user: int, deadline: float) -> lis
 
 
 def test_a_redis_master_killed_mid_stream_loses_and_repeats_nothing(
-    cluster, built_models, serving_root, kafka_settings, kafka_topics, database_url, tmp_path,
-    fault_report,
-):  # fmt: skip
-    settings = cluster_settings(cluster, "fault-cluster", built_models, serving_root,
-                                kafka_settings, kafka_topics, database_url, 3)  # fmt: skip
+    cluster, cluster_settings, serving_root, tmp_path, fault_report
+):
+    settings = cluster_settings("fault-cluster", 3)
     url, ids = settings.database_url, unique_ids("fault-cluster", N)
     key = RedisFeatures.from_url(cluster.url, partitions=3).key_of(1)  # its master is killed
-
-    def stored() -> int:
-        return len(scored_ids(url, ids))
+    stored = stored_count(url, ids)
 
     def fault() -> tuple[list[list[str]], object, float]:
         """Kill the master of user 1's slot; inline answers until it has a master again."""
@@ -100,16 +91,13 @@ def test_a_redis_master_killed_mid_stream_loses_and_repeats_nothing(
     with service_process("serving.scorer", settings, tmp_path / "scorer.log") as scorer:
         run = stream_through_fault(settings, ids, stored, fault, survivors=[scorer])
     answers, promoted, away = run.fault
-    rows = scored_ids(url, ids)
     counted = [i for i in histories(settings.redis_url, 3) if not i.startswith("inline-")]
-    fault_report(
-        "Redis Cluster master SIGKILLed mid-stream", **tally(ids, rows, counted),
-        recovery_s=run.recovery_s,
-        note=f"slot away {away:.1f} s (replica {promoted.port} promoted); "
+    report_stream(
+        fault_report, "Redis Cluster master SIGKILLed mid-stream", settings, ids, run,
+        f"slot away {away:.1f} s (replica {promoted.port} promoted); "
         f"{sum(NO_HISTORY_REASON in r for r in answers)} inline answers marked meanwhile",
+        counted,
     )  # fmt: skip
-    assert sorted(rows) == sorted(ids)
-    assert sorted(counted) == sorted(ids)
     assert NO_HISTORY_REASON in answers[0], "an answer while the slot is away is marked"
     assert NO_HISTORY_REASON not in answers[-1], "answers have history again once promoted"
 
@@ -121,15 +109,11 @@ def kill(process) -> float:
 
 
 def test_three_scorers_over_12_partitions_one_killed_score_everything_once(
-    cluster, built_models, serving_root, kafka_settings, kafka_topics, database_url, tmp_path,
-    fault_report,
-):  # fmt: skip
-    settings = cluster_settings(cluster, "fault-replicas", built_models, serving_root,
-                                kafka_settings, kafka_topics, database_url, 12)  # fmt: skip
+    cluster_settings, tmp_path, fault_report
+):
+    settings = cluster_settings("fault-replicas", 12)
     url, ids = settings.database_url, unique_ids("fault-replicas", N)
-
-    def stored() -> int:
-        return len(scored_ids(url, ids))
+    stored = stored_count(url, ids)
 
     logs = [tmp_path / f"scorer-{n}.log" for n in range(3)]
     with (
@@ -143,16 +127,12 @@ def test_three_scorers_over_12_partitions_one_killed_score_everything_once(
         run = stream_through_fault(settings, ids, stored, lambda: kill(second),
                                    survivors=[first, third])  # fmt: skip
         everything = time.monotonic() - run.fault
-    rows = scored_ids(url, ids)
     counted = histories(settings.redis_url, 12)
-    fault_report(
-        "1 of 3 scorers SIGKILLed (12 partitions, Redis Cluster)", **tally(ids, rows),
-        recovery_s=run.recovery_s,
-        note=f"everything stored {everything:.1f} s after the kill; "
-        f"histories hold {len(counted)} events, {len(counted) - len(set(counted))} twice",
+    report_stream(
+        fault_report, "1 of 3 scorers SIGKILLed (12 partitions, Redis Cluster)", settings, ids,
+        run, f"everything stored {everything:.1f} s after the kill; histories hold "
+        f"{held(counted)}", counted,
     )  # fmt: skip
-    assert sorted(rows) == sorted(ids)
-    assert sorted(counted) == sorted(ids)
 
 
 def test_a_kafka_broker_killed_mid_stream_and_restarted_loses_and_repeats_nothing(
@@ -166,21 +146,15 @@ def test_a_kafka_broker_killed_mid_stream_and_restarted_loses_and_repeats_nothin
             database_url=database_url, scorer_batch_size=200, **topics,
         )  # fmt: skip
         url, ids = settings.database_url, unique_ids("fault-broker", N)
-
-        def stored() -> int:
-            return len(scored_ids(url, ids))
+        stored = stored_count(url, ids)
 
         victim = kafka.nodes[2]
         with service_process("serving.scorer", settings, tmp_path / "scorer.log") as scorer:
             run = stream_through_fault(settings, ids, stored, lambda: kafka.kill(victim),
                                        repair=lambda: kafka.start_node(victim),
                                        survivors=[scorer])  # fmt: skip
-        rows = scored_ids(url, ids)
     finally:
         kafka.stop()
-    fault_report(
-        "Kafka broker (1 of 3, RF 3, min ISR 2) SIGKILLed, restarted", **tally(ids, rows),
-        recovery_s=run.recovery_s,
-        note=f"{run.stored_at_resume} stored when scoring resumed without it",
-    )  # fmt: skip
-    assert sorted(rows) == sorted(ids)
+    report_stream(fault_report, "Kafka broker (1 of 3, RF 3, min ISR 2) SIGKILLed, restarted",
+                  settings, ids, run,
+                  f"{run.stored_at_resume} stored when scoring resumed without it")  # fmt: skip

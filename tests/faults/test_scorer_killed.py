@@ -8,8 +8,6 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
-
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from tests.faults.support import Stream, resumed
 from tests.helpers.serving_env import (
@@ -17,7 +15,6 @@ from tests.helpers.serving_env import (
     on_topic,
     scored_ids,
     service_process,
-    serving_v1_settings,
     stop_process,
     unique_ids,
     wait_until,
@@ -26,22 +23,10 @@ from tests.helpers.serving_env import (
 N = 3000
 
 
-@pytest.fixture
-def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url):
-    return serving_v1_settings(
-        built_models,
-        serving_root,
-        "fault-kill",
-        **kafka_settings.kafka_login(),
-        database_url=database_url,
-        scorer_batch_size=50,
-        **kafka_topics(),
-    )
-
-
 def test_a_scorer_killed_while_dead_lettering_loses_nothing_on_restart(
-    settings, kafka_settings, tmp_path, fault_report
+    v1_settings, database_url, kafka_settings, tmp_path, fault_report
 ):
+    settings = v1_settings("fault-kill", database_url=database_url, scorer_batch_size=50)
     ids = unique_ids("fault-kill", N)
     stream = Stream(kafka_settings, settings.topic_raw, ids, invalid_every=3)
     invalid, valid = stream.invalid, [i for i in ids if i not in stream.invalid]

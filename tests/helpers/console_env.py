@@ -14,6 +14,7 @@ from console import auth
 from console.app import create_app
 from fraudops.db import connect
 from fraudops.settings import Settings
+from testkit.stack import db_cursor
 
 PASSWORD = "correct horse battery"
 
@@ -54,35 +55,27 @@ def insert_rows(database_url: str, rows: list[dict]) -> list[str]:
         "reasons": ["amount drains the origin balance"], "latency_us": 250, "source": "stream",
     }  # fmt: skip
     ids = []
-    conn = connect(database_url)
-    try:
-        with conn, conn.cursor() as cur:
-            for row in rows:
-                values = {"transaction_id": f"tx-{uuid.uuid4().hex[:12]}", **defaults, **row}
-                values["reasons"] = json.dumps(values["reasons"])
-                columns = ", ".join(values)
-                marks = ", ".join(["%s"] * len(values))
-                cur.execute(
-                    f"INSERT INTO scored_transactions ({columns}) VALUES ({marks})",
-                    list(values.values()),
-                )
-                ids.append(values["transaction_id"])
-    finally:
-        conn.close()
+    with db_cursor(database_url) as cur:
+        for row in rows:
+            values = {"transaction_id": f"tx-{uuid.uuid4().hex[:12]}", **defaults, **row}
+            values["reasons"] = json.dumps(values["reasons"])
+            columns = ", ".join(values)
+            marks = ", ".join(["%s"] * len(values))
+            cur.execute(
+                f"INSERT INTO scored_transactions ({columns}) VALUES ({marks})",
+                list(values.values()),
+            )
+            ids.append(values["transaction_id"])
     return ids
 
 
 def insert_drift_report(database_url: str, model_version: str, alarm: bool) -> None:
     """A drift watch window as the job writes it, newest of all (window in 2099)."""
-    conn = connect(database_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO drift_reports (window_start, window_end, model_version, rows,"
-                " drifted, consecutive, alarm, drifted_features, max_feature_psi, score_psi,"
-                " band_psi, skew_checked, skew_mismatches, report) VALUES ('2099-01-01 10:00Z',"
-                " '2099-01-01 11:00Z', %s, 5000, true, 3, %s, %s, 1.39, 0.05, 0.02, 40, 0, '{}')",
-                (model_version, alarm, ["log_amount[TRANSFER]", "type_mix"]),
-            )
-    finally:
-        conn.close()
+    with db_cursor(database_url) as cur:
+        cur.execute(
+            "INSERT INTO drift_reports (window_start, window_end, model_version, rows,"
+            " drifted, consecutive, alarm, drifted_features, max_feature_psi, score_psi,"
+            " band_psi, skew_checked, skew_mismatches, report) VALUES ('2099-01-01 10:00Z',"
+            " '2099-01-01 11:00Z', %s, 5000, true, 3, %s, %s, 1.39, 0.05, 0.02, 40, 0, '{}')",
+            (model_version, alarm, ["log_amount[TRANSFER]", "type_mix"]),
+        )

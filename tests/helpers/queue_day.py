@@ -6,8 +6,8 @@ from datetime import date
 
 import numpy as np
 
-from fraudops.db import connect
 from fraudops.review_queue import day_span
+from testkit.stack import db_cursor
 
 
 def band_of(score: float) -> str:
@@ -19,17 +19,13 @@ def seed_day(url: str, day: date, n: int = 200, after: int = 0, prefix: str = "t
     day after (ids numbered on); returns every row's score, in id order."""
     scores = np.random.default_rng(5).beta(0.5, 2.0, n + after)
     start, end = day_span(day)
-    conn = connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            for i, score in enumerate(scores):
-                ts = start + i * (86_400 // max(n, 1)) if i < n else end + i
-                cur.execute(
-                    "INSERT INTO scored_transactions (transaction_id, user_id, event_ts, type,"
-                    " amount, score, band, model_version, source)"
-                    " VALUES (%s, %s, %s, 'PAYMENT', 10.0, %s, %s, 'v1', 'stream')",
-                    (f"{prefix}{i:03d}", i % 17, ts, float(score), band_of(score)),
-                )
-    finally:
-        conn.close()
+    with db_cursor(url) as cur:
+        for i, score in enumerate(scores):
+            ts = start + i * (86_400 // max(n, 1)) if i < n else end + i
+            cur.execute(
+                "INSERT INTO scored_transactions (transaction_id, user_id, event_ts, type,"
+                " amount, score, band, model_version, source)"
+                " VALUES (%s, %s, %s, 'PAYMENT', 10.0, %s, %s, 'v1', 'stream')",
+                (f"{prefix}{i:03d}", i % 17, ts, float(score), band_of(score)),
+            )
     return scores

@@ -5,8 +5,10 @@ Every wait here is bounded in time and count; nothing asserts on how long anythi
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,34 @@ def serving_v1_settings(built: Path, serving_root: Path, group: str, **overrides
     publish_model(built, serving_root, "v1")
     group_id = f"{group}-{uuid.uuid4().hex[:8]}"
     return make_settings(model_dir=serving_root, consumer_group=group_id, **overrides)
+
+
+@pytest.fixture
+def v1_settings(built_models, serving_root, kafka_settings, kafka_topics):
+    """Factory `v1_settings(group, partitions=3, **overrides)`: `serving_v1_settings` on the
+    session's broker with its login and fresh topics of `partitions` partitions; `overrides`
+    name the rest (database, Redis, batch size)."""
+
+    def make(group: str, partitions: int = 3, **overrides) -> Settings:
+        endpoints = {**kafka_settings.kafka_login(), **kafka_topics(partitions), **overrides}
+        return serving_v1_settings(built_models, serving_root, group, **endpoints)
+
+    return make
+
+
+@contextlib.contextmanager
+def running_app(settings: Settings, max_workers: int = 4, grace: float = 1) -> Iterator:
+    """The gRPC server (`ServingApp`) in-process; stopped when the block ends, its inline
+    sink drained, so what it stored can be checked right after. Imported here so that
+    the unit tier, which loads this plugin too, does not load the server."""
+    from serving.server import ServingApp
+
+    app = ServingApp(settings, max_workers=max_workers)
+    app.start()
+    try:
+        yield app
+    finally:
+        app.stop(grace=grace)
 
 
 def consume(kafka: Settings, topic: str, expected: int, timeout: float = 90) -> list[Message]:

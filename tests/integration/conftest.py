@@ -7,6 +7,10 @@
 - `redis_server`: one such server.
 - `redis_cluster`: one real Redis Cluster (3 masters, 3 replicas) for the session; tests
   keep apart by a key prefix of their own.
+- `app`: the gRPC server (`ServingApp`) in-process on model v1, fresh topics and the
+  session's database, 16 workers (enough for concurrent calls to gather into one batch);
+  a test file with an `app` of its own overrides it.
+- `channel`: a channel to `app` with the session's `client_token`, once it serves.
 - `stream_settings`: settings for server and scorer processes sharing that Redis, fresh
   topics, a fresh database, a consumer group of their own and model v1 published; their
   `client_token` is the session's `client_token`.
@@ -22,7 +26,7 @@ import pytest
 from fraudops.settings import Settings
 from testkit.redis_cluster import RedisClusterServers
 from testkit.redis_server import RedisServer
-from tests.helpers.serving_env import serving_v1_settings
+from tests.helpers.serving_env import channel_to, running_app, wait_serving
 
 
 @pytest.fixture
@@ -52,15 +56,19 @@ def redis_cluster(tmp_path_factory) -> Iterator[RedisClusterServers]:
 
 
 @pytest.fixture
-def stream_settings(built_models, serving_root, kafka_settings, kafka_topics, database_url,
-                    redis_server, client_token) -> Settings:  # fmt: skip
-    return serving_v1_settings(
-        built_models,
-        serving_root,
-        "test-scorer",
-        **kafka_settings.kafka_login(),
-        database_url=database_url,
-        redis_url=redis_server.url,
-        client_token=client_token,
-        **kafka_topics(),
-    )
+def stream_settings(v1_settings, database_url, redis_server, client_token) -> Settings:
+    return v1_settings("test-scorer", database_url=database_url, redis_url=redis_server.url,
+                       client_token=client_token)  # fmt: skip
+
+
+@pytest.fixture
+def app(v1_settings, database_url):
+    with running_app(v1_settings("test-server", database_url=database_url), 16, grace=2) as app:
+        yield app
+
+
+@pytest.fixture
+def channel(app, client_token):
+    with channel_to(app.port, client_token) as ch:
+        wait_serving(ch)
+        yield ch

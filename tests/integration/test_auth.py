@@ -16,15 +16,13 @@ from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving import metrics
 from serving.callers import list_callers, revoke_caller
-from serving.server import ServingApp
 from testkit.stack import loopback_settings
 from tests.helpers.serving_env import (
     channel_to,
     consume,
     issue_token,
-    make_settings,
-    publish_model,
     query,
+    running_app,
     scored_ids,
     transaction,
     unique_ids,
@@ -38,25 +36,14 @@ PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url):
-    publish_model(built_models, serving_root, "v1")
-    return make_settings(
-        **kafka_settings.kafka_login(), database_url=database_url,
-        model_dir=serving_root, caller_refresh_s=0.2, **kafka_topics(),
-    )  # fmt: skip
-
-
-def started(settings) -> ServingApp:
-    app = ServingApp(settings, max_workers=4)
-    app.start()
-    return app
+def settings(v1_settings, database_url):
+    return v1_settings("test-auth", database_url=database_url, caller_refresh_s=0.2)
 
 
 @pytest.fixture
 def app(settings):
-    server = started(settings)
-    yield server
-    server.stop(grace=1)
+    with running_app(settings) as app:
+        yield app
 
 
 def caller_name() -> str:
@@ -151,8 +138,7 @@ def _answers(channel) -> bool:
 def test_a_caller_without_the_scope_is_refused_naming_it(settings):
     name = caller_name()
     token = issue_token(settings.database_url, name, scopes=["score"], sources=[])
-    app = started(settings)  # loads the callers as it starts
-    try:
+    with running_app(settings) as app:  # loads the callers as it starts
         tx = transaction(3, transaction_id=unique_ids("scope", 1)[0])
         before = refused_count("SendTransaction", PERMISSION_DENIED)
         err = refusal(send, tx, token, app.port)
@@ -166,15 +152,12 @@ def test_a_caller_without_the_scope_is_refused_naming_it(settings):
         assert consume(s, s.topic_raw, expected=0, timeout=5) == []
         with channel_to(app.port, token) as ch:
             assert score(ch)(tx, timeout=10).transaction_id == tx.transaction_id
-    finally:
-        app.stop(grace=1)
 
 
 def test_a_label_source_the_caller_may_not_use_is_refused(settings):
     token = issue_token(settings.database_url, caller_name(), scopes=["score", "label"],
                         sources=["chargeback:*"])  # fmt: skip
-    app = started(settings)
-    try:
+    with running_app(settings) as app:
         tx_id = unique_ids("forged", 1)[0]
         with channel_to(app.port, token) as ch:
             score(ch)(transaction(4, transaction_id=tx_id), timeout=10)
@@ -194,19 +177,14 @@ def test_a_label_source_the_caller_may_not_use_is_refused(settings):
         with channel_to(app.port, token) as ch:
             assert submit(ch)(allowed, timeout=10).label == fraud_pb2.FRAUD
         assert label_rows(url, tx_id) == [("FRAUD", "chargeback:visa")]
-    finally:
-        app.stop(grace=1)
 
 
 def test_anonymous_methods_are_an_operator_choice(settings):
-    app = started(loopback_settings(settings, grpc_anonymous_methods="Score"))  # fmt: skip
-    try:
+    with running_app(loopback_settings(settings, grpc_anonymous_methods="Score")) as app:
         tx = transaction(5, transaction_id=unique_ids("open", 1)[0])
         with channel_to(app.port) as ch:
             assert score(ch)(tx, timeout=10).model_version == "v1"
         assert refusal(send, tx, None, app.port).code() == UNAUTHENTICATED
-    finally:
-        app.stop(grace=1)
 
 
 def test_a_client_certificate_whose_subject_is_not_a_caller_is_refused(settings, tmp_path):
@@ -215,9 +193,8 @@ def test_a_client_certificate_whose_subject_is_not_a_caller_is_refused(settings,
     for subject, accepted in ((caller_name(), False), (known, True)):
         ca, key, cert, client_key, client_cert = tls_files(tmp_path / subject, subject)
         tls = loopback_settings(settings, tls_cert=cert, tls_key=key, tls_ca=ca)  # fmt: skip
-        app = started(tls)
         tx = transaction(6, transaction_id=unique_ids("mtls", 1)[0])
-        try:
+        with running_app(tls) as app:
             credentials = grpc.ssl_channel_credentials(
                 ca.read_bytes(), client_key.read_bytes(), client_cert.read_bytes()
             )
@@ -232,8 +209,6 @@ def test_a_client_certificate_whose_subject_is_not_a_caller_is_refused(settings,
                 assert err.value.details() == (
                     f"client certificate: CN={subject!r} is not a known caller"
                 )
-        finally:
-            app.stop(grace=1)
         stored = scored_ids(settings.database_url, [tx.transaction_id])
         assert stored == ([tx.transaction_id] if accepted else [])
 

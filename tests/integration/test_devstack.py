@@ -20,6 +20,7 @@ import psycopg2
 import pytest
 
 from devstack import APPS, CLUSTERS, SERVICES, with_local_kafka_login
+from fraudops.processes import process_alive
 from fraudops.settings import Settings, load_settings
 from testkit.stack import ROOT, free_port, port_open, wait_until
 
@@ -66,14 +67,6 @@ def devstack() -> Iterator[Devstack]:
     finally:
         stack("down")
         shutil.rmtree(run_dir)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _postmasters(data_dir: Path) -> list[int]:
@@ -134,7 +127,7 @@ def test_up_is_idempotent_env_exports_the_settings_and_down_stops_what_it_starte
 
     stopped = devstack("down", "kafka", "postgres")
     assert stopped.returncode == 0, stopped.stderr
-    assert not any(_group_alive(pid) for pid in pids.values())
+    assert not any(process_alive(pid, group=True) for pid in pids.values())
     assert not port_open(*settings.kafka_address())
     assert not port_open("127.0.0.1", settings.postgres_port)
     assert _shared_services() == shared_before
@@ -183,7 +176,7 @@ def test_a_failed_start_shows_the_log_tail_and_leaves_nothing_running(devstack):
     assert "kafka exited during start-up" in result.stderr
     assert "last lines of" in result.stderr and "kafka.log" in result.stderr
     assert "Address already in use" in result.stderr  # the broker's own words, from its log
-    assert not _group_alive(devstack.pid("kafka"))
+    assert not process_alive(devstack.pid("kafka"), group=True)
 
 
 def test_a_missing_install_is_named(devstack, tmp_path):
@@ -262,6 +255,6 @@ def test_down_without_names_stops_the_apps_and_their_workers_and_status_lists_th
     assert stopped.stderr.index("server: stopped") < stopped.stderr.index("postgres: stopped")
     assert _group_members(server) == []
     assert not port_open(settings.grpc_host, settings.grpc_port)
-    assert not any(_group_alive(pid) for pid in others)
+    assert not any(process_alive(pid, group=True) for pid in others)
     status = devstack("status").stdout.splitlines()
     assert all(line.split()[1] == "down" for line in status), status

@@ -16,6 +16,7 @@ from fraudops.features import FEATURE_NAMES, batch_features
 from fraudops.params import load_params
 from jobs.drift_watch import watch_window
 from testkit import drift_traffic as traffic
+from testkit.stack import query
 from testkit.transactions import START
 
 ROWS = 200_000  # 30 days: ~3,300 rows per 12-hour window
@@ -101,16 +102,8 @@ def test_shifted_traffic_raises_the_alarm_within_k_windows(
 
 
 def _stored(url: str) -> list[tuple]:
-    conn = connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT window_end, alarm, drifted_features, report FROM drift_reports"
-                " ORDER BY window_end"
-            )
-            return cur.fetchall()
-    finally:
-        conn.close()
+    sql = "SELECT window_end, alarm, drifted_features, report FROM drift_reports ORDER BY 1"
+    return query(url, sql)
 
 
 def _sample(url: str, ids: list[str], features: np.ndarray) -> None:

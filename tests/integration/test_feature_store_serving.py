@@ -13,13 +13,13 @@ from serving import metrics
 from serving.feature_state import RedisFeatures
 from serving.model_store import ModelStore
 from serving.scoring import NO_HISTORY_REASON, ScoringCore, decode
-from serving.server import ServingApp
 from tests.helpers.serving_env import (
     channel_to,
     consume,
     make_settings,
     publish_model,
     query,
+    running_app,
     scored_ids,
     service_process,
     transaction,
@@ -77,16 +77,11 @@ def test_a_restarted_server_scores_like_an_uninterrupted_one(
 
 
 @pytest.fixture
-def app(built_models, serving_root, kafka_settings, redis_server, database_url, client_token):
-    publish_model(built_models, serving_root, "v1")
-    settings = make_settings(
-        **kafka_settings.kafka_login(), model_dir=serving_root,
-        redis_url=redis_server.url, database_url=database_url, client_token=client_token,
-    )  # fmt: skip
-    server = ServingApp(settings, max_workers=8)
-    server.start()
-    yield server
-    server.stop(grace=2)
+def app(v1_settings, redis_server, database_url, client_token):
+    settings = v1_settings("test-feature-store", redis_url=redis_server.url,
+                           database_url=database_url, client_token=client_token)  # fmt: skip
+    with running_app(settings, 8, grace=2) as app:
+        yield app
 
 
 def _without_history_count() -> float:

@@ -17,33 +17,16 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from serving import metrics
 from serving.server import ServingApp
 from tests.helpers.serving_env import (
-    channel_to,
-    make_settings,
-    publish_model,
     scored_ids,
     transaction,
     unique_ids,
-    wait_serving,
     wait_until,
 )
 
 
 @pytest.fixture
-def app(built_models, serving_root, kafka_settings, kafka_topics, database_url):
-    publish_model(built_models, serving_root, "v1")
-    settings = make_settings(**kafka_settings.kafka_login(), database_url=database_url,
-                             model_dir=serving_root, **kafka_topics())  # fmt: skip
-    server = ServingApp(settings, max_workers=16)
-    server.start()
-    yield server
-    server.stop(grace=2)
-
-
-@pytest.fixture
-def stub(app, client_token):
-    with channel_to(app.port, client_token) as channel:
-        wait_serving(channel)
-        yield fraud_pb2_grpc.FraudScoringStub(channel)
+def stub(channel):
+    return fraud_pb2_grpc.FraudScoringStub(channel)
 
 
 class Hold:

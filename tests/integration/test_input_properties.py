@@ -45,7 +45,6 @@ from serving.labels import LabelError, label_name, validate_label
 from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter
 from serving.scoring import ScoringCore
-from serving.server import ServingApp
 from testkit.stack import TEST_SOURCES, fresh_database
 from tests.helpers.serving_env import (
     channel_to,
@@ -55,6 +54,7 @@ from tests.helpers.serving_env import (
     make_settings,
     publish_model,
     query,
+    running_app,
     wait_serving,
 )
 from tests.helpers.stripe_events import SECRET, sign
@@ -189,19 +189,14 @@ def property_database(database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def app(built_models, serving_root, kafka_settings, kafka_topics, property_database):
-    publish_model(built_models, serving_root, "v1")
-    settings = make_settings(
-        **kafka_settings.kafka_login(),
+def app(v1_settings, property_database):
+    settings = v1_settings(
+        "test-properties",
         database_url=property_database,
-        model_dir=serving_root,
         client_token=issue_token(property_database, "tests-all"),  # before the server starts
-        **kafka_topics(),
     )
-    server = ServingApp(settings, max_workers=4)
-    server.start()
-    yield server
-    server.stop(grace=1)
+    with running_app(settings) as app:
+        yield app
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ then every log written by the serving tests of this session is scanned."""
 from __future__ import annotations
 
 import re
-import uuid
 from pathlib import Path
 
 import grpc
@@ -17,8 +16,6 @@ from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
 from tests.helpers.serving_env import (
     channel_to,
     consume,
-    make_settings,
-    publish_model,
     scored_ids,
     service_process,
     transaction,
@@ -70,24 +67,15 @@ def _send_pii_everywhere(settings, port: int, ids: list[str]) -> None:
 
 
 def test_no_pan_cvv_or_email_in_any_serving_log(
-    built_models,
-    serving_root,
+    v1_settings,
     kafka_settings,
-    kafka_topics,
     database_url,
     client_token,
     tmp_path,
     tmp_path_factory,
 ):
-    publish_model(built_models, serving_root, "v1")
-    settings = make_settings(
-        **kafka_settings.kafka_login(),
-        database_url=database_url,
-        model_dir=serving_root,
-        consumer_group=f"test-pii-{uuid.uuid4().hex[:8]}",
-        log_level="DEBUG",
-        client_token=client_token,
-        **kafka_topics(),
+    settings = v1_settings(
+        "test-pii", database_url=database_url, log_level="DEBUG", client_token=client_token
     )
     ids = unique_ids("pii", 5)
     logs = tmp_path / "logs"

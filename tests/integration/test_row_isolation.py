@@ -35,7 +35,6 @@ from tests.helpers.serving_env import (
     query,
     scored_ids,
     service_process,
-    serving_v1_settings,
     stop_process,
     transaction,
     unique_ids,
@@ -104,16 +103,9 @@ def test_the_writer_isolates_each_refused_row_and_writes_the_rest(core, strict_d
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_settings, kafka_topics, strict_database):
+def settings(v1_settings, strict_database):
     """Server and scorer settings on the strict database and this test's topics."""
-    return serving_v1_settings(
-        built_models,
-        serving_root,
-        "test-isolate",
-        **kafka_settings.kafka_login(),
-        database_url=strict_database,
-        **kafka_topics(),
-    )
+    return v1_settings("test-isolate", database_url=strict_database)
 
 
 @pytest.mark.slow

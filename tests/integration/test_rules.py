@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from fraudops import rule_sets
-from fraudops.db import connect
 from fraudops.geoip import ip_hash
 from fraudops.rules import HASH_PREFIX, Rule, RuleError, shown_value
 from fraudops.schema import proto_to_dict
@@ -18,7 +17,7 @@ from serving.model_store import ModelStore
 from serving.persistence import ScoreWriter
 from serving.rule_store import RuleStore
 from serving.scoring import ScoringCore
-from testkit.stack import fresh_database
+from testkit.stack import db_cursor, fresh_database
 from tests.helpers.serving_env import publish_model, query, transaction, unique_ids, wait_until
 
 WEEK = (datetime(2020, 1, 1, tzinfo=UTC), datetime(2020, 1, 8, tzinfo=UTC))
@@ -31,12 +30,8 @@ def url(postgres_server_url):
 
 
 def write(url: str, work):
-    conn = connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            return work(cur)
-    finally:
-        conn.close()
+    with db_cursor(url) as cur:
+        return work(cur)
 
 
 def publish_backtested(url: str, rule: Rule, mode: str = "live", position: int = 1) -> int:

@@ -22,7 +22,6 @@ from tests.helpers.serving_env import (
     query,
     scored_ids,
     service_process,
-    serving_v1_settings,
     stop_process,
     transaction,
     unique_ids,
@@ -34,17 +33,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def settings(built_models, serving_root, kafka_settings, kafka_topics, database_url,
-             client_token):  # fmt: skip
-    return serving_v1_settings(
-        built_models,
-        serving_root,
-        "test-scorer",
-        **kafka_settings.kafka_login(),
-        database_url=database_url,
-        client_token=client_token,
-        **kafka_topics(),
-    )
+def settings(v1_settings, database_url, client_token):
+    return v1_settings("test-scorer", database_url=database_url, client_token=client_token)
 
 
 def produce_raw(settings, messages: list[tuple[bytes | None, bytes]]) -> None:

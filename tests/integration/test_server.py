@@ -15,7 +15,6 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from fraudops.grpc_client import with_token
 from fraudops.proto_gen.fraud.v1 import fraud_pb2, fraud_pb2_grpc
-from serving.server import ServingApp
 from tests.helpers.serving_env import (
     channel_to,
     consume,
@@ -23,6 +22,7 @@ from tests.helpers.serving_env import (
     make_settings,
     publish_model,
     query,
+    running_app,
     scored_ids,
     transaction,
     unique_ids,
@@ -30,28 +30,6 @@ from tests.helpers.serving_env import (
     wait_until,
 )
 from tests.helpers.tls import tls_files
-
-
-@pytest.fixture
-def app(built_models, serving_root, kafka_settings, kafka_topics, database_url):
-    publish_model(built_models, serving_root, "v1")
-    settings = make_settings(
-        **kafka_settings.kafka_login(),
-        database_url=database_url,
-        model_dir=serving_root,
-        **kafka_topics(),
-    )
-    server = ServingApp(settings, max_workers=8)
-    server.start()
-    yield server
-    server.stop(grace=2)
-
-
-@pytest.fixture
-def channel(app, client_token):
-    with channel_to(app.port, client_token) as ch:
-        wait_serving(ch)
-        yield ch
 
 
 def test_send_transaction_acknowledges_what_kafka_holds(app, channel):
@@ -215,21 +193,16 @@ def test_without_a_model_the_server_is_not_serving_until_one_lands(
     built_models, serving_root, database_url, client_token
 ):
     settings = make_settings(model_dir=serving_root, database_url=database_url)
-    server = ServingApp(settings, max_workers=4)
-    server.start()
-    try:
-        with channel_to(server.port, client_token) as ch:
-            health = health_pb2_grpc.HealthStub(ch)
-            status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
-            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
-            with pytest.raises(grpc.RpcError) as err:
-                fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1), timeout=10)
-            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-            publish_model(built_models, serving_root, "v2")
-            wait_serving(ch, timeout=30)
-            assert fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1)).model_version == "v2"
-    finally:
-        server.stop(grace=1)
+    with running_app(settings) as server, channel_to(server.port, client_token) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as err:
+            fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        publish_model(built_models, serving_root, "v2")
+        wait_serving(ch, timeout=30)
+        assert fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1)).model_version == "v2"
 
 
 @pytest.mark.parametrize("mutual", [False, True])
@@ -248,10 +221,8 @@ def test_tls_and_mutual_tls(built_models, serving_root, tmp_path, database_url, 
         tls_key=server_key,
         tls_ca=ca_pem if mutual else None,
     )
-    server = ServingApp(settings, max_workers=4)
-    server.start()
-    target = f"127.0.0.1:{server.port}"
-    try:
+    with running_app(settings) as server:
+        target = f"127.0.0.1:{server.port}"
         with_client = grpc.ssl_channel_credentials(
             ca_pem.read_bytes(), client_key.read_bytes(), client_pem.read_bytes()
         )
@@ -268,5 +239,3 @@ def test_tls_and_mutual_tls(built_models, serving_root, tmp_path, database_url, 
             with ch, pytest.raises(grpc.RpcError) as err:
                 fraud_pb2_grpc.FraudScoringStub(ch).Score(transaction(1), timeout=5)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-    finally:
-        server.stop(grace=1)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+from tests.helpers.airflow_home import load_dag
+
 
 def test_the_digest_dag_is_daily_with_retries_and_tags(project_root, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(project_root / "dags" / "fraud_daily_digest.py"))
-    assert bag.import_errors == {}
-    dag = bag.dags["fraud_daily_digest"]
+    dag = load_dag(project_root, "fraud_daily_digest")
     assert dag.catchup is False
     assert {"fraudops", "reporting"} <= set(dag.tags)
     assert dag.doc_md and "digest" in dag.doc_md

@@ -3,7 +3,6 @@ real Airflow emitting the asset after K drifted windows and queuing a fraud_trai
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 from contextlib import closing
@@ -14,8 +13,9 @@ import yaml
 from jobs.common import DRIFT_ASSET_URI, FEEDBACK_ASSET_URI
 from testkit import drift_traffic as traffic
 from testkit.transactions import START
-from tests.pipeline.test_label_watch_dag import airflow
+from tests.helpers.airflow_home import AirflowHome, load_dag
 
+DAGS = ("fraud_drift_watch", "fraud_training")
 SHIFT_DAY = 8
 # Scored rows land after the DAG's start date: Airflow runs no task before it.
 DELAY = int(traffic.window_end(0).replace(year=2026, month=6).timestamp()) - START
@@ -23,11 +23,7 @@ DELAY = int(traffic.window_end(0).replace(year=2026, month=6).timestamp()) - STA
 
 def test_the_drift_watch_dag_is_thin_and_emits_the_drift_asset(project_root, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(project_root / "dags" / "fraud_drift_watch.py"))
-    assert bag.import_errors == {}
-    dag = bag.dags["fraud_drift_watch"]
+    dag = load_dag(project_root, "fraud_drift_watch")
     assert (dag.catchup, dag.max_active_runs) == (False, 1)
     assert {"fraudops", "monitoring"} <= set(dag.tags)
     assert dag.doc_md
@@ -38,11 +34,7 @@ def test_the_drift_watch_dag_is_thin_and_emits_the_drift_asset(project_root, tmp
 
 def test_training_runs_on_its_cron_on_labels_or_on_drift(project_root, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(project_root / "dags" / "fraud_training.py"))
-    assert bag.import_errors == {}
-    dag = bag.dags["fraud_training"]
+    dag = load_dag(project_root, "fraud_training")
     condition = dag.timetable.asset_condition
     assert type(condition).__name__ == "AssetAny"  # either asset alone starts a run
     assert {a.uri for a in condition.objects} == {FEEDBACK_ASSET_URI, DRIFT_ASSET_URI}
@@ -56,15 +48,6 @@ def _queued(home) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _events(home) -> int:
-    with closing(sqlite3.connect(home / "airflow.db")) as conn:
-        [(n,)] = conn.execute(
-            "SELECT count(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = ?",
-            (DRIFT_ASSET_URI,),
-        ).fetchall()
-    return n
-
-
 @pytest.mark.slow
 def test_airflow_emits_the_drift_asset_and_queues_training(
     postgres_server_url, project_root, tmp_path
@@ -72,9 +55,6 @@ def test_airflow_emits_the_drift_asset_and_queues_training(
     """Two hourly runs over TRANSFER amounts times five, K = 2: the first window is drifted
     but skipped, the second completes the run, emits the asset and queues fraud_training."""
     home, project = tmp_path / "airflow", tmp_path / "project"
-    (home / "dags").mkdir(parents=True)
-    for name in ("fraud_drift_watch.py", "fraud_training.py"):
-        shutil.copy(project_root / "dags" / name, home / "dags")
     project.mkdir()
     shutil.copy(project_root / "dvc.yaml", project)
     params = yaml.safe_load((project_root / "params.yaml").read_text())
@@ -87,26 +67,17 @@ def test_airflow_emits_the_drift_asset_and_queues_training(
     with traffic.seeded_database(
         postgres_server_url, traffic.scored_rows(live, spec, DELAY)
     ) as url:
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "FRAUDOPS_PROJECT_DIR": str(project),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            # Airflow queues runs only for unpaused consumers of an asset.
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        }
-        for command in (["db", "migrate"], ["dags", "reserialize"]):
-            done = airflow(home, command, env)
-            assert done.returncode == 0, done.stderr[-3000:]
+        dags = [project_root / "dags" / f"{name}.py" for name in DAGS]
+        # Airflow queues runs only for unpaused consumers of an asset.
+        airflow = AirflowHome(home, dags, DATABASE_URL=url, FRAUDOPS_PROJECT_DIR=str(project),
+                              AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False")  # fmt: skip
+        airflow.run("dags", "reserialize")
         ends = [traffic.window_end(SHIFT_DAY + d, DELAY).isoformat() for d in (0.5, 1.0)]
-        first = airflow(home, ["dags", "test", "fraud_drift_watch", ends[0]], env)
-        assert first.returncode == 0, first.stderr[-3000:]
-        assert "no alarm: 1 drifted window(s) in a row" in first.stdout + first.stderr
-        assert _events(home) == 0
-        second = airflow(home, ["dags", "test", "fraud_drift_watch", ends[1]], env)
-        assert second.returncode == 0, second.stderr[-3000:]
-    assert _events(home) == 1
+        first = airflow.run("dags", "test", "fraud_drift_watch", ends[0])
+        assert "no alarm: 1 drifted window(s) in a row" in first
+        assert airflow.asset_events(DRIFT_ASSET_URI) == []
+        airflow.run("dags", "test", "fraud_drift_watch", ends[1])
+    assert len(airflow.asset_events(DRIFT_ASSET_URI)) == 1
     assert _queued(home) == ["fraud_training"]
     assert sorted((project / "reports" / "drift").glob("*.html"))
 

@@ -17,8 +17,10 @@ import pytest
 
 from fraudops.features import FEATURE_NAMES, N_FEATURES
 from fraudops.modelspec import MODEL_FILE, now_iso, publish, write_spec
+from testkit.pipeline_project import merged
 from testkit.transactions import make_transactions
 from tests.helpers.lineage import dataset_inputs, training_runs
+from tests.pipeline.test_train import TINY
 from training.evaluate import corrections, evaluate
 from training.featurize import featurize
 from training.lib import metrics
@@ -43,28 +45,9 @@ def test_corrections_count_what_the_candidate_fixes_and_breaks():
     assert out["block"]["champion_missed_frauds"] == 3 and out["block"]["caught_by_candidate"] == 0
 
 
-TINY_TRAIN = {
-    "seed": 5,
-    "hidden_units": [16],
-    "dropout": 0.0,
-    "learning_rate": 0.01,
-    "batch_size": 256,
-    "max_epochs": 4,
-    "patience": 2,
-    "positive_weight_power": 0.5,
-    "block_fpr": 0.001,
-    "challenge_fpr": 0.01,
-    "missing_balance_share": 0.3,
-    "baseline": {
-        "max_iter": 20,
-        "learning_rate": 0.1,
-        "max_leaf_nodes": 15,
-        "threads": 1,
-        "min_samples_leaf": 20,
-        "l2_regularization": 1.0,
-    },
-    "explain_rows": 2000,
-}
+# Smaller than test_train's model: evaluate only needs a candidate to compare.
+TINY_TRAIN = merged(TINY, {"seed": 5, "hidden_units": [16], "max_epochs": 4,
+                           "baseline": {"max_iter": 20}, "explain_rows": 2000})  # fmt: skip
 
 
 def _feedback(n: int) -> pd.DataFrame:

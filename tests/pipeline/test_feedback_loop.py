@@ -19,10 +19,8 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sqlite3
 import time
 import uuid
-from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +39,8 @@ from fraudops.schema import TRANSACTION_COLUMNS
 from fraudops.settings import Settings
 from jobs.common import FEEDBACK_ASSET_URI
 from serving.model_store import load_model
-from testkit.pipeline_project import BIN, make_project, pipeline_env, run
+from testkit.pipeline_project import BIN, airflow_env, make_project, run
+from tests.helpers.airflow_home import asset_events
 from tests.helpers.serving_env import (
     channel_to,
     issue_token,
@@ -141,17 +140,6 @@ def submit_labels(port: int, token: str, kafka: Settings, topic: str, chosen: pd
     assert producer.flush(30) == 0
 
 
-def asset_events(airflow_home: Path) -> list[dict]:
-    """Extras of the feedback asset's events, from Airflow's own metadata database."""
-    with closing(sqlite3.connect(airflow_home / "airflow.db")) as conn:
-        rows = conn.execute(
-            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
-            " WHERE a.uri = ? ORDER BY e.id",
-            (FEEDBACK_ASSET_URI,),
-        ).fetchall()
-    return [json.loads(extra) for (extra,) in rows]
-
-
 def serves(url: str, pid: int, version: str) -> bool:
     rows = query(
         url,
@@ -231,14 +219,8 @@ def loop_env(tmp_path, mlflow_tracking_uri, database_url, kafka_settings, kafka_
         "label_watch": {"min_new_labels": MIN_NEW_LABELS},
     }
     project = make_project(tmp_path / "project", overrides)
-    env = pipeline_env(
-        AIRFLOW_HOME=str(tmp_path / "airflow"),
-        AIRFLOW__CORE__DAGS_FOLDER=str(project / "dags"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        FRAUDOPS_PROJECT_DIR=str(project),
-        MLFLOW_TRACKING_URI=mlflow_tracking_uri,
-        DATABASE_URL=url,
-    )
+    env = airflow_env(project, tmp_path / "airflow", MLFLOW_TRACKING_URI=mlflow_tracking_uri,
+                      DATABASE_URL=url)  # fmt: skip
     airflow(["db", "migrate"], project, env, timeout=600)
     settings = make_settings(
         database_url=url,
@@ -324,7 +306,7 @@ def test_labels_retrain_and_the_new_model_reaches_live_scoring(loop_env, tmp_pat
         lap("3 label")
 
         airflow(["dags", "test", "fraud_label_watch"], project, env)
-        [event] = asset_events(Path(env["AIRFLOW_HOME"]))
+        [event] = asset_events(Path(env["AIRFLOW_HOME"]), FEEDBACK_ASSET_URI)
         assert event["count"] == len(chosen)
         lap("4 label watch emits the feedback asset")
 

@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 
 from fraudops.modelspec import published_versions
-from testkit.pipeline_project import BIN, dvc, make_project, pipeline_env, run
+from testkit.pipeline_project import BIN, airflow_env, dvc, make_project, run
 
 # The whole pipeline, even on tiny params, takes minutes on two busy cores.
 pytestmark = [
@@ -88,14 +88,8 @@ def setup(
     overrides = {"train": {"experiment": f"test-e2e-{tag}"}, "promote": {"registered_model": name}}
     root = tmp_path_factory.mktemp("e2e")
     project = make_project(root / "project", overrides)
-    env = pipeline_env(
-        AIRFLOW_HOME=str(root / "airflow"),
-        AIRFLOW__CORE__DAGS_FOLDER=str(project / "dags"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        FRAUDOPS_PROJECT_DIR=str(project),
-        MLFLOW_TRACKING_URI=mlflow_tracking_uri,
-        DATABASE_URL=e2e_database_url,
-    )
+    env = airflow_env(project, root / "airflow", MLFLOW_TRACKING_URI=mlflow_tracking_uri,
+                      DATABASE_URL=e2e_database_url)  # fmt: skip
     migrated = airflow(["db", "migrate"], project, env, timeout=600)
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     return project, env, name

@@ -3,18 +3,17 @@ Airflow building today's queue in Postgres."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from testkit.stack import fresh_database
+from tests.helpers.airflow_home import AirflowHome, load_dag
 from tests.helpers.queue_day import seed_day
 from tests.helpers.serving_env import query
-from tests.pipeline.test_label_watch_dag import airflow
 
+DAG_FILE = "fraud_review_queue.py"
 QUEUE_PARAMS = """queue:
   daily_budget: 12
   explore_share: 0.25
@@ -34,11 +33,7 @@ def project_with(tmp_path: Path, schedule: str) -> Path:
 def test_the_queue_dag_runs_on_the_params_schedule(project_root, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     monkeypatch.setenv("FRAUDOPS_PROJECT_DIR", str(project_with(tmp_path, "7 */6 * * *")))
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(project_root / "dags" / "fraud_review_queue.py"))
-    assert bag.import_errors == {}
-    dag = bag.dags["fraud_review_queue"]
+    dag = load_dag(project_root, "fraud_review_queue")
     assert (dag.catchup, dag.max_active_runs) == (False, 1)
     assert dag.timetable.expression == "7 */6 * * *"
     assert {"fraudops", "feedback"} <= set(dag.tags)
@@ -52,22 +47,12 @@ def test_airflow_builds_todays_queue(postgres_server_url, project_root, tmp_path
     """`airflow dags test` on a day of traffic: the run builds today's queue (k items, each
     with its reason) from scored_transactions with the policy of params.yaml."""
     today = datetime.now(UTC).date()
-    home = tmp_path / "airflow"
-    (home / "dags").mkdir(parents=True)
-    shutil.copy(project_root / "dags" / "fraud_review_queue.py", home / "dags")
     with fresh_database(postgres_server_url, "queue_dag") as url:
         seed_day(url, today, 120)
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "FRAUDOPS_PROJECT_DIR": str(project_with(tmp_path, "@hourly")),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        }
-        migrated = airflow(home, ["db", "migrate"], env)
-        assert migrated.returncode == 0, migrated.stderr[-3000:]
-        run = airflow(home, ["dags", "test", "fraud_review_queue"], env)
-        assert run.returncode == 0, run.stderr[-3000:]
+        project, dag = project_with(tmp_path, "@hourly"), project_root / "dags" / DAG_FILE
+        airflow = AirflowHome(tmp_path / "airflow", [dag], DATABASE_URL=url,
+                              FRAUDOPS_PROJECT_DIR=str(project))  # fmt: skip
+        airflow.run("dags", "test", "fraud_review_queue")
         built = query(url, "SELECT queue_date, reason, count(*) FROM review_queue"
                       " GROUP BY 1, 2 ORDER BY 1, 2")  # fmt: skip
     assert built == [
