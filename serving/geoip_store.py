@@ -102,11 +102,14 @@ def _located(
     neither (every address unknown, nothing to hash)."""
     if database is None and not hash_key:
         return None
-    lookup = database.lookup if database is not None else lambda ip: UNKNOWN
+    # The uncached functions beneath the lookup's and the hash's own caches: this cache
+    # stands for both, so a new address is remembered once, not three times.
+    lookup = database.lookup.__wrapped__ if database is not None else lambda ip: UNKNOWN
+    keyed_hash = ip_hash.__wrapped__
 
     @functools.lru_cache(maxsize=LOOKUP_CACHE)
     def located(ip: str) -> tuple[IpInfo, str]:
-        return lookup(ip), ip_hash(ip, hash_key) if hash_key else ""
+        return lookup(ip), keyed_hash(ip, hash_key) if hash_key else ""
 
     return located
 
