@@ -387,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                 lines += run_profile(settings, shared, work, args.stream_n)
         finally:
             redis_server.stop()
-    print("\n".join([*lines, load_average("at the end")]))
+        # Printed before the workspace is cleaned up: a failing cleanup loses no figures.
+        print("\n".join([*lines, load_average("at the end")]), flush=True)
     return 0
 
 
