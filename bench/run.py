@@ -179,9 +179,12 @@ def geoip_stream_lines(mix: str, off: list, on: list, n: int) -> list[str]:
     lines += stream.report({"enrichment off": off, "enrichment on": on}, n)[:-2]
     off_cpu, on_cpu = (median([r.scorer_cpu_us for r in d]) for d in (off, on))
     rate = median([r.rate for r in on]) / median([r.rate for r in off])
+    paired = [b.scorer_cpu_us - a.scorer_cpu_us for a, b in zip(off, on, strict=True)]
+    each = ", ".join(f"{d:+.1f}" for d in paired)
     lines.append(f"  {mix}: throughput on/off {rate:.2f}x; scorer CPU per tx, medians: off "
                  f"{off_cpu:.1f} µs, on {on_cpu:.1f} µs: on adds {on_cpu - off_cpu:+.1f} µs "
-                 f"(off/on {off_cpu / on_cpu:.2f}x; target 0.95x)")  # fmt: skip
+                 f"(off/on {off_cpu / on_cpu:.2f}x; target 0.95x); added per round {each}: "
+                 f"median {median(paired):+.1f} µs")  # fmt: skip
     return lines
 
 
