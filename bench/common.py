@@ -58,11 +58,11 @@ def median(values: list[float]) -> float:
 
 
 def transactions(
-    n: int, users: int, seed: int, prefix: str, located: bool = False
+    n: int, users: int, seed: int, prefix: str, located: str = ""
 ) -> list[fraud_pb2.TransactionRequest]:
-    """Plausible transactions spread over `users` users, in time order; `located`: each
-    with a client IP address (random public IPv4, one in ten IPv6; a user keeps a few) and
-    a card country, as the enrichment benchmark sends them."""
+    """Plausible transactions spread over `users` users, in time order; `located` (one of
+    ADDRESS_MIXES): each with a client IP address and a card country, as the enrichment
+    benchmark sends them."""
     rng = np.random.default_rng(seed)
     types = ("CASH_IN", "CASH_OUT", "DEBIT", "PAYMENT", "TRANSFER")
     amount = np.round(rng.lognormal(7.5, 1.2, n), 2) + 0.01
@@ -86,12 +86,14 @@ def transactions(
         for i in range(n)
     ]
     if located:
-        _locate(txs, user, rng)
+        ADDRESS_MIXES[located](txs, user, rng)
     return txs
 
 
 def _locate(txs: list, user: np.ndarray, rng: np.random.Generator) -> None:
-    """Give each transaction an address of its user's (four each) and a card country."""
+    """The worst case for enrichment: each transaction an address of its user's (four
+    random public ones each, one in ten IPv6) and a card country; over many users, nearly
+    every address is one the scorer has not seen."""
     ids = np.unique(user)
     v4 = rng.integers(1 << 24, 223 << 24, size=(len(ids), 4))
     v6 = rng.integers(0, 1 << 62, size=(len(ids), 4))
@@ -104,3 +106,53 @@ def _locate(txs: list, user: np.ndarray, rng: np.random.Generator) -> None:
         else:
             tx.ip_address = str(ipaddress.IPv4Address(int(v4[k, pick])))
         tx.card_country = ("DE", "US", "FR", "BR")[tx.user_id % 4]
+
+
+def _locate_as_simulated(txs: list, user: np.ndarray, rng: np.random.Generator) -> None:
+    """Addresses as the simulator draws them (training.lib.locations, its default shares):
+    each user a home country and two addresses of real ranges there, paying from one of
+    them, or while travelling from another country's range, or from no address or a
+    private one; the card issued at home. Users who pay again reuse their addresses, so
+    the scorer mostly enriches an address it has seen."""
+    from fraudops.geoip import GeoIpDatabase
+    from tests.helpers.geoip import GEOIP_DB
+    from training.lib.locations import ABROAD, LocationMix, addresses, country_networks
+
+    mix = LocationMix()
+    nets = country_networks(GeoIpDatabase(GEOIP_DB), tuple(sorted(set(mix.homes) | set(ABROAD))),
+                            rng)  # fmt: skip
+    ids, user_of = np.unique(user, return_inverse=True)
+    homes = sorted(c for c in mix.homes if c in nets)
+    weights = np.array([mix.homes[c] for c in homes])
+    home = rng.choice(homes, size=len(ids), p=weights / weights.sum())
+    own = np.stack([addresses(nets, home, rng) for _ in range(2)], axis=1)
+    ips = own[user_of, rng.integers(0, 2, len(txs))]
+    roll = rng.random(len(txs))
+    travel = roll < mix.legit_travel
+    unknown = (roll >= mix.legit_travel) & (roll < mix.legit_travel + mix.legit_unknown)
+    private = (roll >= mix.legit_travel + mix.legit_unknown) & (
+        roll < mix.legit_travel + mix.legit_unknown + mix.legit_private
+    )
+    away = sorted(c for c in ABROAD if c in nets)
+    ips[travel] = addresses(nets, rng.choice(away, size=int(travel.sum())), rng)
+    n_private = int(private.sum())
+    ips[private] = addresses(nets, np.full(n_private, ""), rng, np.full(n_private, "private"))
+    ips[unknown] = ""
+    for tx, ip, k in zip(txs, ips.tolist(), user_of.tolist(), strict=True):
+        tx.ip_address, tx.card_country = ip, str(home[k])
+
+
+def seen_share(txs: list) -> float:
+    """The share of transactions whose address came earlier in `txs` (or is empty): what a
+    fresh scorer's lookup cache can answer at best."""
+    seen: set[str] = set()
+    hits = 0
+    for tx in txs:
+        hits += tx.ip_address in seen or not tx.ip_address
+        seen.add(tx.ip_address)
+    return hits / len(txs) if txs else float("nan")
+
+
+# How the located transactions' addresses are drawn: the realistic mix first (the one the
+# enrichment target is judged on), then the worst case.
+ADDRESS_MIXES = {"realistic": _locate_as_simulated, "all-new": _locate}

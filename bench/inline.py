@@ -58,7 +58,7 @@ def score_latency(
 
 def interleaved_latency(
     ports: list[int], calls: int, rounds: int, warmup: int = 500,
-    tokens: list[str | None] | None = None, located: bool = False,
+    tokens: list[str | None] | None = None, located: str = "",
 ) -> list[InlineResult]:  # fmt: skip
     """The same Score calls to each server (with the token of the same rank), one round
     each in turn (server 1, 2, 1, 2, ...), so that a change in the machine's load falls on

@@ -14,7 +14,8 @@ port, append-only file, as served), with two tiny TFLite models, then prints:
   client in bench/loadgen, with the load average and the CPU per call of both sides;
 - geoip: Score latency and Kafka-fed throughput (in-memory state) with IP enrichment off
   (no database) beside on (the real country database and the keyed hash), the same located
-  transactions, rounds in turn;
+  transactions, rounds in turn; the scorer for two address mixes: realistic (as the
+  simulator draws them, users coming back) and all-new (the worst case);
 - stream: Kafka-fed throughput of one in-memory scorer beside 1 and 2 scorers with Redis
   state (scores counted in Kafka and Postgres), and Redis round trips and bytes per
   transaction;
@@ -41,7 +42,15 @@ import redis
 
 from bench import capacity, inline, stream
 from bench import rules as bench_rules
-from bench.common import LOG_LEVEL, STOP_S, median, transactions, workspace
+from bench.common import (
+    ADDRESS_MIXES,
+    LOG_LEVEL,
+    STOP_S,
+    median,
+    seen_share,
+    transactions,
+    workspace,
+)
 from devstack import with_local_kafka_login
 from fraudops.settings import Settings, load_settings
 from testkit.redis_cluster import RedisClusterServers
@@ -125,9 +134,10 @@ def run_auth(settings, work: Path, calls: int, rounds: int) -> list[str]:
 def run_geoip(
     settings, work: Path, calls: int, rounds: int, stream_n: int, profile: bool = False
 ) -> list[str]:
-    """Two servers, enrichment off and on, their latency rounds in turn; then scorer rounds
-    off and on in turn. `off` has no database file: every address reads as unknown. With
-    `profile`, one more enrichment-on scorer round under cProfile."""
+    """Two servers, enrichment off and on, their latency rounds in turn (all-new addresses);
+    then scorer rounds off and on for each address mix (ADDRESS_MIXES), all in turn. `off`
+    has no database file: every address reads as unknown. With `profile`, one more
+    enrichment-on scorer round of the realistic mix under cProfile."""
     off = replace(settings, geoip_db=work / "no-geoip.mmdb")
     on = replace(settings, geoip_db=GEOIP_DB, ip_hash_key="bench-ip-hash-key",
                  grpc_port=free_port())  # fmt: skip
@@ -142,22 +152,39 @@ def run_geoip(
             wait_serving(ch_on, timeout=120)
             latency = inline.interleaved_latency(
                 [off.grpc_port, on.grpc_port], calls, rounds, 500, [settings.client_token] * 2,
-                located=True,
+                located="all-new",
             )  # fmt: skip
     finally:
         delete_topics(settings, list(topics.values()))
-    drains: dict[str, list[stream.DrainResult]] = {"enrichment off": [], "enrichment on": []}
+    drains = {(mix, label): [] for mix in ADDRESS_MIXES for label in ("off", "on")}
     for seed in range(1, rounds + 1):
-        for label, s in (("enrichment off", off), ("enrichment on", on)):
-            drains[label].append(stream.drain(s, stream_n, seed, work, located=True))
-    lines = inline.geoip_report(*latency) + stream.report(drains, stream_n)[:-1]
-    off_cpu, on_cpu = (median([r.scorer_cpu_us for r in d]) for d in drains.values())
-    lines.append(f"  scorer CPU per tx, medians: off {off_cpu:.1f} µs, on {on_cpu:.1f} µs: on "
-                 f"adds {on_cpu - off_cpu:+.1f} µs (off/on {off_cpu / on_cpu:.2f}x)")  # fmt: skip
+        for (mix, label), results in drains.items():
+            s = off if label == "off" else on
+            results.append(stream.drain(s, stream_n, seed, work, located=mix))
+    lines = inline.geoip_report(*latency)
+    for mix in ADDRESS_MIXES:
+        lines += geoip_stream_lines(mix, drains[mix, "off"], drains[mix, "on"], stream_n)
     lines += inline.lookup_report(GEOIP_DB)
     if profile:
-        stream.drain(on, stream_n, 99, work, work / "scorer-geoip.prof", located=True)
-        lines += profile_lines(work / "scorer-geoip.prof", "one enrichment-on round")
+        stream.drain(on, stream_n, 99, work, work / "scorer-geoip.prof", located="realistic")
+        lines += profile_lines(work / "scorer-geoip.prof", "one enrichment-on realistic round")
+    return lines
+
+
+def geoip_stream_lines(mix: str, off: list, on: list, n: int) -> list[str]:
+    """One address mix's scorer rounds, enrichment off beside on: rate and CPU per tx."""
+    seen = seen_share(stream.round_transactions(n, 1, "seen", mix))
+    lines = [f"address mix {mix}: {seen:.0%} of transactions from an address seen earlier in "
+             "the round (or none)"]  # fmt: skip
+    lines += stream.report({"enrichment off": off, "enrichment on": on}, n)[:-2]
+    off_cpu, on_cpu = (median([r.scorer_cpu_us for r in d]) for d in (off, on))
+    rate = median([r.rate for r in on]) / median([r.rate for r in off])
+    paired = [b.scorer_cpu_us - a.scorer_cpu_us for a, b in zip(off, on, strict=True)]
+    each = ", ".join(f"{d:+.1f}" for d in paired)
+    lines.append(f"  {mix}: throughput on/off {rate:.2f}x; scorer CPU per tx, medians: off "
+                 f"{off_cpu:.1f} µs, on {on_cpu:.1f} µs: on adds {on_cpu - off_cpu:+.1f} µs "
+                 f"(off/on {off_cpu / on_cpu:.2f}x; target 0.95x); added per round {each}: "
+                 f"median {median(paired):+.1f} µs")  # fmt: skip
     return lines
 
 
@@ -363,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                 lines += run_profile(settings, shared, work, args.stream_n)
         finally:
             redis_server.stop()
-    print("\n".join([*lines, load_average("at the end")]))
+        # Printed before the workspace is cleaned up: a failing cleanup loses no figures.
+        print("\n".join([*lines, load_average("at the end")]), flush=True)
     return 0
 
 

@@ -1,23 +1,27 @@
 """The IP country database a scoring process enriches with, swapped like a model.
 
 `GeoIpStore.current` is one reference to an opened `GeoIpDatabase` (None: no file, every
-address unknown). The directory holding the file is watched with watchdog; when the file is
+address unknown); `GeoIpStore.located` one reference to the enrichment of an address by it
+with the keyed hash, remembered per address: traffic repeats addresses, so a repeat costs
+one cache hit. The directory holding the file is watched with watchdog; when the file is
 replaced (the install step renames a checked file into place: a *moved* event whose
 destination is the file), the new file is opened and checked on the watcher's thread and
-swapped in with one assignment. A lookup reads the reference once, so no request fails or
-waits on a swap; a file that fails its check is logged and the old database keeps
+swapped in, `located` with it. A batch reads `located` once, so no request
+fails or waits on a swap; a file that fails its check is logged and the old database keeps
 answering."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from fraudops.geoip import GeoIpDatabase
+from fraudops.geoip import LOOKUP_CACHE, UNKNOWN, GeoIpDatabase, IpInfo, ip_hash
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ class GeoIpStore:
         self.path = Path(path).absolute() if path is not None else None
         self.hash_key = hash_key  # of the addresses' keyed hash; None: no hash kept
         self.current: GeoIpDatabase | None = None
+        self.located = _located(None, hash_key)
         self._debounce = debounce_seconds
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
@@ -51,6 +56,7 @@ class GeoIpStore:
         # The old database is not closed: a request may be inside a lookup on it; it is freed
         # once nothing refers to it.
         self.current = database
+        self.located = _located(database, self.hash_key)
         log.info("IP country database: %s", database.version.label)
         return True
 
@@ -86,6 +92,26 @@ class GeoIpStore:
             self._timer = threading.Timer(self._debounce, self.load)
             self._timer.daemon = True
             self._timer.start()
+
+
+def _located(
+    database: GeoIpDatabase | None, hash_key: str | None
+) -> Callable[[str], tuple[IpInfo, str]] | None:
+    """The enrichment of a non-empty address by `database` (None: unknown) and its keyed
+    hash ("" without a key), cached together for this database; None when there is
+    neither (every address unknown, nothing to hash)."""
+    if database is None and not hash_key:
+        return None
+    # The uncached functions beneath the lookup's and the hash's own caches: this cache
+    # stands for both, so a new address is remembered once, not three times.
+    lookup = database.lookup.__wrapped__ if database is not None else lambda ip: UNKNOWN
+    keyed_hash = ip_hash.__wrapped__
+
+    @functools.lru_cache(maxsize=LOOKUP_CACHE)
+    def located(ip: str) -> tuple[IpInfo, str]:
+        return lookup(ip), keyed_hash(ip, hash_key) if hash_key else ""
+
+    return located
 
 
 class _Handler(FileSystemEventHandler):

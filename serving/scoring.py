@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fraudops.bands import BANDS, bands_for, location_reasons
-from fraudops.geoip import enrich, ip_hash
+from fraudops.geoip import UNKNOWN
 from fraudops.proto_gen.fraud.v1 import fraud_pb2
 from fraudops.rules import EMPTY, MODEL, Decisions, RuleSet
 from fraudops.schema import (
@@ -43,6 +43,7 @@ from serving.model_store import LoadedModel, ModelStore
 
 # fraudops.bands index (0 ALLOW, 1 CHALLENGE, 2 BLOCK) -> proto enum value.
 BAND_PROTO = tuple(fraud_pb2.Band.Value(name) for name in BANDS)
+_NOWHERE = (UNKNOWN, "")  # an empty address: unknown, nothing to hash
 NO_HISTORY_REASON = "scored without this user's history: the feature store is unreachable"
 
 
@@ -210,12 +211,13 @@ class ScoringCore:
         database is read once per batch: a swap never splits one)."""
         if self.geoip is None:
             return
-        database, key = self.geoip.current, self.geoip.hash_key
-        ips = [tx.get("ip_address", "") for tx in txs]
-        for tx, ip, info in zip(txs, ips, enrich(ips, database), strict=True):
+        located = self.geoip.located
+        for tx in txs:
+            ip = tx.get("ip_address", "") if located is not None else ""
+            info, hashed = located(ip) if ip else _NOWHERE
             tx["ip_country"], tx["ip_kind"] = info.country, info.kind  # type: ignore[index]
-            if key and ip:
-                tx["ip_hash"] = ip_hash(ip, key)  # type: ignore[index]
+            if hashed:
+                tx["ip_hash"] = hashed  # type: ignore[index]
 
     def _features(self, txs: list[Mapping[str, Any]]) -> tuple[np.ndarray, bool]:
         """The batch's features, and whether they include the users' history."""

@@ -99,7 +99,7 @@ def test_a_replaced_file_is_swapped_in_and_a_bad_one_rejected(tmp_path):
     store = GeoIpStore(path, debounce_seconds=0.05)
     store.start_watching()
     try:
-        first = store.current
+        first, before = store.current, store.located
         assert first is not None and first.version.version == "1"
         bad = path.with_name(".tmp-bad")
         bad.write_bytes(b"\0" * 4096)
@@ -110,6 +110,8 @@ def test_a_replaced_file_is_swapped_in_and_a_bad_one_rejected(tmp_path):
         os.replace(tmp_path / "other.mmdb", path)
         wait_until(lambda: store.current.version.version == "2", "the new database", 10)
         assert store.current.lookup("8.8.8.8") == IpInfo("US", "public")
+        assert store.located is not before  # the cached answers go with the old file
+        assert store.located("8.8.8.8") == (IpInfo("US", "public"), "")
     finally:
         store.stop()
 
@@ -117,6 +119,16 @@ def test_a_replaced_file_is_swapped_in_and_a_bad_one_rejected(tmp_path):
 def test_no_database_means_every_address_unknown(tmp_path):
     store = GeoIpStore(tmp_path / "absent.mmdb")
     assert store.load() is False and store.current is None and store.version == "none"
+    assert store.located is None  # nothing to look up, nothing to hash
+    hashing = GeoIpStore(tmp_path / "absent.mmdb", hash_key="k1")
+    assert hashing.located("8.8.8.8") == (UNKNOWN, ip_hash("8.8.8.8", "k1"))
+
+
+def test_the_store_answers_an_address_with_its_keyed_hash(geoip_database):
+    store = GeoIpStore(GEOIP_DB, hash_key="k1")
+    assert store.load()
+    assert store.located("8.8.8.8") == (IpInfo("US", "public"), ip_hash("8.8.8.8", "k1"))
+    assert store.located("192.168.1.1") == (IpInfo("", "private"), ip_hash("192.168.1.1", "k1"))
 
 
 def test_the_keyed_hash_groups_one_address_and_needs_the_key():
