@@ -527,6 +527,9 @@ def _pg_database(stack: Stack) -> None:
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = 'fraudops'")
             if cur.fetchone() is None:
                 cur.execute("CREATE ROLE fraudops LOGIN CREATEDB")
+            # Tests and benchmarks drop their databases WITH (FORCE) while sessions of the
+            # services' own roles may still be closing: ending them needs this role.
+            cur.execute("GRANT pg_signal_backend TO fraudops")
             cur.execute("SELECT 1 FROM pg_database WHERE datname = 'fraudops'")
             if cur.fetchone() is None:
                 cur.execute("CREATE DATABASE fraudops OWNER fraudops")

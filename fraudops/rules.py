@@ -14,13 +14,13 @@ over a literal list, so its work is bounded by the text), CEL's own parser (erro
 their line and column), every name and function against what the evaluation provides, and
 a trial evaluation on a typed sample that must give true or false.
 
-One evaluation per transaction runs every rule of the set as one CEL program (conditional
-chains giving the first live match's index, then the shadow rules' matches), against only
-the variables the set reads: building CEL values costs more than comparing them, and a short
-list back costs less than a boolean per rule. A list lookup of a plain name
+A served set runs as one Python function compiled from its conditions
+(fraudops.rule_compiler: CEL's comparisons, logic, arithmetic and string tests as Python
+bytecode, each answer the interpreter's); the conditions it does not take are evaluated by
+the interpreter, one context a transaction, and a transaction on which the function raises
+is evaluated by the interpreter rule by rule. A list lookup of a plain name
 (`in_list('blocked', user_id)`, the usual form) is made once per transaction in Python,
-before the evaluation, and read by the program as a variable: a call back from CEL into
-Python costs more than the lookup, and ten rules reading one list make one lookup. A rule
+before the evaluation, and read as a variable: ten rules reading one list make one lookup. A rule
 that fails at run time (a division by zero) matches nothing and is counted; the others still
 decide."""
 
@@ -41,6 +41,7 @@ import numpy as np
 from fraudops.bands import BANDS
 from fraudops.features import FEATURE_NAMES
 from fraudops.geoip import ip_hash
+from fraudops.rule_compiler import KINDS, compile_row, compile_rules
 from fraudops.schema import (
     COUNTRY_COLUMNS,
     IP_COLUMN,
@@ -59,7 +60,6 @@ MAX_CONDITION_CHARS = 2000
 MAX_DEPTH = 16  # brackets within brackets; CEL's parser stops at 96 on its own
 MAX_COMPREHENSIONS = 1
 MAX_RULES = 500
-CHAIN = 16  # live rules per conditional chain of the whole program (see _whole_program)
 
 # What a condition may read, with a sample value of its type (the trial evaluation).
 TX_VARIABLES: dict[str, Any] = {
@@ -394,16 +394,15 @@ class RuleSet:
         self.rules = tuple(r for r in rules if r.mode in SERVED_MODES)
         self.lists = dict(lists)
         self._programs = [check_rule(r, kinds) for r in self.rules]
-        live = [i for i, r in enumerate(self.rules) if r.mode == "live"]
-        shadow = [i for i, r in enumerate(self.rules) if r.mode == "shadow"]
-        self._shadow_names = [self.rules[i].name for i in shadow]
         self.reasons = {r.name: rule_reason(r) for r in self.rules}  # what a decision shows
         texts, members = lookups_as_variables([r.condition for r in self.rules])
         # (variable, list, argument, whether an address): looked up before each evaluation
         self._lookups = tuple((v, self.lists[name], arg, arg == IP_COLUMN)
                               for v, (name, arg) in members.items())  # fmt: skip
-        self._program, self._chains = _whole_program(texts, live, shadow)
-        self._calls_back = LIST_FUNCTION in self._program.functions()
+        kinds = {name: KINDS[type(v)] for name, v in VARIABLES.items()}
+        kinds.update(dict.fromkeys(members, "bool"))
+        live_at = [r.mode == "live" for r in self.rules]
+        self._compiled = compile_rules(texts, live_at, [r.name for r in self.rules], kinds)
         names = set().union(*(p.variables() for p in self._programs)) if self.rules else set()
         self._reads = Reads.of(names & VARIABLES.keys())
 
@@ -436,20 +435,25 @@ class RuleSet:
 
     def _evaluate(self, row: dict[str, Any], now: float, out: Decisions):
         """The first live rule that matched (-1: none) and the shadow rules that matched (None:
-        none), from one run of the whole program; when that fails, rule by rule (a failing
-        rule matches nothing). Without a call back into Python the row is passed as it is."""
-        context = self._context(row, now) if self._calls_back else row
+        none), from the compiled set (fraudops.rule_compiler); when it raises, from the
+        interpreter rule by rule (a failing rule matches nothing). The conditions left to the
+        interpreter share one context a transaction, made when the first needs it."""
+        interpret = self._interpreter(row, now) if self._compiled.interpreted else None
         try:
-            found = self._program.execute(context)
+            return self._compiled.run(row, interpret)
         except Exception:  # noqa: BLE001 - one rule's run-time error, found below
             return self._evaluate_alone(self._context(row, now), out)
-        chains = found[: self._chains]
-        # A chain gives -1 or a rule's position, ascending from chain to chain.
-        first = -1 if not chains or max(chains) < 0 else next(k for k in chains if k >= 0)
-        shadow = found[self._chains :]
-        if True not in shadow:
-            return first, None
-        return first, [name for name, m in zip(self._shadow_names, shadow, strict=True) if m]
+
+    def _interpreter(self, row: dict[str, Any], now: float) -> Callable[[int], bool]:
+        context = None
+
+        def interpret(k: int) -> bool:
+            nonlocal context
+            if context is None:
+                context = self._context(row, now)
+            return self._programs[k].execute(context) is True
+
+        return interpret
 
     def _context(self, row: dict[str, Any], now: float) -> cel.Context:
         return cel.Context(variables=row, functions={LIST_FUNCTION: _membership(self.lists, now)})
@@ -474,29 +478,6 @@ class RuleSet:
                 hashed = tx.get("ip_hash") if address else None
                 row[variable] = index.contains(row[argument], now, hashed)
             yield row
-
-
-def _whole_program(texts: Sequence[str], live: list[int], shadow: list[int]):
-    """The set as one CEL program giving a list: for each chain of up to CHAIN live rules the
-    index of its first match (a conditional per rule: `c0 ? 0 : c1 ? 1 : -1`, so a match
-    stops its chain), -1 when none matched; then each shadow rule's match. A transaction
-    costs one evaluation and a short list back, however many rules. A chain nests, and CEL's
-    parser bounds the nesting: when a long chain of deeply bracketed rules is refused, each
-    rule is a chain of its own. Returns the program and how many chains lead its list."""
-    for size in (CHAIN, 1):
-        chains = []
-        for start in range(0, len(live), size):
-            chain = "-1"
-            for k in reversed(live[start : start + size]):
-                chain = f"({texts[k]}\n) ? {k} : {chain}"
-            chains.append(chain)
-        items = chains + [f"({texts[k]}\n)" for k in shadow]
-        try:
-            return cel.compile("[" + ",".join(items) + "]"), len(chains)
-        except ValueError:
-            if size == 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 def lookups_as_variables(conditions: Sequence[str]) -> tuple[list[str], dict[str, tuple]]:
@@ -530,42 +511,32 @@ _FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 @dataclass(frozen=True)
 class Reads:
-    """What a rule set reads, grouped by where it comes from, so that a row is built with
-    one numpy call for the batch's features and plain dict work for the rest (a numpy call
-    per variable costs a transaction scored alone more than the evaluation of ten rules)."""
+    """What a rule set reads, grouped by where it comes from, so that the batch's features
+    are picked with one numpy call and each row is one generated dict display
+    (fraudops.rule_compiler.compile_row): a numpy call or a loop per variable costs a
+    transaction scored alone more than the evaluation of a hundred compiled rules."""
 
-    tx: tuple[tuple[str, type, Any], ...]  # name, type, value when the transaction has none
-    features: tuple[str, ...]  # the features as read, then the velocity sums in plain units
-    index: np.ndarray
-    derived: tuple[str, ...]
+    index: np.ndarray  # the features read, then the velocity sums kept as log1p
     model: tuple[str, ...]  # score, model_band
+    build: Callable[..., dict[str, Any]]
 
     @classmethod
     def of(cls, names: set[str]) -> Reads:
         plain = sorted(n for n in names if n in FEATURE_VARIABLES)
-        derived = tuple(sorted(n for n in names if n in DERIVED_VARIABLES))
+        derived = sorted(n for n in names if n in DERIVED_VARIABLES)
         index = [_FEATURE_INDEX[n] for n in plain]
         index += [_FEATURE_INDEX[DERIVED_VARIABLES[n]] for n in derived]
-        index = np.array(index, dtype=np.intp)
-        kinds = ((n, type(TX_VARIABLES[n])) for n in sorted(names & TX_VARIABLES.keys()))
-        tx = tuple((n, kind, kind()) for n, kind in kinds)
+        tx = {n: type(TX_VARIABLES[n])() for n in sorted(names & TX_VARIABLES.keys())}
         model = tuple(sorted(names & MODEL_VARIABLES.keys()))
-        return cls(tx, (*plain, *derived), index, derived, model)
+        build = compile_row(tx, plain, derived, model, BANDS)
+        return cls(np.array(index, dtype=np.intp), model, build)
 
     def rows(self, txs, features: np.ndarray, scores: np.ndarray, bands: np.ndarray):
-        picked = features.take(self.index, axis=1).tolist() if len(self.index) else [()] * len(txs)
-        score = scores.tolist() if "score" in self.model else None
-        band = bands.tolist() if "model_band" in self.model else None
-        for i, tx in enumerate(txs):
-            row = {name: kind(tx.get(name, empty)) for name, kind, empty in self.tx}
-            row.update(zip(self.features, picked[i], strict=True))
-            for name in self.derived:
-                row[name] = math.expm1(row[name])
-            if score is not None:
-                row["score"] = score[i]
-            if band is not None:
-                row["model_band"] = BANDS[band[i]]
-            yield row
+        n = len(txs)
+        picked = features.take(self.index, axis=1).tolist() if len(self.index) else [()] * n
+        score = scores.tolist() if "score" in self.model else [None] * n
+        band = bands.tolist() if "model_band" in self.model else [None] * n
+        return map(self.build, txs, picked, score, band)
 
 
 EMPTY = RuleSet("none", [], {})
