@@ -1,6 +1,7 @@
 """What analysts' rules add per transaction: RuleSet.decide (the scoring core's rule step)
 on one transaction (inline) and on a 2000-row micro-batch (stream), with 0, 10 and 100
-rules and a user list of 1,000,000 entries, side by side. The rule mix: a tenth read a list,
+rules and a user list of 1,000,000 entries, side by side, each set compiled
+(fraudops.rule_compiler) and on the CEL interpreter alone. The rule mix: a tenth read a list,
 the rest compare amounts, types, channels, velocity and the score. `serving_database` sets
 the same rules and list up in Postgres, published as analysts publish them, for the inline
 and stream benchmarks' `--rules` (bench/run.py)."""
@@ -93,13 +94,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     items = ((str(u), math.inf) for u in range(1, args.list_size + 1))
     lists = {"blocked_users": ListIndex.build("user", items)}
-    print(f"{'rules':>5} {'inline us/tx (p50)':>19} {'stream us/tx':>13} {'stream tx/s':>12}")
+    print(f"{'rules':>5} {'evaluation':>17} {'inline us/tx (p50)':>19} {'stream us/tx':>13} "
+          f"{'stream tx/s':>12}")  # fmt: skip
     for n in (0, 10, 100):
-        rule_set = RuleSet(str(n), rules(n), lists)
-        inline = per_transaction_us(rule_set, 1, args.repeats)
-        stream = per_transaction_us(rule_set, 2000, max(3, args.repeats // 100))
-        rate = 1e6 / stream if stream else float("inf")
-        print(f"{n:>5} {inline:>19.1f} {stream:>13.1f} {rate:>12,.0f}")
+        for interpreter_only in (False, True):
+            rule_set = RuleSet(str(n), rules(n), lists, interpreter_only)
+            inline = per_transaction_us(rule_set, 1, args.repeats)
+            stream = per_transaction_us(rule_set, 2000, max(3, args.repeats // 100))
+            rate = 1e6 / stream if stream else float("inf")
+            how = "interpreter only" if interpreter_only else "compiled"
+            print(f"{n:>5} {how:>17} {inline:>19.1f} {stream:>13.1f} {rate:>12,.0f}")
 
 
 if __name__ == "__main__":

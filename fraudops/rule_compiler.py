@@ -326,14 +326,16 @@ def compile_rules(
     live: Sequence[bool],
     names: Sequence[str],
     kinds: Mapping[str, str],
+    interpreter_only: bool = False,
 ) -> Compiled:
     """`conditions` (list lookups already variables) as one function; `live[k]` whether
     condition k decides (else it is a shadow rule named `names[k]`); `kinds` the kind of
-    each variable a condition may read."""
+    each variable a condition may read. `interpreter_only` leaves every condition to the
+    interpreter (the benchmark's comparison)."""
     constants: dict[str, Any] = {}
     codes, interpreted, read = [], set(), set()
     for k, text in enumerate(conditions):
-        code = _condition(text, kinds, constants, read)
+        code = None if interpreter_only else _condition(text, kinds, constants, read)
         if code is None:
             interpreted.add(k)
             code = f"interpret({k})"

@@ -386,7 +386,13 @@ class RuleSet:
     """An immutable, checked set of served rules and the lists they read, with its version.
     Built whole or not at all: a rule that fails its checks refuses the set."""
 
-    def __init__(self, version: str, rules: Sequence[Rule], lists: Mapping[str, ListIndex]):
+    def __init__(
+        self,
+        version: str,
+        rules: Sequence[Rule],
+        lists: Mapping[str, ListIndex],
+        interpreter_only: bool = False,
+    ):
         if len(rules) > MAX_RULES:
             raise RuleError("rules", f"more than {MAX_RULES} served rules")
         kinds = {name: index.kind for name, index in lists.items()}
@@ -399,10 +405,11 @@ class RuleSet:
         # (variable, list, argument, whether an address): looked up before each evaluation
         self._lookups = tuple((v, self.lists[name], arg, arg == IP_COLUMN)
                               for v, (name, arg) in members.items())  # fmt: skip
-        kinds = {name: KINDS[type(v)] for name, v in VARIABLES.items()}
-        kinds.update(dict.fromkeys(members, "bool"))
+        variables = {name: KINDS[type(v)] for name, v in VARIABLES.items()}
+        variables.update(dict.fromkeys(members, "bool"))
         live_at = [r.mode == "live" for r in self.rules]
-        self._compiled = compile_rules(texts, live_at, [r.name for r in self.rules], kinds)
+        rule_names = [r.name for r in self.rules]
+        self._compiled = compile_rules(texts, live_at, rule_names, variables, interpreter_only)
         names = set().union(*(p.variables() for p in self._programs)) if self.rules else set()
         self._reads = Reads.of(names & VARIABLES.keys())
 

@@ -4,6 +4,7 @@ lists of every kind with expiry, first match wins, shadow rules, hostile rule te
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -47,12 +48,22 @@ def tx(**fields) -> dict:
     return {**base, **fields}
 
 
+@pytest.fixture(params=["compiled", "interpreter only"], autouse=True)
+def evaluation(request, monkeypatch):
+    """Every test here runs on the compiled set and on the CEL interpreter alone."""
+    monkeypatch.setattr(sys.modules[__name__], "INTERPRETER_ONLY", request.param != "compiled")
+
+
+INTERPRETER_ONLY = False
+
+
 def decide(rules: list[Rule], txs: list[dict], scores=None, bands=None, features=None):
     n = len(txs)
     features = np.zeros((n, N_FEATURES), dtype=np.float32) if features is None else features
     scores = np.full(n, 0.1) if scores is None else np.asarray(scores, dtype=float)
     bands = np.zeros(n, dtype=np.int64) if bands is None else np.asarray(bands)
-    return RuleSet("t", rules, LISTS).decide(txs, features, scores, bands, now=NOW)
+    rule_set = RuleSet("t", rules, LISTS, interpreter_only=INTERPRETER_ONLY)
+    return rule_set.decide(txs, features, scores, bands, now=NOW)
 
 
 @pytest.mark.parametrize(("action", "band"), [("allow", 0), ("review", 1), ("block", 2)])
