@@ -278,3 +278,19 @@ def test_images_carry_the_pinned_ip_country_database():
     assert args == pins and len(pins) == 2
     assert "python -m fraudops.geoip install" in dockerfile
     assert f"--dest {Settings().geoip_db}" in dockerfile
+
+
+def test_every_kafka_client_waits_for_its_topics_and_schema_and_restarts(compose):
+    """A service logging in to Kafka starts once kafka-setup made its topics and ACLs and
+    migrate its tables, and a long-running one comes back after a crash."""
+    services = compose["services"].items()
+    clients = {n: s for n, s in services if "KAFKA_SASL_USERNAME" in s.get("environment", {})}
+    clients.pop("kafka-setup")
+    assert {"server", "scorer", "label-consumer", "stripe", "stripe-consumer"} <= set(clients)
+    for name, service in clients.items():
+        waits = service.get("depends_on", {})
+        for setup in ("migrate", "kafka-setup"):
+            assert waits.get(setup, {}).get("condition") == "service_completed_successfully", (
+                f"{name} does not wait for {setup}"
+            )
+        assert service.get("restart") == "unless-stopped", f"{name} does not restart"
