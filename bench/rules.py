@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import math
 import statistics
 import time
@@ -87,12 +88,48 @@ def per_transaction_us(rule_set: RuleSet, size: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def in_core_us(sets: dict[str, RuleSet], calls: int) -> dict[str, list[float]]:
+    """Thread CPU of `ScoringCore.score` on one transaction (features, model, reasons, rules)
+    with each of `sets`: one core per set, each transaction given to every core in turn, so
+    the rule step is timed inside a whole scoring call, caches as cold as a request's."""
+    import tempfile
+    from pathlib import Path
+
+    from bench.common import transactions
+    from fraudops.schema import proto_to_dict
+    from serving.model_store import ModelStore
+    from serving.scoring import RuleSource, ScoringCore
+    from testkit.tiny_model import build_model_dir
+
+    with tempfile.TemporaryDirectory() as work:
+        with contextlib.redirect_stdout(io.StringIO()):  # TensorFlow's export chatter
+            build_model_dir(Path(work) / "v1", "v1")
+        cores = {}
+        for label, rule_set in sets.items():
+            store = ModelStore(Path(work), prewarm=1)
+            store.load_latest()
+            cores[label] = ScoringCore(store, rules=RuleSource(rule_set))
+    times: dict[str, list[float]] = {label: [] for label in sets}
+    labels = list(cores)
+    for k, tx in enumerate(transactions(calls, users=5000, seed=3, prefix="core")):
+        turn = k % len(labels)  # each core follows each other as often: caches alike
+        for label in labels[turn:] + labels[:turn]:
+            core = cores[label]
+            started = time.thread_time_ns()
+            core.score([proto_to_dict(tx)])
+            if k >= calls // 10:  # the first tenth warms up
+                times[label].append((time.thread_time_ns() - started) / 1000)
+    return times
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--list-size", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--core-calls", type=int, default=5000,
+                        help="transactions through the whole scoring core (0: skip)")  # fmt: skip
     args = parser.parse_args(argv)
-    items = ((str(u), math.inf) for u in range(1, args.list_size + 1))
+    items = ((str(u), math.inf) for u in range(FIRST_LISTED, FIRST_LISTED + args.list_size))
     lists = {"blocked_users": ListIndex.build("user", items)}
     print(f"{'rules':>5} {'evaluation':>17} {'inline us/tx (p50)':>19} {'stream us/tx':>13} "
           f"{'stream tx/s':>12}")  # fmt: skip
@@ -104,6 +141,16 @@ def main(argv: list[str] | None = None) -> None:
             rate = 1e6 / stream if stream else float("inf")
             how = "interpreter only" if interpreter_only else "compiled"
             print(f"{n:>5} {how:>17} {inline:>19.1f} {stream:>13.1f} {rate:>12,.0f}")
+    if args.core_calls:
+        sets = {f"{n} rules": RuleSet(str(n), rules(n), lists) for n in (0, 10, 100)}
+        sets["100 rules, interpreter only"] = RuleSet("100i", rules(100), lists, True)
+        times = in_core_us(sets, args.core_calls)
+        base = statistics.median(times["0 rules"])
+        print(f"ScoringCore.score, one transaction, thread CPU p50 ({len(times['0 rules'])} "
+              "calls each, the cores in turn per transaction, the order rotating):")  # fmt: skip
+        for label, samples in times.items():
+            p50 = statistics.median(samples)
+            print(f"  {label:<28} {p50:7.1f} µs  ({p50 - base:+.1f} µs over 0 rules)")
 
 
 if __name__ == "__main__":

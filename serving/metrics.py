@@ -10,6 +10,7 @@ by their `multiprocess_mode`; outside that mode it is ignored)."""
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -192,17 +193,24 @@ RULE_ERRORS = Counter(
 
 
 def count_rules(decisions) -> None:
-    """Count a batch's rule decisions (fraudops.rules.Decisions) by rule."""
+    """Count a batch's rule decisions (fraudops.rules.Decisions) by rule. A transaction
+    scored alone is counted without a Counter and each rule's counter is looked up once:
+    labels() and a Counter cost a matched Score ~6 µs, more than a hundred compiled rules."""
     if not decisions.matched and not decisions.errors:
         return
-    for name, count in collections.Counter(decisions.decided_by).items():
-        if name != "model":
-            RULE_MATCHES.labels(rule=name, mode="live").inc(count)
-    shadow = collections.Counter(n for names in decisions.shadow if names for n in names)
-    for name, count in shadow.items():
-        RULE_MATCHES.labels(rule=name, mode="shadow").inc(count)
+    live = [name for name in decisions.decided_by if name != "model"]
+    shadow = [name for names in decisions.shadow if names for name in names]
+    for mode, names in (("live", live), ("shadow", shadow)):
+        counts = collections.Counter(names) if len(names) > 1 else dict.fromkeys(names, 1)
+        for name, count in counts.items():
+            _rule_matches(name, mode).inc(count)
     if decisions.errors:
         RULE_ERRORS.inc(decisions.errors)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rule_matches(rule: str, mode: str):
+    return RULE_MATCHES.labels(rule=rule, mode=mode)
 
 
 RULE_RELOADS = Counter(

@@ -6,9 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from confluent_kafka import TopicPartition
 
+from fraudops.rules import Decisions
 from fraudops.schema import InvalidTransaction
 from serving import metrics
 from serving.kafka_io import next_offsets
@@ -103,3 +105,18 @@ def test_model_version_gauge_names_one_version():
     value = metrics.REGISTRY.get_sample_value
     assert value("fraudops_model_info", {"version": "b"}) == 1
     assert value("fraudops_model_info", {"version": "a"}) == 0
+
+
+def test_rule_matches_are_counted_by_rule_and_mode_alone_and_in_a_batch():
+    def matches(rule: str, mode: str) -> float:
+        labels = {"rule": rule, "mode": mode}
+        return metrics.REGISTRY.get_sample_value("fraudops_rule_matches_total", labels) or 0.0
+
+    keys = [("big", "live"), ("watch", "shadow"), ("big", "shadow")]
+    before = {key: matches(*key) for key in keys}
+    one = Decisions(np.zeros(1), ["big"], [["watch"]], matched=True)
+    batch = Decisions(np.zeros(3), ["big", "model", "big"], [None, ["watch"], ["watch"]],
+                      errors=1, matched=True)  # fmt: skip
+    for decisions in (one, batch):
+        metrics.count_rules(decisions)
+    assert [matches(*key) - before[key] for key in keys] == [3, 3, 0]
