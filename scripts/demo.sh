@@ -80,7 +80,7 @@ printf '%s\n' "$PASSWORD" | (cd "$ROOT" && "$PY" -m console users add demo-analy
 GRPC_TOKEN=$(cd "$ROOT" && "$PY" -m serving.callers add demo-client --scopes ingest,score,label \
   --sources 'chargeback:*')
 (cd "$ROOT" && "$PY" -m devstack up replay)
-# The rest of the loop, on their schedules: the analysts' review queue (hourly), the label
+# The rest of the loop, on their schedules: the analysts' review queue (every 15 minutes), the label
 # and drift watches that start the next training run, the daily digest.
 for dag in fraud_review_queue fraud_label_watch fraud_drift_watch fraud_daily_digest; do
   api PATCH "/dags/$dag" '{"is_paused": false}' >/dev/null && say "switched on $dag"
