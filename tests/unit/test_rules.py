@@ -312,10 +312,9 @@ def test_a_lookup_answers_the_same_as_a_variable_and_as_a_call(user_id):
 
 
 @pytest.mark.parametrize("nested", [0, 80])
-def test_first_match_across_chains_and_shadow_rules_anywhere(nested):
-    """More live rules than one conditional chain holds (and, each nesting conditionals of
-    its own, too deep for CEL's parser to chain at all): the first live match still decides
-    and every shadow match is recorded."""
+def test_first_match_among_many_rules_and_shadow_rules_anywhere(nested):
+    """Sixty rules, shallow or each nesting 80 conditionals (too deep for the compiler: left
+    to the interpreter): the first live match decides and every shadow match is recorded."""
     deep = "amount>{0}.0?true:" * nested + "amount>{0}.0"
     rules = [Rule(f"r{i}", "review", deep.format(1000 + i)) for i in range(60)]
     rules[37] = Rule("r37", "block", deep.format(10))
