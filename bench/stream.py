@@ -63,13 +63,21 @@ def serialized(n: int, seed: int, prefix: str, located: str = "") -> list[tuple[
     return [(str(tx.user_id), tx.SerializeToString()) for tx in txs]
 
 
-def fill(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
-    producer = make_producer(settings, **{"linger.ms": 20})  # placed as the server places them
+def fill(settings: Settings, messages: list[tuple[str, bytes]], held: bool = False):
+    """Produce the messages to the raw topic. `held`: inside one Kafka transaction, left open:
+    a read_committed consumer (the scorer's: librdkafka's default) sees none of them until
+    the returned function commits it, and then all of them at once."""
+    extra = {"transactional.id": f"bench-{uuid.uuid4().hex}"} if held else {}
+    producer = make_producer(settings, **{"linger.ms": 20}, **extra)  # placed as the server does
+    if held:
+        producer.init_transactions(30)
+        producer.begin_transaction()
     for key, value in messages:
         producer.produce(settings.topic_raw, key=key, value=value)
         producer.poll(0)
     if producer.flush(120):
         raise RuntimeError("could not fill the raw topic")
+    return (lambda: producer.commit_transaction(30)) if held else None
 
 
 def redis_nodes(url: str) -> list[str]:
@@ -129,9 +137,14 @@ def _stored(url: str, prefix: str) -> int:
 
 def drain(
     base: Settings, n: int, seed: int, logs: Path, profile: Path | None = None, scorers: int = 1,
-    partitions: int = PARTITIONS, located: str = "",
+    partitions: int = PARTITIONS, located: str = "", backlog: bool = False,
 ) -> DrainResult:  # fmt: skip
-    """One round on fresh topics and a fresh consumer group."""
+    """One round on fresh topics and a fresh consumer group. The scorers' CPU is counted from
+    before the transactions are produced to the last score stored, the rate from the first
+    score stored to the last. With `backlog`, the transactions are produced held (`fill`)
+    and released at once: the scorers drain full batches with nothing producing beside
+    them, and both CPU and rate count exactly that, from the release to the last score
+    stored (the steady state two configurations compare on)."""
     topics = create_topics(base, "bench", partitions)
     settings = replace(base, consumer_group=f"bench-{uuid.uuid4().hex[:8]}",
                        raw_partitions=partitions, **topics)  # fmt: skip
@@ -148,8 +161,13 @@ def drain(
                 procs.append(running.enter_context(python_process(args, settings, log, STOP_S)))
             wait_for_members(settings, settings.consumer_group, scorers)
             before = redis_counters(settings.redis_url) if settings.redis_url else None
+            release = fill(settings, messages, held=True) if backlog else None
             cpu_before = sum(cpu_seconds(p.pid) for p in procs)
-            fill(settings, messages)
+            if release is None:
+                fill(settings, messages)
+            else:
+                release()
+                first = (time.perf_counter(), 0)
             deadline = time.monotonic() + 600
             while count < n and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -169,11 +187,13 @@ def drain(
 
 
 def report(
-    configs: dict[str, list[DrainResult]], n: int, partitions: int = PARTITIONS
-) -> list[str]:
-    """`configs`: label -> rounds, the first label the reference the others compare to."""
+    configs: dict[str, list[DrainResult]], n: int, partitions: int = PARTITIONS,
+    span: str = "first stored .. last stored",
+) -> list[str]:  # fmt: skip
+    """`configs`: label -> rounds, the first label the reference the others compare to;
+    `span`: what the rounds timed (see `drain`)."""
     lines = [f"Kafka-fed scoring, rounds of {n} transactions ({partitions} partitions), "
-             "median of rounds (first stored .. last stored):"]  # fmt: skip
+             f"median of rounds ({span}):"]  # fmt: skip
     reference = None
     for label, rounds in configs.items():
         rate = median([r.rate for r in rounds])
