@@ -135,10 +135,9 @@ def run_geoip(
     settings, work: Path, calls: int, rounds: int, stream_n: int, profile: bool = False
 ) -> list[str]:
     """Two servers, enrichment off and on, their latency rounds in turn (all-new addresses);
-    then scorer rounds off and on for each address mix (ADDRESS_MIXES), all in turn, each
-    draining a filled topic (`stream.drain`'s backlog), off first in odd rounds and on first
-    in even ones. `off` has no database file: every address reads as unknown. With
-    `profile`, one more enrichment-on scorer round of the realistic mix under cProfile."""
+    then scorer rounds for each address mix (ADDRESS_MIXES), an off and an on scorer side by
+    side in each (`stream.drain_beside`). `off` has no database file: every address reads
+    as unknown. With `profile`, one more realistic round with the on scorer under cProfile."""
     off = replace(settings, geoip_db=work / "no-geoip.mmdb")
     on = replace(settings, geoip_db=GEOIP_DB, ip_hash_key="bench-ip-hash-key",
                  grpc_port=free_port())  # fmt: skip
@@ -159,21 +158,19 @@ def run_geoip(
         delete_topics(settings, list(topics.values()))
     drains = {(mix, label): [] for mix in ADDRESS_MIXES for label in ("off", "on")}
     for seed in range(1, rounds + 1):
-        # Off first in odd rounds, on first in even ones: neither side always runs after
-        # the other (a warmer database, a busier neighbour).
-        labels = ("off", "on") if seed % 2 else ("on", "off")
+        # Both at once on the same transactions, released off first in odd rounds and on
+        # first in even ones.
+        pair = {"off": off, "on": on} if seed % 2 else {"on": on, "off": off}
         for mix in ADDRESS_MIXES:
-            for label in labels:
-                s = off if label == "off" else on
-                drains[mix, label].append(stream.drain(s, stream_n, seed, work, located=mix,
-                                                       backlog=True))  # fmt: skip
+            for label, result in stream.drain_beside(pair, stream_n, seed, work, mix).items():
+                drains[mix, label].append(result)
     lines = inline.geoip_report(*latency)
     for mix in ADDRESS_MIXES:
         lines += geoip_stream_lines(mix, drains[mix, "off"], drains[mix, "on"], stream_n)
     lines += inline.lookup_report(GEOIP_DB)
     if profile:
-        stream.drain(on, stream_n, 99, work, work / "scorer-geoip.prof", located="realistic",
-                     backlog=True)  # fmt: skip
+        stream.drain_beside({"off": off, "on": on}, stream_n, 99, work, "realistic",
+                            profile=work / "scorer-geoip.prof")  # fmt: skip
         lines += profile_lines(work / "scorer-geoip.prof", "one enrichment-on realistic round")
     return lines
 
@@ -183,7 +180,7 @@ def geoip_stream_lines(mix: str, off: list, on: list, n: int) -> list[str]:
     seen = seen_share(stream.round_transactions(n, 1, "seen", mix))
     lines = [f"address mix {mix}: {seen:.0%} of transactions from an address seen earlier in "
              "the round (or none)"]  # fmt: skip
-    span = "a held backlog, released .. last stored"
+    span = "off and on side by side, each draining a held backlog: release .. last stored"
     lines += stream.report({"enrichment off": off, "enrichment on": on}, n, span=span)[:-2]
     off_cpu, on_cpu = (median([r.scorer_cpu_us for r in d]) for d in (off, on))
     paired = [b.scorer_cpu_us - a.scorer_cpu_us for a, b in zip(off, on, strict=True)]
