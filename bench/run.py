@@ -138,7 +138,9 @@ def run_geoip(
     then scorer rounds for each address mix (ADDRESS_MIXES), an off and an on scorer side by
     side in each (`stream.drain_beside`). `off` has no database file: every address reads
     as unknown. With `profile`, one more realistic round with the on scorer under cProfile."""
-    off = replace(settings, geoip_db=work / "no-geoip.mmdb")
+    # In a directory of its own: the scorer watches the file's directory, and the work
+    # directory takes every process's log lines.
+    off = replace(settings, geoip_db=work / "no-geoip" / "absent.mmdb")
     on = replace(settings, geoip_db=GEOIP_DB, ip_hash_key="bench-ip-hash-key",
                  grpc_port=free_port())  # fmt: skip
     topics = create_topics(settings, "bench-geoip")

@@ -14,7 +14,7 @@ the model is told the balances are unknown instead of reading zeros as a drained
 A dataset without the column has every balance present.
 
 Location: a transaction's `ip_country` and `ip_kind` come from enriching its IP address
-(`fraudops.geoip.enrich`, before this transform, in the simulator and in the scorer);
+with `fraudops.geoip` before this transform (in the simulator and in the scorer);
 `card_country` comes with it. Unknown ("", or a dataset without the columns, such as a
 PaySim CSV) is a value of its own: every location feature reads 0 then. Per user, a
 `LocationHistory` says whether the user paid from the IP's country before and from how many

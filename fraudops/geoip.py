@@ -200,8 +200,9 @@ def sidecar_path(path: Path) -> Path:
 
 def enrich(ips: Sequence[str | None], database: GeoIpDatabase | None) -> list[IpInfo]:
     """The enrichment of a column of addresses (None or "": unknown; no database: all
-    unknown). The simulator's columns and the scorer's micro-batches both come from here;
-    an address seen before costs one cache hit, and no answer is built per row."""
+    unknown): the simulator's columns come from here, an address seen before costing one
+    cache hit, and no answer is built per row. The scorers enrich with the same lookup
+    through serving.geoip_store, which caches it together with the keyed hash."""
     if database is None:
         return [UNKNOWN] * len(ips)
     lookup = database.lookup
