@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -63,13 +64,21 @@ def serialized(n: int, seed: int, prefix: str, located: str = "") -> list[tuple[
     return [(str(tx.user_id), tx.SerializeToString()) for tx in txs]
 
 
-def fill(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
-    producer = make_producer(settings, **{"linger.ms": 20})  # placed as the server places them
+def fill(settings: Settings, messages: list[tuple[str, bytes]], held: bool = False):
+    """Produce the messages to the raw topic. `held`: inside one Kafka transaction, left open:
+    a read_committed consumer (the scorer's: librdkafka's default) sees none of them until
+    the returned function commits it, and then all of them at once."""
+    extra = {"transactional.id": f"bench-{uuid.uuid4().hex}"} if held else {}
+    producer = make_producer(settings, **{"linger.ms": 20}, **extra)  # placed as the server does
+    if held:
+        producer.init_transactions(30)
+        producer.begin_transaction()
     for key, value in messages:
         producer.produce(settings.topic_raw, key=key, value=value)
         producer.poll(0)
     if producer.flush(120):
         raise RuntimeError("could not fill the raw topic")
+    return (lambda: producer.commit_transaction(30)) if held else None
 
 
 def redis_nodes(url: str) -> list[str]:
@@ -127,11 +136,35 @@ def _stored(url: str, prefix: str) -> int:
         conn.close()
 
 
-def drain(
-    base: Settings, n: int, seed: int, logs: Path, profile: Path | None = None, scorers: int = 1,
-    partitions: int = PARTITIONS, located: str = "",
-) -> DrainResult:  # fmt: skip
-    """One round on fresh topics and a fresh consumer group."""
+@dataclass
+class _Round:
+    """One configuration's round under way: its settings (fresh topics and group), the
+    prefix of its transaction ids, its scorer processes, its transactions and, when held,
+    the function that releases them."""
+
+    settings: Settings
+    prefix: str
+    procs: list
+    messages: list[tuple[str, bytes]]
+    release: Callable[[], None] | None
+    on_kafka: int = 0  # scores on Kafka, counted once the scorers stopped
+    stored_count: int = 0  # rows in Postgres when last counted
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.procs)
+
+    def stored(self) -> int:
+        return _stored(self.settings.database_url, self.prefix)
+
+
+@contextlib.contextmanager
+def _round(
+    base: Settings, n: int, seed: int, logs: Path, profile: Path | None, scorers: int,
+    partitions: int, located: str, held: bool,
+) -> Iterator[_Round]:  # fmt: skip
+    """Fresh topics and consumer group, the scorers started and holding partitions, the
+    transactions made (and, when `held`, produced held); after the block, the scorers
+    stopped, the scores on Kafka counted and the topics deleted."""
     topics = create_topics(base, "bench", partitions)
     settings = replace(base, consumer_group=f"bench-{uuid.uuid4().hex[:8]}",
                        raw_partitions=partitions, **topics)  # fmt: skip
@@ -140,40 +173,104 @@ def drain(
     args = ["-m", "serving.scorer"]
     if profile is not None:
         args = ["-m", "cProfile", "-o", str(profile), *args]
-    first, count, procs = None, 0, []
     try:
         with contextlib.ExitStack() as running:
-            for k in range(scorers):
-                log = logs / f"scorer-{seed}-{k}.log"
-                procs.append(running.enter_context(python_process(args, settings, log, STOP_S)))
+            logs_of = [logs / f"scorer-{prefix}-{k}.log" for k in range(scorers)]
+            procs = [running.enter_context(python_process(args, settings, log, STOP_S))
+                     for log in logs_of]  # fmt: skip
             wait_for_members(settings, settings.consumer_group, scorers)
-            before = redis_counters(settings.redis_url) if settings.redis_url else None
-            cpu_before = sum(cpu_seconds(p.pid) for p in procs)
-            fill(settings, messages)
-            deadline = time.monotonic() + 600
-            while count < n and time.monotonic() < deadline:
-                time.sleep(0.05)
-                count = _stored(settings.database_url, prefix)
-                if count and first is None:
-                    first = (time.perf_counter(), count)
-            last = time.perf_counter()
-            scorer_cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
-        on_kafka = kafka_count(settings, settings.topic_scores)
+            release = fill(settings, messages, held=True) if held else None
+            current = _Round(settings, prefix, procs, messages, release)
+            yield current
+        current.on_kafka = kafka_count(settings, settings.topic_scores)
     finally:
         delete_topics(settings, list(topics.values()))
+
+
+def drain(
+    base: Settings, n: int, seed: int, logs: Path, profile: Path | None = None, scorers: int = 1,
+    partitions: int = PARTITIONS, located: str = "",
+) -> DrainResult:  # fmt: skip
+    """One round on fresh topics and a fresh consumer group: the scorers' CPU from before
+    the transactions are produced to the last score stored, the rate from the first score
+    stored to the last."""
+    first, count = None, 0
+    with _round(base, n, seed, logs, profile, scorers, partitions, located, False) as r:
+        url = r.settings.redis_url
+        before = redis_counters(url) if url else None
+        cpu_before = r.cpu()
+        fill(r.settings, r.messages)
+        deadline = time.monotonic() + 600
+        while count < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+            count = r.stored()
+            if count and first is None:
+                first = (time.perf_counter(), count)
+        last = time.perf_counter()
+        scorer_cpu = r.cpu() - cpu_before
     per_tx = None
     if before is not None:
-        after = redis_counters(settings.redis_url)
+        after = redis_counters(url)
         per_tx = {k: (after[k] - before[k]) / n for k in before}
-    return DrainResult(n - first[1], last - first[0], count, on_kafka, per_tx, scorer_cpu * 1e6 / n)
+    cpu_us = scorer_cpu * 1e6 / n
+    return DrainResult(n - first[1], last - first[0], count, r.on_kafka, per_tx, cpu_us)
+
+
+def drain_beside(
+    configs: dict[str, Settings], n: int, seed: int, logs: Path, located: str = "",
+    profile: Path | None = None,
+) -> dict[str, DrainResult]:  # fmt: skip
+    """One round of each configuration at the same time, one scorer each on its own topics:
+    the same transactions produced held for each and released together, so every
+    configuration drains full batches under the same load of the machine (a shared machine
+    moves a lone round's figures far more than what two configurations differ by). Each
+    one's CPU per transaction and rate are counted over its own drain (release .. its last
+    score stored; the last to finish had the machine to itself for its tail, which narrows
+    the rates' gap a little, not the CPU's). `profile`: the last configuration under
+    cProfile."""
+    last_label = list(configs)[-1]
+    with contextlib.ExitStack() as stack:
+        rounds = {label: stack.enter_context(_round(
+            s, n, seed, logs, profile if label == last_label else None, 1, PARTITIONS,
+            located, True)) for label, s in configs.items()}  # fmt: skip
+        cpu_before = {label: r.cpu() for label, r in rounds.items()}
+        started = time.perf_counter()
+        for r in rounds.values():
+            r.release()
+        done = _until_stored(rounds, n)
+    results = {}
+    for label, r in rounds.items():
+        seconds, cpu = done.get(label, (float("nan"), float("nan")))
+        results[label] = DrainResult(n, seconds - started, r.stored_count, r.on_kafka,
+                                     scorer_cpu_us=(cpu - cpu_before[label]) * 1e6 / n)  # fmt: skip
+    return results
+
+
+def _until_stored(
+    rounds: dict[str, _Round], n: int, timeout: float = 600
+) -> dict[str, tuple[float, float]]:
+    """Poll every round's stored rows until each has n (or the timeout): when each finished
+    (perf_counter) and its scorers' CPU then."""
+    done: dict[str, tuple[float, float]] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < len(rounds) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        for label, r in rounds.items():
+            if label not in done:
+                r.stored_count = r.stored()
+                if r.stored_count >= n:
+                    done[label] = (time.perf_counter(), r.cpu())
+    return done
 
 
 def report(
-    configs: dict[str, list[DrainResult]], n: int, partitions: int = PARTITIONS
-) -> list[str]:
-    """`configs`: label -> rounds, the first label the reference the others compare to."""
+    configs: dict[str, list[DrainResult]], n: int, partitions: int = PARTITIONS,
+    span: str = "first stored .. last stored",
+) -> list[str]:  # fmt: skip
+    """`configs`: label -> rounds, the first label the reference the others compare to;
+    `span`: what the rounds timed (see `drain`)."""
     lines = [f"Kafka-fed scoring, rounds of {n} transactions ({partitions} partitions), "
-             "median of rounds (first stored .. last stored):"]  # fmt: skip
+             f"median of rounds ({span}):"]  # fmt: skip
     reference = None
     for label, rounds in configs.items():
         rate = median([r.rate for r in rounds])

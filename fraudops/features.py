@@ -14,7 +14,7 @@ the model is told the balances are unknown instead of reading zeros as a drained
 A dataset without the column has every balance present.
 
 Location: a transaction's `ip_country` and `ip_kind` come from enriching its IP address
-(`fraudops.geoip.enrich`, before this transform, in the simulator and in the scorer);
+with `fraudops.geoip` before this transform (in the simulator and in the scorer);
 `card_country` comes with it. Unknown ("", or a dataset without the columns, such as a
 PaySim CSV) is a value of its own: every location feature reads 0 then. Per user, a
 `LocationHistory` says whether the user paid from the IP's country before and from how many
@@ -24,7 +24,7 @@ both run it, the Redis state runs the same rule in Lua (redis_location.lua)."""
 from __future__ import annotations
 
 import functools
-from bisect import bisect_right
+from bisect import bisect_right, insort_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -139,43 +139,58 @@ def _text_column(cols: Mapping[str, np.ndarray], name: str, n: int) -> np.ndarra
 
 
 class LocationHistory:
-    """One user's countries: where each was first paid from, and the recent events with a
-    known country in time order (ties in arrival order). `values` is the one location rule
-    (the batch transform and the in-memory state call it; redis_location.lua mirrors it):
-    whether the country is new (no earlier event from it at or before `ts`) and how many
-    distinct countries are among the earlier events in (ts - COUNTRY_WINDOW_SECONDS, ts]
-    and this one. An event without a known country gets 0 for both and is not kept."""
+    """One user's countries: where each was first paid from, and the times of the recent
+    events with a known country, per country in time order (a user pays from one or two,
+    so counting them is a look at each other country's latest time, not a set built from
+    the window's events). `record` is the one location rule (the batch transform and the
+    in-memory state call it; redis_location.lua mirrors it): whether the country is new (no
+    earlier event from it at or before `ts`) and how many distinct countries are among the
+    earlier events in (ts - COUNTRY_WINDOW_SECONDS, ts] and this one. An event without a
+    known country gets 0 for both and is not kept."""
 
-    __slots__ = ("countries", "first", "times")
+    __slots__ = ("first", "oldest", "times")
 
     def __init__(self) -> None:
         self.first: dict[str, int] = {}
-        self.times: list[int] = []
-        self.countries: list[str] = []
+        self.times: dict[str, list[int]] = {}
+        self.oldest: int | None = None  # of every kept time: trimming is due when it is old
 
-    def values(self, ts: int, country: str) -> list[float]:
+    def record(self, ts: int, country: str, keep_seconds: int | None = None) -> list[float]:
+        """The event's values, then the event recorded; with `keep_seconds`, once the
+        oldest kept time is that far behind this one, every kept time at or before that
+        is dropped (the first-seen times stay)."""
         if not country:
             return [0.0, 0.0]
+        after, count = ts - COUNTRY_WINDOW_SECONDS, 1
+        for other, times in self.times.items():
+            if other != country:
+                last = times[-1]
+                if last > ts:  # a late event: the other country's latest at or before it
+                    at = bisect_right(times, ts)
+                    last = times[at - 1] if at else after
+                count += last > after
         first = self.first.get(country)
-        new = 1.0 if first is None or first > ts else 0.0
-        lo = bisect_right(self.times, ts - COUNTRY_WINDOW_SECONDS)
-        seen = set(self.countries[lo : bisect_right(self.times, ts)])
-        seen.add(country)
-        return [new, float(len(seen))]
-
-    def add(self, ts: int, country: str, keep_seconds: int | None = None) -> None:
-        """Record an event; with `keep_seconds`, drop window events older than that behind
-        this one (the first-seen times stay)."""
-        if not country:
-            return
-        if country not in self.first or ts < self.first[country]:
+        if first is None or ts < first:
             self.first[country] = ts
-        at = bisect_right(self.times, ts)
-        self.times.insert(at, ts)
-        self.countries.insert(at, country)
-        if keep_seconds is not None and self.times[0] <= ts - keep_seconds:
-            drop = bisect_right(self.times, ts - keep_seconds)
-            del self.times[:drop], self.countries[:drop]
+        times = self.times.get(country)
+        if times is None:
+            self.times[country] = [ts]
+        elif ts >= times[-1]:
+            times.append(ts)
+        else:
+            insort_right(times, ts)
+        if self.oldest is None or ts < self.oldest:
+            self.oldest = ts
+        if keep_seconds is not None and self.oldest <= ts - keep_seconds:
+            self._trim(ts - keep_seconds)
+        return [1.0 if first is None or first > ts else 0.0, float(count)]
+
+    def _trim(self, cutoff: int) -> None:
+        for country, times in list(self.times.items()):
+            del times[: bisect_right(times, cutoff)]
+            if not times:
+                del self.times[country]
+        self.oldest = min((times[0] for times in self.times.values()), default=None)
 
 
 def location_features(raw) -> np.ndarray:
@@ -195,8 +210,7 @@ def _location_raw(user: np.ndarray, ts: np.ndarray, country: np.ndarray) -> np.n
     histories: dict[int, LocationHistory] = {}
     for i in order.tolist():
         history = histories.setdefault(int(user[i]), LocationHistory())
-        raw[i] = history.values(int(ts[i]), country[i])
-        history.add(int(ts[i]), country[i])
+        raw[i] = history.record(int(ts[i]), country[i])
     return raw
 
 

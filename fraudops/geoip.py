@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -101,6 +101,24 @@ def _table(special: dict[str, list[str]]) -> tuple[list[int], list[tuple[int, st
 _TABLES = {4: _table(_SPECIAL_V4), 6: _table(_SPECIAL_V6)}
 
 
+def _kinds_by_first_octet() -> tuple[str | None, ...]:
+    """Per first octet of an IPv4 address, the kind of its whole /8 when the table gives
+    it one (public where no special range touches it), else None (it must be searched):
+    a new address is mostly judged by one index."""
+    starts, ends = _TABLES[4]
+    out: list[str | None] = []
+    for octet in range(256):
+        low, high = octet << 24, (octet << 24) | 0xFFFFFF
+        touching = [(s, e, k) for s, (e, k) in zip(starts, ends, strict=True)
+                    if s <= high and e >= low]  # fmt: skip
+        whole = [k for s, e, k in touching if s <= low and e >= high]
+        out.append(whole[0] if whole else None if touching else "public")
+    return tuple(out)
+
+
+_V4_KIND_BY_OCTET = _kinds_by_first_octet()
+
+
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address in IPv6 form
 
 
@@ -109,8 +127,10 @@ def address_kind(packed: bytes) -> str:
     documentation and benchmarking ranges) or reserved (multicast, unspecified, reserved
     blocks) of a packed address (see `fraudops.schema.parse_ip`). An IPv4-mapped IPv6
     address is judged by its IPv4 address (the caller unwraps it)."""
-    value = int.from_bytes(packed, "big")
     version = 4 if len(packed) == 4 else 6
+    if version == 4 and (kind := _V4_KIND_BY_OCTET[packed[0]]) is not None:
+        return kind
+    value = int.from_bytes(packed, "big")
     starts, ends = _TABLES[version]
     at = bisect.bisect_right(starts, value) - 1
     if at >= 0 and value <= ends[at][0]:
@@ -180,8 +200,9 @@ def sidecar_path(path: Path) -> Path:
 
 def enrich(ips: Sequence[str | None], database: GeoIpDatabase | None) -> list[IpInfo]:
     """The enrichment of a column of addresses (None or "": unknown; no database: all
-    unknown). The simulator's columns and the scorer's micro-batches both come from here;
-    an address seen before costs one cache hit, and no answer is built per row."""
+    unknown): the simulator's columns come from here, an address seen before costing one
+    cache hit, and no answer is built per row. The scorers enrich with the same lookup
+    through serving.geoip_store, which caches it together with the keyed hash."""
     if database is None:
         return [UNKNOWN] * len(ips)
     lookup = database.lookup
@@ -200,13 +221,25 @@ def ip_hash(ip: str, key: str) -> str:
     the same value under one key, and without the key it cannot be reversed by trying the
     4 billion IPv4 addresses. BLAKE2b's keyed mode is a MAC by design, at a third of
     HMAC-SHA256's cost; the scorer hashes every new address. Empty for an empty address."""
-    if not ip:
-        return ""
-    canonical = parse_ip(ip) or ip.encode()
-    return hashlib.blake2b(canonical, key=_mac_key(key), digest_size=16).hexdigest()
+    return keyed_hash(key)(ip)
 
 
 @functools.lru_cache(maxsize=8)
+def keyed_hash(key: str) -> Callable[[str], str]:
+    """`ip_hash` under one key, uncached, as a function of the address: the keyed state is
+    made once and copied for each address (keying BLAKE2b costs a compression of its own)."""
+    keyed = hashlib.blake2b(key=_mac_key(key), digest_size=16)
+
+    def hashed(ip: str) -> str:
+        if not ip:
+            return ""
+        mac = keyed.copy()
+        mac.update(parse_ip(ip) or ip.encode())
+        return mac.hexdigest()
+
+    return hashed
+
+
 def _mac_key(key: str) -> bytes:
     """A key of any length as BLAKE2b's (at most 64 bytes): its own 32-byte digest."""
     return hashlib.blake2b(key.encode(), digest_size=32).digest()

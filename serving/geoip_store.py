@@ -21,7 +21,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from fraudops.geoip import LOOKUP_CACHE, UNKNOWN, GeoIpDatabase, IpInfo, ip_hash
+from fraudops.geoip import LOOKUP_CACHE, UNKNOWN, GeoIpDatabase, IpInfo, keyed_hash
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,11 @@ def _located(
     # The uncached functions beneath the lookup's and the hash's own caches: this cache
     # stands for both, so a new address is remembered once, not three times.
     lookup = database.lookup.__wrapped__ if database is not None else lambda ip: UNKNOWN
-    keyed_hash = ip_hash.__wrapped__
+    hashed = keyed_hash(hash_key) if hash_key else lambda ip: ""
 
     @functools.lru_cache(maxsize=LOOKUP_CACHE)
     def located(ip: str) -> tuple[IpInfo, str]:
-        return lookup(ip), keyed_hash(ip, hash_key) if hash_key else ""
+        return lookup(ip), hashed(ip)
 
     return located
 

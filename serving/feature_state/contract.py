@@ -76,8 +76,7 @@ def features_without_history(txs: Sequence[Mapping]) -> np.ndarray:
     """Features of transactions as if their users had never been seen: the answer the
     inline path gives when the shared state is unreachable."""
     velocity = np.tile(np.asarray(NO_HISTORY), (len(txs), 1))
-    nowhere = LocationHistory()
     location = location_features(
-        [nowhere.values(int(tx["timestamp"]), tx.get("ip_country", "")) for tx in txs]
+        [LocationHistory().record(int(tx["timestamp"]), tx.get("ip_country", "")) for tx in txs]
     )
     return np.hstack([static_matrix(txs), velocity, location]).astype(np.float32)

@@ -31,10 +31,11 @@ from serving.feature_state.contract import RETENTION_SECONDS, TRIM_SLACK_SECONDS
 
 
 class _History:
-    """One user's kept events in time order; `prefix[k]` sums the first k amounts, and
-    `first` maps each kept transaction_id to the raw velocity values it was first given."""
+    """One user's kept events in time order; `prefix[k]` sums the first k amounts,
+    `first` maps each kept transaction_id to the raw values it was first given, and
+    `places` is the user's location history (one lookup of the user finds both)."""
 
-    __slots__ = ("amounts", "first", "ids", "prefix", "times")
+    __slots__ = ("amounts", "first", "ids", "places", "prefix", "times")
 
     def __init__(self) -> None:
         self.times: list[int] = []
@@ -42,6 +43,7 @@ class _History:
         self.ids: list[str] = []
         self.prefix: list[float] = [0.0]
         self.first: dict[str, list] = {}
+        self.places = LocationHistory()
 
     def add(self, tx_id: str, ts: int, amount: float) -> list:
         """The raw velocity values of a new event, which is then recorded."""
@@ -79,7 +81,6 @@ class MemoryFeatures:
 
     def __init__(self) -> None:
         self._users: dict[int, _History] = {}
-        self._places: dict[int, LocationHistory] = {}
 
     def transform(self, tx: Mapping) -> np.ndarray:
         return self.transform_many([tx])[0]
@@ -116,11 +117,8 @@ class MemoryFeatures:
             user = self._users[user_id] = _History()
         elif (first := user.first.get(tx_id)) is not None:
             return first
-        ts, country = int(tx["timestamp"]), tx.get("ip_country", "")
+        ts = int(tx["timestamp"])
         values = user.add(tx_id, ts, float(tx["amount"]))
-        places = self._places.get(user_id)
-        if places is None:
-            places = self._places[user_id] = LocationHistory()
-        values += places.values(ts, country)  # the same list `first` keeps for a repeat
-        places.add(ts, country, RETENTION_SECONDS)
+        # The same list `first` keeps for a repeat.
+        values += user.places.record(ts, tx.get("ip_country", ""), RETENTION_SECONDS)
         return values

@@ -248,6 +248,11 @@ PLACES = {
     "late event": ([[(1, T0 + 100, "DE", "a")], [(1, T0 + 50, "BR", "b")],
                     [(1, T0 + 10, "DE", "c")], [(1, T0 + 200, "BR", "d")]],
                    [(1, 1), (1, 1), (1, 1), (0, 2)]),
+    # Late behind events of other countries: each judged by what came at or before it.
+    "late among countries": ([[(1, T0 + 100, "DE", "a"), (1, T0 + 200, "BR", "b"),
+                               (1, T0 + 150, "FR", "c")], [(1, T0 + 50, "BR", "d"),
+                               (1, T0 + 300, "DE", "e")]],
+                             [(1, 1), (1, 2), (1, 2), (1, 1), (0, 3)]),
     "repeats": ([[(1, T0, "DE", "a"), (1, T0 + 5, "BR", "b")],
                  [(1, T0, "DE", "a"), (1, T0 + 9, "BR", "b")]],
                 [(1, 1), (1, 2), (1, 1), (1, 2)]),
