@@ -194,26 +194,18 @@ def drain(
     """One round on fresh topics and a fresh consumer group: the scorers' CPU from before
     the transactions are produced to the last score stored, the rate from the first score
     stored to the last."""
-    first, count = None, 0
     with _round(base, n, seed, logs, profile, scorers, partitions, located, False) as r:
         url = r.settings.redis_url
         before = redis_counters(url) if url else None
         cpu_before = r.cpu()
         fill(r.settings, r.messages)
-        deadline = time.monotonic() + 600
-        while count < n and time.monotonic() < deadline:
-            time.sleep(0.05)
-            count = r.stored()
-            if count and first is None:
-                first = (time.perf_counter(), count)
-        last = time.perf_counter()
-        scorer_cpu = r.cpu() - cpu_before
+        first, last, cpu = _until_stored({"": r}, n)[""]
     per_tx = None
     if before is not None:
         after = redis_counters(url)
         per_tx = {k: (after[k] - before[k]) / n for k in before}
-    cpu_us = scorer_cpu * 1e6 / n
-    return DrainResult(n - first[1], last - first[0], count, r.on_kafka, per_tx, cpu_us)
+    cpu_us = (cpu - cpu_before) * 1e6 / n
+    return DrainResult(n - first[1], last - first[0], r.stored_count, r.on_kafka, per_tx, cpu_us)
 
 
 def drain_beside(
@@ -240,17 +232,19 @@ def drain_beside(
         done = _until_stored(rounds, n)
     results = {}
     for label, r in rounds.items():
-        seconds, cpu = done.get(label, (float("nan"), float("nan")))
-        results[label] = DrainResult(n, seconds - started, r.stored_count, r.on_kafka,
+        _, last, cpu = done[label]
+        results[label] = DrainResult(n, last - started, r.stored_count, r.on_kafka,
                                      scorer_cpu_us=(cpu - cpu_before[label]) * 1e6 / n)  # fmt: skip
     return results
 
 
 def _until_stored(
     rounds: dict[str, _Round], n: int, timeout: float = 600
-) -> dict[str, tuple[float, float]]:
-    """Poll every round's stored rows until each has n (or the timeout): when each finished
-    (perf_counter) and its scorers' CPU then."""
+) -> dict[str, tuple[tuple[float, int] | None, float, float]]:
+    """Poll every round's stored rows until each has n (or the timeout): for each, when
+    (perf_counter) and at what count rows were first seen, when it finished and its
+    scorers' CPU then (NaN for a round that did not finish)."""
+    first: dict[str, tuple[float, int]] = {}
     done: dict[str, tuple[float, float]] = {}
     deadline = time.monotonic() + timeout
     while len(done) < len(rounds) and time.monotonic() < deadline:
@@ -258,9 +252,12 @@ def _until_stored(
         for label, r in rounds.items():
             if label not in done:
                 r.stored_count = r.stored()
+                if r.stored_count and label not in first:
+                    first[label] = (time.perf_counter(), r.stored_count)
                 if r.stored_count >= n:
                     done[label] = (time.perf_counter(), r.cpu())
-    return done
+    missing = (float("nan"), float("nan"))
+    return {label: (first.get(label), *done.get(label, missing)) for label in rounds}
 
 
 def report(
